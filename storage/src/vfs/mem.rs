@@ -100,7 +100,8 @@ impl MemFs {
     /// Flips one bit of a file, in both its current and durable bytes (bit rot on disk).
     pub fn flip_bit(&self, path: &Path, byte: u64, bit: u8) -> io::Result<()> {
         let file = self.file(path)?;
-        let mut f = lock(&file);
+        let mut guard = lock(&file);
+        let f = &mut *guard;
         let byte = byte as usize;
         for bytes in [&mut f.current, &mut f.durable] {
             if let Some(b) = bytes.get_mut(byte) {
@@ -117,7 +118,9 @@ impl MemFs {
 
     /// Current length of a file.
     pub fn file_len(&self, path: &Path) -> io::Result<u64> {
-        Ok(lock(&self.file(path)?).current.len() as u64)
+        let file = self.file(path)?;
+        let len = lock(&file).current.len() as u64;
+        Ok(len)
     }
 
     /// How many bytes of a file are not yet durable (0 if its durable image diverged).

@@ -1,1 +1,3 @@
+//! Integration tests of raftmq-storage: one binary, one module per area.
 
+mod commitlog;
