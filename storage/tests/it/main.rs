@@ -1,3 +1,5 @@
 //! Integration tests of raftmq-storage: one binary, one module per area.
 
 mod commitlog;
+mod crash;
+mod model;
