@@ -40,7 +40,10 @@ impl DurableCell {
         if !self.fs.exists(&self.path) {
             return Ok(None);
         }
-        let file = self.fs.open(&self.path, OpenMode::Existing).at(&self.path)?;
+        let file = self
+            .fs
+            .open(&self.path, OpenMode::Existing)
+            .at(&self.path)?;
         let len = file.len().at(&self.path)? as usize;
         let mut buf = vec![0u8; len];
         let n = file.read_full_at(&mut buf, 0).at(&self.path)?;
@@ -72,7 +75,10 @@ impl DurableCell {
         buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32c::crc32c(value).to_le_bytes());
         buf.extend_from_slice(value);
-        let tmp = self.fs.open(&self.tmp, OpenMode::CreateTruncate).at(&self.tmp)?;
+        let tmp = self
+            .fs
+            .open(&self.tmp, OpenMode::CreateTruncate)
+            .at(&self.tmp)?;
         tmp.write_all_at(&buf, 0).at(&self.tmp)?;
         tmp.sync_data().at(&self.tmp)?;
         self.fs.rename(&self.tmp, &self.path).at(&self.path)?;
@@ -98,9 +104,6 @@ mod tests {
         let cell2 = DurableCell::new(Arc::new(after.clone()), dir, "vote");
         assert_eq!(cell2.load().unwrap().as_deref(), Some(&b"term=4"[..]));
         after.flip_bit(&dir.join("vote"), 13, 0).unwrap();
-        assert!(matches!(
-            cell2.load(),
-            Err(StorageError::Corrupted { .. })
-        ));
+        assert!(matches!(cell2.load(), Err(StorageError::Corrupted { .. })));
     }
 }

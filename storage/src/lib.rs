@@ -21,6 +21,8 @@
 pub mod commitlog;
 mod durable_cell;
 mod error;
+mod index_store;
+pub mod message;
 pub mod vfs;
 
 pub use commitlog::{
@@ -28,3 +30,7 @@ pub use commitlog::{
 };
 pub use durable_cell::DurableCell;
 pub use error::{Result, StorageError};
+pub use index_store::{
+    CqEntry, Durability, IndexBatch, IndexHit, IndexStore, IndexStoreOptions, MAX_KEY_LEN,
+    MAX_NAME_LEN, TopicMeta,
+};

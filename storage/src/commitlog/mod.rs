@@ -299,7 +299,9 @@ impl CommitLog {
     pub fn first_index(&self) -> Option<u64> {
         let last = self.last_index()?;
         let first_seg = self.segments.first()?.base;
-        let first = self.purged.map_or(first_seg, |p| first_seg.max(p.index + 1));
+        let first = self
+            .purged
+            .map_or(first_seg, |p| first_seg.max(p.index + 1));
         (first <= last).then_some(first)
     }
 
@@ -398,8 +400,7 @@ impl CommitLog {
                 None => 0,
             };
             if self.segments.is_empty()
-                || (write_pos > SEGMENT_HEADER_LEN
-                    && write_pos + rec_len > self.opts.segment_size)
+                || (write_pos > SEGMENT_HEADER_LEN && write_pos + rec_len > self.opts.segment_size)
             {
                 self.flush(buf, positions)?;
                 self.roll(r.index)?;
@@ -423,7 +424,10 @@ impl CommitLog {
         if buf.is_empty() {
             return Ok(());
         }
-        let active = self.segments.last().expect("records are buffered for a segment");
+        let active = self
+            .segments
+            .last()
+            .expect("records are buffered for a segment");
         let r = active.file.write_all_at(buf, active.len).at(&active.path);
         self.poison(r)?;
         let new_len = active.len + buf.len() as u64;
@@ -513,7 +517,9 @@ impl CommitLog {
             let mut raw = vec![0u8; (end - start) as usize];
             let n = seg.file.read_full_at(&mut raw, start).at(&seg.path)?;
             if n < raw.len() {
-                return Err(seg.corrupted(start + n as u64, "segment is shorter than its index".into()));
+                return Err(
+                    seg.corrupted(start + n as u64, "segment is shorter than its index".into())
+                );
             }
             let raw = Bytes::from(raw);
             let mut off = 0usize;

@@ -10,7 +10,9 @@ use raftmq_storage::{CommitLog, CommitLogOptions, LogPos, RecordRef, StorageErro
 pub(crate) fn payload(index: u64) -> Vec<u8> {
     // Varying sizes, so records straddle segment boundaries at different places.
     let len = (index * 37 % 200) as usize;
-    (0..len).map(|i| (index as u8).wrapping_add(i as u8)).collect()
+    (0..len)
+        .map(|i| (index as u8).wrapping_add(i as u8))
+        .collect()
 }
 
 pub(crate) fn append_range(log: &mut CommitLog, from: u64, to: u64, term: u64) {
@@ -42,7 +44,13 @@ fn append_read_roll_and_reopen_on_disk() {
     log.sync().unwrap();
     assert!(log.segment_count() > 5, "small segments roll");
     assert_eq!(log.first_index(), Some(1));
-    assert_eq!(log.last_record(), Some(LogPos { index: 299, term: 2 }));
+    assert_eq!(
+        log.last_record(),
+        Some(LogPos {
+            index: 299,
+            term: 2
+        })
+    );
     for i in [1, 2, 150, 199, 200, 299] {
         let r = log.read(i).unwrap();
         assert_eq!(r.payload, payload(i), "record {i}");
@@ -55,8 +63,18 @@ fn append_read_roll_and_reopen_on_disk() {
     drop(log);
 
     let (log, report) = CommitLog::open(fs.clone(), tmp.path(), small()).unwrap();
-    assert_eq!(report, Default::default(), "a clean shutdown needs no repair");
-    assert_eq!(log.last_record(), Some(LogPos { index: 299, term: 2 }));
+    assert_eq!(
+        report,
+        Default::default(),
+        "a clean shutdown needs no repair"
+    );
+    assert_eq!(
+        log.last_record(),
+        Some(LogPos {
+            index: 299,
+            term: 2
+        })
+    );
     assert_eq!(log.read(123).unwrap().payload, payload(123));
     assert_eq!(log.term_of(200).unwrap(), 2);
 }
@@ -159,7 +177,13 @@ fn purge_removes_whole_segments_only_and_survives_reopen() {
     drop(log);
     let log = open(&fs, dir);
     assert_eq!(log.first_index(), Some(501));
-    assert_eq!(log.last_record(), Some(LogPos { index: 509, term: 3 }));
+    assert_eq!(
+        log.last_record(),
+        Some(LogPos {
+            index: 509,
+            term: 3
+        })
+    );
 }
 
 #[test]
@@ -174,7 +198,11 @@ fn a_fresh_log_accepts_any_start_index() {
 #[test]
 fn oversized_payload_and_bad_segment_size_are_refused() {
     let fs: Arc<dyn Vfs> = Arc::new(MemFs::new());
-    let bad = CommitLog::open(fs.clone(), Path::new("/x"), CommitLogOptions { segment_size: 8 });
+    let bad = CommitLog::open(
+        fs.clone(),
+        Path::new("/x"),
+        CommitLogOptions { segment_size: 8 },
+    );
     assert!(matches!(bad, Err(StorageError::InvalidArgument(_))));
     let mut log = open(&fs, Path::new("/log"));
     let big = vec![0u8; raftmq_storage::commitlog::MAX_PAYLOAD + 1];

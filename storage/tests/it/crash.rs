@@ -12,8 +12,15 @@ use crate::commitlog::{append_range, payload};
 
 const DIR: &str = "/crash/log";
 
-fn open(fs: &MemFs, segment_size: u64) -> raftmq_storage::Result<(CommitLog, raftmq_storage::RecoveryReport)> {
-    CommitLog::open(Arc::new(fs.clone()), Path::new(DIR), CommitLogOptions { segment_size })
+fn open(
+    fs: &MemFs,
+    segment_size: u64,
+) -> raftmq_storage::Result<(CommitLog, raftmq_storage::RecoveryReport)> {
+    CommitLog::open(
+        Arc::new(fs.clone()),
+        Path::new(DIR),
+        CommitLogOptions { segment_size },
+    )
 }
 
 fn written(segment_size: u64, records: u64) -> MemFs {
@@ -58,8 +65,14 @@ fn a_flipped_bit_in_the_tail_is_cut_off_and_reported() {
         let damaged = fs.crash(Crash::DropUnsynced);
         damaged.flip_bit(&file, byte, (k % 8) as u8).unwrap();
         let (log, report) = open(&damaged, seg).unwrap();
-        let cut = report.truncated.expect("the damage must be found and reported");
-        assert!(cut.position <= byte, "cut at {} after the flip at {byte}", cut.position);
+        let cut = report
+            .truncated
+            .expect("the damage must be found and reported");
+        assert!(
+            cut.position <= byte,
+            "cut at {} after the flip at {byte}",
+            cut.position
+        );
         assert_eq!(cut.segment, file);
         let last = log.last_index().unwrap_or(0);
         assert!(last < 200, "the damaged record cannot survive");
@@ -85,7 +98,11 @@ fn a_flipped_bit_in_a_sealed_segment_is_an_error_never_wrong_data() {
             Err(e) => panic!("unexpected error {e}"),
             Ok((log, report)) => {
                 assert!(report.truncated.is_none(), "sealed segments are never cut");
-                assert_eq!(log.last_index(), Some(300), "nothing after the damage is lost");
+                assert_eq!(
+                    log.last_index(),
+                    Some(300),
+                    "nothing after the damage is lost"
+                );
                 let bad = assert_nothing_invented(&log);
                 assert!(!bad.is_empty(), "the flip at byte {byte} went unnoticed");
                 let err = log.read_range(bad[0], bad[0] + 1, usize::MAX).unwrap_err();
@@ -113,12 +130,17 @@ fn a_lost_index_file_is_rebuilt_and_a_damaged_one_never_misleads() {
     assert!(assert_nothing_invented(&log).is_empty());
     drop(log);
     let (_, again) = open(&lost, seg).unwrap();
-    assert!(again.rebuilt_indexes.is_empty(), "the rebuilt index was persisted");
+    assert!(
+        again.rebuilt_indexes.is_empty(),
+        "the rebuilt index was persisted"
+    );
 
     for k in 0..16u64 {
         let damaged = fs.crash(Crash::DropUnsynced);
         let len = damaged.file_len(&idx[2]).unwrap();
-        damaged.flip_bit(&idx[2], (k * 13) % len, (k % 8) as u8).unwrap();
+        damaged
+            .flip_bit(&idx[2], (k * 13) % len, (k % 8) as u8)
+            .unwrap();
         let (log, _) = open(&damaged, seg).unwrap();
         assert_nothing_invented(&log);
     }

@@ -2,4 +2,5 @@
 
 mod commitlog;
 mod crash;
+mod index_store;
 mod model;

@@ -93,7 +93,9 @@ fn check_matches(log: &CommitLog, model: &Model) -> Result<(), TestCaseError> {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut fs = MemFs::new();
     let dir = Path::new(DIR);
-    let mut log = CommitLog::open(Arc::new(fs.clone()), dir, opts()).unwrap().0;
+    let mut log = CommitLog::open(Arc::new(fs.clone()), dir, opts())
+        .unwrap()
+        .0;
     let mut model = Model {
         term: 1,
         ..Model::default()
@@ -134,7 +136,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.durable_last = model.durable_last.map(|d| d.min(from.saturating_sub(1)));
             }
             Op::Purge { forward } => {
-                let base = model.purged.map_or(model.first_index().unwrap_or(1), |p| p.index + 1);
+                let base = model
+                    .purged
+                    .map_or(model.first_index().unwrap_or(1), |p| p.index + 1);
                 let upto = base + u64::from(forward);
                 let term = model.records.get(&upto).copied().unwrap_or(model.term);
                 let pos = LogPos { index: upto, term };
@@ -144,16 +148,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 drop(log);
-                log = CommitLog::open(Arc::new(fs.clone()), dir, opts()).unwrap().0;
+                log = CommitLog::open(Arc::new(fs.clone()), dir, opts())
+                    .unwrap()
+                    .0;
             }
             Op::Crash(how) => {
                 drop(log);
                 fs = fs.crash(how);
-                log = CommitLog::open(Arc::new(fs.clone()), dir, opts()).unwrap().0;
+                log = CommitLog::open(Arc::new(fs.clone()), dir, opts())
+                    .unwrap()
+                    .0;
                 let last = log.last_index();
                 let durable_floor = model.durable_last.filter(|d| model.records.contains_key(d));
                 if let Some(d) = durable_floor {
-                    prop_assert!(last.is_some_and(|l| l >= d), "lost durable record {d}: log ends at {last:?} after {how:?}");
+                    prop_assert!(
+                        last.is_some_and(|l| l >= d),
+                        "lost durable record {d}: log ends at {last:?} after {how:?}"
+                    );
                 }
                 if how == Crash::ProcessOnly {
                     prop_assert_eq!(last, model.records.keys().next_back().copied());
@@ -180,11 +191,20 @@ proptest! {
 #[test]
 fn crash_right_after_a_roll_keeps_the_synced_segments() {
     run(vec![
-        Op::Append { count: 20, new_term: false },
+        Op::Append {
+            count: 20,
+            new_term: false,
+        },
         Op::Sync,
-        Op::Append { count: 20, new_term: false },
+        Op::Append {
+            count: 20,
+            new_term: false,
+        },
         Op::Crash(Crash::DropUnsynced),
-        Op::Append { count: 5, new_term: true },
+        Op::Append {
+            count: 5,
+            new_term: true,
+        },
         Op::Crash(Crash::Torn { seed: 7 }),
     ])
     .unwrap();

@@ -1,0 +1,113 @@
+//! Key and value encodings of the IndexStore's column families.
+//!
+//! Keys are built so RocksDB's byte order is the order we scan in: names are
+//! length-prefixed (so `a` never prefixes `ab`'s range) and numbers are big-endian.
+//! Values are little-endian fixed-width records. `docs/commitlog-format.md` lists them.
+//!
+//! Must never: change an existing encoding in place (a new layout needs a new column family
+//! or a version byte, and a migration).
+
+use crate::error::{Result, malformed};
+
+/// Appends a length-prefixed name (topic, group: at most 255 bytes, checked by callers).
+pub(crate) fn put_name(k: &mut Vec<u8>, name: &str) {
+    debug_assert!(name.len() <= 255);
+    k.push(name.len() as u8);
+    k.extend_from_slice(name.as_bytes());
+}
+
+pub(crate) fn name_prefix(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len() + 12);
+    put_name(&mut k, name);
+    k
+}
+
+pub(crate) fn queue_prefix(topic: &str, queue: u32) -> Vec<u8> {
+    let mut k = name_prefix(topic);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k
+}
+
+pub(crate) fn cq_key(topic: &str, queue: u32, offset: u64) -> Vec<u8> {
+    let mut k = queue_prefix(topic, queue);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub(crate) fn key_index_prefix(topic: &str, key: &str) -> Vec<u8> {
+    let mut k = name_prefix(topic);
+    k.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+pub(crate) fn time_key(topic: &str, store_ms: u64, log_index: u64, slot: u32) -> Vec<u8> {
+    let mut k = name_prefix(topic);
+    k.extend_from_slice(&store_ms.to_be_bytes());
+    k.extend_from_slice(&log_index.to_be_bytes());
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
+}
+
+pub(crate) fn offset_prefix(group: &str, topic: &str) -> Vec<u8> {
+    let mut k = name_prefix(group);
+    put_name(&mut k, topic);
+    k
+}
+
+pub(crate) fn offset_key(group: &str, topic: &str, queue: u32) -> Vec<u8> {
+    let mut k = offset_prefix(group, topic);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xFF: no upper bound exists; an empty key would mean "everything".
+    vec![0xFF; prefix.len() + 1]
+}
+
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Result<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes(s.try_into().expect("4 bytes")))
+        .ok_or_else(|| malformed("index key", "too short"))
+}
+
+pub(crate) fn be_u64(b: &[u8], at: usize) -> Result<u64> {
+    b.get(at..at + 8)
+        .map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")))
+        .ok_or_else(|| malformed("index key", "too short"))
+}
+
+pub(crate) fn le_u32(b: &[u8], at: usize) -> Result<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .ok_or_else(|| malformed("index value", "too short"))
+}
+
+pub(crate) fn le_u64(b: &[u8], at: usize) -> Result<u64> {
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .ok_or_else(|| malformed("index value", "too short"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_do_not_prefix_each_other_and_offsets_sort_numerically() {
+        assert!(!cq_key("ab", 0, 0).starts_with(&queue_prefix("a", 0)));
+        assert!(cq_key("t", 1, 255) < cq_key("t", 1, 256));
+        assert!(cq_key("t", 1, u64::MAX) < cq_key("t", 2, 0));
+        assert_eq!(prefix_end(&[1, 2, 0xFF]), vec![1, 3]);
+        assert!(prefix_end(&queue_prefix("t", 7)) > cq_key("t", 7, u64::MAX));
+    }
+}

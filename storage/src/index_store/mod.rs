@@ -1,0 +1,535 @@
+//! The IndexStore: RocksDB holding everything about messages except the messages.
+//!
+//! Column families:
+//! - `consume_queue`: (topic, queue, offset) → [`CqEntry`] (log index, slot, size, tag hash,
+//!   store time): RocketMQ's ConsumeQueue, one entry per message;
+//! - `key_index`: (topic, key, log index, slot) → (queue, offset);
+//! - `time_index`: (topic, store time, log index, slot) → (queue, offset);
+//! - `consumer_offsets`: (group, topic, queue) → committed offset;
+//! - `topics`: topic → [`TopicMeta`];
+//! - `sm_meta`: state-machine metadata (`last_applied`, membership…) as opaque bytes.
+//!
+//! All writes of one applied Raft batch go in one [`IndexBatch`] (one RocksDB `WriteBatch`)
+//! together with `last_applied`, so state and progress commit atomically. `atomic_flush` is
+//! on, so even with the WAL off (state re-derivable from the log) a crash never persists
+//! one column family's part of a batch without the others'.
+//!
+//! Must never: hold a message body (bodies live only in the CommitLog), or decide
+//! durability itself ([`Durability`] is the caller's choice per write).
+
+mod keys;
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions,
+};
+
+use crate::error::{Result, StorageError, malformed};
+use keys::*;
+
+const CF_CONSUME_QUEUE: &str = "consume_queue";
+const CF_KEY_INDEX: &str = "key_index";
+const CF_TIME_INDEX: &str = "time_index";
+const CF_OFFSETS: &str = "consumer_offsets";
+const CF_TOPICS: &str = "topics";
+const CF_META: &str = "sm_meta";
+const ALL_CFS: [&str; 6] = [
+    CF_CONSUME_QUEUE,
+    CF_KEY_INDEX,
+    CF_TIME_INDEX,
+    CF_OFFSETS,
+    CF_TOPICS,
+    CF_META,
+];
+
+/// Longest topic or group name the key encoding takes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest message key the key index takes.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+
+/// One ConsumeQueue entry: where message `offset` of a queue lives in the CommitLog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CqEntry {
+    /// The Raft log index of the batch holding the message.
+    pub log_index: u64,
+    /// The message's slot in that batch.
+    pub slot: u32,
+    /// Encoded size of the message in bytes.
+    pub size: u32,
+    /// [`crate::message::tag_hash`] of its tag.
+    pub tag_hash: u32,
+    /// When the leader stored it.
+    pub store_ms: u64,
+}
+
+const CQ_VALUE_LEN: usize = 28;
+
+impl CqEntry {
+    fn encode(&self) -> [u8; CQ_VALUE_LEN] {
+        let mut v = [0u8; CQ_VALUE_LEN];
+        v[0..8].copy_from_slice(&self.log_index.to_le_bytes());
+        v[8..12].copy_from_slice(&self.slot.to_le_bytes());
+        v[12..16].copy_from_slice(&self.size.to_le_bytes());
+        v[16..20].copy_from_slice(&self.tag_hash.to_le_bytes());
+        v[20..28].copy_from_slice(&self.store_ms.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        if v.len() != CQ_VALUE_LEN {
+            return Err(malformed(
+                "consume queue entry",
+                format!("{} bytes", v.len()),
+            ));
+        }
+        Ok(CqEntry {
+            log_index: le_u64(v, 0)?,
+            slot: le_u32(v, 8)?,
+            size: le_u32(v, 12)?,
+            tag_hash: le_u32(v, 16)?,
+            store_ms: le_u64(v, 20)?,
+        })
+    }
+}
+
+/// A message found through the key or time index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexHit {
+    /// Raft log index of its batch.
+    pub log_index: u64,
+    /// Slot in the batch.
+    pub slot: u32,
+    /// Its queue.
+    pub queue: u32,
+    /// Its offset in the queue.
+    pub offset: u64,
+    /// Store time (time index only; 0 from the key index).
+    pub store_ms: u64,
+}
+
+fn queue_offset_value(queue: u32, offset: u64) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&queue.to_le_bytes());
+    v[4..].copy_from_slice(&offset.to_le_bytes());
+    v
+}
+
+/// A topic's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Number of queues.
+    pub queues: u32,
+    /// Per-queue order is strict for consumer groups.
+    pub fifo: bool,
+    /// How long messages are kept.
+    pub retention_ms: u64,
+}
+
+impl TopicMeta {
+    const VERSION: u8 = 1;
+
+    fn encode(&self) -> [u8; 14] {
+        let mut v = [0u8; 14];
+        v[0] = Self::VERSION;
+        v[1..5].copy_from_slice(&self.queues.to_le_bytes());
+        v[5] = u8::from(self.fifo);
+        v[6..14].copy_from_slice(&self.retention_ms.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        if v.len() != 14 || v[0] != Self::VERSION {
+            return Err(malformed("topic metadata", "unknown layout"));
+        }
+        Ok(TopicMeta {
+            queues: le_u32(v, 1)?,
+            fifo: v[5] != 0,
+            retention_ms: le_u64(v, 6)?,
+        })
+    }
+}
+
+/// How durable a write must be before [`IndexStore::write`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No WAL: the state can be rebuilt by re-applying the CommitLog (fastest).
+    Rebuildable,
+    /// WAL written, not fsynced: survives a process crash, not a power loss.
+    Wal,
+    /// WAL fsynced.
+    Synced,
+}
+
+/// Settings of the IndexStore.
+#[derive(Clone, Debug)]
+pub struct IndexStoreOptions {
+    /// Memtable size per column family, bytes.
+    pub write_buffer_size: usize,
+}
+
+impl Default for IndexStoreOptions {
+    fn default() -> Self {
+        IndexStoreOptions {
+            write_buffer_size: 64 << 20,
+        }
+    }
+}
+
+/// The RocksDB-backed indexes. See the module docs.
+#[derive(Debug)]
+pub struct IndexStore {
+    db: DB,
+    path: PathBuf,
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(StorageError::InvalidArgument(format!(
+            "{what} must be 1 to {MAX_NAME_LEN} bytes long"
+        )));
+    }
+    Ok(())
+}
+
+impl IndexStore {
+    /// Opens or creates the store at `path`.
+    pub fn open(path: &Path, opts: &IndexStoreOptions) -> Result<Self> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_atomic_flush(true);
+        db_opts.set_max_background_jobs(2);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(opts.write_buffer_size);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        Ok(IndexStore {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created on open")
+    }
+
+    /// A new, empty batch.
+    pub fn batch(&self) -> IndexBatch<'_> {
+        IndexBatch {
+            store: self,
+            wb: WriteBatch::default(),
+        }
+    }
+
+    /// Writes a batch atomically.
+    pub fn write(&self, batch: IndexBatch<'_>, durability: Durability) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        match durability {
+            Durability::Rebuildable => wo.disable_wal(true),
+            Durability::Wal => {}
+            Durability::Synced => wo.set_sync(true),
+        }
+        self.db.write_opt(batch.wb, &wo)?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the store to `dir` (hard links where possible), for
+    /// snapshots. `dir` must not exist.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Iterates `cf` over keys starting with `prefix`, from `start` (or the prefix start).
+    fn scan_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(prefix.to_vec());
+        ro.set_iterate_upper_bound(prefix_end(prefix));
+        let upper = prefix_end(prefix);
+        let mode = match (start, reverse) {
+            (Some(s), false) => IteratorMode::From(s, Direction::Forward),
+            (Some(s), true) => IteratorMode::From(s, Direction::Reverse),
+            (None, false) => IteratorMode::Start,
+            (None, true) => IteratorMode::End,
+        };
+        let it = self.db.iterator_cf_opt(self.cf(cf), ro, mode);
+        let prefix = prefix.to_vec();
+        it.map(|r| r.map_err(StorageError::from))
+            .take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(&prefix) && **k < *upper,
+                Err(_) => true,
+            })
+    }
+
+    /// The ConsumeQueue entry of one message.
+    pub fn cq_get(&self, topic: &str, queue: u32, offset: u64) -> Result<Option<CqEntry>> {
+        self.db
+            .get_pinned_cf(self.cf(CF_CONSUME_QUEUE), cq_key(topic, queue, offset))?
+            .map(|v| CqEntry::decode(&v))
+            .transpose()
+    }
+
+    /// Up to `max` entries of a queue from `from` on, in offset order.
+    pub fn cq_range(
+        &self,
+        topic: &str,
+        queue: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, CqEntry)>> {
+        let prefix = queue_prefix(topic, queue);
+        let start = cq_key(topic, queue, from);
+        let mut out = Vec::with_capacity(max.min(1024));
+        for kv in self
+            .scan_prefix(CF_CONSUME_QUEUE, &prefix, Some(&start), false)
+            .take(max)
+        {
+            let (k, v) = kv?;
+            out.push((be_u64(&k, prefix.len())?, CqEntry::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// `(min, max)` of a queue: its first retained offset and one past its last, or `None`
+    /// if the queue never held a message.
+    pub fn cq_bounds(&self, topic: &str, queue: u32) -> Result<Option<(u64, u64)>> {
+        let prefix = queue_prefix(topic, queue);
+        let first = self
+            .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, false)
+            .next();
+        let last = self
+            .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, true)
+            .next();
+        match (first, last) {
+            (Some(f), Some(l)) => {
+                let min = be_u64(&f?.0, prefix.len())?;
+                let max = be_u64(&l?.0, prefix.len())? + 1;
+                Ok(Some((min, max)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Up to `max` messages with `key`, newest first.
+    pub fn key_lookup(&self, topic: &str, key: &str, max: usize) -> Result<Vec<IndexHit>> {
+        let prefix = key_index_prefix(topic, key);
+        let mut out = Vec::new();
+        for kv in self
+            .scan_prefix(CF_KEY_INDEX, &prefix, None, true)
+            .take(max)
+        {
+            let (k, v) = kv?;
+            out.push(IndexHit {
+                log_index: be_u64(&k, prefix.len())?,
+                slot: be_u32(&k, prefix.len() + 8)?,
+                queue: le_u32(&v, 0)?,
+                offset: le_u64(&v, 4)?,
+                store_ms: 0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` messages stored in `[from_ms, to_ms)`, oldest first.
+    pub fn time_range(
+        &self,
+        topic: &str,
+        from_ms: u64,
+        to_ms: u64,
+        max: usize,
+    ) -> Result<Vec<IndexHit>> {
+        let prefix = name_prefix(topic);
+        let start = time_key(topic, from_ms, 0, 0);
+        let mut out = Vec::new();
+        for kv in self
+            .scan_prefix(CF_TIME_INDEX, &prefix, Some(&start), false)
+            .take(max)
+        {
+            let (k, v) = kv?;
+            let store_ms = be_u64(&k, prefix.len())?;
+            if store_ms >= to_ms {
+                break;
+            }
+            out.push(IndexHit {
+                log_index: be_u64(&k, prefix.len() + 8)?,
+                slot: be_u32(&k, prefix.len() + 16)?,
+                queue: le_u32(&v, 0)?,
+                offset: le_u64(&v, 4)?,
+                store_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A group's committed offset for one queue.
+    pub fn offset_get(&self, group: &str, topic: &str, queue: u32) -> Result<Option<u64>> {
+        self.db
+            .get_pinned_cf(self.cf(CF_OFFSETS), offset_key(group, topic, queue))?
+            .map(|v| le_u64(&v, 0))
+            .transpose()
+    }
+
+    /// A group's committed offsets for every queue of a topic, by queue.
+    pub fn offsets_of(&self, group: &str, topic: &str) -> Result<Vec<(u32, u64)>> {
+        let prefix = offset_prefix(group, topic);
+        let mut out = Vec::new();
+        for kv in self.scan_prefix(CF_OFFSETS, &prefix, None, false) {
+            let (k, v) = kv?;
+            out.push((be_u32(&k, prefix.len())?, le_u64(&v, 0)?));
+        }
+        Ok(out)
+    }
+
+    /// One topic's settings.
+    pub fn topic_get(&self, name: &str) -> Result<Option<TopicMeta>> {
+        self.db
+            .get_pinned_cf(self.cf(CF_TOPICS), name_prefix(name))?
+            .map(|v| TopicMeta::decode(&v))
+            .transpose()
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Result<Vec<(String, TopicMeta)>> {
+        let mut out = Vec::new();
+        for kv in self.db.iterator_cf(self.cf(CF_TOPICS), IteratorMode::Start) {
+            let (k, v) = kv?;
+            let name = std::str::from_utf8(k.get(1..).unwrap_or_default())
+                .map_err(|_| malformed("topic name", "not UTF-8"))?;
+            out.push((name.to_owned(), TopicMeta::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// A state-machine metadata value.
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_META), key.as_bytes())?
+            .map(|v| v.to_vec()))
+    }
+}
+
+/// The writes of one applied batch, committed atomically by [`IndexStore::write`].
+pub struct IndexBatch<'a> {
+    store: &'a IndexStore,
+    wb: WriteBatch,
+}
+
+impl std::fmt::Debug for IndexBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IndexBatch {{ writes: {} }}", self.wb.len())
+    }
+}
+
+impl IndexBatch<'_> {
+    /// Number of writes so far.
+    pub fn len(&self) -> usize {
+        self.wb.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.wb.is_empty()
+    }
+
+    /// Adds a ConsumeQueue entry.
+    pub fn put_cq(&mut self, topic: &str, queue: u32, offset: u64, e: &CqEntry) -> Result<()> {
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_CONSUME_QUEUE);
+        self.wb.put_cf(cf, cq_key(topic, queue, offset), e.encode());
+        Ok(())
+    }
+
+    /// Indexes a message by key.
+    pub fn put_key(&mut self, topic: &str, key: &str, hit: &IndexHit) -> Result<()> {
+        check_name("topic", topic)?;
+        if key.len() > MAX_KEY_LEN {
+            return Err(StorageError::InvalidArgument(format!(
+                "key must be at most {MAX_KEY_LEN} bytes"
+            )));
+        }
+        let mut k = key_index_prefix(topic, key);
+        k.extend_from_slice(&hit.log_index.to_be_bytes());
+        k.extend_from_slice(&hit.slot.to_be_bytes());
+        let cf = self.store.cf(CF_KEY_INDEX);
+        self.wb
+            .put_cf(cf, k, queue_offset_value(hit.queue, hit.offset));
+        Ok(())
+    }
+
+    /// Indexes a message by store time.
+    pub fn put_time(&mut self, topic: &str, hit: &IndexHit) -> Result<()> {
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_TIME_INDEX);
+        self.wb.put_cf(
+            cf,
+            time_key(topic, hit.store_ms, hit.log_index, hit.slot),
+            queue_offset_value(hit.queue, hit.offset),
+        );
+        Ok(())
+    }
+
+    /// Sets a group's committed offset for a queue.
+    pub fn put_offset(&mut self, group: &str, topic: &str, queue: u32, offset: u64) -> Result<()> {
+        check_name("group", group)?;
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_OFFSETS);
+        self.wb
+            .put_cf(cf, offset_key(group, topic, queue), offset.to_le_bytes());
+        Ok(())
+    }
+
+    /// Creates or replaces a topic's settings.
+    pub fn put_topic(&mut self, name: &str, meta: &TopicMeta) -> Result<()> {
+        check_name("topic", name)?;
+        let cf = self.store.cf(CF_TOPICS);
+        self.wb.put_cf(cf, name_prefix(name), meta.encode());
+        Ok(())
+    }
+
+    /// Deletes a topic with its ConsumeQueue and key and time indexes (the messages stay in
+    /// the CommitLog until retention purges their segments).
+    pub fn delete_topic(&mut self, name: &str) -> Result<()> {
+        check_name("topic", name)?;
+        let prefix = name_prefix(name);
+        let end = prefix_end(&prefix);
+        for cf in [CF_CONSUME_QUEUE, CF_KEY_INDEX, CF_TIME_INDEX] {
+            let cf = self.store.cf(cf);
+            self.wb.delete_range_cf(cf, &prefix, &end);
+        }
+        self.wb.delete_cf(self.store.cf(CF_TOPICS), prefix);
+        Ok(())
+    }
+
+    /// Deletes a queue's ConsumeQueue entries below `offset` (retention).
+    pub fn delete_cq_before(&mut self, topic: &str, queue: u32, offset: u64) -> Result<()> {
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_CONSUME_QUEUE);
+        self.wb
+            .delete_range_cf(cf, cq_key(topic, queue, 0), cq_key(topic, queue, offset));
+        Ok(())
+    }
+
+    /// Sets a state-machine metadata value.
+    pub fn put_meta(&mut self, key: &str, value: &[u8]) {
+        let cf = self.store.cf(CF_META);
+        self.wb.put_cf(cf, key.as_bytes(), value);
+    }
+}

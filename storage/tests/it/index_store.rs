@@ -1,0 +1,194 @@
+//! IndexStore on a real RocksDB in a temp dir.
+
+use raftmq_storage::{
+    CqEntry, Durability, IndexHit, IndexStore, IndexStoreOptions, StorageError, TopicMeta,
+};
+
+fn entry(log_index: u64, slot: u32) -> CqEntry {
+    CqEntry {
+        log_index,
+        slot,
+        size: 100 + slot,
+        tag_hash: slot * 3,
+        store_ms: 1_000 + log_index,
+    }
+}
+
+fn open(dir: &std::path::Path) -> IndexStore {
+    IndexStore::open(dir, &IndexStoreOptions::default()).unwrap()
+}
+
+/// Writes `n` messages of `topic` queue `queue` as one applied batch per message.
+fn fill(store: &IndexStore, topic: &str, queue: u32, n: u64) {
+    for offset in 0..n {
+        let mut b = store.batch();
+        let e = entry(offset + 10, queue);
+        b.put_cq(topic, queue, offset, &e).unwrap();
+        let hit = IndexHit {
+            log_index: e.log_index,
+            slot: e.slot,
+            queue,
+            offset,
+            store_ms: e.store_ms,
+        };
+        b.put_key(topic, &format!("k{}", offset % 3), &hit).unwrap();
+        b.put_time(topic, &hit).unwrap();
+        b.put_meta("last_applied", &e.log_index.to_le_bytes());
+        store.write(b, Durability::Wal).unwrap();
+    }
+}
+
+#[test]
+fn consume_queue_ranges_and_bounds_stay_inside_their_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    fill(&store, "a", 0, 5);
+    fill(&store, "a", 1, 300);
+    fill(&store, "ab", 0, 7);
+    assert_eq!(store.cq_bounds("a", 0).unwrap(), Some((0, 5)));
+    assert_eq!(store.cq_bounds("a", 1).unwrap(), Some((0, 300)));
+    assert_eq!(store.cq_bounds("ab", 0).unwrap(), Some((0, 7)));
+    assert_eq!(store.cq_bounds("a", 2).unwrap(), None);
+    assert_eq!(store.cq_bounds("b", 0).unwrap(), None);
+    assert_eq!(store.cq_get("a", 1, 256).unwrap(), Some(entry(266, 1)));
+    let r = store.cq_range("a", 1, 250, 10).unwrap();
+    assert_eq!(
+        r.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        (250..260).collect::<Vec<_>>()
+    );
+    assert_eq!(store.cq_range("a", 0, 3, 100).unwrap().len(), 2);
+    assert!(store.cq_range("a", 0, 5, 100).unwrap().is_empty());
+
+    let mut b = store.batch();
+    b.delete_cq_before("a", 1, 100).unwrap();
+    store.write(b, Durability::Synced).unwrap();
+    assert_eq!(store.cq_bounds("a", 1).unwrap(), Some((100, 300)));
+    assert_eq!(store.cq_bounds("a", 0).unwrap(), Some((0, 5)));
+}
+
+#[test]
+fn key_and_time_indexes_find_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    fill(&store, "t", 0, 10);
+    fill(&store, "t2", 0, 10);
+    let hits = store.key_lookup("t", "k1", 10).unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.offset).collect::<Vec<_>>(),
+        [7, 4, 1],
+        "newest first"
+    );
+    assert_eq!(store.key_lookup("t", "k1", 2).unwrap().len(), 2);
+    assert!(store.key_lookup("t", "k", 10).unwrap().is_empty());
+    // store_ms = 1000 + log_index = 1010 + offset.
+    let in_time = store.time_range("t", 1012, 1015, 100).unwrap();
+    assert_eq!(
+        in_time.iter().map(|h| h.offset).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert_eq!(store.time_range("t", 0, u64::MAX, 4).unwrap().len(), 4);
+}
+
+#[test]
+fn offsets_topics_and_meta_round_trip_and_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = open(tmp.path());
+        let mut b = store.batch();
+        b.put_offset("g1", "t", 0, 10).unwrap();
+        b.put_offset("g1", "t", 2, 7).unwrap();
+        b.put_offset("g1", "t2", 0, 99).unwrap();
+        b.put_offset("g2", "t", 0, 1).unwrap();
+        let meta = TopicMeta {
+            queues: 8,
+            fifo: true,
+            retention_ms: 3_600_000,
+        };
+        b.put_topic("t", &meta).unwrap();
+        b.put_topic(
+            "t2",
+            &TopicMeta {
+                fifo: false,
+                ..meta
+            },
+        )
+        .unwrap();
+        b.put_meta("last_applied", b"42");
+        assert_eq!(b.len(), 7);
+        // The WAL is off: a clean close must still persist it.
+        store.write(b, Durability::Rebuildable).unwrap();
+    }
+    let store = open(tmp.path());
+    assert_eq!(store.offsets_of("g1", "t").unwrap(), [(0, 10), (2, 7)]);
+    assert_eq!(store.offset_get("g2", "t", 0).unwrap(), Some(1));
+    assert_eq!(store.offset_get("g2", "t", 1).unwrap(), None);
+    let topics = store.topics().unwrap();
+    assert_eq!(
+        topics
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.fifo))
+            .collect::<Vec<_>>(),
+        [("t", true), ("t2", false)]
+    );
+    assert_eq!(
+        store.meta_get("last_applied").unwrap().as_deref(),
+        Some(&b"42"[..])
+    );
+}
+
+#[test]
+fn delete_topic_removes_its_indexes_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    fill(&store, "t", 0, 5);
+    fill(&store, "t1", 0, 5);
+    let mut b = store.batch();
+    b.put_topic(
+        "t",
+        &TopicMeta {
+            queues: 1,
+            fifo: false,
+            retention_ms: 1,
+        },
+    )
+    .unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    let mut b = store.batch();
+    b.delete_topic("t").unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    assert_eq!(store.topic_get("t").unwrap(), None);
+    assert_eq!(store.cq_bounds("t", 0).unwrap(), None);
+    assert!(store.key_lookup("t", "k0", 10).unwrap().is_empty());
+    assert!(store.time_range("t", 0, u64::MAX, 10).unwrap().is_empty());
+    assert_eq!(store.cq_bounds("t1", 0).unwrap(), Some((0, 5)));
+}
+
+#[test]
+fn checkpoint_is_a_consistent_openable_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("db"));
+    fill(&store, "t", 3, 50);
+    let copy = tmp.path().join("checkpoint");
+    store.checkpoint(&copy).unwrap();
+    fill(&store, "t", 3, 60);
+    let restored = open(&copy);
+    assert_eq!(restored.cq_bounds("t", 3).unwrap(), Some((0, 50)));
+    assert_eq!(
+        restored.meta_get("last_applied").unwrap().as_deref(),
+        Some(&59u64.to_le_bytes()[..])
+    );
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let mut b = store.batch();
+    let long = "x".repeat(300);
+    assert!(matches!(
+        b.put_cq(&long, 0, 0, &entry(1, 0)),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    assert!(b.put_offset("", "t", 0, 1).is_err());
+    assert!(b.is_empty());
+}
