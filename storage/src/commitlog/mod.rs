@@ -254,17 +254,17 @@ impl CommitLog {
         }
         segments.extend(tail);
 
-        if let (Some(p), Some(first)) = (purged, segments.first()) {
-            if first.base > p.index + 1 {
-                return Err(StorageError::Corrupted {
-                    path: first.path.clone(),
-                    position: 0,
-                    reason: format!(
-                        "log starts at {} but only entries up to {} were purged",
-                        first.base, p.index
-                    ),
-                });
-            }
+        if let (Some(p), Some(first)) = (purged, segments.first())
+            && first.base > p.index + 1
+        {
+            return Err(StorageError::Corrupted {
+                path: first.path.clone(),
+                position: 0,
+                reason: format!(
+                    "log starts at {} but only entries up to {} were purged",
+                    first.base, p.index
+                ),
+            });
         }
         let next = match segments.last() {
             Some(s) if s.count > 0 || purged.is_none() => Some(s.end_index()),
@@ -377,14 +377,14 @@ impl CommitLog {
         positions: &mut Vec<u32>,
     ) -> Result<()> {
         for r in records {
-            if let Some(expected) = self.next {
-                if r.index != expected {
-                    self.flush(buf, positions)?;
-                    return Err(StorageError::NonContiguous {
-                        expected,
-                        got: r.index,
-                    });
-                }
+            if let Some(expected) = self.next
+                && r.index != expected
+            {
+                self.flush(buf, positions)?;
+                return Err(StorageError::NonContiguous {
+                    expected,
+                    got: r.index,
+                });
             }
             if r.payload.len() > MAX_PAYLOAD {
                 self.flush(buf, positions)?;

@@ -29,6 +29,9 @@ use rocksdb::{
 use crate::error::{Result, StorageError, malformed};
 use keys::*;
 
+/// A raw key-value pair from a RocksDB iterator.
+type RawKv = (Box<[u8]>, Box<[u8]>);
+
 const CF_CONSUME_QUEUE: &str = "consume_queue";
 const CF_KEY_INDEX: &str = "key_index";
 const CF_TIME_INDEX: &str = "time_index";
@@ -258,7 +261,7 @@ impl IndexStore {
         prefix: &[u8],
         start: Option<&[u8]>,
         reverse: bool,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    ) -> impl Iterator<Item = Result<RawKv>> + '_ {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(prefix.to_vec());
         ro.set_iterate_upper_bound(prefix_end(prefix));
