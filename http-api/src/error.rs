@@ -1,0 +1,150 @@
+//! `ApiError`: the one error type of the HTTP API and its mapping to status and body.
+//!
+//! Body: `{"error": {"code": "UPPER_SNAKE", "message": "...", ...extra}}` as `shared/API.md`
+//! defines. 5xx details are logged, never sent.
+//!
+//! Must never: answer a write whose outcome is unknown with anything but 504
+//! `OUTCOME_UNKNOWN`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// An API error: status, stable code, message, optional extra body fields.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Map<String, Value>,
+    retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: Map::new(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// 400 `INVALID_ARGUMENT`; `field` is named first in the message.
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+        let message = if field.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{field}: {reason}")
+        };
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+    }
+
+    /// 400 `OFFSET_OUT_OF_RANGE` with `min_offset` in the body.
+    pub fn offset_out_of_range(offset: u64, min_offset: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "OFFSET_OUT_OF_RANGE",
+            format!("offset {offset} is below the queue's min_offset {min_offset}"),
+        );
+        e.extra.insert("min_offset".into(), json!(min_offset));
+        e
+    }
+
+    /// 404 `TOPIC_NOT_FOUND`.
+    pub fn topic_not_found(topic: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "TOPIC_NOT_FOUND",
+            format!("topic {topic} does not exist"),
+        )
+    }
+
+    /// 404 with a specific code (`GROUP_NOT_FOUND`, `MESSAGE_NOT_FOUND`, `NOT_FOUND`).
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 409 `CONFLICT`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "CONFLICT", message)
+    }
+
+    /// 413 `PAYLOAD_TOO_LARGE`.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
+    }
+
+    /// 503 `UNAVAILABLE` with `Retry-After`: nothing was written.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message);
+        e.retry_after_secs = Some(1);
+        e
+    }
+
+    /// 504 `OUTCOME_UNKNOWN`: the write may or may not have happened.
+    pub fn outcome_unknown(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "OUTCOME_UNKNOWN", message)
+    }
+
+    /// 507 `DISK_FULL`.
+    pub fn disk_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "DISK_FULL",
+            "the node's disk is full",
+        )
+    }
+
+    /// 500 `INTERNAL`: the detail is logged, not sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "internal error; see the node's log",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = Map::new();
+        err.insert("code".into(), json!(self.code));
+        err.insert("message".into(), json!(self.message));
+        err.extend(self.extra);
+        let mut resp = (self.status, axum::Json(json!({ "error": err }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("request body is larger than the node's limit")
+        } else {
+            ApiError::invalid("body", r.body_text())
+        }
+    }
+}

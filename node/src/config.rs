@@ -1,0 +1,261 @@
+//! `NodeConfig`: every setting of a node, from a TOML file, then `RAFTMQ_*` environment
+//! variables, then command-line flags (later ones win), validated once at start.
+//!
+//! Must never: be read anywhere but at start-up; library crates get plain structs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// When an entry counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    /// Acknowledge only after fsync on a majority.
+    Sync,
+    /// Acknowledge on a majority in memory; fsync within `flush_interval_ms`.
+    Async,
+}
+
+/// Settings as given on the command line (and in `RAFTMQ_*` variables).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// TOML file with the same settings (flags override it).
+    #[arg(long, env = "RAFTMQ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id within its group.
+    #[arg(long, env = "RAFTMQ_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address to serve HTTP (public API and Raft RPC) on.
+    #[arg(long, env = "RAFTMQ_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the CommitLog and indexes.
+    #[arg(long, env = "RAFTMQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The group's members: `1=127.0.0.1:8081,2=127.0.0.1:8082,...`.
+    #[arg(long, env = "RAFTMQ_PEERS")]
+    pub peers: Option<String>,
+    /// Broker group name (part of every message id).
+    #[arg(long, env = "RAFTMQ_GROUP")]
+    pub group: Option<String>,
+    /// `sync` (default): ack after fsync on a majority; `async`: ack from memory.
+    #[arg(long, env = "RAFTMQ_FLUSH")]
+    pub flush: Option<Flush>,
+    /// With `--flush async`: fsync at least this often.
+    #[arg(long, env = "RAFTMQ_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Create a missing topic on first produce.
+    #[arg(long, env = "RAFTMQ_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Queue count of auto-created topics.
+    #[arg(long, env = "RAFTMQ_DEFAULT_QUEUES")]
+    pub default_queues: Option<u32>,
+    /// Retention of auto-created topics, ms.
+    #[arg(long, env = "RAFTMQ_DEFAULT_RETENTION_MS")]
+    pub default_retention_ms: Option<u64>,
+    /// CommitLog segment size, bytes.
+    #[arg(long, env = "RAFTMQ_SEGMENT_SIZE")]
+    pub segment_size: Option<u64>,
+    /// Largest accepted request body, bytes.
+    #[arg(long, env = "RAFTMQ_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "RAFTMQ_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout lower bound, ms (the upper bound is twice this).
+    #[arg(long, env = "RAFTMQ_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    peers: Option<String>,
+    group: Option<String>,
+    flush: Option<Flush>,
+    flush_interval_ms: Option<u64>,
+    auto_create_topics: Option<bool>,
+    default_queues: Option<u32>,
+    default_retention_ms: Option<u64>,
+    segment_size: Option<u64>,
+    max_request_bytes: Option<usize>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Group members: id -> HTTP address.
+    pub peers: BTreeMap<u64, String>,
+    /// Group name.
+    pub group: String,
+    /// Flush policy.
+    pub flush: Flush,
+    /// Async flush interval, ms.
+    pub flush_interval_ms: u64,
+    /// Auto-create topics on produce.
+    pub auto_create_topics: bool,
+    /// Queues of auto-created topics.
+    pub default_queues: u32,
+    /// Retention of auto-created topics, ms.
+    pub default_retention_ms: u64,
+    /// Segment size, bytes.
+    pub segment_size: u64,
+    /// Request body limit, bytes.
+    pub max_request_bytes: usize,
+    /// Heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, ms.
+    pub election_timeout_ms: u64,
+}
+
+/// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
+pub fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("peers: `{part}` is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("peers: `{id}` is not a node id"))?;
+        let addr = addr.trim();
+        addr.parse::<SocketAddr>()
+            .with_context(|| format!("peers: `{addr}` is not HOST:PORT"))?;
+        if peers.insert(id, addr.to_owned()).is_some() {
+            bail!("peers: node id {id} appears twice");
+        }
+    }
+    Ok(peers)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl NodeConfig {
+    /// Merges file, environment and flags (`auto_create_default` differs for `dev`).
+    pub fn load(args: &NodeArgs, auto_create_default: bool) -> anyhow::Result<NodeConfig> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($f:ident) => {
+                args.$f.clone().or(file.$f.clone())
+            };
+        }
+        let node_id = pick!(node_id).context("--node-id is required")?;
+        let listen = pick!(listen).context("--listen is required")?;
+        let data_dir = pick!(data_dir).context("--data-dir is required")?;
+        let peers = match pick!(peers) {
+            Some(p) => parse_peers(&p)?,
+            None => BTreeMap::from([(node_id, listen.to_string())]),
+        };
+        let cfg = NodeConfig {
+            node_id,
+            listen,
+            data_dir,
+            peers,
+            group: pick!(group).unwrap_or_else(|| "g1".into()),
+            flush: pick!(flush).unwrap_or(Flush::Sync),
+            flush_interval_ms: pick!(flush_interval_ms).unwrap_or(50),
+            auto_create_topics: pick!(auto_create_topics).unwrap_or(auto_create_default),
+            default_queues: pick!(default_queues).unwrap_or(4),
+            default_retention_ms: pick!(default_retention_ms).unwrap_or(72 * 3600 * 1000),
+            segment_size: pick!(segment_size).unwrap_or(256 << 20),
+            max_request_bytes: pick!(max_request_bytes).unwrap_or(8 << 20),
+            heartbeat_ms: pick!(heartbeat_ms).unwrap_or(100),
+            election_timeout_ms: pick!(election_timeout_ms).unwrap_or(500),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        match self.peers.get(&self.node_id) {
+            None => bail!("peers: this node ({}) is not in the list", self.node_id),
+            Some(addr) if addr.parse::<SocketAddr>().ok() != Some(self.listen) => {
+                bail!(
+                    "peers: node {} is listed at {addr} but --listen is {}",
+                    self.node_id,
+                    self.listen
+                )
+            }
+            Some(_) => {}
+        }
+        if !valid_name(&self.group) {
+            bail!("group: must match ^[A-Za-z0-9_-]{{1,127}}$");
+        }
+        if !(1..=1024).contains(&self.default_queues) {
+            bail!("default_queues: must be between 1 and 1024");
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms < 2 * self.heartbeat_ms {
+            bail!("election_timeout_ms must be at least twice heartbeat_ms (and heartbeat_ms > 0)");
+        }
+        if self.max_request_bytes < 1024 {
+            bail!("max_request_bytes: must be at least 1024");
+        }
+        if self.flush_interval_ms == 0 {
+            bail!("flush_interval_ms: must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_errors_name_the_problem() {
+        let p = parse_peers("1=127.0.0.1:8081, 2=127.0.0.1:8082").unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(parse_peers("1=nope").unwrap_err().to_string().contains("nope"));
+        assert!(parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "node_id = 1\nlisten = \"127.0.0.1:9001\"\ndata_dir = \"/tmp/x\"\ndefault_queues = 8\n",
+        )
+        .unwrap();
+        let args = NodeArgs {
+            config: Some(file.clone()),
+            default_queues: Some(2),
+            ..NodeArgs::default()
+        };
+        let cfg = NodeConfig::load(&args, false).unwrap();
+        assert_eq!(cfg.default_queues, 2);
+        assert_eq!(cfg.node_id, 1);
+        assert_eq!(cfg.peers.len(), 1);
+        std::fs::write(&file, "node_id = 1\nbogus = 3\n").unwrap();
+        assert!(NodeConfig::load(&args, false).is_err());
+    }
+}

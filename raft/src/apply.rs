@@ -1,0 +1,264 @@
+//! Applying committed commands to the IndexStore: the deterministic heart of the state
+//! machine.
+//!
+//! Every replica applies the same entries in the same order and so assigns the same queue
+//! offsets: a message's offset is the queue's next offset at apply time. All writes of one
+//! apply call go into one `IndexBatch`, committed by the caller together with
+//! `last_applied`.
+//!
+//! Must never: read a clock, a random source or anything local to the replica (apply must
+//! give identical results everywhere), or write a message body to RocksDB.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use raftmq_storage::message::{BatchView, tag_hash};
+use raftmq_storage::{CqEntry, IndexBatch, IndexHit, IndexStore, TopicMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, TopicSpec};
+
+/// Why a command was refused at apply time (deterministically, on every replica).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// The topic does not exist.
+    TopicNotFound,
+    /// The command is malformed or out of range.
+    InvalidArgument,
+    /// The command conflicts with the current state.
+    Conflict,
+}
+
+/// The state machine's answer to one command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A batch was stored: `(queue, offset)` of each message in batch order.
+    Produced {
+        /// The log index of the batch (message ids are derived from it).
+        log_index: u64,
+        /// Queue and offset per message.
+        placed: Vec<(u32, u64)>,
+    },
+    /// The command took effect.
+    Done,
+    /// The command was refused and changed nothing.
+    Rejected {
+        /// Machine-readable reason.
+        code: RejectCode,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+fn reject(code: RejectCode, message: impl Into<String>) -> Applied {
+    Applied::Rejected {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Applies commands; caches topic settings and each queue's next offset.
+#[derive(Debug)]
+pub struct Applier {
+    store: Arc<IndexStore>,
+    topics: HashMap<String, Option<TopicMeta>>,
+    next_offsets: HashMap<(String, u32), u64>,
+}
+
+impl Applier {
+    /// An applier over `store`.
+    pub fn new(store: Arc<IndexStore>) -> Self {
+        Applier {
+            store,
+            topics: HashMap::new(),
+            next_offsets: HashMap::new(),
+        }
+    }
+
+    /// Forgets cached state (after the store was replaced by a snapshot).
+    pub fn reset(&mut self, store: Arc<IndexStore>) {
+        *self = Applier::new(store);
+    }
+
+    /// The store this applier writes to.
+    pub fn store(&self) -> &Arc<IndexStore> {
+        &self.store
+    }
+
+    fn topic(&mut self, name: &str) -> raftmq_storage::Result<Option<TopicMeta>> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(*t);
+        }
+        let t = self.store.topic_get(name)?;
+        self.topics.insert(name.to_owned(), t);
+        Ok(t)
+    }
+
+    fn next_offset(&mut self, topic: &str, queue: u32) -> raftmq_storage::Result<&mut u64> {
+        let key = (topic.to_owned(), queue);
+        if !self.next_offsets.contains_key(&key) {
+            let next = self
+                .store
+                .cq_bounds(topic, queue)?
+                .map_or(0, |(_, max)| max);
+            self.next_offsets.insert(key.clone(), next);
+        }
+        Ok(self.next_offsets.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Applies one command at `log_index`, adding its writes to `batch`. Errors are storage
+    /// failures (fatal to the node); refusals are `Applied::Rejected`.
+    pub fn apply(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        cmd: &Command,
+    ) -> raftmq_storage::Result<Applied> {
+        match cmd {
+            Command::Produce {
+                create_topic,
+                batch: bytes,
+            } => self.produce(batch, log_index, *create_topic, bytes),
+            Command::PutTopic { name, spec } => self.put_topic(batch, name, *spec),
+            Command::DeleteTopic { name } => {
+                if self.topic(name)?.is_none() {
+                    return Ok(reject(
+                        RejectCode::TopicNotFound,
+                        format!("topic {name} does not exist"),
+                    ));
+                }
+                batch.delete_topic(name)?;
+                self.topics.insert(name.clone(), None);
+                self.next_offsets.retain(|(t, _), _| t != name);
+                Ok(Applied::Done)
+            }
+            Command::CommitOffsets {
+                group,
+                topic,
+                offsets,
+            } => {
+                let Some(meta) = self.topic(topic)? else {
+                    return Ok(reject(
+                        RejectCode::TopicNotFound,
+                        format!("topic {topic} does not exist"),
+                    ));
+                };
+                if let Some((q, _)) = offsets.iter().find(|(q, _)| *q >= meta.queues) {
+                    return Ok(reject(
+                        RejectCode::InvalidArgument,
+                        format!(
+                            "queue {q} is out of range (topic {topic} has {} queues)",
+                            meta.queues
+                        ),
+                    ));
+                }
+                for &(queue, offset) in offsets {
+                    batch.put_offset(group, topic, queue, offset)?;
+                }
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    fn put_topic(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        name: &str,
+        spec: TopicSpec,
+    ) -> raftmq_storage::Result<Applied> {
+        if spec.queues == 0 {
+            return Ok(reject(
+                RejectCode::InvalidArgument,
+                "queues must be at least 1",
+            ));
+        }
+        if let Some(old) = self.topic(name)?
+            && spec.queues < old.queues
+        {
+            return Ok(reject(
+                RejectCode::Conflict,
+                format!(
+                    "queues may only grow: topic {name} has {} queues, asked for {}",
+                    old.queues, spec.queues
+                ),
+            ));
+        }
+        let meta = TopicMeta::from(spec);
+        batch.put_topic(name, &meta)?;
+        self.topics.insert(name.to_owned(), Some(meta));
+        Ok(Applied::Done)
+    }
+
+    fn produce(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        create_topic: Option<TopicSpec>,
+        bytes: &[u8],
+    ) -> raftmq_storage::Result<Applied> {
+        let view = match BatchView::parse(bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(reject(RejectCode::InvalidArgument, e.to_string())),
+        };
+        let topic = view.topic;
+        let meta = match (self.topic(topic)?, create_topic) {
+            (Some(m), _) => m,
+            (None, Some(spec)) => {
+                if let Applied::Rejected { code, message } = self.put_topic(batch, topic, spec)? {
+                    return Ok(Applied::Rejected { code, message });
+                }
+                spec.into()
+            }
+            (None, None) => {
+                return Ok(reject(
+                    RejectCode::TopicNotFound,
+                    format!("topic {topic} does not exist"),
+                ));
+            }
+        };
+        // Check everything first: a batch is stored whole or not at all.
+        for m in view.iter() {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return Ok(reject(RejectCode::InvalidArgument, e.to_string())),
+            };
+            if m.queue >= meta.queues {
+                return Ok(reject(
+                    RejectCode::InvalidArgument,
+                    format!(
+                        "messages[{}].queue: {} is out of range (topic {topic} has {} queues)",
+                        m.slot, m.queue, meta.queues
+                    ),
+                ));
+            }
+        }
+        let mut placed = Vec::with_capacity(view.count as usize);
+        for m in view.iter() {
+            let m = m.expect("validated above");
+            let next = self.next_offset(topic, m.queue)?;
+            let offset = *next;
+            *next += 1;
+            let entry = CqEntry {
+                log_index,
+                slot: m.slot,
+                size: m.encoded_len,
+                tag_hash: tag_hash(m.tag),
+                store_ms: view.store_ms,
+            };
+            batch.put_cq(topic, m.queue, offset, &entry)?;
+            let hit = IndexHit {
+                log_index,
+                slot: m.slot,
+                queue: m.queue,
+                offset,
+                store_ms: view.store_ms,
+            };
+            if let Some(key) = m.key {
+                batch.put_key(topic, key, &hit)?;
+            }
+            batch.put_time(topic, &hit)?;
+            placed.push((m.queue, offset));
+        }
+        Ok(Applied::Produced { log_index, placed })
+    }
+}

@@ -1,0 +1,279 @@
+//! Commands: what a Raft entry asks the state machine to do, and their binary encoding.
+//!
+//! A produce command carries the message batch exactly as it will be stored (encoded once by
+//! the leader, see `raftmq_storage::message`), so applying it and reading it back never
+//! re-encodes a body. Other commands are small and encoded with postcard.
+//!
+//! ```text
+//! produce = 1 | has_create u8 | [queues u32 | fifo u8 | retention_ms u64] | batch bytes…
+//! other   = tag u8 | postcard(body)
+//! ```
+//!
+//! Must never: change an encoding in place (entries live in the log for as long as retention
+//! keeps them); add a tag instead.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CodecError;
+
+/// A topic's settings as carried in commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    /// Number of queues.
+    pub queues: u32,
+    /// Strict per-queue order for consumer groups.
+    pub fifo: bool,
+    /// How long messages are kept (ms).
+    pub retention_ms: u64,
+}
+
+impl From<TopicSpec> for raftmq_storage::TopicMeta {
+    fn from(s: TopicSpec) -> Self {
+        raftmq_storage::TopicMeta {
+            queues: s.queues,
+            fifo: s.fifo,
+            retention_ms: s.retention_ms,
+        }
+    }
+}
+
+impl From<raftmq_storage::TopicMeta> for TopicSpec {
+    fn from(m: raftmq_storage::TopicMeta) -> Self {
+        TopicSpec {
+            queues: m.queues,
+            fifo: m.fifo,
+            retention_ms: m.retention_ms,
+        }
+    }
+}
+
+/// A state change, replicated through the log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Store a batch of messages (one topic); creates the topic first if `create_topic`.
+    Produce {
+        /// Auto-create the topic with these settings if it does not exist at apply time.
+        create_topic: Option<TopicSpec>,
+        /// The encoded `raftmq_storage::message` batch.
+        batch: Bytes,
+    },
+    /// Create a topic or update it (queues may only grow).
+    PutTopic {
+        /// Topic name.
+        name: String,
+        /// New settings.
+        spec: TopicSpec,
+    },
+    /// Delete a topic and its indexes.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// Set a consumer group's committed offsets.
+    CommitOffsets {
+        /// Group name.
+        group: String,
+        /// Topic name.
+        topic: String,
+        /// `(queue, offset)` pairs.
+        offsets: Vec<(u32, u64)>,
+    },
+}
+
+const TAG_PRODUCE: u8 = 1;
+const TAG_PUT_TOPIC: u8 = 2;
+const TAG_DELETE_TOPIC: u8 = 3;
+const TAG_COMMIT_OFFSETS: u8 = 4;
+
+#[derive(Serialize, Deserialize)]
+struct PutTopicBody<'a> {
+    name: &'a str,
+    spec: TopicSpec,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OffsetsBody<'a> {
+    group: &'a str,
+    topic: &'a str,
+    offsets: Vec<(u32, u64)>,
+}
+
+fn postcard_into<T: Serialize>(out: &mut BytesMut, tag: u8, body: &T) {
+    out.put_u8(tag);
+    let bytes = postcard::to_allocvec(body).expect("commands always serialize");
+    out.put_slice(&bytes);
+}
+
+impl Command {
+    /// Appends the encoding to `out`.
+    pub fn encode_into(&self, out: &mut BytesMut) {
+        match self {
+            Command::Produce {
+                create_topic,
+                batch,
+            } => {
+                out.reserve(16 + batch.len());
+                out.put_u8(TAG_PRODUCE);
+                match create_topic {
+                    Some(s) => {
+                        out.put_u8(1);
+                        out.put_u32_le(s.queues);
+                        out.put_u8(u8::from(s.fifo));
+                        out.put_u64_le(s.retention_ms);
+                    }
+                    None => out.put_u8(0),
+                }
+                out.put_slice(batch);
+            }
+            Command::PutTopic { name, spec } => {
+                postcard_into(out, TAG_PUT_TOPIC, &PutTopicBody { name, spec: *spec })
+            }
+            Command::DeleteTopic { name } => postcard_into(out, TAG_DELETE_TOPIC, name),
+            Command::CommitOffsets {
+                group,
+                topic,
+                offsets,
+            } => postcard_into(
+                out,
+                TAG_COMMIT_OFFSETS,
+                &OffsetsBody {
+                    group,
+                    topic,
+                    offsets: offsets.clone(),
+                },
+            ),
+        }
+    }
+
+    /// The encoding as bytes.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// Decodes a command; a produce batch is a zero-copy slice of `buf`.
+    pub fn decode(buf: &Bytes) -> Result<Command, CodecError> {
+        let Some((&tag, rest)) = buf.split_first() else {
+            return Err(CodecError::new("command", "empty"));
+        };
+        let de =
+            |what: &'static str| move |e: postcard::Error| CodecError::new(what, e.to_string());
+        match tag {
+            TAG_PRODUCE => {
+                let (create_topic, skip) = match rest.first() {
+                    Some(0) => (None, 2),
+                    Some(1) if rest.len() >= 14 => {
+                        let spec = TopicSpec {
+                            queues: u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")),
+                            fifo: rest[5] != 0,
+                            retention_ms: u64::from_le_bytes(
+                                rest[6..14].try_into().expect("8 bytes"),
+                            ),
+                        };
+                        (Some(spec), 15)
+                    }
+                    _ => return Err(CodecError::new("produce command", "bad header")),
+                };
+                Ok(Command::Produce {
+                    create_topic,
+                    batch: buf.slice(skip..),
+                })
+            }
+            TAG_PUT_TOPIC => {
+                let b: PutTopicBody<'_> = postcard::from_bytes(rest).map_err(de("put-topic"))?;
+                Ok(Command::PutTopic {
+                    name: b.name.to_owned(),
+                    spec: b.spec,
+                })
+            }
+            TAG_DELETE_TOPIC => {
+                let name: &str = postcard::from_bytes(rest).map_err(de("delete-topic"))?;
+                Ok(Command::DeleteTopic {
+                    name: name.to_owned(),
+                })
+            }
+            TAG_COMMIT_OFFSETS => {
+                let b: OffsetsBody<'_> =
+                    postcard::from_bytes(rest).map_err(de("commit-offsets"))?;
+                Ok(Command::CommitOffsets {
+                    group: b.group.to_owned(),
+                    topic: b.topic.to_owned(),
+                    offsets: b.offsets,
+                })
+            }
+            other => Err(CodecError::new("command", format!("unknown tag {other}"))),
+        }
+    }
+}
+
+// openraft (with its `serde` feature) wants application data to be serde types; the
+// serde form is the binary encoding above, as one byte string.
+impl Serialize for Command {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
+        Command::decode(&Bytes::from(bytes.into_vec())).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Produce { batch, .. } => write!(f, "produce({} bytes)", batch.len()),
+            Command::PutTopic { name, .. } => write!(f, "put-topic({name})"),
+            Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
+            Command::CommitOffsets { group, topic, .. } => {
+                write!(f, "commit-offsets({group}, {topic})")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_round_trips() {
+        let spec = TopicSpec {
+            queues: 8,
+            fifo: true,
+            retention_ms: 1000,
+        };
+        for cmd in [
+            Command::Produce {
+                create_topic: Some(spec),
+                batch: Bytes::from_static(b"batch-bytes"),
+            },
+            Command::Produce {
+                create_topic: None,
+                batch: Bytes::new(),
+            },
+            Command::PutTopic {
+                name: "t".into(),
+                spec,
+            },
+            Command::DeleteTopic { name: "t".into() },
+            Command::CommitOffsets {
+                group: "g".into(),
+                topic: "t".into(),
+                offsets: vec![(0, 1), (3, 99)],
+            },
+        ] {
+            let enc = cmd.encode();
+            assert_eq!(Command::decode(&enc).unwrap(), cmd);
+            let via_serde: Command =
+                postcard::from_bytes(&postcard::to_allocvec(&cmd).unwrap()).unwrap();
+            assert_eq!(via_serde, cmd);
+        }
+        assert!(Command::decode(&Bytes::from_static(&[9])).is_err());
+        assert!(Command::decode(&Bytes::from_static(&[1, 1, 0])).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Reading messages back: ConsumeQueue lookup, then the record from the CommitLog.
+//!
+//! Reads are served from the local replica's applied state: whatever the ConsumeQueue
+//! holds was committed, so no read ever returns an uncommitted message. Records are read
+//! once per batch even when several of its messages are wanted, and bodies are zero-copy
+//! slices of the record buffer.
+//!
+//! Must never: touch the Raft core or write anything.
+
+use bytes::Bytes;
+use raftmq_storage::message::{BatchView, tag_hash};
+use raftmq_storage::{CommitLog, CqEntry, IndexStore, LogRecord};
+
+use crate::command::Command;
+use crate::entry_codec;
+use crate::error::ReadError;
+
+/// A message as stored, ready to be rendered by the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Raft log index of its batch.
+    pub log_index: u64,
+    /// Slot in its batch.
+    pub slot: u32,
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue: u32,
+    /// Offset in the queue.
+    pub offset: u64,
+    /// Body bytes.
+    pub body: Bytes,
+    /// Whether the body was produced as base64.
+    pub binary: bool,
+    /// Business key.
+    pub key: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Properties in the order given.
+    pub properties: Vec<(String, String)>,
+    /// Producer's timestamp.
+    pub born_ms: u64,
+    /// Leader's store timestamp.
+    pub stored_ms: u64,
+    /// Delayed delivery time, if any.
+    pub deliver_at_ms: Option<u64>,
+}
+
+/// Tags a reader wants (`a||b`); `*` or empty means all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagFilter {
+    tags: Vec<(String, u32)>,
+}
+
+impl TagFilter {
+    /// Parses `a||b`. `None` when the expression selects everything.
+    pub fn parse(expr: &str) -> Option<TagFilter> {
+        let tags: Vec<(String, u32)> = expr
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| (t.to_owned(), tag_hash(Some(t))))
+            .collect();
+        if tags.is_empty() || tags.iter().any(|(t, _)| t == "*") {
+            None
+        } else {
+            Some(TagFilter { tags })
+        }
+    }
+
+    fn may_match(&self, hash: u32) -> bool {
+        self.tags.iter().any(|(_, h)| *h == hash)
+    }
+
+    fn matches(&self, tag: Option<&str>) -> bool {
+        tag.is_some_and(|tag| self.tags.iter().any(|(t, _)| t == tag))
+    }
+}
+
+/// The result of a queue read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRead {
+    /// Matching messages in offset order.
+    pub messages: Vec<StoredMessage>,
+    /// Where the next read should start.
+    pub next_offset: u64,
+    /// First retained offset.
+    pub min_offset: u64,
+    /// One past the last offset.
+    pub max_offset: u64,
+}
+
+/// Reads one record and extracts the batch it carries.
+pub(crate) fn batch_of(log: &CommitLog, log_index: u64) -> Result<(LogRecord, Bytes), ReadError> {
+    let rec = log.read(log_index)?;
+    let cmd = entry_codec::decode_command(&rec.payload)?;
+    match cmd {
+        Some(Command::Produce { batch, .. }) => Ok((rec, batch)),
+        _ => Err(ReadError::NotAMessage(log_index)),
+    }
+}
+
+/// Builds a [`StoredMessage`] from a batch and a slot.
+pub(crate) fn message_at(
+    batch: &Bytes,
+    log_index: u64,
+    slot: u32,
+    offset: u64,
+) -> Result<StoredMessage, ReadError> {
+    let view = BatchView::parse(batch)?;
+    let m = view.get(slot)?;
+    Ok(StoredMessage {
+        log_index,
+        slot,
+        topic: view.topic.to_owned(),
+        queue: m.queue,
+        offset,
+        body: batch.slice_ref(m.body),
+        binary: m.binary,
+        key: m.key.map(str::to_owned),
+        tag: m.tag.map(str::to_owned),
+        properties: m
+            .properties
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        born_ms: m.born_ms,
+        stored_ms: view.store_ms,
+        deliver_at_ms: m.deliver_at_ms,
+    })
+}
+
+/// Reads up to `max` messages of a queue from `offset` on, optionally filtered by tag.
+/// With a filter, at most `scan_limit` entries are examined, so one call stays bounded.
+pub fn read_queue(
+    store: &IndexStore,
+    log: &CommitLog,
+    topic: &str,
+    queue: u32,
+    offset: u64,
+    max: usize,
+    filter: Option<&TagFilter>,
+    scan_limit: usize,
+) -> Result<QueueRead, ReadError> {
+    let (min_offset, max_offset) = store.cq_bounds(topic, queue)?.unwrap_or((0, 0));
+    if offset < min_offset {
+        return Err(ReadError::OffsetOutOfRange { min_offset });
+    }
+    let scan = if filter.is_some() {
+        scan_limit.max(max)
+    } else {
+        max
+    };
+    let entries: Vec<(u64, CqEntry)> = store.cq_range(topic, queue, offset, scan)?;
+    let mut messages = Vec::with_capacity(max.min(entries.len()));
+    let mut next_offset = offset.max(min_offset);
+    let mut cached: Option<(u64, Bytes)> = None;
+    for (off, e) in entries {
+        if messages.len() >= max {
+            break;
+        }
+        next_offset = off + 1;
+        if let Some(f) = filter
+            && !f.may_match(e.tag_hash)
+        {
+            continue;
+        }
+        let batch = match &cached {
+            Some((idx, b)) if *idx == e.log_index => b.clone(),
+            _ => {
+                let (_, b) = batch_of(log, e.log_index)?;
+                cached = Some((e.log_index, b.clone()));
+                b
+            }
+        };
+        let m = message_at(&batch, e.log_index, e.slot, off)?;
+        if filter.is_some_and(|f| !f.matches(m.tag.as_deref())) {
+            continue;
+        }
+        messages.push(m);
+    }
+    Ok(QueueRead {
+        messages,
+        next_offset,
+        min_offset,
+        max_offset,
+    })
+}

@@ -1,0 +1,345 @@
+//! openraft's state machine: committed entries applied into the RocksDB IndexStore.
+//!
+//! Each `apply` call turns its whole run of entries into **one** RocksDB write batch holding
+//! every index write plus `last_applied` (and membership), so state and progress commit
+//! atomically and a restart resumes exactly after the last applied entry.
+//!
+//! Snapshots are RocksDB checkpoints (hard links, cheap) in `snapshots/`; installing one
+//! opens it as a new generation of the index directory (`index-<gen>`, recorded in the
+//! `index_gen` cell) and swaps it in under readers.
+//!
+//! Must never: read a clock or anything replica-local while applying; answer a client
+//! before its entry's writes are in RocksDB.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use raftmq_storage::vfs::OsFs;
+use raftmq_storage::{Durability, DurableCell, IndexStore, IndexStoreOptions};
+use tokio::sync::watch;
+
+use crate::apply::{Applied, Applier};
+use crate::error::io_err;
+use crate::types::{LogId, StoredMembership, TypeConfig};
+
+const META_LAST_APPLIED: &str = "last_applied";
+const META_MEMBERSHIP: &str = "membership";
+
+/// A snapshot on disk: a directory holding a RocksDB checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotData {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+}
+
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+struct Shared {
+    data_dir: PathBuf,
+    store: RwLock<Arc<IndexStore>>,
+    applier: Mutex<Applier>,
+    state: Mutex<(Option<LogId>, StoredMembership)>,
+    applied_tx: watch::Sender<u64>,
+    current_snapshot: Mutex<Option<Snapshot>>,
+    gen_cell: DurableCell,
+}
+
+/// The state machine (clones share state; the snapshot builder is a clone).
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateMachine")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn index_dir(data_dir: &Path, generation: u64) -> PathBuf {
+    data_dir.join(format!("index-{generation}"))
+}
+
+fn load_state(store: &IndexStore) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let last = match store.meta_get(META_LAST_APPLIED).map_err(io_err)? {
+        Some(b) => Some(postcard::from_bytes(&b).map_err(io_err)?),
+        None => None,
+    };
+    let membership = match store.meta_get(META_MEMBERSHIP).map_err(io_err)? {
+        Some(b) => postcard::from_bytes(&b).map_err(io_err)?,
+        None => StoredMembership::default(),
+    };
+    Ok((last, membership))
+}
+
+impl StateMachine {
+    /// Opens the state machine under `data_dir` (its newest index generation).
+    pub fn open(data_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let gen_cell = DurableCell::new(Arc::new(OsFs), data_dir, "index_gen");
+        let generation = match gen_cell.load().map_err(io_err)? {
+            Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(io_err)?),
+            None => 0,
+        };
+        // Older generations were replaced by snapshot installs; nothing reads them now.
+        for entry in std::fs::read_dir(data_dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(g) = name
+                .strip_prefix("index-")
+                .and_then(|g| g.parse::<u64>().ok())
+                && g != generation
+            {
+                std::fs::remove_dir_all(data_dir.join(name.as_ref()))?;
+            }
+        }
+        let store = Arc::new(
+            IndexStore::open(
+                &index_dir(data_dir, generation),
+                &IndexStoreOptions::default(),
+            )
+            .map_err(io_err)?,
+        );
+        let state = load_state(&store)?;
+        let applied = state.0.map_or(0, |l| l.index);
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                data_dir: data_dir.to_path_buf(),
+                applier: Mutex::new(Applier::new(store.clone())),
+                store: RwLock::new(store),
+                state: Mutex::new(state),
+                applied_tx: watch::Sender::new(applied),
+                current_snapshot: Mutex::new(None),
+                gen_cell,
+            }),
+        })
+    }
+
+    /// The current IndexStore (swapped when a snapshot is installed).
+    pub fn store(&self) -> Arc<IndexStore> {
+        self.shared
+            .store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The last applied log index; changes wake long polls.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied_tx.subscribe()
+    }
+
+    /// The last applied log id and membership.
+    pub fn applied_state_now(&self) -> (Option<LogId>, StoredMembership) {
+        lock(&self.shared.state).clone()
+    }
+
+    fn apply_blocking(
+        &self,
+        entries: &[crate::types::Entry],
+    ) -> io::Result<(Vec<Applied>, Option<LogId>)> {
+        let mut applier = lock(&self.shared.applier);
+        let store = applier.store().clone();
+        let mut batch = store.batch();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut membership = None;
+        for e in entries {
+            let r = match &e.payload {
+                EntryPayload::Blank => Applied::Done,
+                EntryPayload::Normal(cmd) => applier
+                    .apply(&mut batch, e.log_id.index, cmd)
+                    .map_err(io_err)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
+                    Applied::Done
+                }
+            };
+            results.push(r);
+        }
+        let last = entries.last().map(|e| e.log_id);
+        if let Some(last) = &last {
+            batch.put_meta(
+                META_LAST_APPLIED,
+                &postcard::to_allocvec(last).map_err(io_err)?,
+            );
+        }
+        if let Some(m) = &membership {
+            batch.put_meta(META_MEMBERSHIP, &postcard::to_allocvec(m).map_err(io_err)?);
+        }
+        store.write(batch, Durability::Wal).map_err(io_err)?;
+        let mut state = lock(&self.shared.state);
+        if last.is_some() {
+            state.0 = last;
+        }
+        if let Some(m) = membership {
+            state.1 = m;
+        }
+        Ok((results, last))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // Hold the applier so the checkpoint and the reported meta agree.
+            let applier = lock(&this.shared.applier);
+            let (last, membership) = lock(&this.shared.state).clone();
+            let name = last.map_or("empty".to_owned(), |l| {
+                format!("{}-{}-{}", l.index, l.leader_id.term, l.leader_id.node_id)
+            });
+            let snapshots = this.shared.data_dir.join("snapshots");
+            std::fs::create_dir_all(&snapshots)?;
+            let dir = snapshots.join(name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            applier.store().checkpoint(&dir).map_err(io_err)?;
+            drop(applier);
+            let snapshot = Snapshot {
+                meta: SnapshotMeta {
+                    last_log_id: last,
+                    last_membership: membership,
+                },
+                snapshot: SnapshotData { dir },
+            };
+            let old = lock(&this.shared.current_snapshot).replace(snapshot.clone());
+            if let Some(old) = old
+                && old.snapshot.dir != snapshot.snapshot.dir
+            {
+                let _ = std::fs::remove_dir_all(&old.snapshot.dir);
+            }
+            Ok(snapshot)
+        })
+        .await
+        .map_err(io_err)?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok(self.applied_state_now())
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let this = self.clone();
+        let (results, last) = tokio::task::spawn_blocking(move || this.apply_blocking(&batch))
+            .await
+            .map_err(io_err)??;
+        for (r, responder) in results.into_iter().zip(responders) {
+            if let Some(responder) = responder {
+                responder.send(r);
+            }
+        }
+        if let Some(last) = last {
+            self.shared.applied_tx.send_replace(last.index);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let this = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let shared = &this.shared;
+            let mut applier = lock(&shared.applier);
+            let generation = match shared.gen_cell.load().map_err(io_err)? {
+                Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(io_err)?),
+                None => 0,
+            } + 1;
+            let target = index_dir(&shared.data_dir, generation);
+            if target.exists() {
+                std::fs::remove_dir_all(&target)?;
+            }
+            copy_dir(&snapshot.dir, &target)?;
+            let store =
+                Arc::new(IndexStore::open(&target, &IndexStoreOptions::default()).map_err(io_err)?);
+            let (last, membership) = load_state(&store)?;
+            if last != meta.last_log_id {
+                return Err(io_err(format!(
+                    "snapshot holds state up to {last:?} but claims {:?}",
+                    meta.last_log_id
+                )));
+            }
+            shared
+                .gen_cell
+                .store(&generation.to_le_bytes())
+                .map_err(io_err)?;
+            applier.reset(store.clone());
+            *shared.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+            *lock(&shared.state) = (last, membership);
+            // Keep our own copy of the snapshot as the current one.
+            let own = shared
+                .data_dir
+                .join("snapshots")
+                .join(format!("installed-{generation}"));
+            if snapshot.dir != own {
+                std::fs::create_dir_all(own.parent().expect("has a parent"))?;
+                if own.exists() {
+                    std::fs::remove_dir_all(&own)?;
+                }
+                copy_dir(&snapshot.dir, &own)?;
+            }
+            *lock(&shared.current_snapshot) = Some(Snapshot {
+                meta: meta.clone(),
+                snapshot: SnapshotData { dir: own },
+            });
+            shared
+                .applied_tx
+                .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+            Ok(())
+        })
+        .await
+        .map_err(io_err)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(lock(&self.shared.current_snapshot).clone())
+    }
+}
+
+/// Copies a flat directory (a RocksDB checkpoint has no subdirectories).
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}

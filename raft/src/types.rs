@@ -1,0 +1,40 @@
+//! The openraft type configuration of a broker group, and short aliases.
+//!
+//! Must never: leak openraft's generic machinery into other crates; they use these aliases.
+
+use openraft::impls::BasicNode;
+
+use crate::apply::Applied;
+use crate::command::Command;
+
+openraft::declare_raft_types!(
+    /// raftmq's Raft types: commands in, `Applied` out, nodes addressed by their HTTP address.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = BasicNode,
+);
+
+/// A node id within a broker group.
+pub type NodeId = u64;
+/// A Raft log id (term, leader node, index).
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A Raft vote.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A Raft log entry.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// A membership configuration.
+pub type Membership = openraft::Membership<NodeId, BasicNode>;
+/// A membership with the log id that set it.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// Raft metrics.
+pub type Metrics = openraft::RaftMetrics<TypeConfig>;
+
+/// Builds a log id.
+pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
+    openraft::LogId::new(
+        openraft::vote::leader_id_adv::LeaderId { term, node_id },
+        index,
+    )
+}

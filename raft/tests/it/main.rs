@@ -1,0 +1,3 @@
+//! Integration tests of raftmq-raft.
+
+mod suite;
