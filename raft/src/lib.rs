@@ -14,15 +14,22 @@
 //! retention asks (openraft's snapshot-driven purge is disabled in [`raft_config`]).
 
 pub mod apply;
+pub mod broker;
 pub mod command;
 pub mod entry_codec;
 pub mod error;
 pub mod log_store;
+pub mod network;
 pub mod read;
+pub mod rpc;
 pub mod state_machine;
 pub mod types;
 
 pub use apply::{Applied, RejectCode};
+pub use broker::{
+    Broker, BrokerConfig, ClusterStatus, MemberStatus, Placed, ProduceError, ProduceMessage,
+    ProposeError, StartError,
+};
 pub use command::{Command, TopicSpec};
 pub use error::{CodecError, ReadError};
 pub use log_store::{FlushPolicy, LogStore};

@@ -130,18 +130,32 @@ pub(crate) fn message_at(
     })
 }
 
-/// Reads up to `max` messages of a queue from `offset` on, optionally filtered by tag.
-/// With a filter, at most `scan_limit` entries are examined, so one call stays bounded.
+/// What to read from a queue.
+#[derive(Clone, Debug)]
+pub struct QueueQuery {
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue: u32,
+    /// First offset wanted.
+    pub offset: u64,
+    /// Most messages to return.
+    pub max: usize,
+    /// Tag filter, if any.
+    pub filter: Option<TagFilter>,
+    /// With a filter, at most this many entries are examined, so one call stays bounded.
+    pub scan_limit: usize,
+}
+
+/// Reads up to `q.max` messages of a queue from `q.offset` on, optionally filtered by tag.
 pub fn read_queue(
     store: &IndexStore,
     log: &CommitLog,
-    topic: &str,
-    queue: u32,
-    offset: u64,
-    max: usize,
-    filter: Option<&TagFilter>,
-    scan_limit: usize,
+    q: &QueueQuery,
 ) -> Result<QueueRead, ReadError> {
+    let (topic, queue, offset, max) = (q.topic.as_str(), q.queue, q.offset, q.max);
+    let filter = q.filter.as_ref();
+    let scan_limit = q.scan_limit;
     let (min_offset, max_offset) = store.cq_bounds(topic, queue)?.unwrap_or((0, 0));
     if offset < min_offset {
         return Err(ReadError::OffsetOutOfRange { min_offset });

@@ -1,0 +1,208 @@
+//! The peer network, client side: openraft's RPCs as HTTP `POST`s of [`crate::rpc`] bodies.
+//!
+//! One shared HTTP client (a connection pool per peer) serves every replication and
+//! heartbeat stream, so a heartbeat never waits behind a large append on the same
+//! connection: concurrent requests use separate pooled connections.
+//!
+//! Must never: use a proxy from the environment, or retry on its own (openraft decides).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::impls::BasicNode;
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+
+use crate::rpc;
+use crate::state_machine::SnapshotData;
+use crate::types::{NodeId, TypeConfig, Vote};
+
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// Builds peer clients.
+#[derive(Clone, Debug)]
+pub struct Network {
+    me: NodeId,
+    http: reqwest::Client,
+}
+
+impl Network {
+    /// A network for node `me`.
+    pub fn new(me: NodeId) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .expect("HTTP client builds");
+        Network { me, http }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            me: self.me,
+            target,
+            base: format!("http://{}/raft", node.addr),
+            http: self.http.clone(),
+        }
+    }
+}
+
+/// RPCs to one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    me: NodeId,
+    target: NodeId,
+    base: String,
+    http: reqwest::Client,
+}
+
+enum PostError {
+    Unreachable(String),
+    Timeout,
+    Other(String),
+}
+
+impl PeerClient {
+    async fn post(&self, name: &str, body: Bytes, ttl: Duration) -> Result<Bytes, PostError> {
+        let resp = self
+            .http
+            .post(format!("{}/{name}", self.base))
+            .header("content-type", "application/octet-stream")
+            .timeout(ttl)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    PostError::Unreachable(e.to_string())
+                } else if e.is_timeout() {
+                    PostError::Timeout
+                } else {
+                    PostError::Other(e.to_string())
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                PostError::Timeout
+            } else {
+                PostError::Other(e.to_string())
+            }
+        })?;
+        if !status.is_success() {
+            return Err(PostError::Other(format!(
+                "peer {} answered {status}: {}",
+                self.target,
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn rpc_error(&self, e: PostError, action: RPCTypes, ttl: Duration) -> RPCError<TypeConfig> {
+        match e {
+            PostError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            PostError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout: ttl,
+            }),
+            PostError::Other(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+
+    async fn call<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        name: &str,
+        body: Bytes,
+        action: RPCTypes,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        let bytes = self
+            .post(name, body, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, action, ttl))?;
+        rpc::decode(name_static(name), &bytes)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
+    }
+}
+
+fn name_static(name: &str) -> &'static str {
+    match name {
+        "append" => "append response",
+        "vote" => "vote response",
+        "transfer-leader" => "transfer-leader response",
+        _ => "response",
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = rpc::encode_append(&rpc);
+        self.call("append", body, RPCTypes::AppendEntries, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", rpc::encode(&rpc), RPCTypes::Vote, &option)
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let body = tokio::task::spawn_blocking(move || rpc::encode_snapshot(&vote, &snapshot))
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+        let ttl = option.hard_ttl().max(Duration::from_secs(60));
+        let bytes = self
+            .post("snapshot", body, ttl)
+            .await
+            .map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)))?;
+        rpc::decode("snapshot response", &bytes)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            "transfer-leader",
+            rpc::encode(&req),
+            RPCTypes::TransferLeader,
+            &option,
+        )
+        .await
+    }
+}
