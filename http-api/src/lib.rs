@@ -1,5 +1,130 @@
-//! raftmq-http-api: every axum router of a node (public `/v1` API and internal Raft RPC),
-//! its DTOs and the single `ApiError` -> status mapping described in `shared/API.md`.
+//! raftmq-http-api: every axum router of a node.
 //!
-//! Must never: touch storage files directly (it goes through `raftmq-raft`), or read the
-//! process environment (configuration arrives from `raftmq-node`).
+//! - the public `/v1` API of `shared/API.md` ([`messages`], [`topics`], [`cluster`]);
+//! - `/healthz`, `/readyz`, `/metrics`;
+//! - the internal peer RPC under `/raft` ([`peer`]).
+//!
+//! A follower forwards writes to its leader itself ([`forward`]), so clients may talk to any
+//! node. One [`ApiError`] maps every failure to a status and a stable code.
+//!
+//! Must never: touch storage files directly (it goes through `raftmq_raft::Broker`), or read
+//! the process environment (configuration arrives from `raftmq-node`).
+
+mod cluster;
+pub mod dto;
+pub mod error;
+mod forward;
+mod messages;
+mod peer;
+mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use raftmq_raft::Broker;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// Settings of the API layer.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Create a missing topic on first produce.
+    pub auto_create_topics: bool,
+    /// Queues of auto-created topics.
+    pub default_queues: u32,
+    /// Retention of auto-created topics, ms.
+    pub default_retention_ms: u64,
+    /// Largest request body, bytes.
+    pub max_request_bytes: usize,
+    /// How long a write may wait for commit before answering 504 `OUTCOME_UNKNOWN`.
+    pub write_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            auto_create_topics: false,
+            default_queues: 4,
+            default_retention_ms: 72 * 3600 * 1000,
+            max_request_bytes: 8 << 20,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ApiStats {
+    pub(crate) produce_requests: AtomicU64,
+    pub(crate) produced_messages: AtomicU64,
+    pub(crate) read_requests: AtomicU64,
+    pub(crate) forwarded_requests: AtomicU64,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) broker: Broker,
+    pub(crate) cfg: Arc<ApiConfig>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) stats: Arc<ApiStats>,
+}
+
+/// The whole HTTP surface of a node.
+pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .expect("HTTP client builds");
+    let limit = cfg.max_request_bytes;
+    let state = AppState {
+        broker,
+        cfg: Arc::new(cfg),
+        http,
+        stats: Arc::new(ApiStats::default()),
+    };
+    let public = Router::new()
+        .route(
+            "/v1/topics/{topic}/messages",
+            post(messages::produce).get(messages::query),
+        )
+        .route(
+            "/v1/topics/{topic}/queues/{queue}/messages",
+            get(messages::read),
+        )
+        .route("/v1/messages/{msg_id}", get(messages::by_id))
+        .route("/v1/topics", get(topics::list))
+        .route(
+            "/v1/topics/{topic}",
+            put(topics::put).get(topics::get).delete(topics::delete),
+        )
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route(
+            "/v1/cluster/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
+        .route("/v1/cluster/leader", post(cluster::transfer_leader))
+        .route("/healthz", get(cluster::healthz))
+        .route("/readyz", get(cluster::readyz))
+        .route("/metrics", get(cluster::metrics))
+        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(limit));
+    let peer = Router::new()
+        .route("/raft/append", post(peer::append))
+        .route("/raft/vote", post(peer::vote))
+        .route("/raft/transfer-leader", post(peer::transfer_leader))
+        .route("/raft/snapshot", post(peer::snapshot))
+        .layer(DefaultBodyLimit::disable());
+    public
+        .merge(peer)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

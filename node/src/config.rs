@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// When an entry counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Flush {
+pub(crate) enum Flush {
     /// Acknowledge only after fsync on a majority.
     Sync,
     /// Acknowledge on a majority in memory; fsync within `flush_interval_ms`.
@@ -23,52 +23,56 @@ pub enum Flush {
 
 /// Settings as given on the command line (and in `RAFTMQ_*` variables).
 #[derive(Args, Debug, Clone, Default)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// TOML file with the same settings (flags override it).
     #[arg(long, env = "RAFTMQ_CONFIG")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// This node's id within its group.
     #[arg(long, env = "RAFTMQ_NODE_ID")]
-    pub node_id: Option<u64>,
+    pub(crate) node_id: Option<u64>,
     /// Address to serve HTTP (public API and Raft RPC) on.
     #[arg(long, env = "RAFTMQ_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Directory for the CommitLog and indexes.
     #[arg(long, env = "RAFTMQ_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// The group's members: `1=127.0.0.1:8081,2=127.0.0.1:8082,...`.
     #[arg(long, env = "RAFTMQ_PEERS")]
-    pub peers: Option<String>,
+    pub(crate) peers: Option<String>,
     /// Broker group name (part of every message id).
     #[arg(long, env = "RAFTMQ_GROUP")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// `sync` (default): ack after fsync on a majority; `async`: ack from memory.
     #[arg(long, env = "RAFTMQ_FLUSH")]
-    pub flush: Option<Flush>,
+    pub(crate) flush: Option<Flush>,
     /// With `--flush async`: fsync at least this often.
     #[arg(long, env = "RAFTMQ_FLUSH_INTERVAL_MS")]
-    pub flush_interval_ms: Option<u64>,
+    pub(crate) flush_interval_ms: Option<u64>,
     /// Create a missing topic on first produce.
     #[arg(long, env = "RAFTMQ_AUTO_CREATE_TOPICS")]
-    pub auto_create_topics: Option<bool>,
+    pub(crate) auto_create_topics: Option<bool>,
     /// Queue count of auto-created topics.
     #[arg(long, env = "RAFTMQ_DEFAULT_QUEUES")]
-    pub default_queues: Option<u32>,
+    pub(crate) default_queues: Option<u32>,
     /// Retention of auto-created topics, ms.
     #[arg(long, env = "RAFTMQ_DEFAULT_RETENTION_MS")]
-    pub default_retention_ms: Option<u64>,
+    pub(crate) default_retention_ms: Option<u64>,
     /// CommitLog segment size, bytes.
     #[arg(long, env = "RAFTMQ_SEGMENT_SIZE")]
-    pub segment_size: Option<u64>,
+    pub(crate) segment_size: Option<u64>,
     /// Largest accepted request body, bytes.
     #[arg(long, env = "RAFTMQ_MAX_REQUEST_BYTES")]
-    pub max_request_bytes: Option<usize>,
+    pub(crate) max_request_bytes: Option<usize>,
     /// Raft heartbeat interval, ms.
     #[arg(long, env = "RAFTMQ_HEARTBEAT_MS")]
-    pub heartbeat_ms: Option<u64>,
+    pub(crate) heartbeat_ms: Option<u64>,
     /// Raft election timeout lower bound, ms (the upper bound is twice this).
     #[arg(long, env = "RAFTMQ_ELECTION_TIMEOUT_MS")]
-    pub election_timeout_ms: Option<u64>,
+    pub(crate) election_timeout_ms: Option<u64>,
+    /// Join an existing group (wait to be added with POST /v1/cluster/members) instead of
+    /// forming one from --peers.
+    #[arg(long, env = "RAFTMQ_JOIN")]
+    pub(crate) join: bool,
 }
 
 /// The same settings in a TOML file.
@@ -89,43 +93,46 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    join: Option<bool>,
 }
 
 /// A validated node configuration.
 #[derive(Debug, Clone)]
-pub struct NodeConfig {
+pub(crate) struct NodeConfig {
     /// This node's id.
-    pub node_id: u64,
+    pub(crate) node_id: u64,
     /// HTTP listen address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Data directory.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Group members: id -> HTTP address.
-    pub peers: BTreeMap<u64, String>,
+    pub(crate) peers: BTreeMap<u64, String>,
     /// Group name.
-    pub group: String,
+    pub(crate) group: String,
     /// Flush policy.
-    pub flush: Flush,
+    pub(crate) flush: Flush,
     /// Async flush interval, ms.
-    pub flush_interval_ms: u64,
+    pub(crate) flush_interval_ms: u64,
     /// Auto-create topics on produce.
-    pub auto_create_topics: bool,
+    pub(crate) auto_create_topics: bool,
     /// Queues of auto-created topics.
-    pub default_queues: u32,
+    pub(crate) default_queues: u32,
     /// Retention of auto-created topics, ms.
-    pub default_retention_ms: u64,
+    pub(crate) default_retention_ms: u64,
     /// Segment size, bytes.
-    pub segment_size: u64,
+    pub(crate) segment_size: u64,
     /// Request body limit, bytes.
-    pub max_request_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     /// Heartbeat, ms.
-    pub heartbeat_ms: u64,
+    pub(crate) heartbeat_ms: u64,
     /// Election timeout lower bound, ms.
-    pub election_timeout_ms: u64,
+    pub(crate) election_timeout_ms: u64,
+    /// Wait to be added to an existing group rather than forming one.
+    pub(crate) join: bool,
 }
 
 /// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
-pub fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+pub(crate) fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut peers = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
@@ -146,12 +153,15 @@ pub fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 127
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl NodeConfig {
     /// Merges file, environment and flags (`auto_create_default` differs for `dev`).
-    pub fn load(args: &NodeArgs, auto_create_default: bool) -> anyhow::Result<NodeConfig> {
+    pub(crate) fn load(args: &NodeArgs, auto_create_default: bool) -> anyhow::Result<NodeConfig> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -183,6 +193,7 @@ impl NodeConfig {
             max_request_bytes: pick!(max_request_bytes).unwrap_or(8 << 20),
             heartbeat_ms: pick!(heartbeat_ms).unwrap_or(100),
             election_timeout_ms: pick!(election_timeout_ms).unwrap_or(500),
+            join: args.join || file.join.unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -233,7 +244,12 @@ mod tests {
     fn peers_parse_and_errors_name_the_problem() {
         let p = parse_peers("1=127.0.0.1:8081, 2=127.0.0.1:8082").unwrap();
         assert_eq!(p.len(), 2);
-        assert!(parse_peers("1=nope").unwrap_err().to_string().contains("nope"));
+        assert!(
+            parse_peers("1=nope")
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
         assert!(parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
     }
 

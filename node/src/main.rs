@@ -1,12 +1,30 @@
-//! The `raftmq` binary: `raftmq dev` (three local nodes) and `raftmq serve` (one node).
+//! The `raftmq` binary: `raftmq serve` (one node of a broker group) and `raftmq dev`
+//! (three nodes on 127.0.0.1:8081-8083 in one process).
 //!
-//! Must never: hold business logic; it wires configuration, tracing and the runtime to
-//! the library crates.
+//! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
+//! Raft and HTTP together, and shuts them down on SIGTERM or Ctrl-C.
 
+mod config;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use raftmq_http_api::ApiConfig;
+use raftmq_raft::{Broker, BrokerConfig, FlushPolicy, RaftTiming};
+use tokio::net::TcpListener;
+
+use config::{Flush, NodeArgs, NodeConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "raftmq", version, about = "A Raft-replicated message queue")]
+#[command(
+    name = "raftmq",
+    version,
+    about = "A Raft-replicated message queue with an HTTP API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,18 +32,182 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a 3-node cluster on 127.0.0.1:8081-8083.
-    Dev,
+    /// Run a 3-node cluster on 127.0.0.1:8081-8083 in one process (auto-create topics on).
+    Dev {
+        /// Keep data here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// First port (nodes use this and the next two).
+        #[arg(long, default_value_t = 8081)]
+        base_port: u16,
+    },
     /// Run one node of a broker group.
-    Serve,
+    Serve(NodeArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTMQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Dev | Command::Serve => {
-            eprintln!("raftmq: not yet implemented (the replicated broker group is issue #3)");
-            std::process::exit(2);
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let cfg = NodeConfig::load(&args, false)?;
+                serve(vec![cfg]).await
+            }
+            Command::Dev {
+                data_dir,
+                base_port,
+            } => dev(data_dir, base_port).await,
         }
+    })
+}
+
+fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
+    BrokerConfig {
+        node_id: cfg.node_id,
+        group: cfg.group.clone(),
+        data_dir: cfg.data_dir.clone(),
+        peers: cfg.peers.clone(),
+        flush: match cfg.flush {
+            Flush::Sync => FlushPolicy::Sync,
+            Flush::Async => FlushPolicy::Async(Duration::from_millis(cfg.flush_interval_ms)),
+        },
+        segment_size: cfg.segment_size,
+        form_group: !cfg.join,
+        timing: RaftTiming {
+            heartbeat_ms: cfg.heartbeat_ms,
+            election_timeout_ms: cfg.election_timeout_ms,
+        },
     }
+}
+
+fn api_config(cfg: &NodeConfig) -> ApiConfig {
+    ApiConfig {
+        auto_create_topics: cfg.auto_create_topics,
+        default_queues: cfg.default_queues,
+        default_retention_ms: cfg.default_retention_ms,
+        max_request_bytes: cfg.max_request_bytes,
+        ..ApiConfig::default()
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the given nodes until a shutdown signal, then stops them gracefully.
+async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
+    let mut brokers = Vec::new();
+    let mut servers = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for cfg in &nodes {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let broker = Broker::start(broker_config(cfg))
+            .await
+            .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
+        let app = raftmq_http_api::router(broker.clone(), api_config(cfg));
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+        tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "node started");
+        brokers.push(broker);
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for b in &brokers {
+        b.shutdown().await;
+    }
+    for s in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    Ok(())
+}
+
+async fn dev(data_dir: Option<PathBuf>, base_port: u16) -> anyhow::Result<()> {
+    let tmp;
+    let root: &Path = match &data_dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::Builder::new().prefix("raftmq-dev-").tempdir()?;
+            tmp.path()
+        }
+    };
+    let addrs: Vec<SocketAddr> = (0..3u16)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], base_port + i)))
+        .collect();
+    let peers: BTreeMap<u64, String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, a.to_string()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let args = NodeArgs {
+            node_id: Some(i as u64 + 1),
+            listen: Some(*addr),
+            data_dir: Some(root.join(format!("node{}", i + 1))),
+            peers: Some(
+                peers
+                    .iter()
+                    .map(|(id, a)| format!("{id}={a}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ..NodeArgs::default()
+        };
+        nodes.push(NodeConfig::load(&args, true)?);
+    }
+    println!("raftmq dev: 3-node group g1, data in {}", root.display());
+    for (i, a) in addrs.iter().enumerate() {
+        println!("  node {}: http://{a}", i + 1);
+    }
+    println!(
+        "try: curl -s -XPOST http://{}/v1/topics/demo/messages -d '{{\"messages\":[{{\"body\":\"hello\"}}]}}'",
+        addrs[0]
+    );
+    println!(
+        "     curl -s 'http://{}/v1/topics/demo/queues/0/messages?offset=0'",
+        addrs[1]
+    );
+    println!("Ctrl-C stops the cluster.");
+    serve(nodes).await
 }

@@ -47,6 +47,8 @@ pub struct BrokerConfig {
     pub flush: FlushPolicy,
     /// CommitLog segment size.
     pub segment_size: u64,
+    /// Form the group from `peers` if this node's log is empty (false: wait to be added).
+    pub form_group: bool,
     /// Raft timing.
     pub timing: RaftTiming,
 }
@@ -226,7 +228,9 @@ impl Broker {
                 round_robin: Mutex::new(HashMap::new()),
             }),
         };
-        broker.spawn_group_formation();
+        if broker.inner.cfg.form_group {
+            broker.spawn_group_formation();
+        }
         Ok(broker)
     }
 
@@ -504,6 +508,37 @@ impl Broker {
         .await
     }
 
+    /// Messages with `key`, newest first, through the key index.
+    pub async fn find_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, ReadError> {
+        let (topic, key) = (topic.to_owned(), key.to_owned());
+        self.blocking(move |s, log| {
+            let hits = s.key_lookup(&topic, &key, max)?;
+            load_hits(&log.read_log(), &hits)
+        })
+        .await
+    }
+
+    /// Messages stored in `[from_ms, to_ms)`, oldest first, through the time index.
+    pub async fn find_by_time(
+        &self,
+        topic: &str,
+        from_ms: u64,
+        to_ms: u64,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, ReadError> {
+        let topic = topic.to_owned();
+        self.blocking(move |s, log| {
+            let hits = s.time_range(&topic, from_ms, to_ms, max)?;
+            load_hits(&log.read_log(), &hits)
+        })
+        .await
+    }
+
     /// A snapshot of cluster state for `GET /v1/cluster`.
     pub fn cluster_status(&self) -> ClusterStatus {
         let m = self.metrics();
@@ -614,6 +649,18 @@ impl Broker {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+fn load_hits(
+    log: &raftmq_storage::CommitLog,
+    hits: &[raftmq_storage::IndexHit],
+) -> Result<Vec<StoredMessage>, ReadError> {
+    hits.iter()
+        .map(|h| {
+            let (_, batch) = crate::read::batch_of(log, h.log_index)?;
+            crate::read::message_at(&batch, h.log_index, h.slot, h.offset)
+        })
+        .collect()
 }
 
 fn crc32_key(key: &str) -> u32 {

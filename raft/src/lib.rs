@@ -33,6 +33,8 @@ pub use broker::{
 pub use command::{Command, TopicSpec};
 pub use error::{CodecError, ReadError};
 pub use log_store::{FlushPolicy, LogStore};
+/// Re-exported so callers can wait on [`Raft::metrics`] changes.
+pub use openraft::async_runtime::WatchReceiver;
 pub use state_machine::{SnapshotData, StateMachine};
 pub use types::{LogId, NodeId, TypeConfig};
 

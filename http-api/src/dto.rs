@@ -1,0 +1,300 @@
+//! Request and response bodies of the public API, and their validation.
+//!
+//! Parsing goes through `serde_path_to_error`, so a bad field is reported by its path
+//! (`messages[2].queue: invalid type ...`). Unknown fields are ignored, as API.md requires.
+//!
+//! Must never: accept a name outside `^[A-Za-z0-9_-]{1,127}$`, or let a system topic
+//! (`DLQ-`, `RETRY-`) be created by hand.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use bytes::Bytes;
+use raftmq_raft::ProduceMessage;
+use raftmq_raft::read::StoredMessage;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+
+/// Longest key accepted, bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest tag accepted, bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// Most properties per message.
+pub const MAX_PROPERTIES: usize = 64;
+/// Most messages per produce request.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Parses a JSON body, naming the offending field on error.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::invalid(&field, e.into_inner())
+    })
+}
+
+/// Checks a topic, group or consumer name.
+pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 127
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("`{name}` must match ^[A-Za-z0-9_-]{{1,127}}$"),
+        ))
+    }
+}
+
+/// Whether a topic name is reserved for the system.
+pub fn is_system_topic(name: &str) -> bool {
+    name.starts_with("DLQ-") || name.starts_with("RETRY-")
+}
+
+/// `POST /v1/topics/{topic}/messages`.
+#[derive(Deserialize, Debug)]
+pub struct ProduceRequest {
+    /// The batch.
+    pub messages: Vec<ProduceItem>,
+    /// Transactional produce (not supported yet).
+    #[serde(default)]
+    pub transaction: Option<Value>,
+}
+
+/// One message of a produce request.
+#[derive(Deserialize, Debug)]
+pub struct ProduceItem {
+    body: Option<String>,
+    body_base64: Option<String>,
+    key: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+    queue: Option<u32>,
+    delay_ms: Option<u64>,
+    deliver_at_ms: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+impl ProduceRequest {
+    /// Validates and converts into the broker's input; also returns the total body bytes.
+    pub fn into_messages(self, max_message_bytes: usize) -> Result<Vec<ProduceMessage>, ApiError> {
+        if self.transaction.is_some() {
+            return Err(ApiError::invalid(
+                "transaction",
+                "transactional messages are not supported yet",
+            ));
+        }
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid(
+                "messages",
+                "must hold at least one message",
+            ));
+        }
+        if self.messages.len() > MAX_BATCH {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("at most {MAX_BATCH} messages per request"),
+            ));
+        }
+        self.messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.validate(i, max_message_bytes))
+            .collect()
+    }
+}
+
+impl ProduceItem {
+    fn validate(self, i: usize, max_message_bytes: usize) -> Result<ProduceMessage, ApiError> {
+        let f = |name: &str| format!("messages[{i}].{name}");
+        if self.delay_ms.is_some() {
+            return Err(ApiError::invalid(
+                &f("delay_ms"),
+                "delayed messages are not supported yet",
+            ));
+        }
+        if self.deliver_at_ms.is_some() {
+            return Err(ApiError::invalid(
+                &f("deliver_at_ms"),
+                "delayed messages are not supported yet",
+            ));
+        }
+        if self.idempotency_key.is_some() {
+            return Err(ApiError::invalid(
+                &f("idempotency_key"),
+                "idempotent produce is not supported yet",
+            ));
+        }
+        let (body, binary) = match (self.body, self.body_base64) {
+            (Some(b), None) => (Bytes::from(b), false),
+            (None, Some(b)) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .map_err(|e| {
+                        ApiError::invalid(&f("body_base64"), format!("not base64: {e}"))
+                    })?;
+                (Bytes::from(bytes), true)
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    &f("body"),
+                    "give either body or body_base64, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    &f("body"),
+                    "body or body_base64 is required",
+                ));
+            }
+        };
+        if body.len() > max_message_bytes {
+            return Err(ApiError::too_large(format!(
+                "{}: body is {} bytes, the limit is {max_message_bytes}",
+                f("body"),
+                body.len()
+            )));
+        }
+        if let Some(k) = &self.key
+            && (k.is_empty() || k.len() > MAX_KEY_BYTES)
+        {
+            return Err(ApiError::invalid(
+                &f("key"),
+                format!("must be 1 to {MAX_KEY_BYTES} bytes"),
+            ));
+        }
+        if let Some(t) = &self.tag
+            && (t.is_empty() || t.len() > MAX_TAG_BYTES || t.contains("||") || t == "*")
+        {
+            return Err(ApiError::invalid(
+                &f("tag"),
+                format!("must be 1 to {MAX_TAG_BYTES} bytes, not `*`, without `||`"),
+            ));
+        }
+        if self.properties.len() > MAX_PROPERTIES {
+            return Err(ApiError::invalid(
+                &f("properties"),
+                format!("at most {MAX_PROPERTIES} properties"),
+            ));
+        }
+        if let Some(name) = self
+            .properties
+            .keys()
+            .find(|k| k.is_empty() || k.len() > 256)
+        {
+            return Err(ApiError::invalid(
+                &f("properties"),
+                format!("property name `{name}` must be 1 to 256 bytes"),
+            ));
+        }
+        Ok(ProduceMessage {
+            body,
+            binary,
+            key: self.key,
+            tag: self.tag,
+            properties: self.properties.into_iter().collect(),
+            queue: self.queue,
+        })
+    }
+}
+
+/// A message as JSON.
+pub fn message_json(m: &StoredMessage, msg_id: String) -> Value {
+    let mut o = Map::new();
+    o.insert("msg_id".into(), json!(msg_id));
+    o.insert("topic".into(), json!(m.topic));
+    o.insert("queue".into(), json!(m.queue));
+    o.insert("offset".into(), json!(m.offset));
+    if m.binary {
+        o.insert(
+            "body_base64".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&m.body)),
+        );
+    } else {
+        o.insert("body".into(), json!(String::from_utf8_lossy(&m.body)));
+    }
+    if let Some(k) = &m.key {
+        o.insert("key".into(), json!(k));
+    }
+    if let Some(t) = &m.tag {
+        o.insert("tag".into(), json!(t));
+    }
+    let props: Map<String, Value> = m
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    o.insert("properties".into(), Value::Object(props));
+    o.insert("born_ms".into(), json!(m.born_ms));
+    o.insert("stored_ms".into(), json!(m.stored_ms));
+    if let Some(at) = m.deliver_at_ms {
+        o.insert("deliver_at_ms".into(), json!(at));
+    }
+    Value::Object(o)
+}
+
+/// `PUT /v1/topics/{topic}`.
+#[derive(Deserialize, Debug, Default)]
+pub struct PutTopicRequest {
+    /// Queue count.
+    pub queues: Option<u32>,
+    /// FIFO.
+    pub fifo: Option<bool>,
+    /// Retention.
+    pub retention_ms: Option<u64>,
+}
+
+/// A topic as JSON.
+#[derive(Serialize, Debug)]
+pub struct TopicJson {
+    /// Name.
+    pub name: String,
+    /// Queues.
+    pub queues: u32,
+    /// FIFO.
+    pub fifo: bool,
+    /// Retention.
+    pub retention_ms: u64,
+    /// Per-queue offsets (single-topic view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_stats: Option<Vec<QueueStat>>,
+}
+
+/// One queue's offsets.
+#[derive(Serialize, Debug)]
+pub struct QueueStat {
+    /// Queue.
+    pub queue: u32,
+    /// First retained offset.
+    pub min_offset: u64,
+    /// One past the last offset.
+    pub max_offset: u64,
+}
+
+/// `POST /v1/cluster/members`.
+#[derive(Deserialize, Debug)]
+pub struct AddMemberRequest {
+    /// Node id.
+    pub id: u64,
+    /// HTTP address.
+    pub addr: String,
+    /// Promote to voter once caught up.
+    #[serde(default)]
+    pub voter: bool,
+}
+
+/// `POST /v1/cluster/leader`.
+#[derive(Deserialize, Debug)]
+pub struct TransferLeaderRequest {
+    /// The node to hand leadership to.
+    pub to: u64,
+}

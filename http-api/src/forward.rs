@@ -1,0 +1,92 @@
+//! Forwarding writes from a follower to the leader.
+//!
+//! A follower re-sends the request (method, path, query, body) to the leader it knows and
+//! relays the answer. A forwarded request carries `x-raftmq-forwarded`, and is never
+//! forwarded again: a node that is not the leader either answers it or says 503.
+//!
+//! Must never: answer a forwarded write whose outcome it cannot know (timeout, lost
+//! connection after sending) with anything but 504 `OUTCOME_UNKNOWN`.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+const FORWARDED: &str = "x-raftmq-forwarded";
+
+/// What a handler should do with a write.
+pub(crate) enum Route {
+    /// Handle it here (this node is the leader).
+    Local,
+    /// The leader's answer, relayed.
+    Relayed(Response),
+}
+
+/// Decides where a write is handled; forwards it to the leader when that is elsewhere.
+pub(crate) async fn route_write(
+    app: &AppState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Route, ApiError> {
+    if app.broker.is_leader() {
+        return Ok(Route::Local);
+    }
+    if headers.contains_key(FORWARDED) {
+        return Err(ApiError::unavailable(
+            "this node is no longer the leader; retry",
+        ));
+    }
+    let Some((leader, addr)) = app.broker.leader() else {
+        return Err(ApiError::unavailable(
+            "the group has no leader right now; retry",
+        ));
+    };
+    if leader == app.broker.node_id() {
+        return Ok(Route::Local);
+    }
+    app.stats.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let mut req = app
+        .http
+        .request(method, format!("http://{addr}{path}"))
+        .header(FORWARDED, app.broker.node_id().to_string())
+        .timeout(app.cfg.write_timeout)
+        .body(body);
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            ApiError::unavailable(format!("the leader (node {leader}) is unreachable; retry"))
+        } else {
+            ApiError::outcome_unknown(format!(
+                "forwarded to the leader (node {leader}) but got no answer: {e}"
+            ))
+        }
+    })?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::outcome_unknown(format!("lost the leader's answer: {e}")))?;
+    let mut out = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        out = out.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = retry_after {
+        out = out.header(header::RETRY_AFTER, ra);
+    }
+    let mut resp = out.body(Body::from(bytes)).map_err(ApiError::internal)?;
+    resp.headers_mut()
+        .insert("x-raftmq-leader", HeaderValue::from(leader));
+    Ok(Route::Relayed(resp))
+}

@@ -1,0 +1,274 @@
+//! Produce, read by offset (with long polling and tag filters), and queries.
+//!
+//! Must never: answer a produce before its batch is committed and applied, or return a
+//! message that is not committed (reads come from the applied ConsumeQueue).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use raftmq_raft::broker::{msg_id, parse_msg_id};
+use raftmq_raft::read::{QueueQuery, TagFilter};
+use raftmq_raft::{ProduceError, ProposeError, ReadError, RejectCode, TopicSpec};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::dto::{ProduceRequest, check_name, is_system_topic, message_json, parse_json};
+use crate::error::ApiError;
+use crate::forward::{Route, route_write};
+
+/// Longest long poll accepted, ms.
+const MAX_WAIT_MS: u64 = 60_000;
+/// Most messages per read.
+const MAX_READ: usize = 1024;
+
+pub(crate) fn propose_error(e: ProposeError) -> ApiError {
+    match e {
+        ProposeError::NotLeader { .. } => {
+            ApiError::unavailable("leadership changed before the write was accepted; retry")
+        }
+        ProposeError::Unknown(m) => ApiError::outcome_unknown(m),
+        ProposeError::Membership(m) => ApiError::conflict(m),
+    }
+}
+
+pub(crate) fn reject_error(code: RejectCode, message: String) -> ApiError {
+    match code {
+        RejectCode::TopicNotFound => ApiError::not_found("TOPIC_NOT_FOUND", message),
+        RejectCode::InvalidArgument => ApiError::invalid("", message),
+        RejectCode::Conflict => ApiError::conflict(message),
+    }
+}
+
+/// Runs a write with the configured timeout: past it the outcome is unknown.
+pub(crate) async fn with_write_timeout<T>(
+    app: &AppState,
+    fut: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(app.cfg.write_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::outcome_unknown(format!(
+            "the write was not committed within {:?}; it may still be",
+            app.cfg.write_timeout
+        ))),
+    }
+}
+
+/// `POST /v1/topics/{topic}/messages`.
+pub(crate) async fn produce(
+    State(app): State<AppState>,
+    Path(topic): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    check_name("topic", &topic)?;
+    let req: ProduceRequest = parse_json(&body)?;
+    let messages = req.into_messages(app.cfg.max_request_bytes)?;
+    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+        return Ok(resp);
+    }
+    app.stats.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let auto_create =
+        (app.cfg.auto_create_topics && !is_system_topic(&topic)).then_some(TopicSpec {
+            queues: app.cfg.default_queues,
+            fifo: false,
+            retention_ms: app.cfg.default_retention_ms,
+        });
+    let placed = with_write_timeout(&app, async {
+        app.broker
+            .produce(&topic, &messages, auto_create)
+            .await
+            .map_err(|e| match e {
+                ProduceError::TopicNotFound(t) => ApiError::topic_not_found(&t),
+                ProduceError::Invalid(m) => ApiError::invalid("", m),
+                ProduceError::Rejected { code, message } => reject_error(code, message),
+                ProduceError::Propose(p) => propose_error(p),
+                ProduceError::Storage(m) => ApiError::internal(m),
+            })
+    })
+    .await?;
+    app.stats
+        .produced_messages
+        .fetch_add(placed.len() as u64, Ordering::Relaxed);
+    let results: Vec<Value> = placed
+        .into_iter()
+        .map(|p| json!({"msg_id": p.msg_id, "queue": p.queue, "offset": p.offset}))
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+fn parse_u64(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(v) => {
+            let n: u64 = v.parse().map_err(|_| {
+                ApiError::invalid(name, format!("`{v}` is not a non-negative integer"))
+            })?;
+            if n > max {
+                return Err(ApiError::invalid(name, format!("must be at most {max}")));
+            }
+            Ok(n)
+        }
+    }
+}
+
+async fn existing_topic(app: &AppState, topic: &str) -> Result<TopicSpec, ApiError> {
+    check_name("topic", topic)?;
+    app.broker
+        .topic(topic)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::topic_not_found(topic))
+}
+
+/// `GET /v1/topics/{topic}/queues/{queue}/messages`.
+pub(crate) async fn read(
+    State(app): State<AppState>,
+    Path((topic, queue)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    app.stats.read_requests.fetch_add(1, Ordering::Relaxed);
+    let spec = existing_topic(&app, &topic).await?;
+    let queue: u32 = queue
+        .parse()
+        .map_err(|_| ApiError::invalid("queue", format!("`{queue}` is not a queue number")))?;
+    if queue >= spec.queues {
+        return Err(ApiError::invalid(
+            "queue",
+            format!(
+                "{queue} is out of range (topic {topic} has {} queues)",
+                spec.queues
+            ),
+        ));
+    }
+    let offset = parse_u64(&params, "offset", 0, u64::MAX)?;
+    let max = parse_u64(&params, "max", 32, MAX_READ as u64)? as usize;
+    if max == 0 {
+        return Err(ApiError::invalid("max", "must be at least 1"));
+    }
+    let wait_ms = parse_u64(&params, "wait_ms", 0, MAX_WAIT_MS)?;
+    let filter = params.get("tag").and_then(|t| TagFilter::parse(t));
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut applied = app.broker.applied();
+    let query = QueueQuery {
+        topic: topic.clone(),
+        queue,
+        offset,
+        max,
+        filter,
+        scan_limit: 4096,
+    };
+    let mut next = query;
+    loop {
+        // Mark the current apply as seen before reading: an apply after the read wakes us.
+        applied.borrow_and_update();
+        let r = app
+            .broker
+            .read_queue(next.clone())
+            .await
+            .map_err(|e| match e {
+                ReadError::OffsetOutOfRange { min_offset } => {
+                    ApiError::offset_out_of_range(offset, min_offset)
+                }
+                other => ApiError::internal(other),
+            })?;
+        let now = Instant::now();
+        if !r.messages.is_empty() || now >= deadline {
+            return Ok(render_read(&app, r));
+        }
+        next.offset = r.next_offset;
+        if r.next_offset < r.max_offset {
+            // A tag filter examined a bounded stretch without a match: scan on.
+            continue;
+        }
+        if tokio::time::timeout(deadline - now, applied.changed())
+            .await
+            .is_err()
+        {
+            return Ok(render_read(&app, r));
+        }
+    }
+}
+
+fn render_read(app: &AppState, r: raftmq_raft::read::QueueRead) -> Response {
+    let group = app.broker.group();
+    let messages: Vec<Value> = r
+        .messages
+        .iter()
+        .map(|m| message_json(m, msg_id(group, m.log_index, m.slot)))
+        .collect();
+    Json(json!({
+        "messages": messages,
+        "next_offset": r.next_offset,
+        "min_offset": r.min_offset,
+        "max_offset": r.max_offset,
+    }))
+    .into_response()
+}
+
+/// `GET /v1/messages/{msg_id}`.
+pub(crate) async fn by_id(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("MESSAGE_NOT_FOUND", format!("no message {id}"));
+    let Some((group, log_index, slot)) = parse_msg_id(&id) else {
+        return Err(ApiError::invalid(
+            "msg_id",
+            format!("`{id}` is not a message id"),
+        ));
+    };
+    if group != app.broker.group() {
+        return Err(not_found());
+    }
+    let m = app
+        .broker
+        .read_message(log_index, slot)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
+    Ok(Json(message_json(&m, id.clone())).into_response())
+}
+
+/// `GET /v1/topics/{topic}/messages?key=…` or `?from_ms=…&to_ms=…`.
+pub(crate) async fn query(
+    State(app): State<AppState>,
+    Path(topic): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    existing_topic(&app, &topic).await?;
+    let max = parse_u64(&params, "max", 32, MAX_READ as u64)? as usize;
+    let hits = if let Some(key) = params.get("key") {
+        app.broker.find_by_key(&topic, key, max).await
+    } else if params.contains_key("from_ms") || params.contains_key("to_ms") {
+        let from = parse_u64(&params, "from_ms", 0, u64::MAX)?;
+        let to = parse_u64(&params, "to_ms", u64::MAX, u64::MAX)?;
+        if to < from {
+            return Err(ApiError::invalid("to_ms", "must not be before from_ms"));
+        }
+        app.broker.find_by_time(&topic, from, to, max).await
+    } else {
+        return Err(ApiError::invalid("key", "give key, or from_ms and to_ms"));
+    }
+    .map_err(ApiError::internal)?;
+    let group = app.broker.group();
+    let messages: Vec<Value> = hits
+        .iter()
+        .map(|m| message_json(m, msg_id(group, m.log_index, m.slot)))
+        .collect();
+    Ok(Json(json!({ "messages": messages })).into_response())
+}

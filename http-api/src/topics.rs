@@ -1,0 +1,175 @@
+//! Topic admin: create or update, list, show, delete.
+//!
+//! Must never: let a topic shrink its queue count, or create a system topic by hand.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use raftmq_raft::{Applied, Command, TopicSpec};
+use serde_json::json;
+
+use crate::AppState;
+use crate::dto::{PutTopicRequest, QueueStat, TopicJson, check_name, is_system_topic, parse_json};
+use crate::error::ApiError;
+use crate::forward::{Route, route_write};
+use crate::messages::{propose_error, reject_error, with_write_timeout};
+
+/// Most queues a topic may have.
+const MAX_QUEUES: u32 = 1024;
+
+fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
+    TopicJson {
+        name,
+        queues: spec.queues,
+        fifo: spec.fifo,
+        retention_ms: spec.retention_ms,
+        queue_stats: None,
+    }
+}
+
+async fn propose(app: &AppState, cmd: Command) -> Result<(), ApiError> {
+    with_write_timeout(app, async {
+        match app.broker.propose(cmd).await.map_err(propose_error)? {
+            Applied::Rejected { code, message } => Err(reject_error(code, message)),
+            _ => Ok(()),
+        }
+    })
+    .await
+}
+
+/// `PUT /v1/topics/{topic}`.
+pub(crate) async fn put(
+    State(app): State<AppState>,
+    Path(topic): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    check_name("topic", &topic)?;
+    let req: PutTopicRequest = if body.is_empty() {
+        PutTopicRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    if is_system_topic(&topic) {
+        return Err(ApiError::invalid(
+            "topic",
+            "names starting with DLQ- or RETRY- are reserved for system topics",
+        ));
+    }
+    if let Some(q) = req.queues
+        && !(1..=MAX_QUEUES).contains(&q)
+    {
+        return Err(ApiError::invalid(
+            "queues",
+            format!("must be between 1 and {MAX_QUEUES}"),
+        ));
+    }
+    if req.retention_ms == Some(0) {
+        return Err(ApiError::invalid("retention_ms", "must be positive"));
+    }
+    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+        return Ok(resp);
+    }
+    let existing = app.broker.topic(&topic).await.map_err(ApiError::internal)?;
+    let spec = TopicSpec {
+        queues: req
+            .queues
+            .or(existing.map(|e| e.queues))
+            .unwrap_or(app.cfg.default_queues),
+        fifo: req.fifo.or(existing.map(|e| e.fifo)).unwrap_or(false),
+        retention_ms: req
+            .retention_ms
+            .or(existing.map(|e| e.retention_ms))
+            .unwrap_or(app.cfg.default_retention_ms),
+    };
+    if let Some(e) = existing
+        && spec.queues < e.queues
+    {
+        return Err(ApiError::conflict(format!(
+            "queues may only grow: topic {topic} has {} queues, asked for {}",
+            e.queues, spec.queues
+        )));
+    }
+    propose(
+        &app,
+        Command::PutTopic {
+            name: topic.clone(),
+            spec,
+        },
+    )
+    .await?;
+    Ok(Json(topic_json(topic, spec)).into_response())
+}
+
+/// `GET /v1/topics`.
+pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let topics: Vec<TopicJson> = app
+        .broker
+        .topics()
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(n, s)| topic_json(n, s))
+        .collect();
+    Ok(Json(json!({ "topics": topics })).into_response())
+}
+
+/// `GET /v1/topics/{topic}`.
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Response, ApiError> {
+    check_name("topic", &topic)?;
+    let spec = app
+        .broker
+        .topic(&topic)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::topic_not_found(&topic))?;
+    let bounds = app
+        .broker
+        .queue_bounds(&topic, spec.queues)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut t = topic_json(topic, spec);
+    t.queue_stats = Some(
+        bounds
+            .into_iter()
+            .enumerate()
+            .map(|(q, (min, max))| QueueStat {
+                queue: q as u32,
+                min_offset: min,
+                max_offset: max,
+            })
+            .collect(),
+    );
+    Ok(Json(t).into_response())
+}
+
+/// `DELETE /v1/topics/{topic}`.
+pub(crate) async fn delete(
+    State(app): State<AppState>,
+    Path(topic): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_name("topic", &topic)?;
+    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, Bytes::new()).await? {
+        return Ok(resp);
+    }
+    propose(
+        &app,
+        Command::DeleteTopic {
+            name: topic.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "deleted": topic })).into_response())
+}

@@ -1,0 +1,169 @@
+//! Produce and read back: queue choice, bodies, long polls, tag filters, queries.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::Node;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_then_read_back_exactly() {
+    let n = Node::auto().await;
+    let (s, v) = n
+        .post(
+            "/v1/topics/orders/messages",
+            &json!({"messages": [
+                {"body": "hello", "key": "order-42", "tag": "paid", "properties": {"region": "eu"}},
+                {"body_base64": "AAEC", "queue": 3},
+                {"body": "again", "key": "order-42"},
+            ]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[1]["queue"], 3);
+    assert_eq!(
+        results[0]["queue"], results[2]["queue"],
+        "same key, same queue"
+    );
+    assert_eq!(
+        results[2]["offset"].as_u64().unwrap(),
+        results[0]["offset"].as_u64().unwrap() + 1
+    );
+
+    let q = results[0]["queue"].as_u64().unwrap();
+    let (s, r) = n
+        .get(&format!("/v1/topics/orders/queues/{q}/messages?offset=0"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let msgs = r["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["body"], "hello");
+    assert_eq!(msgs[0]["key"], "order-42");
+    assert_eq!(msgs[0]["tag"], "paid");
+    assert_eq!(msgs[0]["properties"]["region"], "eu");
+    assert_eq!(msgs[0]["msg_id"], results[0]["msg_id"]);
+    assert_eq!(r["next_offset"], 2);
+    assert_eq!(r["max_offset"], 2);
+
+    let (_, r) = n.get("/v1/topics/orders/queues/3/messages?offset=0").await;
+    assert_eq!(
+        r["messages"][0]["body_base64"], "AAEC",
+        "binary bodies come back as base64"
+    );
+    assert!(r["messages"][0].get("body").is_none());
+
+    let id = results[0]["msg_id"].as_str().unwrap();
+    let (s, m) = n.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(m["body"], "hello");
+    assert_eq!(m["offset"], 0);
+
+    let (_, by_key) = n.get("/v1/topics/orders/messages?key=order-42").await;
+    let bodies: Vec<_> = by_key["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("again"), json!("hello")], "newest first");
+
+    let (_, by_time) = n
+        .get("/v1/topics/orders/messages?from_ms=0&to_ms=99999999999999")
+        .await;
+    assert_eq!(by_time["messages"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_keyless_messages() {
+    let n = Node::auto().await;
+    let (_, v) = n
+        .post(
+            "/v1/topics/rr/messages",
+            &json!({"messages": [{"body": "a"}, {"body": "b"}, {"body": "c"}, {"body": "d"}]})
+                .to_string(),
+        )
+        .await;
+    let mut queues: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["queue"].as_u64().unwrap())
+        .collect();
+    queues.sort();
+    assert_eq!(queues, [0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_on_a_new_message_and_times_out_empty() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/lp", r#"{"queues": 1}"#).await;
+    let start = Instant::now();
+    let (s, r) = n
+        .get("/v1/topics/lp/queues/0/messages?offset=0&wait_ms=300")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(r["messages"].as_array().unwrap().is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(300));
+
+    let router = n.router.clone();
+    let waiter = tokio::spawn(async move {
+        let req =
+            axum::http::Request::get("/v1/topics/lp/queues/0/messages?offset=0&wait_ms=20000")
+                .body(axum::body::Body::empty())
+                .unwrap();
+        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n.post(
+        "/v1/topics/lp/messages",
+        r#"{"messages":[{"body":"wake"}]}"#,
+    )
+    .await;
+    let r = tokio::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r["messages"][0]["body"], "wake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_filter_returns_only_matching_messages_and_advances() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/tags", r#"{"queues": 1}"#).await;
+    let msgs: Vec<_> = (0..10)
+        .map(|i| json!({"body": format!("m{i}"), "tag": if i % 3 == 0 { "a" } else { "b" }}))
+        .collect();
+    n.post(
+        "/v1/topics/tags/messages",
+        &json!({"messages": msgs}).to_string(),
+    )
+    .await;
+    let (_, r) = n
+        .get("/v1/topics/tags/queues/0/messages?offset=0&tag=a")
+        .await;
+    let bodies: Vec<_> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, ["m0", "m3", "m6", "m9"]);
+    let (_, r) = n
+        .get("/v1/topics/tags/queues/0/messages?offset=0&tag=a||c&max=2")
+        .await;
+    assert_eq!(r["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(r["next_offset"], 4);
+    let (_, r) = n
+        .get("/v1/topics/tags/queues/0/messages?offset=0&tag=*")
+        .await;
+    assert_eq!(r["messages"].as_array().unwrap().len(), 10);
+}

@@ -1,0 +1,213 @@
+//! Bad input gets the documented 4xx, names the field, and changes nothing.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{Node, assert_error};
+
+async fn max_offset(n: &Node, topic: &str, queue: u32) -> u64 {
+    let (_, t) = n.get(&format!("/v1/topics/{topic}")).await;
+    t["queue_stats"][queue as usize]["max_offset"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_produce_requests_are_refused_and_write_nothing() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 2}"#).await;
+    let p = "/v1/topics/t/messages";
+    assert_error(
+        &n.post(p, "{not json").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "",
+    );
+    assert_error(
+        &n.post(p, r#"{"messages": []}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages",
+    );
+    assert_error(
+        &n.post(p, r#"{"messages": [{"body": "ok"}, {"body": 5}]}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages[1].body",
+    );
+    assert_error(
+        &n.post(p, r#"{"messages": [{"body": "ok"}, {"key": "k"}]}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages[1].body",
+    );
+    assert_error(
+        &n.post(p, r#"{"messages": [{"body_base64": "%%%"}]}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages[0].body_base64",
+    );
+    assert_error(
+        &n.post(
+            p,
+            r#"{"messages": [{"body": "a"}, {"body": "b", "queue": 2}]}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages[1].queue",
+    );
+    assert_error(
+        &n.post(p, r#"{"messages": [{"body": "a", "queue": -1}]}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages[0].queue",
+    );
+    assert_error(
+        &n.post(p, r#"{"messages": [{"body": "a", "delay_ms": 5}]}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "messages[0].delay_ms",
+    );
+    assert_error(
+        &n.post(
+            p,
+            r#"{"messages": [{"body": "a", "idempotency_key": "x"}]}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "idempotency_key",
+    );
+    assert_error(
+        &n.post(
+            p,
+            r#"{"messages": [{"body": "a"}], "transaction": {"check_url": "http://127.0.0.1:1"}}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "transaction",
+    );
+    let big = "x".repeat(70 * 1024);
+    assert_error(
+        &n.post(p, &json!({"messages": [{"body": big}]}).to_string())
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "",
+    );
+    assert_eq!(
+        max_offset(&n, "t", 0).await + max_offset(&n, "t", 1).await,
+        0,
+        "nothing was written"
+    );
+    // Unknown fields are ignored.
+    let (s, _) = n
+        .post(
+            p,
+            r#"{"messages": [{"body": "a", "extra": 1}], "also": true}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_and_missing_things() {
+    let n = Node::start(Default::default()).await; // auto-create off
+    assert_error(
+        &n.post(
+            "/v1/topics/bad.name/messages",
+            r#"{"messages":[{"body":"a"}]}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "topic",
+    );
+    assert_error(
+        &n.post("/v1/topics/nope/messages", r#"{"messages":[{"body":"a"}]}"#)
+            .await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "nope",
+    );
+    assert_error(
+        &n.get("/v1/topics/nope/queues/0/messages").await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "nope",
+    );
+    assert_error(
+        &n.get("/v1/topics/nope").await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "nope",
+    );
+    assert_error(
+        &n.call(Method::DELETE, "/v1/topics/nope", "").await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "nope",
+    );
+    assert_error(
+        &n.get("/v1/messages/g1.999.0").await,
+        StatusCode::NOT_FOUND,
+        "MESSAGE_NOT_FOUND",
+        "",
+    );
+    assert_error(
+        &n.get("/v1/messages/zzz").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "msg_id",
+    );
+    assert_error(
+        &n.get("/v1/nothing/here").await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "",
+    );
+
+    n.put("/v1/topics/t", r#"{"queues": 2}"#).await;
+    assert_error(
+        &n.get("/v1/topics/t/queues/2/messages").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "queue",
+    );
+    assert_error(
+        &n.get("/v1/topics/t/queues/x/messages").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "queue",
+    );
+    assert_error(
+        &n.get("/v1/topics/t/queues/0/messages?max=0").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "max",
+    );
+    assert_error(
+        &n.get("/v1/topics/t/queues/0/messages?max=5000").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "max",
+    );
+    assert_error(
+        &n.get("/v1/topics/t/queues/0/messages?offset=-3").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "offset",
+    );
+    assert_error(
+        &n.get("/v1/topics/t/queues/0/messages?wait_ms=999999").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "wait_ms",
+    );
+}

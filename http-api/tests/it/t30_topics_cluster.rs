@@ -1,0 +1,142 @@
+//! Topic admin and the cluster, health and metrics endpoints on one node.
+
+use axum::http::{Method, StatusCode};
+
+use crate::support::{Node, assert_error};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_grown_listed_and_deleted() {
+    let n = Node::start(Default::default()).await;
+    let (s, t) = n
+        .put(
+            "/v1/topics/t",
+            r#"{"queues": 2, "fifo": true, "retention_ms": 1000}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(
+        (t["queues"].as_u64(), t["fifo"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let (s, t) = n.put("/v1/topics/t", r#"{"queues": 4}"#).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t["queues"], 4);
+    assert_eq!(t["fifo"], true, "unspecified settings are kept");
+    assert_error(
+        &n.put("/v1/topics/t", r#"{"queues": 3}"#).await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+        "only grow",
+    );
+    assert_error(
+        &n.put("/v1/topics/t", r#"{"queues": 0}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "queues",
+    );
+    assert_error(
+        &n.put("/v1/topics/t", r#"{"queues": "x"}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "queues",
+    );
+    assert_error(
+        &n.put("/v1/topics/DLQ-g", "{}").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "reserved",
+    );
+    assert_error(
+        &n.put("/v1/topics/RETRY-g", "{}").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "reserved",
+    );
+    n.put("/v1/topics/u", "").await;
+
+    let (_, list) = n.get("/v1/topics").await;
+    let names: Vec<_> = list["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["t", "u"]);
+    let (_, t) = n.get("/v1/topics/t").await;
+    assert_eq!(t["queue_stats"].as_array().unwrap().len(), 4);
+
+    n.post(
+        "/v1/topics/t/messages",
+        r#"{"messages":[{"body":"x","queue":1}]}"#,
+    )
+    .await;
+    let (s, _) = n.call(Method::DELETE, "/v1/topics/t", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_error(
+        &n.get("/v1/topics/t").await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "t",
+    );
+    // Re-created, it starts empty.
+    n.put("/v1/topics/t", r#"{"queues": 2}"#).await;
+    let (_, t) = n.get("/v1/topics/t").await;
+    assert_eq!(t["queue_stats"][1]["max_offset"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_health_and_metrics() {
+    let n = Node::start(Default::default()).await;
+    let (s, c) = n.get("/v1/cluster").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(c["group"], "g1");
+    assert_eq!(c["node_id"], 1);
+    assert_eq!(c["leader_id"], 1);
+    assert_eq!(c["members"][0]["role"], "leader");
+    assert!(c["term"].as_u64().unwrap() >= 1);
+    assert_eq!(n.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(n.get("/readyz").await.0, StatusCode::OK);
+    let (s, body) = n.get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    assert!(text.contains("raftmq_raft_is_leader 1"), "{text}");
+    assert!(text.contains("# TYPE raftmq_log_fsyncs_total counter"));
+
+    assert_error(
+        &n.post("/v1/cluster/members", r#"{"id": 2, "addr": "nowhere"}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "addr",
+    );
+    assert_error(
+        &n.post(
+            "/v1/cluster/members",
+            r#"{"id": 1, "addr": "127.0.0.1:9", "voter": true}"#,
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+        "already",
+    );
+    assert_error(
+        &n.post("/v1/cluster/leader", r#"{"to": 7}"#).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "7",
+    );
+    assert_error(
+        &n.post("/v1/cluster/leader", r#"{}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "to",
+    );
+    assert_error(
+        &n.call(Method::DELETE, "/v1/cluster/members/9", "").await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "9",
+    );
+    let (s, v) = n.post("/v1/cluster/leader", r#"{"to": 1}"#).await;
+    assert_eq!((s, v["leader_id"].as_u64()), (StatusCode::OK, Some(1)));
+}

@@ -1,0 +1,301 @@
+//! Test harness: real `raftmq serve` processes on 127.0.0.1, free ports, own data dirs.
+//! Every process is killed when the `Cluster` is dropped, even when a test fails.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One cluster at a time: several 3-node groups at once on 2 cores would make elections
+/// flap and tests slow for no gain.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+    pub(crate) data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) http: reqwest::Client,
+    peers: String,
+    _guard: MutexGuard<'static, ()>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` nodes forming one group.
+    pub(crate) fn start(n: u64) -> Cluster {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<Node> = (1..=n)
+            .map(|id| Node {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node{id}")),
+                child: None,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            nodes,
+            dir,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            peers,
+            _guard: guard,
+        };
+        for id in 1..=n {
+            c.spawn(id, &[]);
+        }
+        c
+    }
+
+    pub(crate) fn node(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).expect("known node")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("known node")
+    }
+
+    /// Adds a node that will join (not form) the group; returns its id.
+    pub(crate) fn add_joiner(&mut self) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(Node {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            child: None,
+        });
+        let peers = format!("{},{}={}", self.peers, id, self.node(id).addr);
+        self.spawn_with_peers(id, &peers, &["--join"]);
+        id
+    }
+
+    fn spawn(&mut self, id: u64, extra: &[&str]) {
+        let peers = self.peers.clone();
+        self.spawn_with_peers(id, &peers, extra);
+    }
+
+    fn spawn_with_peers(&mut self, id: u64, peers: &str, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .unwrap();
+        let node = self.node(id);
+        let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+            .args([
+                "serve",
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &node.addr,
+            ])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--peers", peers, "--auto-create-topics", "true"])
+            .args(["--segment-size", "65536"])
+            .args(extra)
+            .env("RAFTMQ_LOG", "info,openraft=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start raftmq serve");
+        self.node_mut(id).child = Some(child);
+    }
+
+    /// kill -9.
+    pub(crate) fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.node_mut(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed node again with its data.
+    pub(crate) fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id, &[]);
+    }
+
+    /// Kills a node, deletes its data dir and starts it again.
+    pub(crate) fn wipe_and_restart(&mut self, id: u64) {
+        self.kill(id);
+        std::fs::remove_dir_all(&self.node(id).data_dir).ok();
+        self.spawn(id, &[]);
+    }
+
+    pub(crate) fn live(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub(crate) fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{}", self.node(id).addr, path)
+    }
+
+    pub(crate) async fn get(&self, id: u64, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let r = self.http.get(self.url(id, path)).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        id: u64,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let r = self
+            .http
+            .request(method, self.url(id, path))
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub(crate) async fn post(
+        &self,
+        id: u64,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        self.send(reqwest::Method::POST, id, path, body).await
+    }
+
+    /// Waits until every live node reports the same leader, which is live; returns it.
+    pub(crate) async fn wait_leader(&self) -> u64 {
+        self.wait_for("a leader all live nodes agree on", || async {
+            let mut leader = None;
+            for id in self.live() {
+                let (_, c) = self.get(id, "/v1/cluster").await.ok()?;
+                let l = c["leader_id"].as_u64()?;
+                if leader.is_some_and(|x| x != l) || !self.live().contains(&l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader
+        })
+        .await
+    }
+
+    /// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
+    pub(crate) async fn wait_for<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Produces one message with a unique body through `via`; `Some((queue, offset))` if
+    /// acknowledged.
+    pub(crate) async fn produce(&self, via: u64, topic: &str, body: &str) -> Option<(u64, u64)> {
+        let (s, v) = self
+            .post(
+                via,
+                &format!("/v1/topics/{topic}/messages"),
+                &serde_json::json!({"messages": [{"body": body}]}),
+            )
+            .await
+            .ok()?;
+        if s != 200 {
+            return None;
+        }
+        Some((
+            v["results"][0]["queue"].as_u64()?,
+            v["results"][0]["offset"].as_u64()?,
+        ))
+    }
+
+    /// Every body in a queue as read from node `id`.
+    pub(crate) async fn read_all(&self, id: u64, topic: &str, queue: u64) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (s, v) = self
+                .get(
+                    id,
+                    &format!("/v1/topics/{topic}/queues/{queue}/messages?offset={offset}&max=1000"),
+                )
+                .await
+                .ok()?;
+            if s != 200 {
+                return None;
+            }
+            let msgs = v["messages"].as_array()?;
+            if msgs.is_empty() {
+                return Some(out);
+            }
+            for m in msgs {
+                out.push(m["body"].as_str()?.to_owned());
+            }
+            offset = v["next_offset"].as_u64()?;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // Keep the logs of a failed test.
+            let path = self.dir.path().to_path_buf();
+            eprintln!("node logs kept in {}", path.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().unwrap(),
+            ));
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the `raftmq` binary: real processes on 127.0.0.1.
+
+mod cluster;
+mod t10_group;
+mod t20_failover;
+mod t30_catch_up;
+mod t40_membership;
+mod t50_transfer;
+mod t60_unavailable;

@@ -1,0 +1,97 @@
+//! A 3-node group forms by itself and serves the API from every node.
+
+use serde_json::json;
+
+use crate::cluster::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_any_node_serves_writes_and_reads() {
+    let c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
+
+    let (s, t) = c
+        .send(
+            reqwest::Method::PUT,
+            follower,
+            "/v1/topics/t",
+            &json!({"queues": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{t}");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let via = [leader, follower][i % 2];
+        let body = format!("m{i}");
+        let placed = c
+            .produce(via, "t", &body)
+            .await
+            .expect("produce through any node");
+        assert_eq!(placed, (0, i as u64), "offsets are dense and in order");
+        acked.push(body);
+    }
+    for id in c.live() {
+        let got = c
+            .wait_for("every node to apply the batch", || async {
+                let all = c.read_all(id, "t", 0).await?;
+                (all.len() == acked.len()).then_some(all)
+            })
+            .await;
+        assert_eq!(
+            got, acked,
+            "node {id} returns the same messages at the same offsets"
+        );
+    }
+
+    let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
+    let roles: Vec<_> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| *r == "leader").count(), 1);
+    assert_eq!(roles.iter().filter(|r| *r == "follower").count(), 2);
+    assert!(
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["matched_index"].as_u64().is_some())
+    );
+    for id in c.live() {
+        let (s, _) = c.get(id, "/readyz").await.unwrap();
+        assert_eq!(s, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_with_its_data() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.send(
+        reqwest::Method::PUT,
+        leader,
+        "/v1/topics/t",
+        &json!({"queues": 1}),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        c.produce(leader, "t", &format!("a{i}")).await.unwrap();
+    }
+    let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
+    c.restart(follower);
+    for i in 0..10 {
+        c.produce(leader, "t", &format!("b{i}")).await.unwrap();
+    }
+    let all = c
+        .wait_for("the restarted node to catch up", || async {
+            let all = c.read_all(follower, "t", 0).await?;
+            (all.len() == 20).then_some(all)
+        })
+        .await;
+    assert_eq!(all[0], "a0");
+    assert_eq!(all[19], "b9");
+}

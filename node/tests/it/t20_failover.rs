@@ -1,0 +1,63 @@
+//! kill -9 of the leader: a new leader takes writes and nothing acknowledged is lost.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::cluster::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_message() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.send(
+        reqwest::Method::PUT,
+        leader,
+        "/v1/topics/t",
+        &json!({"queues": 1}),
+    )
+    .await
+    .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let body = format!("before-{i}");
+        c.produce(leader, "t", &body)
+            .await
+            .expect("healthy group acks");
+        acked.push(body);
+    }
+
+    let killed_at = Instant::now();
+    c.kill(leader);
+    let survivors = c.live();
+    let mut n = 0;
+    let (first_ack, offset) = c
+        .wait_for("a write acknowledged by the new leader", || {
+            n += 1;
+            let via = survivors[n % survivors.len()];
+            let body = format!("after-{n}");
+            let c = &c;
+            async move { c.produce(via, "t", &body).await.map(|(_, o)| (body, o)) }
+        })
+        .await;
+    let failover = killed_at.elapsed();
+    eprintln!("failover: first acknowledged produce {failover:?} after kill -9 of the leader");
+    acked.push(first_ack);
+    assert!(offset >= 50, "new writes go after the acknowledged ones");
+
+    for id in survivors {
+        let got = c
+            .wait_for("survivors to hold every acknowledged message", || async {
+                let all = c.read_all(id, "t", 0).await?;
+                (all.len() as u64 > offset).then_some(all)
+            })
+            .await;
+        for (i, body) in acked.iter().take(50).enumerate() {
+            assert_eq!(
+                &got[i], body,
+                "node {id}: acknowledged message at offset {i}"
+            );
+        }
+        assert_eq!(got[offset as usize], *acked.last().unwrap());
+    }
+}

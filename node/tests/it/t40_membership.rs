@@ -1,0 +1,110 @@
+//! Members are added (learner, then voter) and removed through any node.
+
+use serde_json::json;
+
+use crate::cluster::Cluster;
+
+fn roles(status: &serde_json::Value) -> Vec<(u64, String)> {
+    let mut r: Vec<_> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_voter_then_remove_a_member() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.send(
+        reqwest::Method::PUT,
+        leader,
+        "/v1/topics/t",
+        &json!({"queues": 1}),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        c.produce(leader, "t", &format!("m{i}")).await.unwrap();
+    }
+    let new = c.add_joiner();
+    let follower = c
+        .live()
+        .into_iter()
+        .find(|&id| id != leader && id != new)
+        .unwrap();
+    let (s, v) = c
+        .post(
+            follower,
+            "/v1/cluster/members",
+            &json!({"id": new, "addr": c.node(new).addr, "voter": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
+    assert_eq!(roles(&status).len(), 4);
+    assert!(
+        roles(&status).contains(&(new, "follower".to_owned())),
+        "{status}"
+    );
+    let got = c
+        .wait_for("the new member to hold the data", || async {
+            let all = c.read_all(new, "t", 0).await?;
+            (all.len() == 10).then_some(all)
+        })
+        .await;
+    assert_eq!(got[9], "m9");
+
+    // Adding it again conflicts.
+    let (s, v) = c
+        .post(
+            leader,
+            "/v1/cluster/members",
+            &json!({"id": new, "addr": c.node(new).addr, "voter": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("CONFLICT")));
+
+    let (s, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            new,
+            &format!("/v1/cluster/members/{follower}"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let status = c
+        .wait_for("the removal to show", || async {
+            let (_, s) = c.get(leader, "/v1/cluster").await.ok()?;
+            (roles(&s).len() == 3).then_some(s)
+        })
+        .await;
+    assert!(!roles(&status).iter().any(|(id, _)| *id == follower));
+    c.kill(follower);
+    assert!(
+        c.produce(new, "t", "after-removal").await.is_some(),
+        "the reshaped group takes writes"
+    );
+    let (s, _) = c
+        .send(
+            reqwest::Method::DELETE,
+            leader,
+            "/v1/cluster/members/99",
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 404);
+}
