@@ -192,7 +192,7 @@ impl NodeConfig {
             segment_size: pick!(segment_size).unwrap_or(256 << 20),
             max_request_bytes: pick!(max_request_bytes).unwrap_or(8 << 20),
             heartbeat_ms: pick!(heartbeat_ms).unwrap_or(100),
-            election_timeout_ms: pick!(election_timeout_ms).unwrap_or(500),
+            election_timeout_ms: pick!(election_timeout_ms).unwrap_or(300),
             join: args.join || file.join.unwrap_or(false),
         };
         cfg.validate()?;
