@@ -42,7 +42,7 @@ enum Command {
         base_port: u16,
     },
     /// Run one node of a broker group.
-    Serve(NodeArgs),
+    Serve(Box<NodeArgs>),
 }
 
 fn init_tracing() {
