@@ -63,16 +63,84 @@ pub struct Applier {
     store: Arc<IndexStore>,
     topics: HashMap<String, Option<TopicMeta>>,
     next_offsets: HashMap<(String, u32), u64>,
+    retention_point: Option<u64>,
 }
+
+/// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
+pub const META_RETENTION_POINT: &str = "retention_point";
+
+/// Most expired entries one `Retain` deletes per queue, so one apply stays bounded; the
+/// rest goes at the next `Retain`.
+const RETAIN_BATCH: usize = 100_000;
 
 impl Applier {
     /// An applier over `store`.
     pub fn new(store: Arc<IndexStore>) -> Self {
+        let retention_point = store
+            .meta_get(META_RETENTION_POINT)
+            .ok()
+            .flatten()
+            .and_then(|b| Some(u64::from_le_bytes(b.as_slice().try_into().ok()?)));
         Applier {
             store,
             topics: HashMap::new(),
             next_offsets: HashMap::new(),
+            retention_point,
         }
+    }
+
+    /// The highest log index retention allows to purge, if any.
+    pub fn retention_point(&self) -> Option<u64> {
+        self.retention_point
+    }
+
+    /// Drops the ConsumeQueue and time-index entries of messages older than their topic's
+    /// retention, and advances the retention point to just below the oldest log entry that
+    /// still holds a retained message (or below this entry when none is retained).
+    fn retain(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        now_ms: u64,
+    ) -> raftmq_storage::Result<Applied> {
+        let mut oldest_needed = log_index;
+        for (topic, meta) in self.store.topics()? {
+            let cutoff = now_ms.saturating_sub(meta.retention_ms);
+            batch.delete_time_before(&topic, cutoff)?;
+            for queue in 0..meta.queues {
+                let Some((first, _)) = self.store.cq_first(&topic, queue)? else {
+                    continue;
+                };
+                let mut keep_from = first;
+                let mut keep_entry = None;
+                'scan: loop {
+                    let entries = self.store.cq_range(&topic, queue, keep_from, 1024)?;
+                    if entries.is_empty() {
+                        break;
+                    }
+                    for (offset, e) in entries {
+                        if e.store_ms >= cutoff || offset - first >= RETAIN_BATCH as u64 {
+                            keep_entry = Some(e);
+                            keep_from = offset;
+                            break 'scan;
+                        }
+                        keep_from = offset + 1;
+                    }
+                }
+                if keep_from > first {
+                    batch.delete_cq_before(&topic, queue, keep_from)?;
+                }
+                if let Some(e) = keep_entry {
+                    oldest_needed = oldest_needed.min(e.log_index);
+                }
+            }
+        }
+        let point = oldest_needed.saturating_sub(1);
+        if self.retention_point.is_none_or(|p| point > p) {
+            self.retention_point = Some(point);
+            batch.put_meta(META_RETENTION_POINT, &point.to_le_bytes());
+        }
+        Ok(Applied::Done)
     }
 
     /// Forgets cached state (after the store was replaced by a snapshot).
@@ -120,6 +188,7 @@ impl Applier {
                 batch: bytes,
             } => self.produce(batch, log_index, *create_topic, bytes),
             Command::PutTopic { name, spec } => self.put_topic(batch, name, *spec),
+            Command::Retain { now_ms } => self.retain(batch, log_index, *now_ms),
             Command::DeleteTopic { name } => {
                 if self.topic(name)?.is_none() {
                     return Ok(reject(
@@ -233,6 +302,7 @@ impl Applier {
             }
         }
         let mut placed = Vec::with_capacity(view.count as usize);
+        let mut touched: Vec<(u32, u64)> = Vec::new();
         for m in view.iter() {
             let m = m.expect("validated above");
             let next = self.next_offset(topic, m.queue)?;
@@ -258,6 +328,13 @@ impl Applier {
             }
             batch.put_time(topic, &hit)?;
             placed.push((m.queue, offset));
+            match touched.iter_mut().find(|(q, _)| *q == m.queue) {
+                Some(t) => t.1 = offset + 1,
+                None => touched.push((m.queue, offset + 1)),
+            }
+        }
+        for (queue, next) in touched {
+            batch.put_queue_next(topic, queue, next)?;
         }
         Ok(Applied::Produced { log_index, placed })
     }

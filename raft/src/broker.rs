@@ -209,7 +209,7 @@ impl Broker {
             },
             cfg.flush,
         )?;
-        let sm = StateMachine::open(&cfg.data_dir.join("state"))?;
+        let sm = StateMachine::open(&cfg.data_dir.join("state"), log.clone())?;
         let config = Arc::new(raft_config(&cfg.group, cfg.timing)?);
         let raft = Raft::new(
             cfg.node_id,

@@ -70,6 +70,12 @@ pub enum Command {
         /// Topic name.
         name: String,
     },
+    /// Apply retention as of `now_ms` (the leader's clock): drop index entries of expired
+    /// messages and advance the retention point, below which the log may be purged.
+    Retain {
+        /// The leader's time when it proposed this.
+        now_ms: u64,
+    },
     /// Set a consumer group's committed offsets.
     CommitOffsets {
         /// Group name.
@@ -85,6 +91,7 @@ const TAG_PRODUCE: u8 = 1;
 const TAG_PUT_TOPIC: u8 = 2;
 const TAG_DELETE_TOPIC: u8 = 3;
 const TAG_COMMIT_OFFSETS: u8 = 4;
+const TAG_RETAIN: u8 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
@@ -130,6 +137,7 @@ impl Command {
                 postcard_into(out, TAG_PUT_TOPIC, &PutTopicBody { name, spec: *spec })
             }
             Command::DeleteTopic { name } => postcard_into(out, TAG_DELETE_TOPIC, name),
+            Command::Retain { now_ms } => postcard_into(out, TAG_RETAIN, now_ms),
             Command::CommitOffsets {
                 group,
                 topic,
@@ -194,6 +202,9 @@ impl Command {
                     name: name.to_owned(),
                 })
             }
+            TAG_RETAIN => Ok(Command::Retain {
+                now_ms: postcard::from_bytes(rest).map_err(de("retain"))?,
+            }),
             TAG_COMMIT_OFFSETS => {
                 let b: OffsetsBody<'_> =
                     postcard::from_bytes(rest).map_err(de("commit-offsets"))?;
@@ -229,6 +240,7 @@ impl std::fmt::Display for Command {
             Command::Produce { batch, .. } => write!(f, "produce({} bytes)", batch.len()),
             Command::PutTopic { name, .. } => write!(f, "put-topic({name})"),
             Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
+            Command::Retain { now_ms } => write!(f, "retain({now_ms})"),
             Command::CommitOffsets { group, topic, .. } => {
                 write!(f, "commit-offsets({group}, {topic})")
             }
@@ -261,6 +273,7 @@ mod tests {
                 spec,
             },
             Command::DeleteTopic { name: "t".into() },
+            Command::Retain { now_ms: 17 },
             Command::CommitOffsets {
                 group: "g".into(),
                 topic: "t".into(),

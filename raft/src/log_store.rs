@@ -53,7 +53,12 @@ pub struct LogStats {
 }
 
 struct Core {
+    dir: std::path::PathBuf,
+    fs: Arc<dyn Vfs>,
+    opts: CommitLogOptions,
     log: RwLock<CommitLog>,
+    /// Retention point + 1 (0: none): openraft's purges delete data only up to it.
+    retention: AtomicU64,
     vote_cell: DurableCell,
     vote: Mutex<Option<Vote>>,
     purged_cell: DurableCell,
@@ -77,6 +82,10 @@ enum Job {
     },
     SaveVote {
         vote: Vote,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Adopt {
+        from: std::path::PathBuf,
         done: oneshot::Sender<io::Result<()>>,
     },
 }
@@ -111,7 +120,7 @@ impl LogStore {
         opts: CommitLogOptions,
         policy: FlushPolicy,
     ) -> io::Result<Self> {
-        let (log, report) = CommitLog::open(fs.clone(), dir, opts).map_err(io_err)?;
+        let (log, report) = CommitLog::open(fs.clone(), dir, opts.clone()).map_err(io_err)?;
         if let Some(cut) = &report.truncated {
             tracing::warn!(
                 segment = %cut.segment.display(),
@@ -126,23 +135,16 @@ impl LogStore {
             Some(b) => Some(postcard::from_bytes(&b).map_err(io_err)?),
             None => None,
         };
-        let purged_cell = DurableCell::new(fs, dir, "purged_log_id");
+        let purged_cell = DurableCell::new(fs.clone(), dir, "purged_log_id");
         let purged: Option<LogId> = match purged_cell.load().map_err(io_err)? {
             Some(b) => Some(postcard::from_bytes(&b).map_err(io_err)?),
             None => None,
         };
-        let mut log = log;
-        // A crash between recording a purge and doing it: finish it.
-        if let Some(p) = &purged
-            && log.last_purged().is_none_or(|lp| lp.index < p.index)
-        {
-            log.purge(LogPos {
-                index: p.index,
-                term: p.leader_id.term,
-            })
-            .map_err(io_err)?;
-        }
         let core = Arc::new(Core {
+            dir: dir.to_path_buf(),
+            fs: fs.clone(),
+            opts,
+            retention: AtomicU64::new(0),
             log: RwLock::new(log),
             vote_cell,
             vote: Mutex::new(vote),
@@ -156,6 +158,30 @@ impl LogStore {
             .name("raftmq-log-writer".into())
             .spawn(move || writer(writer_core, rx, policy))?;
         Ok(LogStore { core, jobs: tx })
+    }
+
+    /// Lets openraft's purges delete data up to `point` (retention decided it is expired).
+    /// Raft may logically purge further (after installing a snapshot); the data stays for
+    /// message reads until retention reaches it.
+    pub fn set_retention_point(&self, point: u64) {
+        self.core
+            .retention
+            .fetch_max(point.saturating_add(1), Ordering::AcqRel);
+    }
+
+    fn retention_point(core: &Core) -> Option<u64> {
+        core.retention.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Exports the log up to `upto` into `dest` (see `CommitLog::export`).
+    pub fn export(&self, upto: u64, dest: &Path) -> io::Result<()> {
+        self.read_log().export(upto, dest).map_err(io_err)
+    }
+
+    /// Replaces the whole log with the log directory `from` (shipped in a snapshot).
+    pub async fn adopt(&self, from: &Path) -> io::Result<()> {
+        let from = from.to_path_buf();
+        self.submit(|done| Job::Adopt { from, done }).await
     }
 
     /// Write-path counters.
@@ -292,6 +318,26 @@ fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {
     }
 }
 
+/// Swaps the log's segments for those in `from`: old segment files go, the shipped ones
+/// move in, and the CommitLog is reopened on them.
+fn adopt(core: &Core, from: &Path) -> io::Result<()> {
+    let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
+    let fs = &*core.fs;
+    for name in fs.list_dir(&core.dir)? {
+        if name.ends_with(".log") || name.ends_with(".idx") || name == "purged" {
+            fs.remove_file(&core.dir.join(&name))?;
+        }
+    }
+    for name in fs.list_dir(from)? {
+        fs.rename(&from.join(&name), &core.dir.join(&name))?;
+    }
+    core.fs.sync_dir(&core.dir)?;
+    let (fresh, _) =
+        CommitLog::open(core.fs.clone(), &core.dir, core.opts.clone()).map_err(io_err)?;
+    *log = fresh;
+    Ok(())
+}
+
 fn run_other(core: &Core, job: Job) {
     match job {
         Job::Append { .. } => unreachable!("appends are handled by the writer loop"),
@@ -309,15 +355,23 @@ fn run_other(core: &Core, job: Job) {
                 let bytes = postcard::to_allocvec(&upto).map_err(io_err)?;
                 core.purged_cell.store(&bytes).map_err(io_err)?;
                 *lock(&core.purged) = Some(upto);
-                core.log
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .purge(LogPos {
-                        index: upto.index,
-                        term: upto.leader_id.term,
-                    })
-                    .map_err(io_err)
+                // Delete data only as far as retention allows: below a snapshot's index,
+                // messages stay readable until they expire.
+                let Some(point) = LogStore::retention_point(core).map(|r| r.min(upto.index)) else {
+                    return Ok(());
+                };
+                let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
+                let term = if point == upto.index {
+                    upto.leader_id.term
+                } else {
+                    log.term_of(point).unwrap_or(0)
+                };
+                log.purge(LogPos { index: point, term }).map_err(io_err)
             })();
+            let _ = done.send(r);
+        }
+        Job::Adopt { from, done } => {
+            let r = adopt(core, &from);
             let _ = done.send(r);
         }
         Job::SaveVote { vote, done } => {
@@ -348,12 +402,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let this = self.clone();
+        let purged_next = lock(&self.core.purged).map_or(0, |p| p.index + 1);
         tokio::task::spawn_blocking(move || {
             let log = this.read_log();
             let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
                 return Ok(Vec::new());
             };
-            let start = start.max(first);
+            let start = start.max(first).max(purged_next);
             let end = end.min(last + 1);
             if start >= end {
                 return Ok(Vec::new());
@@ -387,9 +442,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(io_err)??;
+        let last_log_id = match (last, purged) {
+            (Some(l), Some(p)) if p.index >= l.index => Some(p),
+            (l, p) => l.or(p),
+        };
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last.or(purged),
+            last_log_id,
         })
     }
 

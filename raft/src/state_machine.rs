@@ -4,9 +4,12 @@
 //! every index write plus `last_applied` (and membership), so state and progress commit
 //! atomically and a restart resumes exactly after the last applied entry.
 //!
-//! Snapshots are RocksDB checkpoints (hard links, cheap) in `snapshots/`; installing one
-//! opens it as a new generation of the index directory (`index-<gen>`, recorded in the
-//! `index_gen` cell) and swaps it in under readers.
+//! A snapshot is a directory in `snapshots/`: `state/`, a RocksDB checkpoint (hard links,
+//! cheap), and `log/`, the retained CommitLog up to the snapshot's index (sealed segments
+//! hard-linked, the last one copied), so a brand-new replica that installs it can serve
+//! every retained message. Installing one opens `state/` as a new generation of the index
+//! directory (`index-<gen>`, recorded in the `index_gen` cell), swaps it in under readers,
+//! and hands `log/` to the log store to replace its segments.
 //!
 //! Must never: read a clock or anything replica-local while applying; answer a client
 //! before its entry's writes are in RocksDB.
@@ -24,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::apply::{Applied, Applier};
 use crate::error::io_err;
+use crate::log_store::LogStore;
 use crate::types::{LogId, StoredMembership, TypeConfig};
 
 const META_LAST_APPLIED: &str = "last_applied";
@@ -47,6 +51,7 @@ struct Shared {
     applied_tx: watch::Sender<u64>,
     current_snapshot: Mutex<Option<Snapshot>>,
     gen_cell: DurableCell,
+    log: LogStore,
 }
 
 /// The state machine (clones share state; the snapshot builder is a clone).
@@ -82,8 +87,9 @@ fn load_state(store: &IndexStore) -> io::Result<(Option<LogId>, StoredMembership
 }
 
 impl StateMachine {
-    /// Opens the state machine under `data_dir` (its newest index generation).
-    pub fn open(data_dir: &Path) -> io::Result<Self> {
+    /// Opens the state machine under `data_dir` (its newest index generation); `log` is the
+    /// group's log store, which snapshots export and retention purges.
+    pub fn open(data_dir: &Path, log: LogStore) -> io::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let gen_cell = DurableCell::new(Arc::new(OsFs), data_dir, "index_gen");
         let generation = match gen_cell.load().map_err(io_err)? {
@@ -111,15 +117,20 @@ impl StateMachine {
         );
         let state = load_state(&store)?;
         let applied = state.0.map_or(0, |l| l.index);
+        let applier = Applier::new(store.clone());
+        if let Some(p) = applier.retention_point() {
+            log.set_retention_point(p);
+        }
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 data_dir: data_dir.to_path_buf(),
-                applier: Mutex::new(Applier::new(store.clone())),
+                applier: Mutex::new(applier),
                 store: RwLock::new(store),
                 state: Mutex::new(state),
                 applied_tx: watch::Sender::new(applied),
                 current_snapshot: Mutex::new(None),
                 gen_cell,
+                log,
             }),
         })
     }
@@ -136,6 +147,11 @@ impl StateMachine {
     /// The last applied log index; changes wake long polls.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.shared.applied_tx.subscribe()
+    }
+
+    /// The highest log index retention allows to purge.
+    pub fn retention_point(&self) -> Option<u64> {
+        lock(&self.shared.applier).retention_point()
     }
 
     /// The last applied log id and membership.
@@ -176,6 +192,9 @@ impl StateMachine {
             batch.put_meta(META_MEMBERSHIP, &postcard::to_allocvec(m).map_err(io_err)?);
         }
         store.write(batch, Durability::Wal).map_err(io_err)?;
+        if let Some(p) = applier.retention_point() {
+            self.shared.log.set_retention_point(p);
+        }
         let mut state = lock(&self.shared.state);
         if last.is_some() {
             state.0 = last;
@@ -205,7 +224,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
-            applier.store().checkpoint(&dir).map_err(io_err)?;
+            std::fs::create_dir_all(&dir)?;
+            applier
+                .store()
+                .checkpoint(&dir.join("state"))
+                .map_err(io_err)?;
+            if let Some(last) = last {
+                this.shared.log.export(last.index, &dir.join("log"))?;
+            }
             drop(applier);
             let snapshot = Snapshot {
                 meta: SnapshotMeta {
@@ -274,8 +300,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let this = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || {
+        let own = {
+            let shared = &self.shared;
+            let name = format!("installed-{}", meta.last_log_id.map_or(0, |l| l.index));
+            shared.data_dir.join("snapshots").join(name)
+        };
+        let from = snapshot.dir.clone();
+        let own_dir = own.clone();
+        // The state first: a crash after it leaves applied state ahead of the log, which
+        // openraft treats like a purged log and repairs from the leader.
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
             let shared = &this.shared;
+            // Keep our own copy as the current snapshot (we may have to send it on).
+            if own_dir.exists() {
+                std::fs::remove_dir_all(&own_dir)?;
+            }
+            copy_dir(&from.join("state"), &own_dir.join("state"))?;
+            if from.join("log").exists() {
+                link_log(&from.join("log"), &own_dir.join("log"))?;
+            }
             let mut applier = lock(&shared.applier);
             let generation = match shared.gen_cell.load().map_err(io_err)? {
                 Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(io_err)?),
@@ -285,7 +328,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if target.exists() {
                 std::fs::remove_dir_all(&target)?;
             }
-            copy_dir(&snapshot.dir, &target)?;
+            copy_dir(&from.join("state"), &target)?;
             let store =
                 Arc::new(IndexStore::open(&target, &IndexStoreOptions::default()).map_err(io_err)?);
             let (last, membership) = load_state(&store)?;
@@ -300,36 +343,59 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .store(&generation.to_le_bytes())
                 .map_err(io_err)?;
             applier.reset(store.clone());
+            if let Some(p) = applier.retention_point() {
+                shared.log.set_retention_point(p);
+            }
             *shared.store.write().unwrap_or_else(|e| e.into_inner()) = store;
             *lock(&shared.state) = (last, membership);
-            // Keep our own copy of the snapshot as the current one.
-            let own = shared
-                .data_dir
-                .join("snapshots")
-                .join(format!("installed-{generation}"));
-            if snapshot.dir != own {
-                std::fs::create_dir_all(own.parent().expect("has a parent"))?;
-                if own.exists() {
-                    std::fs::remove_dir_all(&own)?;
-                }
-                copy_dir(&snapshot.dir, &own)?;
-            }
-            *lock(&shared.current_snapshot) = Some(Snapshot {
-                meta: meta.clone(),
-                snapshot: SnapshotData { dir: own },
-            });
-            shared
-                .applied_tx
-                .send_replace(meta.last_log_id.map_or(0, |l| l.index));
             Ok(())
         })
         .await
-        .map_err(io_err)?
+        .map_err(io_err)??;
+        if snapshot.dir.join("log").exists() {
+            self.shared.log.adopt(&snapshot.dir.join("log")).await?;
+        }
+        let old = lock(&self.shared.current_snapshot).replace(Snapshot {
+            meta: meta.clone(),
+            snapshot: SnapshotData { dir: own },
+        });
+        if let Some(old) = old
+            && old.snapshot.dir != snapshot.dir
+        {
+            let _ = std::fs::remove_dir_all(&old.snapshot.dir);
+        }
+        self.shared
+            .applied_tx
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(lock(&self.shared.current_snapshot).clone())
     }
+}
+
+/// Links a shipped log directory's files into `to`: sealed segments as hard links (they
+/// never change), the newest segment as a copy (it will be appended to once adopted).
+fn link_log(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    let mut names: Vec<_> = std::fs::read_dir(from)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let newest = names
+        .iter()
+        .filter(|n| n.to_string_lossy().ends_with(".log"))
+        .max()
+        .cloned();
+    for name in names {
+        if Some(&name) == newest.as_ref() || !name.to_string_lossy().ends_with(".log") {
+            std::fs::copy(from.join(&name), to.join(&name))?;
+        } else {
+            std::fs::hard_link(from.join(&name), to.join(&name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies a flat directory (a RocksDB checkpoint has no subdirectories).

@@ -23,7 +23,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Builder {
             FlushPolicy::Sync,
         )
         .expect("open log store");
-        let sm = StateMachine::open(&dir.path().join("state")).expect("open state machine");
+        let sm =
+            StateMachine::open(&dir.path().join("state"), log.clone()).expect("open state machine");
         self.dirs.lock().unwrap().push(dir);
         Ok(((), log, sm))
     }

@@ -643,6 +643,59 @@ impl CommitLog {
     }
 }
 
+impl CommitLog {
+    /// Writes a copy of the log up to and including `upto` into `dest` (a new directory),
+    /// as a log directory [`CommitLog::open`] accepts: the purge point, sealed segments
+    /// wholly at or below `upto` as hard links (they never change again: everything in them
+    /// is at or below a committed index), and the segment holding `upto` copied up to the
+    /// end of that record. Used to ship retained messages inside a snapshot.
+    pub fn export(&self, upto: u64, dest: &Path) -> Result<()> {
+        let fs = &*self.fs;
+        fs.create_dir_all(dest).at(dest)?;
+        if let Some(p) = self.purged {
+            DurableCell::new(self.fs.clone(), dest, PURGED_CELL).store(&encode_pos(p))?;
+        }
+        let last = self.segments.len().saturating_sub(1);
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.base > upto || seg.count == 0 {
+                break;
+            }
+            let name = segment::log_name(seg.base);
+            let target = dest.join(&name);
+            if seg.end_index() <= upto + 1 && i < last {
+                fs.hard_link(&seg.path, &target).at(&target)?;
+                continue;
+            }
+            // The active segment, or the one holding `upto`: copy the prefix.
+            let end = if seg.end_index() <= upto + 1 {
+                seg.len
+            } else {
+                seg.position(upto + 1)?
+            };
+            let out = fs
+                .open(&target, crate::vfs::OpenMode::CreateNew)
+                .at(&target)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0u64;
+            while pos < end {
+                let n = ((end - pos) as usize).min(buf.len());
+                let got = seg.file.read_full_at(&mut buf[..n], pos).at(&seg.path)?;
+                if got < n {
+                    return Err(
+                        seg.corrupted(pos + got as u64, "segment is shorter than its index".into())
+                    );
+                }
+                out.write_all_at(&buf[..n], pos).at(&target)?;
+                pos += n as u64;
+            }
+            out.sync_data().at(&target)?;
+            break;
+        }
+        fs.sync_dir(dest).at(dest)?;
+        Ok(())
+    }
+}
+
 fn encode_pos(p: LogPos) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&p.index.to_le_bytes());

@@ -7,7 +7,9 @@
 //! - `time_index`: (topic, store time, log index, slot) → (queue, offset);
 //! - `consumer_offsets`: (group, topic, queue) → committed offset;
 //! - `topics`: topic → [`TopicMeta`];
-//! - `sm_meta`: state-machine metadata (`last_applied`, membership…) as opaque bytes.
+//! - `sm_meta`: state-machine metadata (`last_applied`, membership…) as opaque bytes;
+//! - `queue_state`: (topic, queue) → the queue's next offset, so offsets stay dense and
+//!   never restart even after retention deleted every entry of a queue.
 //!
 //! All writes of one applied Raft batch go in one [`IndexBatch`] (one RocksDB `WriteBatch`)
 //! together with `last_applied`, so state and progress commit atomically. `atomic_flush` is
@@ -38,13 +40,15 @@ const CF_TIME_INDEX: &str = "time_index";
 const CF_OFFSETS: &str = "consumer_offsets";
 const CF_TOPICS: &str = "topics";
 const CF_META: &str = "sm_meta";
-const ALL_CFS: [&str; 6] = [
+const CF_QUEUE_STATE: &str = "queue_state";
+const ALL_CFS: [&str; 7] = [
     CF_CONSUME_QUEUE,
     CF_KEY_INDEX,
     CF_TIME_INDEX,
     CF_OFFSETS,
     CF_TOPICS,
     CF_META,
+    CF_QUEUE_STATE,
 ];
 
 /// Longest topic or group name the key encoding takes.
@@ -310,24 +314,45 @@ impl IndexStore {
         Ok(out)
     }
 
+    /// The first retained entry of a queue.
+    pub fn cq_first(&self, topic: &str, queue: u32) -> Result<Option<(u64, CqEntry)>> {
+        let prefix = queue_prefix(topic, queue);
+        match self
+            .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, false)
+            .next()
+        {
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some((be_u64(&k, prefix.len())?, CqEntry::decode(&v)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next offset of a queue (one past its last message ever), if it ever held one.
+    pub fn queue_next(&self, topic: &str, queue: u32) -> Result<Option<u64>> {
+        self.db
+            .get_pinned_cf(self.cf(CF_QUEUE_STATE), queue_prefix(topic, queue))?
+            .map(|v| le_u64(&v, 0))
+            .transpose()
+    }
+
     /// `(min, max)` of a queue: its first retained offset and one past its last, or `None`
-    /// if the queue never held a message.
+    /// if the queue never held a message. When retention removed every entry, `min == max`.
     pub fn cq_bounds(&self, topic: &str, queue: u32) -> Result<Option<(u64, u64)>> {
         let prefix = queue_prefix(topic, queue);
-        let first = self
-            .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, false)
-            .next();
-        let last = self
-            .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, true)
-            .next();
-        match (first, last) {
-            (Some(f), Some(l)) => {
-                let min = be_u64(&f?.0, prefix.len())?;
-                let max = be_u64(&l?.0, prefix.len())? + 1;
-                Ok(Some((min, max)))
-            }
-            _ => Ok(None),
-        }
+        let first = self.cq_first(topic, queue)?.map(|(o, _)| o);
+        let max = match self.queue_next(topic, queue)? {
+            Some(n) => Some(n),
+            None => match self
+                .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, true)
+                .next()
+            {
+                Some(kv) => Some(be_u64(&kv?.0, prefix.len())? + 1),
+                None => None,
+            },
+        };
+        Ok(max.map(|max| (first.unwrap_or(max), max)))
     }
 
     /// Up to `max` messages with `key`, newest first.
@@ -513,11 +538,34 @@ impl IndexBatch<'_> {
         check_name("topic", name)?;
         let prefix = name_prefix(name);
         let end = prefix_end(&prefix);
-        for cf in [CF_CONSUME_QUEUE, CF_KEY_INDEX, CF_TIME_INDEX] {
+        for cf in [
+            CF_CONSUME_QUEUE,
+            CF_KEY_INDEX,
+            CF_TIME_INDEX,
+            CF_QUEUE_STATE,
+        ] {
             let cf = self.store.cf(cf);
             self.wb.delete_range_cf(cf, &prefix, &end);
         }
         self.wb.delete_cf(self.store.cf(CF_TOPICS), prefix);
+        Ok(())
+    }
+
+    /// Records a queue's next offset.
+    pub fn put_queue_next(&mut self, topic: &str, queue: u32, next: u64) -> Result<()> {
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_QUEUE_STATE);
+        self.wb
+            .put_cf(cf, queue_prefix(topic, queue), next.to_le_bytes());
+        Ok(())
+    }
+
+    /// Deletes a topic's time-index entries stored before `cutoff_ms` (retention).
+    pub fn delete_time_before(&mut self, topic: &str, cutoff_ms: u64) -> Result<()> {
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_TIME_INDEX);
+        self.wb
+            .delete_range_cf(cf, name_prefix(topic), time_key(topic, cutoff_ms, 0, 0));
         Ok(())
     }
 

@@ -201,6 +201,19 @@ impl Vfs for MemFs {
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         Ok(())
     }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut files = lock(&self.files);
+        let f = files.get(from).cloned().ok_or_else(|| not_found(from))?;
+        if files.contains_key(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", to.display()),
+            ));
+        }
+        files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

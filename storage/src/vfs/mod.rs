@@ -49,6 +49,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes creations, removals and renames inside `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Gives the file at `from` a second name `to` (both see the same bytes).
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
 }
 
 /// An open file, addressed by position so one handle serves readers and the writer at once.
