@@ -35,7 +35,14 @@ pub(crate) async fn transfer_leader(State(app): State<AppState>, body: Bytes) ->
     respond(rpc::serve_transfer_leader(app.broker.raft(), body).await)
 }
 
-pub(crate) async fn snapshot(State(app): State<AppState>, body: Bytes) -> Response {
-    let dir = app.broker.incoming_snapshot_dir();
-    respond(rpc::serve_snapshot(app.broker.raft(), body, &dir).await)
+pub(crate) async fn snapshot_begin(State(app): State<AppState>, body: Bytes) -> Response {
+    respond(rpc::serve_snapshot_begin(&app.inbox, body).await)
+}
+
+pub(crate) async fn snapshot_chunk(State(app): State<AppState>, body: Bytes) -> Response {
+    respond(rpc::serve_snapshot_chunk(&app.inbox, body).await)
+}
+
+pub(crate) async fn snapshot_install(State(app): State<AppState>, body: Bytes) -> Response {
+    respond(rpc::serve_snapshot_install(app.broker.raft(), &app.inbox, body).await)
 }

@@ -69,6 +69,9 @@ pub(crate) struct NodeArgs {
     /// Raft election timeout lower bound, ms (the upper bound is twice this).
     #[arg(long, env = "RAFTMQ_ELECTION_TIMEOUT_MS")]
     pub(crate) election_timeout_ms: Option<u64>,
+    /// How often retention runs, ms.
+    #[arg(long, env = "RAFTMQ_RETENTION_CHECK_MS")]
+    pub(crate) retention_check_ms: Option<u64>,
     /// Join an existing group (wait to be added with POST /v1/cluster/members) instead of
     /// forming one from --peers.
     #[arg(long, env = "RAFTMQ_JOIN")]
@@ -93,6 +96,7 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    retention_check_ms: Option<u64>,
     join: Option<bool>,
 }
 
@@ -129,6 +133,8 @@ pub(crate) struct NodeConfig {
     pub(crate) election_timeout_ms: u64,
     /// Wait to be added to an existing group rather than forming one.
     pub(crate) join: bool,
+    /// Retention period check, ms.
+    pub(crate) retention_check_ms: u64,
 }
 
 /// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
@@ -194,6 +200,7 @@ impl NodeConfig {
             heartbeat_ms: pick!(heartbeat_ms).unwrap_or(100),
             election_timeout_ms: pick!(election_timeout_ms).unwrap_or(300),
             join: args.join || file.join.unwrap_or(false),
+            retention_check_ms: pick!(retention_check_ms).unwrap_or(60_000),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -222,6 +229,9 @@ impl NodeConfig {
         }
         if self.max_request_bytes < 1024 {
             bail!("max_request_bytes: must be at least 1024");
+        }
+        if self.retention_check_ms == 0 {
+            bail!("retention_check_ms: must be positive");
         }
         if self.flush_interval_ms == 0 {
             bail!("flush_interval_ms: must be positive");

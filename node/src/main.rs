@@ -87,6 +87,7 @@ fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
         },
         segment_size: cfg.segment_size,
         form_group: !cfg.join,
+        retention_check: Duration::from_millis(cfg.retention_check_ms),
         timing: RaftTiming {
             heartbeat_ms: cfg.heartbeat_ms,
             election_timeout_ms: cfg.election_timeout_ms,

@@ -49,6 +49,8 @@ pub struct BrokerConfig {
     pub segment_size: u64,
     /// Form the group from `peers` if this node's log is empty (false: wait to be added).
     pub form_group: bool,
+    /// How often the leader proposes retention and every node purges expired segments.
+    pub retention_check: Duration,
     /// Raft timing.
     pub timing: RaftTiming,
 }
@@ -231,6 +233,7 @@ impl Broker {
         if broker.inner.cfg.form_group {
             broker.spawn_group_formation();
         }
+        broker.spawn_retention();
         Ok(broker)
     }
 
@@ -259,6 +262,67 @@ impl Broker {
                 Err(e) => tracing::debug!(error = %e, "not initializing the group"),
             }
         });
+    }
+
+    /// Retention, every `retention_check`: the leader proposes `Retain` (expired index
+    /// entries go, the retention point advances, identically everywhere); then every node
+    /// snapshots (cheap: a checkpoint and hard links) and lets openraft purge its log up to
+    /// the retention point, whole segments at a time.
+    fn spawn_retention(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.inner.cfg.retention_check);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if this.metrics().running_state.is_err() {
+                    return;
+                }
+                if this.is_leader()
+                    && let Err(e) = this.propose(Command::Retain { now_ms: now_ms() }).await
+                {
+                    tracing::debug!(error = %e, "retention proposal failed");
+                }
+                if let Err(e) = this.purge_to_retention_point().await {
+                    tracing::warn!(error = %e, "purging expired segments failed");
+                }
+            }
+        });
+    }
+
+    async fn purge_to_retention_point(&self) -> Result<(), String> {
+        let Some(point) = self.inner.sm.retention_point() else {
+            return Ok(());
+        };
+        let m = self.metrics();
+        if m.purged.is_some_and(|p| p.index >= point) || point == 0 {
+            return Ok(());
+        }
+        // openraft purges only what a snapshot covers.
+        if m.snapshot.is_none_or(|s| s.index < point) {
+            self.inner
+                .raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| e.to_string())?;
+            self.inner
+                .raft
+                .wait(Some(Duration::from_secs(30)))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= point),
+                    "snapshot covering the retention point",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.inner
+            .raft
+            .trigger()
+            .purge_log(point)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The openraft handle (for the peer RPC routes).
@@ -655,12 +719,22 @@ fn load_hits(
     log: &raftmq_storage::CommitLog,
     hits: &[raftmq_storage::IndexHit],
 ) -> Result<Vec<StoredMessage>, ReadError> {
-    hits.iter()
-        .map(|h| {
-            let (_, batch) = crate::read::batch_of(log, h.log_index)?;
-            crate::read::message_at(&batch, h.log_index, h.slot, h.offset)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(hits.len());
+    for h in hits {
+        // The key index keeps entries of messages retention has removed: skip those.
+        let batch = match crate::read::batch_of(log, h.log_index) {
+            Ok((_, b)) => b,
+            Err(ReadError::Storage(raftmq_storage::StorageError::OutOfRange { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(crate::read::message_at(
+            &batch,
+            h.log_index,
+            h.slot,
+            h.offset,
+        )?);
+    }
+    Ok(out)
 }
 
 fn crc32_key(key: &str) -> u32 {

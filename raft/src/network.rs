@@ -25,6 +25,17 @@ use crate::types::{NodeId, TypeConfig, Vote};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
+/// Bytes per snapshot chunk request.
+const SNAPSHOT_CHUNK: usize = 4 << 20;
+
+fn read_chunk(path: &std::path::Path, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; n];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
 /// Builds peer clients.
 #[derive(Clone, Debug)]
 pub struct Network {
@@ -176,20 +187,74 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let body = tokio::task::spawn_blocking(move || rpc::encode_snapshot(&vote, &snapshot))
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
-        let ttl = option.hard_ttl().max(Duration::from_secs(60));
+        let net = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::from_string(e.to_string()))
+        };
+        let dir = snapshot.snapshot.dir.clone();
+        let id = dir
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+            })
+            .unwrap_or_else(|| "snapshot".into());
+        let manifest = {
+            let (id, dir) = (id.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || rpc::manifest_of(&id, &dir))
+                .await
+                .map_err(|e| net(&e))?
+                .map_err(|e| net(&e))?
+        };
+        let ttl = option.hard_ttl().max(Duration::from_secs(10));
+        let mut cancel = std::pin::pin!(cancel);
+        let bytes = tokio::select! {
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            r = self.post("snapshot/begin", rpc::encode(&manifest), ttl) => r,
+        }
+        .map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)))?;
+        let have: Vec<u64> = rpc::decode("snapshot begin response", &bytes).map_err(|e| net(&e))?;
+        for (i, ((rel, size), mut offset)) in manifest.files.iter().zip(have).enumerate() {
+            while offset < *size {
+                let n = (*size - offset).min(SNAPSHOT_CHUNK as u64) as usize;
+                let data = {
+                    let path = dir.join(rel);
+                    tokio::task::spawn_blocking(move || read_chunk(&path, offset, n))
+                        .await
+                        .map_err(|e| net(&e))?
+                        .map_err(|e| net(&e))?
+                };
+                let header = rpc::ChunkHeader {
+                    id: manifest.id.clone(),
+                    file: i as u32,
+                    offset,
+                };
+                let bytes = tokio::select! {
+                    closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                    r = self.post("snapshot/chunk", rpc::encode_chunk(&header, &data), ttl) => r,
+                }
+                .map_err(|e| {
+                    StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl))
+                })?;
+                offset = rpc::decode("snapshot chunk response", &bytes).map_err(|e| net(&e))?;
+            }
+        }
+        let install = rpc::InstallRequest {
+            id: manifest.id.clone(),
+            vote,
+            meta: snapshot.meta.clone(),
+        };
         let bytes = self
-            .post("snapshot", body, ttl)
+            .post(
+                "snapshot/install",
+                rpc::encode(&install),
+                ttl.max(Duration::from_secs(60)),
+            )
             .await
             .map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)))?;
-        rpc::decode("snapshot response", &bytes)
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))
+        rpc::decode("snapshot response", &bytes).map_err(|e| net(&e))
     }
 
     async fn transfer_leader(

@@ -6,7 +6,9 @@
 //!   batch crosses the wire exactly as it is stored, and decodes on the follower as a
 //!   zero-copy slice of the request body;
 //! - `vote`, `transfer-leader`: postcard of openraft's request and response types;
-//! - `snapshot`: `header_len u32 | postcard(vote, meta, file list) | file bytes…`.
+//! - `snapshot/begin`, `snapshot/chunk`, `snapshot/install`: a snapshot directory sent file
+//!   by file in chunks; the receiver keeps what arrived, so a broken transfer resumes where
+//!   it stopped instead of starting over.
 //!
 //! Responses are postcard on 200; a non-200 carries a text reason.
 //!
@@ -116,71 +118,201 @@ pub fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, b: &[u8]) -> Res
     postcard::from_bytes(b).map_err(codec(what))
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotHeader {
-    vote: Vote,
-    meta: SnapshotMeta,
-    files: Vec<(String, u64)>,
+/// The files of a snapshot, relative to its directory, with their sizes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotManifest {
+    /// Names the snapshot; a transfer resumes only into the same id.
+    pub id: String,
+    /// `(relative path, bytes)`.
+    pub files: Vec<(String, u64)>,
 }
 
-/// Packs a snapshot (its directory's files) for sending.
-pub fn encode_snapshot(vote: &Vote, snapshot: &Snapshot) -> std::io::Result<Bytes> {
-    let mut files = Vec::new();
-    let mut data = Vec::new();
-    let mut entries: Vec<_> =
-        std::fs::read_dir(&snapshot.snapshot.dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        if !entry.file_type()?.is_file() {
-            continue;
+/// One chunk of one snapshot file.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ChunkHeader {
+    /// Snapshot id.
+    pub id: String,
+    /// Index into the manifest's files.
+    pub file: u32,
+    /// Where the chunk starts in the file.
+    pub offset: u64,
+}
+
+/// The final request: install what was sent.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct InstallRequest {
+    /// Snapshot id.
+    pub id: String,
+    /// The leader's vote.
+    pub vote: Vote,
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+}
+
+/// Lists a snapshot directory's files (recursively), sorted.
+pub fn manifest_of(id: &str, dir: &Path) -> std::io::Result<SnapshotManifest> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .map_err(std::io::Error::other)?
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, entry.metadata()?.len()));
+            }
         }
-        let bytes = std::fs::read(entry.path())?;
-        files.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            bytes.len() as u64,
-        ));
-        data.push(bytes);
+        Ok(())
     }
-    let header = postcard::to_allocvec(&SnapshotHeader {
-        vote: *vote,
-        meta: snapshot.meta.clone(),
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    Ok(SnapshotManifest {
+        id: id.to_owned(),
         files,
     })
-    .map_err(std::io::Error::other)?;
-    let mut out = BytesMut::new();
-    out.put_u32_le(header.len() as u32);
-    out.put_slice(&header);
-    for d in data {
-        out.put_slice(&d);
-    }
-    Ok(out.freeze())
 }
 
-/// Unpacks a received snapshot into `dir` (which must not exist).
-pub fn decode_snapshot(body: &[u8], dir: &Path) -> Result<(Vote, Snapshot), CodecError> {
-    let mut pos = 0;
-    let n =
-        u32::from_le_bytes(take(body, &mut pos, 4, "snapshot")?.try_into().expect("4")) as usize;
-    let header: SnapshotHeader = postcard::from_bytes(take(body, &mut pos, n, "snapshot header")?)
-        .map_err(codec("snapshot header"))?;
-    std::fs::create_dir_all(dir).map_err(|e| CodecError::new("snapshot", e.to_string()))?;
-    for (name, len) in &header.files {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(CodecError::new("snapshot", format!("bad file name {name}")));
+fn safe_rel_path(p: &str) -> bool {
+    let path = Path::new(p);
+    !p.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The receiving side of snapshot transfers: files land in `incoming/<id>/`, so an
+/// interrupted transfer resumes where it stopped.
+#[derive(Debug, Clone)]
+pub struct SnapshotInbox {
+    incoming: std::path::PathBuf,
+}
+
+const MANIFEST: &str = ".manifest";
+
+impl SnapshotInbox {
+    /// An inbox under `incoming`.
+    pub fn new(incoming: &Path) -> Self {
+        SnapshotInbox {
+            incoming: incoming.to_path_buf(),
         }
-        let bytes = take(body, &mut pos, *len as usize, "snapshot file")?;
-        std::fs::write(dir.join(name), bytes)
-            .map_err(|e| CodecError::new("snapshot", e.to_string()))?;
     }
-    Ok((
-        header.vote,
-        Snapshot {
-            meta: header.meta,
-            snapshot: SnapshotData {
-                dir: dir.to_path_buf(),
-            },
-        },
-    ))
+
+    fn dir(&self, id: &str) -> Result<std::path::PathBuf, CodecError> {
+        if !safe_id(id) {
+            return Err(CodecError::new("snapshot", format!("bad snapshot id {id}")));
+        }
+        Ok(self.incoming.join(id))
+    }
+
+    fn manifest(&self, id: &str) -> Result<SnapshotManifest, CodecError> {
+        let bytes = std::fs::read(self.dir(id)?.join(MANIFEST)).map_err(|e| {
+            CodecError::new("snapshot", format!("no transfer {id} in progress: {e}"))
+        })?;
+        decode("snapshot manifest", &bytes)
+    }
+
+    /// Starts (or resumes) a transfer; returns how many bytes of each file are here.
+    pub fn begin(&self, m: &SnapshotManifest) -> Result<Vec<u64>, CodecError> {
+        let io = |e: std::io::Error| CodecError::new("snapshot", e.to_string());
+        if let Some(bad) = m.files.iter().find(|(p, _)| !safe_rel_path(p)) {
+            return Err(CodecError::new(
+                "snapshot",
+                format!("bad file name {}", bad.0),
+            ));
+        }
+        let dir = self.dir(&m.id)?;
+        if self.manifest(&m.id).ok().as_ref() != Some(m) {
+            // A different snapshot: nothing here is reusable.
+            if self.incoming.exists() {
+                std::fs::remove_dir_all(&self.incoming).map_err(io)?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            std::fs::write(dir.join(MANIFEST), encode(m)).map_err(io)?;
+        }
+        Ok(m.files
+            .iter()
+            .map(|(p, _)| std::fs::metadata(dir.join(p)).map_or(0, |md| md.len()))
+            .collect())
+    }
+
+    /// Appends a chunk if it starts where the file ends; returns the file's length.
+    pub fn chunk(&self, h: &ChunkHeader, data: &[u8]) -> Result<u64, CodecError> {
+        use std::io::Write;
+        let io = |e: std::io::Error| CodecError::new("snapshot", e.to_string());
+        let m = self.manifest(&h.id)?;
+        let (rel, size) = m
+            .files
+            .get(h.file as usize)
+            .ok_or_else(|| CodecError::new("snapshot", "file index out of range"))?;
+        let path = self.dir(&h.id)?.join(rel);
+        let have = std::fs::metadata(&path).map_or(0, |md| md.len());
+        if h.offset != have || have + data.len() as u64 > *size {
+            return Ok(have);
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(data).map_err(io)?;
+        if have + data.len() as u64 == *size {
+            f.sync_data().map_err(io)?;
+        }
+        Ok(have + data.len() as u64)
+    }
+
+    /// The complete snapshot of transfer `id`, ready to install.
+    pub fn complete(&self, id: &str, meta: SnapshotMeta) -> Result<Snapshot, CodecError> {
+        let m = self.manifest(id)?;
+        let dir = self.dir(id)?;
+        for (rel, size) in &m.files {
+            let have = std::fs::metadata(dir.join(rel)).map_or(0, |md| md.len());
+            if have != *size {
+                return Err(CodecError::new(
+                    "snapshot",
+                    format!("{rel} has {have} of {size} bytes"),
+                ));
+            }
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotData { dir },
+        })
+    }
+}
+
+/// Splits a chunk request body into its header and data.
+pub fn decode_chunk(body: &Bytes) -> Result<(ChunkHeader, Bytes), CodecError> {
+    let mut pos = 0;
+    let n = u32::from_le_bytes(take(body, &mut pos, 4, "chunk")?.try_into().expect("4")) as usize;
+    let h: ChunkHeader = decode("chunk header", take(body, &mut pos, n, "chunk header")?)?;
+    Ok((h, body.slice(pos..)))
+}
+
+/// Builds a chunk request body.
+pub fn encode_chunk(h: &ChunkHeader, data: &[u8]) -> Bytes {
+    let header = postcard::to_allocvec(h).expect("chunk header serializes");
+    let mut out = BytesMut::with_capacity(4 + header.len() + data.len());
+    out.put_u32_le(header.len() as u32);
+    out.put_slice(&header);
+    out.put_slice(data);
+    out.freeze()
 }
 
 /// Why a peer RPC could not be served.
@@ -224,26 +356,37 @@ pub async fn serve_transfer_leader(raft: &Raft, body: Bytes) -> Result<Bytes, Se
     Ok(encode(&resp))
 }
 
-/// Serves `POST /raft/snapshot`: unpacks under `incoming` and installs.
-pub async fn serve_snapshot(
+/// Serves `POST /raft/snapshot/begin`.
+pub async fn serve_snapshot_begin(inbox: &SnapshotInbox, body: Bytes) -> Result<Bytes, ServeError> {
+    let m: SnapshotManifest = decode("snapshot manifest", &body)?;
+    let inbox = inbox.clone();
+    let have = tokio::task::spawn_blocking(move || inbox.begin(&m))
+        .await
+        .map_err(|e| ServeError::Raft(e.to_string()))??;
+    Ok(encode(&have))
+}
+
+/// Serves `POST /raft/snapshot/chunk`.
+pub async fn serve_snapshot_chunk(inbox: &SnapshotInbox, body: Bytes) -> Result<Bytes, ServeError> {
+    let (h, data) = decode_chunk(&body)?;
+    let inbox = inbox.clone();
+    let len = tokio::task::spawn_blocking(move || inbox.chunk(&h, &data))
+        .await
+        .map_err(|e| ServeError::Raft(e.to_string()))??;
+    Ok(encode(&len))
+}
+
+/// Serves `POST /raft/snapshot/install`.
+pub async fn serve_snapshot_install(
     raft: &Raft,
+    inbox: &SnapshotInbox,
     body: Bytes,
-    incoming: &Path,
 ) -> Result<Bytes, ServeError> {
-    let dir = incoming.join(format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let (vote, snapshot) = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || decode_snapshot(&body, &dir))
-            .await
-            .map_err(|e| ServeError::Raft(e.to_string()))??
-    };
+    let req: InstallRequest = decode("snapshot install", &body)?;
+    let snapshot = inbox.complete(&req.id, req.meta)?;
+    let dir = snapshot.snapshot.dir.clone();
     let resp: SnapshotResponse<TypeConfig> = raft
-        .install_full_snapshot(vote, snapshot)
+        .install_full_snapshot(req.vote, snapshot)
         .await
         .map_err(|e| ServeError::Raft(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -29,6 +29,7 @@ impl Node {
             flush: FlushPolicy::Sync,
             segment_size: 1 << 20,
             form_group: true,
+            retention_check: Duration::from_secs(3600),
             timing: RaftTiming {
                 heartbeat_ms: 50,
                 election_timeout_ms: 200,

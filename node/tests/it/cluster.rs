@@ -27,6 +27,7 @@ pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) http: reqwest::Client,
     peers: String,
+    extra: Vec<String>,
     _guard: MutexGuard<'static, ()>,
 }
 
@@ -41,6 +42,11 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `n` nodes forming one group.
     pub(crate) fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Starts `n` nodes with extra `raftmq serve` flags.
+    pub(crate) fn start_with(n: u64, extra: &[&str]) -> Cluster {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<Node> = (1..=n)
@@ -65,6 +71,7 @@ impl Cluster {
                 .build()
                 .unwrap(),
             peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _guard: guard,
         };
         for id in 1..=n {
@@ -122,6 +129,7 @@ impl Cluster {
             .arg(&node.data_dir)
             .args(["--peers", peers, "--auto-create-topics", "true"])
             .args(["--segment-size", "65536"])
+            .args(&self.extra)
             .args(extra)
             .env("RAFTMQ_LOG", "info,openraft=info")
             .stdout(Stdio::null())

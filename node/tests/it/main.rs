@@ -4,6 +4,7 @@ mod cluster;
 mod t10_group;
 mod t20_failover;
 mod t30_catch_up;
+mod t35_retention;
 mod t40_membership;
 mod t50_transfer;
 mod t60_unavailable;
