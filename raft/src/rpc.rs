@@ -402,6 +402,65 @@ mod tests {
     use crate::types::log_id;
 
     #[test]
+    fn snapshot_transfers_resume_where_they_stopped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = SnapshotInbox::new(&tmp.path().join("in"));
+        let m = SnapshotManifest {
+            id: "5-1-1".into(),
+            files: vec![
+                ("state/CURRENT".into(), 6),
+                ("log/00000000000000000001.log".into(), 4),
+            ],
+        };
+        assert_eq!(inbox.begin(&m).unwrap(), [0, 0]);
+        let chunk = |file, offset| ChunkHeader {
+            id: m.id.clone(),
+            file,
+            offset,
+        };
+        assert_eq!(inbox.chunk(&chunk(0, 0), b"abc").unwrap(), 3);
+        // A broken connection; the sender starts over and learns what arrived.
+        assert_eq!(inbox.begin(&m).unwrap(), [3, 0]);
+        assert_eq!(
+            inbox.chunk(&chunk(0, 1), b"zz").unwrap(),
+            3,
+            "out-of-place chunks are not written"
+        );
+        assert_eq!(inbox.chunk(&chunk(0, 3), b"def").unwrap(), 6);
+        assert!(
+            inbox.complete(&m.id, Default::default()).is_err(),
+            "a file is missing"
+        );
+        assert_eq!(inbox.chunk(&chunk(1, 0), b"logs").unwrap(), 4);
+        let snap = inbox.complete(&m.id, Default::default()).unwrap();
+        assert_eq!(
+            std::fs::read(snap.snapshot.dir.join("state/CURRENT")).unwrap(),
+            b"abcdef"
+        );
+        // A different snapshot starts afresh.
+        let other = SnapshotManifest {
+            id: "9-1-1".into(),
+            files: vec![("a".into(), 1)],
+        };
+        assert_eq!(inbox.begin(&other).unwrap(), [0]);
+        assert!(inbox.complete(&m.id, Default::default()).is_err());
+        // Names that would escape the inbox are refused.
+        let evil = SnapshotManifest {
+            id: "x".into(),
+            files: vec![("../x".into(), 1)],
+        };
+        assert!(inbox.begin(&evil).is_err());
+        assert!(
+            inbox
+                .begin(&SnapshotManifest {
+                    id: "../x".into(),
+                    files: vec![]
+                })
+                .is_err()
+        );
+    }
+
+    #[test]
     fn append_requests_round_trip() {
         let req = AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new_committed(3, 1),

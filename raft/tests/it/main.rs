@@ -1,3 +1,4 @@
 //! Integration tests of raftmq-raft.
 
+mod apply;
 mod suite;

@@ -215,3 +215,32 @@ fn oversized_payload_and_bad_segment_size_are_refused() {
         .unwrap_err();
     assert!(matches!(err, StorageError::InvalidArgument(_)));
 }
+
+#[test]
+fn export_copies_the_log_up_to_an_index_and_nothing_after() {
+    let fs: Arc<dyn Vfs> = Arc::new(MemFs::new());
+    let mut log = open(&fs, Path::new("/log"));
+    append_range(&mut log, 1, 120, 1);
+    log.purge(LogPos { index: 20, term: 1 }).unwrap();
+    log.export(90, Path::new("/export")).unwrap();
+    // The original keeps growing; the export must not see it (the active segment is copied).
+    append_range(&mut log, 120, 130, 2);
+    log.sync().unwrap();
+    let copy = open(&fs, Path::new("/export"));
+    assert_eq!(copy.first_index(), log.first_index());
+    assert_eq!(copy.last_record(), Some(LogPos { index: 90, term: 1 }));
+    assert_eq!(copy.last_purged(), Some(LogPos { index: 20, term: 1 }));
+    for i in copy.first_index().unwrap()..=90 {
+        assert_eq!(copy.read(i).unwrap().payload, payload(i));
+    }
+    // Exporting everything copies the active segment whole.
+    log.export(129, Path::new("/export2")).unwrap();
+    let all = open(&fs, Path::new("/export2"));
+    assert_eq!(
+        all.last_record(),
+        Some(LogPos {
+            index: 129,
+            term: 2
+        })
+    );
+}
