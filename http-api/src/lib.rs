@@ -14,6 +14,7 @@ mod cluster;
 pub mod dto;
 pub mod error;
 mod forward;
+mod groups;
 mod messages;
 mod peer;
 mod topics;
@@ -43,6 +44,8 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// How long a write may wait for commit before answering 504 `OUTCOME_UNKNOWN`.
     pub write_timeout: Duration,
+    /// Source IP of forwarded requests (node-to-node traffic).
+    pub peer_source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +56,7 @@ impl Default for ApiConfig {
             default_retention_ms: 72 * 3600 * 1000,
             max_request_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
+            peer_source_ip: None,
         }
     }
 }
@@ -79,6 +83,7 @@ pub(crate) struct AppState {
 /// The whole HTTP surface of a node.
 pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
     let http = reqwest::Client::builder()
+        .local_address(cfg.peer_source_ip)
         .no_proxy()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_millis(500))
@@ -107,6 +112,10 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .route(
             "/v1/topics/{topic}",
             put(topics::put).get(topics::get).delete(topics::delete),
+        )
+        .route(
+            "/v1/groups/{group}/offsets",
+            get(groups::offsets).put(groups::commit),
         )
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))

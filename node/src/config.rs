@@ -33,6 +33,12 @@ pub(crate) struct NodeArgs {
     /// Address to serve HTTP (public API and Raft RPC) on.
     #[arg(long, env = "RAFTMQ_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
+    /// Address peers and clients reach this node at, if not --listen (behind a proxy).
+    #[arg(long, env = "RAFTMQ_ADVERTISE")]
+    pub(crate) advertise: Option<SocketAddr>,
+    /// Source IP for connections to peers (lets a proxy or firewall tell nodes apart).
+    #[arg(long, env = "RAFTMQ_PEER_SOURCE_IP")]
+    pub(crate) peer_source_ip: Option<std::net::IpAddr>,
     /// Directory for the CommitLog and indexes.
     #[arg(long, env = "RAFTMQ_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
@@ -84,6 +90,8 @@ pub(crate) struct NodeArgs {
 struct FileConfig {
     node_id: Option<u64>,
     listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    peer_source_ip: Option<std::net::IpAddr>,
     data_dir: Option<PathBuf>,
     peers: Option<String>,
     group: Option<String>,
@@ -107,6 +115,10 @@ pub(crate) struct NodeConfig {
     pub(crate) node_id: u64,
     /// HTTP listen address.
     pub(crate) listen: SocketAddr,
+    /// Address in `peers` (defaults to `listen`).
+    pub(crate) advertise: SocketAddr,
+    /// Source IP of connections to peers.
+    pub(crate) peer_source_ip: Option<std::net::IpAddr>,
     /// Data directory.
     pub(crate) data_dir: PathBuf,
     /// Group members: id -> HTTP address.
@@ -180,13 +192,16 @@ impl NodeConfig {
         let node_id = pick!(node_id).context("--node-id is required")?;
         let listen = pick!(listen).context("--listen is required")?;
         let data_dir = pick!(data_dir).context("--data-dir is required")?;
+        let advertise = pick!(advertise).unwrap_or(listen);
         let peers = match pick!(peers) {
             Some(p) => parse_peers(&p)?,
-            None => BTreeMap::from([(node_id, listen.to_string())]),
+            None => BTreeMap::from([(node_id, advertise.to_string())]),
         };
         let cfg = NodeConfig {
             node_id,
             listen,
+            advertise,
+            peer_source_ip: pick!(peer_source_ip),
             data_dir,
             peers,
             group: pick!(group).unwrap_or_else(|| "g1".into()),
@@ -209,11 +224,11 @@ impl NodeConfig {
     fn validate(&self) -> anyhow::Result<()> {
         match self.peers.get(&self.node_id) {
             None => bail!("peers: this node ({}) is not in the list", self.node_id),
-            Some(addr) if addr.parse::<SocketAddr>().ok() != Some(self.listen) => {
+            Some(addr) if addr.parse::<SocketAddr>().ok() != Some(self.advertise) => {
                 bail!(
-                    "peers: node {} is listed at {addr} but --listen is {}",
+                    "peers: node {} is listed at {addr} but it is reached at {} (--advertise, else --listen)",
                     self.node_id,
-                    self.listen
+                    self.advertise
                 )
             }
             Some(_) => {}

@@ -89,6 +89,7 @@ fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
         segment_size: cfg.segment_size,
         form_group: !cfg.join,
         retention_check: Duration::from_millis(cfg.retention_check_ms),
+        peer_source_ip: cfg.peer_source_ip,
         timing: RaftTiming {
             heartbeat_ms: cfg.heartbeat_ms,
             election_timeout_ms: cfg.election_timeout_ms,
@@ -102,6 +103,7 @@ fn api_config(cfg: &NodeConfig) -> ApiConfig {
         default_queues: cfg.default_queues,
         default_retention_ms: cfg.default_retention_ms,
         max_request_bytes: cfg.max_request_bytes,
+        peer_source_ip: cfg.peer_source_ip,
         ..ApiConfig::default()
     }
 }

@@ -51,6 +51,8 @@ pub struct BrokerConfig {
     pub form_group: bool,
     /// How often the leader proposes retention and every node purges expired segments.
     pub retention_check: Duration,
+    /// Source IP of connections to peers, if it must be a particular one.
+    pub peer_source_ip: Option<std::net::IpAddr>,
     /// Raft timing.
     pub timing: RaftTiming,
 }
@@ -216,7 +218,7 @@ impl Broker {
         let raft = Raft::new(
             cfg.node_id,
             config,
-            Network::new(cfg.node_id),
+            Network::new(cfg.node_id, cfg.peer_source_ip),
             log.clone(),
             sm.clone(),
         )
@@ -511,6 +513,17 @@ impl Broker {
                 .collect())
         })
         .await
+    }
+
+    /// A group's committed offsets for a topic, by queue.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> raftmq_storage::Result<Vec<(u32, u64)>> {
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        self.blocking(move |s, _| s.offsets_of(&group, &topic))
+            .await
     }
 
     /// `(min, max)` offsets of each queue of a topic.

@@ -44,9 +44,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network for node `me`.
-    pub fn new(me: NodeId) -> Self {
+    /// A network for node `me`, connecting from `source_ip` if given.
+    pub fn new(me: NodeId, source_ip: Option<std::net::IpAddr>) -> Self {
         let http = reqwest::Client::builder()
+            .local_address(source_ip)
             .no_proxy()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))

@@ -30,6 +30,7 @@ impl Node {
             segment_size: 1 << 20,
             form_group: true,
             retention_check: Duration::from_secs(3600),
+            peer_source_ip: None,
             timing: RaftTiming {
                 heartbeat_ms: 50,
                 election_timeout_ms: 200,

@@ -140,3 +140,58 @@ async fn cluster_health_and_metrics() {
     let (s, v) = n.post("/v1/cluster/leader", r#"{"to": 1}"#).await;
     assert_eq!((s, v["leader_id"].as_u64()), (StatusCode::OK, Some(1)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_commit_and_read_back() {
+    let n = Node::start(Default::default()).await;
+    n.put("/v1/topics/t", r#"{"queues": 2}"#).await;
+    n.post(
+        "/v1/topics/t/messages",
+        r#"{"messages":[{"body":"a","queue":0},{"body":"b","queue":0}]}"#,
+    )
+    .await;
+    let (s, v) = n
+        .put(
+            "/v1/groups/g/offsets",
+            r#"{"topic": "t", "offsets": [{"queue": 0, "offset": 1}]}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = n.get("/v1/groups/g/offsets?topic=t").await;
+    assert_eq!(v["offsets"][0]["committed"], 1);
+    assert_eq!(v["offsets"][0]["max_offset"], 2);
+    assert_eq!(v["offsets"][0]["lag"], 1);
+    assert_eq!(v["offsets"][1]["committed"], 0);
+    assert_error(
+        &n.put(
+            "/v1/groups/g/offsets",
+            r#"{"topic": "t", "offsets": [{"queue": 5, "offset": 1}]}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "queue",
+    );
+    assert_error(
+        &n.put(
+            "/v1/groups/g/offsets",
+            r#"{"topic": "nope", "offsets": [{"queue": 0, "offset": 1}]}"#,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "nope",
+    );
+    assert_error(
+        &n.get("/v1/groups/g/offsets").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "topic",
+    );
+    assert_error(
+        &n.get("/v1/groups/b.ad/offsets?topic=t").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "group",
+    );
+}

@@ -95,3 +95,27 @@ async fn a_restarted_node_rejoins_with_its_data() {
     assert_eq!(all[0], "a0");
     assert_eq!(all[19], "b9");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_flush_group_acknowledges_and_serves_the_same() {
+    let c = Cluster::start_with(3, &["--flush", "async", "--flush-interval-ms", "20"]);
+    let leader = c.wait_leader().await;
+    c.send(
+        reqwest::Method::PUT,
+        leader,
+        "/v1/topics/t",
+        &json!({"queues": 1}),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        assert_eq!(c.produce(leader, "t", &format!("m{i}")).await, Some((0, i)));
+    }
+    for id in c.live() {
+        c.wait_for("every node to apply", || async {
+            let all = c.read_all(id, "t", 0).await?;
+            (all.len() == 10).then_some(())
+        })
+        .await;
+    }
+}
