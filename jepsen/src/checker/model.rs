@@ -1,0 +1,170 @@
+//! The history digested for the checkers: operations paired with their completions.
+//!
+//! Must never: interpret an `info` completion as success or failure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::history::{Event, Kind, Process};
+
+/// One attempt to send a value.
+#[derive(Clone, Debug)]
+pub(crate) struct Send {
+    pub(crate) process: Process,
+    pub(crate) topic: String,
+    pub(crate) key: Option<String>,
+    pub(crate) outcome: Kind,
+    /// `(queue, offset)` from an `ok` completion.
+    pub(crate) placed: Option<(u64, u64)>,
+    pub(crate) invoke_index: u64,
+    pub(crate) complete_index: u64,
+}
+
+/// A successful poll.
+#[derive(Clone, Debug)]
+pub(crate) struct Poll {
+    pub(crate) process: Process,
+    pub(crate) topic: String,
+    pub(crate) queue: u64,
+    /// The offset it asked from.
+    pub(crate) from: u64,
+    pub(crate) is_final: bool,
+    pub(crate) reset: bool,
+    pub(crate) messages: Vec<(u64, String)>,
+    pub(crate) invoke_index: u64,
+}
+
+/// A completed commit.
+#[derive(Clone, Debug)]
+pub(crate) struct Commit {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) queue: u64,
+    pub(crate) offset: u64,
+    pub(crate) reset: bool,
+    pub(crate) invoke_index: u64,
+    pub(crate) complete_index: u64,
+}
+
+/// Everything the checkers look at.
+#[derive(Debug, Default)]
+pub(crate) struct Model {
+    /// Value -> every attempt to send it, in invoke order.
+    pub(crate) sends: BTreeMap<String, Vec<Send>>,
+    pub(crate) polls: Vec<Poll>,
+    pub(crate) commits: Vec<Commit>,
+    /// Operations invoked but never completed (the process crashed or the run ended).
+    pub(crate) unfinished: usize,
+}
+
+fn s(v: &Value, k: &str) -> Option<String> {
+    v.get(k)?.as_str().map(str::to_owned)
+}
+
+fn u(v: &Value, k: &str) -> Option<u64> {
+    v.get(k)?.as_u64()
+}
+
+fn flag(v: &Value, k: &str) -> bool {
+    v.get(k).and_then(Value::as_bool).unwrap_or(false)
+}
+
+impl Model {
+    pub(crate) fn build(history: &[Event]) -> Model {
+        let mut m = Model::default();
+        let mut pending: HashMap<&Process, &Event> = HashMap::new();
+        for e in history {
+            if e.process == Process::Named("nemesis".into()) {
+                continue;
+            }
+            if e.kind == Kind::Invoke {
+                if pending.insert(&e.process, e).is_some() {
+                    // A process invoked again without completing: count the lost one.
+                    m.unfinished += 1;
+                }
+                continue;
+            }
+            let Some(inv) = pending.remove(&e.process) else {
+                continue;
+            };
+            m.add(inv, e);
+        }
+        m.unfinished += pending.len();
+        m
+    }
+
+    fn add(&mut self, inv: &Event, done: &Event) {
+        let iv = &inv.value;
+        let dv = &done.value;
+        match inv.f.as_str() {
+            "send" => {
+                let Some(value) = s(iv, "value") else { return };
+                let placed = (done.kind == Kind::Ok)
+                    .then(|| Some((u(dv, "queue")?, u(dv, "offset")?)))
+                    .flatten();
+                self.sends.entry(value).or_default().push(Send {
+                    process: inv.process.clone(),
+                    topic: s(iv, "topic").unwrap_or_default(),
+                    key: s(iv, "key"),
+                    outcome: done.kind,
+                    placed,
+                    invoke_index: inv.index,
+                    complete_index: done.index,
+                });
+            }
+            "poll" if done.kind == Kind::Ok => {
+                let messages = dv
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| {
+                                Some((p.get(0)?.as_u64()?, p.get(1)?.as_str()?.to_owned()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.polls.push(Poll {
+                    process: inv.process.clone(),
+                    topic: s(iv, "topic").unwrap_or_default(),
+                    queue: u(iv, "queue").unwrap_or(0),
+                    from: u(iv, "offset").unwrap_or(0),
+                    is_final: flag(iv, "final"),
+                    reset: flag(iv, "reset"),
+                    messages,
+                    invoke_index: inv.index,
+                });
+            }
+            "commit" if done.kind == Kind::Ok => {
+                self.commits.push(Commit {
+                    group: s(iv, "group").unwrap_or_default(),
+                    topic: s(iv, "topic").unwrap_or_default(),
+                    queue: u(iv, "queue").unwrap_or(0),
+                    offset: u(iv, "offset").unwrap_or(0),
+                    reset: flag(iv, "reset"),
+                    invoke_index: inv.index,
+                    complete_index: done.index,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Every `(topic, queue, offset, value)` any poll returned.
+    pub(crate) fn reads(&self) -> impl Iterator<Item = (&str, u64, u64, &str)> {
+        self.polls.iter().flat_map(|p| {
+            p.messages
+                .iter()
+                .map(move |(o, v)| (p.topic.as_str(), p.queue, *o, v.as_str()))
+        })
+    }
+
+    /// Whether a value's send was acknowledged (`ok`) at least once.
+    pub(crate) fn acked(&self, value: &str) -> Option<&Send> {
+        self.sends
+            .get(value)?
+            .iter()
+            .find(|s| s.outcome == Kind::Ok)
+    }
+}

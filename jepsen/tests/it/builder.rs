@@ -1,0 +1,109 @@
+//! Builds histories by hand.
+
+use raftmq_jepsen::checker::{Results, check};
+use raftmq_jepsen::history::{Event, Kind, Process};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub(crate) struct H {
+    pub(crate) events: Vec<Event>,
+}
+
+impl H {
+    pub(crate) fn ev(&mut self, p: u64, kind: Kind, f: &str, value: Value) -> &mut Self {
+        let index = self.events.len() as u64;
+        self.events.push(Event {
+            index,
+            time_ns: index * 1000,
+            process: Process::Client(p),
+            kind,
+            f: f.into(),
+            value,
+        });
+        self
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        p: u64,
+        key: &str,
+        value: &str,
+        at: Option<(u64, u64)>,
+        kind: Kind,
+    ) -> &mut Self {
+        let v = json!({"topic": "t", "key": key, "value": value});
+        self.ev(p, Kind::Invoke, "send", v.clone());
+        let done = match at {
+            Some((q, o)) => {
+                json!({"topic": "t", "key": key, "value": value, "queue": q, "offset": o})
+            }
+            None => v,
+        };
+        self.ev(p, kind, "send", done)
+    }
+
+    pub(crate) fn send_ok(
+        &mut self,
+        p: u64,
+        key: &str,
+        value: &str,
+        queue: u64,
+        offset: u64,
+    ) -> &mut Self {
+        self.send(p, key, value, Some((queue, offset)), Kind::Ok)
+    }
+
+    pub(crate) fn poll(
+        &mut self,
+        p: u64,
+        queue: u64,
+        from: u64,
+        msgs: &[(u64, &str)],
+        is_final: bool,
+    ) -> &mut Self {
+        let v = json!({"topic": "t", "queue": queue, "offset": from, "final": is_final});
+        self.ev(p, Kind::Invoke, "poll", v);
+        let msgs: Vec<Value> = msgs.iter().map(|(o, v)| json!([o, v])).collect();
+        self.ev(
+            p,
+            Kind::Ok,
+            "poll",
+            json!({"topic": "t", "queue": queue, "offset": from, "messages": msgs}),
+        )
+    }
+
+    pub(crate) fn commit(&mut self, p: u64, queue: u64, offset: u64) -> &mut Self {
+        let v = json!({"topic": "t", "group": "g", "queue": queue, "offset": offset});
+        self.ev(p, Kind::Invoke, "commit", v.clone());
+        self.ev(p, Kind::Ok, "commit", v)
+    }
+
+    pub(crate) fn nemesis(&mut self, f: &str) -> &mut Self {
+        let index = self.events.len() as u64;
+        self.events.push(Event {
+            index,
+            time_ns: index * 1000,
+            process: Process::Named("nemesis".into()),
+            kind: Kind::Info,
+            f: f.into(),
+            value: json!({"nodes": [2]}),
+        });
+        self
+    }
+
+    pub(crate) fn check(&self) -> Results {
+        check(&self.events)
+    }
+}
+
+/// Asserts the history is invalid because of `anomaly` (count `n`) and only that.
+pub(crate) fn assert_only(r: &Results, anomaly: &str, n: usize) {
+    assert!(!r.valid, "expected {anomaly}, got a valid history");
+    for (name, a) in &r.anomalies {
+        let want = if name == anomaly { n } else { 0 };
+        if name == "duplicate-retried" && anomaly != name {
+            continue;
+        }
+        assert_eq!(a.count, want, "{name}: {:?}", a.examples);
+    }
+}
