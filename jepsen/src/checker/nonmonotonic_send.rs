@@ -9,8 +9,11 @@ use super::Anomaly;
 use super::model::{Model, Send};
 use crate::history::Process;
 
+/// Sends of one (producer, topic, key), with the value each carried.
+type ByProducerKey<'a> = BTreeMap<(&'a Process, &'a str, &'a str), Vec<(&'a str, &'a Send)>>;
+
 pub(crate) fn check(m: &Model) -> Anomaly {
-    let mut by: BTreeMap<(&Process, &str, &str), Vec<(&str, &Send)>> = BTreeMap::new();
+    let mut by: ByProducerKey<'_> = BTreeMap::new();
     for (value, sends) in &m.sends {
         for s in sends {
             if let (Some(key), Some(_)) = (&s.key, s.placed) {
