@@ -12,4 +12,12 @@
 //! process it started running.
 
 pub mod checker;
+pub mod client;
+pub mod control;
 pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod workload;

@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use raftmq_jepsen::nemesis::Fault;
+use raftmq_jepsen::runner::{self, TestOpts};
+use raftmq_jepsen::workload::LogWorkload;
 use raftmq_jepsen::{checker, history};
 
 #[derive(Parser, Debug)]
@@ -16,6 +20,42 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a cluster, run the log workload under faults, check and report.
+    Test {
+        /// The raftmq binary.
+        #[arg(long)]
+        bin: PathBuf,
+        /// Seconds of workload (faults run during it; healing and the drain come after).
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Faults: kill, pause, partition, member, transfer, wipe, all, none.
+        #[arg(long, default_value = "kill,pause,partition")]
+        nemesis: String,
+        /// Nodes in the group.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Seed of every random choice (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where runs are stored.
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+        /// Run name.
+        #[arg(long, default_value = "log")]
+        name: String,
+        /// Producer processes.
+        #[arg(long, default_value_t = 4)]
+        producers: u64,
+        /// Consumer processes.
+        #[arg(long, default_value_t = 2)]
+        consumers: u64,
+        /// Queues of the test topic.
+        #[arg(long, default_value_t = 4)]
+        queues: u64,
+        /// Pause between one process's operations, ms.
+        #[arg(long, default_value_t = 10)]
+        think_ms: u64,
+    },
     /// Check a recorded history (history.jsonl) and print the results.
     Check {
         /// The history file.
@@ -26,7 +66,26 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftmq-jepsen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Dropping the runtime drops every task, and with them the cluster, which kills the
+    // processes: on success, error, panic and Ctrl-C alike.
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    drop(rt);
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -36,13 +95,79 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<bool> {
+async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Check { history } => {
             let events = history::read(&history)?;
             let results = checker::check(&events);
             println!("{}", serde_json::to_string_pretty(&results)?);
             Ok(results.valid)
+        }
+        Command::Test {
+            bin,
+            time,
+            nemesis,
+            nodes,
+            seed,
+            store,
+            name,
+            producers,
+            consumers,
+            queues,
+            think_ms,
+        } => {
+            anyhow::ensure!(bin.is_file(), "--bin {} is not a file", bin.display());
+            anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be 1 to 9");
+            anyhow::ensure!(
+                queues >= 1 && consumers >= 1 && producers >= 1,
+                "--queues, --consumers and --producers must be at least 1"
+            );
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+            let opts = TestOpts {
+                bin,
+                time: Duration::from_secs(time),
+                faults: Fault::parse_list(&nemesis)?,
+                nodes,
+                seed,
+                store,
+                name,
+                workload: LogWorkload {
+                    topic: "jepsen".into(),
+                    queues,
+                    producers,
+                    consumers,
+                    keys: 8,
+                    think: Duration::from_millis(think_ms),
+                },
+            };
+            let out = runner::run(opts).await?;
+            let counts: Vec<String> = out
+                .results
+                .anomalies
+                .iter()
+                .filter(|(_, a)| a.count > 0)
+                .map(|(k, a)| format!("{k}: {}", a.count))
+                .collect();
+            println!(
+                "{} (seed {seed}) {}; report: {}",
+                if out.results.valid {
+                    "VALID"
+                } else {
+                    "INVALID"
+                },
+                if counts.is_empty() {
+                    "no anomalies".to_owned()
+                } else {
+                    counts.join(", ")
+                },
+                out.dir.join("report.html").display()
+            );
+            println!("stats: {}", out.results.stats);
+            Ok(out.results.valid)
         }
     }
 }

@@ -1,0 +1,188 @@
+//! The harness's own HTTP client and DTOs for the raftmq API (it shares no code with
+//! raftmq), and how each response maps to `ok`, `fail` (certainly did not happen) or
+//! `info` (unknown).
+//!
+//! Must never: call an unknown outcome a failure: timeouts, lost connections after
+//! sending, 5xx other than 503 are `info`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// What happened to an operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome<T> {
+    /// It happened.
+    Ok(T),
+    /// It certainly did not.
+    Fail(String),
+    /// Unknown.
+    Info(String),
+}
+
+/// The client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Client {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(1))
+                .build()
+                .expect("HTTP client builds"),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        node: SocketAddr,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Outcome<Value> {
+        let mut req = self.http.request(method, format!("http://{node}{path}"));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Outcome::Fail(format!("connect: {e}")),
+            Err(e) => return Outcome::Info(e.to_string()),
+        };
+        let status = resp.status().as_u16();
+        let body: Value = match resp.json().await {
+            Ok(v) => v,
+            Err(e) => return Outcome::Info(format!("status {status}, unreadable body: {e}")),
+        };
+        let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+        match status {
+            200 => Outcome::Ok(body),
+            400..=499 | 503 => Outcome::Fail(format!("{status} {code}")),
+            _ => Outcome::Info(format!("{status} {code}")),
+        }
+    }
+
+    /// Produces one message; `Ok((queue, offset))`.
+    pub async fn send(
+        &self,
+        node: SocketAddr,
+        topic: &str,
+        key: &str,
+        value: &str,
+    ) -> Outcome<(u64, u64)> {
+        let body = json!({"messages": [{"body": value, "key": key}]});
+        match self
+            .call(
+                reqwest::Method::POST,
+                node,
+                &format!("/v1/topics/{topic}/messages"),
+                Some(&body),
+            )
+            .await
+        {
+            Outcome::Ok(v) => match (
+                v["results"][0]["queue"].as_u64(),
+                v["results"][0]["offset"].as_u64(),
+            ) {
+                (Some(q), Some(o)) => Outcome::Ok((q, o)),
+                _ => Outcome::Info(format!("unexpected answer {v}")),
+            },
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+
+    /// Reads a queue from `offset`; `Ok((messages, next_offset))`.
+    pub async fn poll(
+        &self,
+        node: SocketAddr,
+        topic: &str,
+        queue: u64,
+        offset: u64,
+        max: u64,
+    ) -> Outcome<(Vec<(u64, String)>, u64)> {
+        let path = format!("/v1/topics/{topic}/queues/{queue}/messages?offset={offset}&max={max}");
+        match self.call(reqwest::Method::GET, node, &path, None).await {
+            Outcome::Ok(v) => {
+                let msgs = v["messages"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|m| {
+                                Some((m["offset"].as_u64()?, m["body"].as_str()?.to_owned()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Outcome::Ok((msgs, v["next_offset"].as_u64().unwrap_or(offset)))
+            }
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+
+    /// Commits a group offset.
+    pub async fn commit(
+        &self,
+        node: SocketAddr,
+        group: &str,
+        topic: &str,
+        queue: u64,
+        offset: u64,
+    ) -> Outcome<()> {
+        let body = json!({"topic": topic, "offsets": [{"queue": queue, "offset": offset}]});
+        match self
+            .call(
+                reqwest::Method::PUT,
+                node,
+                &format!("/v1/groups/{group}/offsets"),
+                Some(&body),
+            )
+            .await
+        {
+            Outcome::Ok(_) => Outcome::Ok(()),
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(&self, node: SocketAddr, topic: &str, queues: u64) -> Outcome<Value> {
+        self.call(
+            reqwest::Method::PUT,
+            node,
+            &format!("/v1/topics/{topic}"),
+            Some(&json!({"queues": queues})),
+        )
+        .await
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster(&self, node: SocketAddr) -> Option<Value> {
+        match self
+            .call(reqwest::Method::GET, node, "/v1/cluster", None)
+            .await
+        {
+            Outcome::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Any admin call; the JSON body on success.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        node: SocketAddr,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Outcome<Value> {
+        self.call(method, node, path, body).await
+    }
+}

@@ -1,0 +1,361 @@
+//! Faults injected from outside the processes, on a schedule drawn from the run's seed:
+//! kill -9 (one node, the leader, a minority), pause (SIGSTOP/SIGCONT), network partitions
+//! through the proxies (isolate one, isolate the leader, halves, bridge, majorities ring),
+//! membership change (remove, wipe, re-add), leader transfer, wipe-and-restart. Each fault
+//! is recorded as a `start` and a `stop` event of process `nemesis`, and every fault is
+//! healed before the run's final phase.
+//!
+//! Must never: leave a fault in place when it returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::client::{Client, Outcome};
+use crate::control::Cluster;
+use crate::history::{Kind, Process, Recorder};
+use crate::proxy::between;
+use crate::rng::Rng;
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9 and restart.
+    Kill,
+    /// SIGSTOP and SIGCONT.
+    Pause,
+    /// Cut links between nodes.
+    Partition,
+    /// Remove a node, wipe it, add it back.
+    Member,
+    /// Move leadership.
+    Transfer,
+    /// Kill a node, delete its data, restart it.
+    Wipe,
+}
+
+impl Fault {
+    /// Parses `kill,pause,partition,member,transfer,wipe` (or `all`, or `none`).
+    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Fault>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "kill" => out.push(Fault::Kill),
+                "pause" => out.push(Fault::Pause),
+                "partition" => out.push(Fault::Partition),
+                "member" => out.push(Fault::Member),
+                "transfer" => out.push(Fault::Transfer),
+                "wipe" => out.push(Fault::Wipe),
+                "all" => out.extend([
+                    Fault::Kill,
+                    Fault::Pause,
+                    Fault::Partition,
+                    Fault::Member,
+                    Fault::Transfer,
+                    Fault::Wipe,
+                ]),
+                "none" => {}
+                other => anyhow::bail!(
+                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, all, none)"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Partition => "partition",
+            Fault::Member => "member",
+            Fault::Transfer => "transfer",
+            Fault::Wipe => "wipe",
+        }
+    }
+}
+
+/// The fault injector.
+pub struct Nemesis {
+    /// Faults to choose from.
+    pub faults: Vec<Fault>,
+    /// Randomness.
+    pub rng: Rng,
+    /// The cluster.
+    pub cluster: Arc<Mutex<Cluster>>,
+    /// The history.
+    pub recorder: Arc<Recorder>,
+    /// An admin client (long timeout).
+    pub client: Client,
+}
+
+/// What a fault did, so it can be undone.
+enum Undo {
+    Restart(Vec<u64>),
+    Resume(Vec<u64>),
+    Heal,
+    Nothing,
+}
+
+impl Nemesis {
+    fn record(&self, f: &str, value: Value) {
+        self.recorder
+            .record(Process::Named("nemesis".into()), Kind::Info, f, value);
+    }
+
+    async fn addrs(&self) -> Vec<(u64, SocketAddr, bool)> {
+        let c = self.cluster.lock().await;
+        c.nodes
+            .iter()
+            .map(|n| (n.id, n.addr, c.is_running(n.id)))
+            .collect()
+    }
+
+    /// The leader as seen by a running node.
+    pub async fn leader(&self) -> Option<u64> {
+        for (_, addr, running) in self.addrs().await {
+            if !running {
+                continue;
+            }
+            if let Some(v) = self.client.cluster(addr).await
+                && let Some(l) = v["leader_id"].as_u64()
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    /// Runs faults until `until`, then heals everything.
+    pub async fn run(mut self, until: Instant) {
+        if self.faults.is_empty() {
+            return;
+        }
+        loop {
+            let wait = Duration::from_millis(self.rng.between(1_500, 4_000));
+            let hold = Duration::from_millis(self.rng.between(2_000, 6_000));
+            if Instant::now() + wait + hold >= until {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            let fault = *self.rng.pick(&self.faults).expect("faults is not empty");
+            let (value, undo) = self.inject(fault).await;
+            self.record("start", json!({"fault": fault.name(), "detail": value}));
+            tokio::time::sleep(hold).await;
+            self.undo(undo).await;
+            self.record("stop", json!({"fault": fault.name()}));
+        }
+        self.heal_all().await;
+    }
+
+    async fn inject(&mut self, fault: Fault) -> (Value, Undo) {
+        let ids: Vec<u64> = self.addrs().await.iter().map(|n| n.0).collect();
+        let leader = self.leader().await;
+        let n = ids.len();
+        match fault {
+            Fault::Kill => {
+                let targets = self.targets(&ids, leader);
+                let mut c = self.cluster.lock().await;
+                for &t in &targets {
+                    c.kill(t);
+                }
+                (json!({"nodes": targets}), Undo::Restart(targets))
+            }
+            Fault::Pause => {
+                let targets = match (self.rng.below(2), leader) {
+                    (0, Some(l)) => vec![l],
+                    _ => vec![*self.rng.pick(&ids).expect("nodes")],
+                };
+                let mut c = self.cluster.lock().await;
+                for &t in &targets {
+                    c.pause(t);
+                }
+                (json!({"nodes": targets}), Undo::Resume(targets))
+            }
+            Fault::Partition => {
+                let mut shuffled = ids.clone();
+                for i in (1..shuffled.len()).rev() {
+                    let j = self.rng.below(i as u64 + 1) as usize;
+                    shuffled.swap(i, j);
+                }
+                let variants: &[&str] = if n >= 5 {
+                    &[
+                        "isolate-one",
+                        "isolate-leader",
+                        "halves",
+                        "bridge",
+                        "majorities-ring",
+                    ]
+                } else {
+                    &["isolate-one", "isolate-leader", "halves"]
+                };
+                let kind = *self.rng.pick(variants).expect("variants");
+                let links = match kind {
+                    "isolate-leader" => {
+                        let l = leader.unwrap_or(shuffled[0]);
+                        let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != l).collect();
+                        between(&[l], &rest)
+                    }
+                    "halves" => {
+                        let (a, b) = shuffled.split_at(n / 2);
+                        between(a, b)
+                    }
+                    "bridge" => {
+                        // Two halves that only node `bridge` joins.
+                        let bridge = shuffled[0];
+                        let (a, b) = shuffled[1..].split_at((n - 1) / 2);
+                        let _ = bridge;
+                        between(a, b)
+                    }
+                    "majorities-ring" => {
+                        // Each node sees its ring neighbours only: every node a majority,
+                        // no two nodes the same one.
+                        let mut links = Vec::new();
+                        for (i, &x) in shuffled.iter().enumerate() {
+                            for (j, &y) in shuffled.iter().enumerate() {
+                                let d = (i + n - j) % n;
+                                if x != y && d != 1 && d != n - 1 {
+                                    links.push((x, y));
+                                }
+                            }
+                        }
+                        links
+                    }
+                    _ => {
+                        let (a, b) = shuffled.split_at(1);
+                        between(a, b)
+                    }
+                };
+                self.cluster.lock().await.proxies.cut(&links);
+                (json!({"kind": kind, "cut": links}), Undo::Heal)
+            }
+            Fault::Transfer => {
+                let others: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
+                let to = *self.rng.pick(&others).expect("nodes");
+                let via = self.addrs().await.iter().find(|a| a.2).map(|a| a.1);
+                let outcome = match via {
+                    Some(addr) => {
+                        self.client
+                            .admin(
+                                reqwest::Method::POST,
+                                addr,
+                                "/v1/cluster/leader",
+                                Some(&json!({"to": to})),
+                            )
+                            .await
+                    }
+                    None => Outcome::Fail("no running node".into()),
+                };
+                (
+                    json!({"to": to, "outcome": format!("{outcome:?}")}),
+                    Undo::Nothing,
+                )
+            }
+            Fault::Wipe => {
+                let t = *self.rng.pick(&ids).expect("nodes");
+                let mut c = self.cluster.lock().await;
+                let r = c.wipe(t);
+                (
+                    json!({"node": t, "wiped": r.is_ok()}),
+                    Undo::Restart(vec![t]),
+                )
+            }
+            Fault::Member => self.member_change(&ids, leader).await,
+        }
+    }
+
+    /// Kill targets: one node, the leader, or a minority.
+    fn targets(&mut self, ids: &[u64], leader: Option<u64>) -> Vec<u64> {
+        match self.rng.below(3) {
+            0 => vec![*self.rng.pick(ids).expect("nodes")],
+            1 => vec![leader.unwrap_or(ids[0])],
+            _ => {
+                let mut shuffled = ids.to_vec();
+                for i in (1..shuffled.len()).rev() {
+                    let j = self.rng.below(i as u64 + 1) as usize;
+                    shuffled.swap(i, j);
+                }
+                shuffled.truncate((ids.len() - 1) / 2);
+                shuffled
+            }
+        }
+    }
+
+    /// Removes a follower, wipes it, restarts it to join, and adds it back as a voter.
+    async fn member_change(&mut self, ids: &[u64], leader: Option<u64>) -> (Value, Undo) {
+        let followers: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
+        let t = *self.rng.pick(&followers).expect("nodes");
+        let addrs = self.addrs().await;
+        let Some(via) = addrs.iter().find(|a| a.2 && a.0 != t).map(|a| a.1) else {
+            return (
+                json!({"node": t, "skipped": "no running node"}),
+                Undo::Nothing,
+            );
+        };
+        let removed = self
+            .client
+            .admin(
+                reqwest::Method::DELETE,
+                via,
+                &format!("/v1/cluster/members/{t}"),
+                None,
+            )
+            .await;
+        if !matches!(removed, Outcome::Ok(_)) {
+            return (
+                json!({"node": t, "remove": format!("{removed:?}")}),
+                Undo::Nothing,
+            );
+        }
+        let addr = addrs.iter().find(|a| a.0 == t).map(|a| a.1).expect("node");
+        {
+            let mut c = self.cluster.lock().await;
+            let _ = c.wipe(t);
+            let _ = c.start_node(t, true);
+        }
+        let added = self
+            .client
+            .admin(
+                reqwest::Method::POST,
+                via,
+                "/v1/cluster/members",
+                Some(&json!({"id": t, "addr": addr.to_string(), "voter": true})),
+            )
+            .await;
+        (
+            json!({"node": t, "remove": "ok", "add": format!("{added:?}")}),
+            Undo::Nothing,
+        )
+    }
+
+    async fn undo(&mut self, undo: Undo) {
+        let mut c = self.cluster.lock().await;
+        match undo {
+            Undo::Restart(ids) => {
+                for id in ids {
+                    let _ = c.start_node(id, false);
+                }
+            }
+            Undo::Resume(ids) => {
+                for id in ids {
+                    c.resume(id);
+                }
+            }
+            Undo::Heal => c.proxies.heal(),
+            Undo::Nothing => {}
+        }
+    }
+
+    /// Resumes, restarts and reconnects every node.
+    pub async fn heal_all(&self) {
+        let mut c = self.cluster.lock().await;
+        c.proxies.heal();
+        for id in c.ids() {
+            c.resume(id);
+            let _ = c.start_node(id, false);
+        }
+    }
+}

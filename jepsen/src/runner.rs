@@ -1,0 +1,242 @@
+//! One test run: start the cluster, run the workload under the nemesis for the given time,
+//! heal, wait for the cluster to settle, drain, check, report.
+//!
+//! Must never: return with a process it started still running (the `Cluster` is dropped
+//! on every path, including errors).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::checker::{self, Results};
+use crate::client::{Client, Outcome};
+use crate::control::Cluster;
+use crate::history::Recorder;
+use crate::nemesis::{Fault, Nemesis};
+use crate::report;
+use crate::rng::Rng;
+use crate::workload::{self, LogWorkload};
+
+/// Settings of a run.
+#[derive(Clone, Debug)]
+pub struct TestOpts {
+    /// The `raftmq` binary.
+    pub bin: PathBuf,
+    /// Workload duration.
+    pub time: Duration,
+    /// Faults to inject.
+    pub faults: Vec<Fault>,
+    /// Nodes.
+    pub nodes: u64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Where runs are stored.
+    pub store: PathBuf,
+    /// Run name (prefix of its directory).
+    pub name: String,
+    /// The workload.
+    pub workload: LogWorkload,
+}
+
+/// The outcome of a run.
+pub struct RunOutcome {
+    /// The run's directory.
+    pub dir: PathBuf,
+    /// The verdict.
+    pub results: Results,
+}
+
+async fn wait_until<T, F, Fut>(deadline: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Waits for a leader every node agrees on, with everything committed applied everywhere.
+async fn settled(client: &Client, addrs: &[(u64, SocketAddr)]) -> Option<u64> {
+    let mut leader = None;
+    let mut commit = 0;
+    let mut applied = Vec::new();
+    for (_, addr) in addrs {
+        let v = client.cluster(*addr).await?;
+        let l = v["leader_id"].as_u64()?;
+        if leader.is_some_and(|x| x != l) {
+            return None;
+        }
+        leader = Some(l);
+        commit = commit.max(v["commit_index"].as_u64()?);
+        applied.push(v["applied_index"].as_u64()?);
+    }
+    applied.iter().all(|&a| a >= commit).then_some(leader?)
+}
+
+/// Puts back any node a membership fault left outside the group.
+async fn restore_membership(client: &Client, addrs: &[(u64, SocketAddr)]) {
+    let Some(v) = client.cluster(addrs[0].1).await else {
+        return;
+    };
+    let members: Vec<u64> = v["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["id"].as_u64()).collect())
+        .unwrap_or_default();
+    for (id, addr) in addrs {
+        if !members.contains(id) {
+            let _ = client
+                .admin(
+                    reqwest::Method::POST,
+                    addrs[0].1,
+                    "/v1/cluster/members",
+                    Some(&json!({"id": id, "addr": addr.to_string(), "voter": true})),
+                )
+                .await;
+        }
+    }
+}
+
+/// Runs one test.
+pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let dir = opts.store.join(format!("{}-{stamp}", opts.name));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!(
+        "raftmq-jepsen: run {} (seed {}), store {}",
+        opts.name,
+        opts.seed,
+        dir.display()
+    );
+    let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &[]).await?;
+    let addrs: Vec<(u64, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let result = run_in(&opts, &dir, cluster.clone(), &addrs).await;
+    cluster.lock().await.stop_all();
+    let results = result?;
+    Ok(RunOutcome { dir, results })
+}
+
+async fn run_in(
+    opts: &TestOpts,
+    dir: &Path,
+    cluster: Arc<Mutex<Cluster>>,
+    addrs: &[(u64, SocketAddr)],
+) -> anyhow::Result<Results> {
+    let client = Client::new(Duration::from_secs(5));
+    let admin = Client::new(Duration::from_secs(60));
+    settled(&client, addrs)
+        .await
+        .ok_or(())
+        .or(
+            wait_until(Duration::from_secs(60), || settled(&client, addrs))
+                .await
+                .ok_or(()),
+        )
+        .map_err(|()| {
+            anyhow::anyhow!(
+                "the cluster did not elect a leader within 60 s; logs in {}",
+                dir.display()
+            )
+        })?;
+    let w = Arc::new(opts.workload.clone());
+    wait_until(Duration::from_secs(30), || async {
+        for (_, addr) in addrs {
+            if let Outcome::Ok(_) = client.create_topic(*addr, &w.topic, w.queues).await {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await
+    .ok_or_else(|| anyhow::anyhow!("could not create the topic"))?;
+
+    let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl"))?);
+    let mut rng = Rng::new(opts.seed);
+    let nodes: Vec<SocketAddr> = addrs.iter().map(|a| a.1).collect();
+    let started = Instant::now();
+    let until = started + opts.time;
+    let mut tasks = Vec::new();
+    for p in 0..w.producers {
+        tasks.push(tokio::spawn(workload::producer(
+            p,
+            w.clone(),
+            nodes.clone(),
+            client.clone(),
+            recorder.clone(),
+            rng.fork(),
+            until,
+        )));
+    }
+    for c in 0..w.consumers {
+        let queues: Vec<u64> = (0..w.queues).filter(|q| q % w.consumers == c).collect();
+        tasks.push(tokio::spawn(workload::consumer(
+            w.producers + c,
+            queues,
+            w.clone(),
+            nodes.clone(),
+            client.clone(),
+            recorder.clone(),
+            rng.fork(),
+            until,
+        )));
+    }
+    let nemesis = Nemesis {
+        faults: opts.faults.clone(),
+        rng: rng.fork(),
+        cluster: cluster.clone(),
+        recorder: recorder.clone(),
+        client: admin.clone(),
+    };
+    let nemesis = tokio::spawn(nemesis.run(until));
+    for t in tasks {
+        t.await?;
+    }
+    nemesis.await?;
+
+    // Heal, settle, drain.
+    {
+        let mut c = cluster.lock().await;
+        c.proxies.heal();
+        for id in c.ids() {
+            c.resume(id);
+            let _ = c.start_node(id, false);
+        }
+    }
+    restore_membership(&admin, addrs).await;
+    let settled_leader = wait_until(Duration::from_secs(90), || async {
+        restore_membership(&admin, addrs).await;
+        settled(&client, addrs).await
+    })
+    .await;
+    if settled_leader.is_none() {
+        eprintln!("raftmq-jepsen: the cluster did not settle after healing; draining anyway");
+    }
+    let drain_client = Client::new(Duration::from_secs(10));
+    workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await;
+    let history = recorder.finish();
+    let results = checker::check(&history);
+    let run = json!({
+        "name": opts.name,
+        "seed": opts.seed,
+        "time_s": opts.time.as_secs_f64(),
+        "nodes": opts.nodes,
+        "nemesis": opts.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>(),
+        "producers": w.producers,
+        "consumers": w.consumers,
+        "queues": w.queues,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "settled": settled_leader.is_some(),
+    });
+    report::write(dir, &history, &results, &run)?;
+    Ok(results)
+}

@@ -1,0 +1,165 @@
+//! The `log` workload: producers send unique values with keys through random nodes;
+//! consumers read their queues by offset through random nodes and commit offsets; a final
+//! drain reads every queue from every node.
+//!
+//! Must never: retry a send with the same value (every value is sent once, so any
+//! duplicate is the system's), or skip recording an operation.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::client::{Client, Outcome};
+use crate::history::{Kind, Process, Recorder};
+use crate::rng::Rng;
+
+/// Settings of the log workload.
+#[derive(Clone, Debug)]
+pub struct LogWorkload {
+    /// Topic name.
+    pub topic: String,
+    /// Queues of the topic.
+    pub queues: u64,
+    /// Producer processes.
+    pub producers: u64,
+    /// Consumer processes (queues are split among them).
+    pub consumers: u64,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Pause between one process's operations.
+    pub think: Duration,
+}
+
+fn complete<T>(
+    rec: &Recorder,
+    p: u64,
+    f: &str,
+    invoke: &Value,
+    out: &Outcome<T>,
+    ok: impl FnOnce(&T) -> Value,
+) {
+    let (kind, value) = match out {
+        Outcome::Ok(t) => (Kind::Ok, ok(t)),
+        Outcome::Fail(e) => (Kind::Fail, with_error(invoke, e)),
+        Outcome::Info(e) => (Kind::Info, with_error(invoke, e)),
+    };
+    rec.record(Process::Client(p), kind, f, value);
+}
+
+fn with_error(v: &Value, e: &str) -> Value {
+    let mut v = v.clone();
+    v["error"] = json!(e);
+    v
+}
+
+/// One producer until `until`.
+pub async fn producer(
+    p: u64,
+    w: Arc<LogWorkload>,
+    nodes: Vec<SocketAddr>,
+    client: Client,
+    rec: Arc<Recorder>,
+    mut rng: Rng,
+    until: Instant,
+) {
+    let mut seq = 0u64;
+    while Instant::now() < until {
+        let node = *rng.pick(&nodes).expect("nodes");
+        let key = format!("k{}", rng.below(w.keys));
+        let value = format!("{p}-{seq}");
+        seq += 1;
+        let invoke = json!({"topic": w.topic, "key": key, "value": value});
+        rec.record(Process::Client(p), Kind::Invoke, "send", invoke.clone());
+        let out = client.send(node, &w.topic, &key, &value).await;
+        complete(&rec, p, "send", &invoke, &out, |(q, o)| {
+            let mut v = invoke.clone();
+            v["queue"] = json!(q);
+            v["offset"] = json!(o);
+            v
+        });
+        tokio::time::sleep(w.think).await;
+    }
+}
+
+/// One consumer of `queues` until `until`: poll, then commit what it read.
+#[allow(clippy::too_many_arguments)]
+pub async fn consumer(
+    p: u64,
+    queues: Vec<u64>,
+    w: Arc<LogWorkload>,
+    nodes: Vec<SocketAddr>,
+    client: Client,
+    rec: Arc<Recorder>,
+    mut rng: Rng,
+    until: Instant,
+) {
+    let mut positions: Vec<u64> = vec![0; queues.len()];
+    while Instant::now() < until {
+        for (i, &queue) in queues.iter().enumerate() {
+            let node = *rng.pick(&nodes).expect("nodes");
+            let invoke = json!({"topic": w.topic, "queue": queue, "offset": positions[i]});
+            rec.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
+            let out = client.poll(node, &w.topic, queue, positions[i], 100).await;
+            complete(&rec, p, "poll", &invoke, &out, |(msgs, _)| {
+                let mut v = invoke.clone();
+                v["messages"] = json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
+                v
+            });
+            let Outcome::Ok((msgs, next)) = out else {
+                continue;
+            };
+            if msgs.is_empty() {
+                continue;
+            }
+            positions[i] = next;
+            let node = *rng.pick(&nodes).expect("nodes");
+            let invoke =
+                json!({"topic": w.topic, "group": "jepsen", "queue": queue, "offset": next});
+            rec.record(Process::Client(p), Kind::Invoke, "commit", invoke.clone());
+            let out = client.commit(node, "jepsen", &w.topic, queue, next).await;
+            complete(&rec, p, "commit", &invoke, &out, |_| invoke.clone());
+        }
+        tokio::time::sleep(w.think).await;
+    }
+}
+
+/// Reads every queue from offset 0 to its end through each node (`"final": true`).
+pub async fn drain(p: u64, w: &LogWorkload, nodes: &[SocketAddr], client: &Client, rec: &Recorder) {
+    for &node in nodes {
+        for queue in 0..w.queues {
+            let mut offset = 0;
+            let mut failures = 0;
+            let mut first = true;
+            loop {
+                // Each node's drain starts over at 0: a reset, not a consumer going back.
+                let invoke = json!({"topic": w.topic, "queue": queue, "offset": offset, "final": true, "reset": first});
+                first = false;
+                rec.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
+                let out = client.poll(node, &w.topic, queue, offset, 1000).await;
+                complete(rec, p, "poll", &invoke, &out, |(msgs, _)| {
+                    let mut v = invoke.clone();
+                    v["messages"] =
+                        json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
+                    v
+                });
+                match out {
+                    Outcome::Ok((msgs, next)) => {
+                        if msgs.is_empty() {
+                            break;
+                        }
+                        offset = next;
+                    }
+                    _ => {
+                        failures += 1;
+                        if failures > 20 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+        }
+    }
+}
