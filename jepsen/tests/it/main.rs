@@ -11,3 +11,4 @@ mod misplaced;
 mod nonmonotonic_send;
 mod phantom;
 mod poll_order;
+mod short_run;

@@ -1,0 +1,59 @@
+//! The short chaos run of the test suite: a real 3-node cluster under kill, pause,
+//! partition, membership, leader-transfer and wipe faults for 45 s, then the checker.
+//! Longer runs: `raftmq-jepsen test` (docs/jepsen.md).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/<profile>/raftmq`, next to this test's own directory; built if missing.
+fn raftmq_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAFTMQ_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let bin = profile_dir.join("raftmq");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "raftmq-node", "--bin", "raftmq"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building raftmq failed");
+    }
+    bin
+}
+
+#[test]
+fn short_chaos_run_finds_no_anomalies() {
+    let bin = raftmq_bin();
+    let store = tempfile::tempdir().unwrap();
+    let seed = std::env::var("RAFTMQ_JEPSEN_SEED").unwrap_or_else(|_| "1".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_raftmq-jepsen"))
+        .args(["test", "--bin"])
+        .arg(&bin)
+        .args(["--time", "45", "--nemesis", "all", "--seed", &seed, "--store"])
+        .arg(store.path())
+        .output()
+        .expect("run raftmq-jepsen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // Keep the run's history, logs and report for whoever reads the failure.
+        let kept = store.keep();
+        panic!(
+            "chaos run failed (exit {:?}):\n{stdout}\n{stderr}\nrun kept in {}",
+            out.status.code(),
+            kept.display()
+        );
+    }
+    assert!(stdout.contains("VALID"), "{stdout}");
+    let run = std::fs::read_dir(store.path()).unwrap().next().unwrap().unwrap().path();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["valid"], true);
+    assert!(results["stats"]["send"]["ok"].as_u64().unwrap() > 100, "the workload made progress: {}", results["stats"]);
+    assert!(run.join("report.html").is_file() && run.join("history.jsonl").is_file());
+    let survivors = Command::new("pgrep").args(["-f", &format!("{} serve", bin.display())]).output().unwrap();
+    assert!(survivors.stdout.is_empty(), "the harness left processes running");
+}
