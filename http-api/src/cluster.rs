@@ -20,7 +20,7 @@ use crate::AppState;
 use crate::dto::{AddMemberRequest, TransferLeaderRequest, parse_json};
 use crate::error::ApiError;
 use crate::forward::{Route, route_write};
-use crate::messages::propose_error;
+use crate::messages::{propose_error, with_write_timeout};
 use raftmq_raft::WatchReceiver as _;
 
 /// `GET /v1/cluster`.
@@ -116,7 +116,7 @@ pub(crate) async fn remove_member(
             format!("node {id} is not a member"),
         ));
     }
-    crate::messages::with_write_timeout(&app, async {
+    with_write_timeout(&app, async {
         app.broker.remove_member(id).await.map_err(propose_error)
     })
     .await?;
@@ -197,79 +197,82 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let m = app.broker.metrics();
     let log = app.broker.log_stats();
     let s = &app.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 11] = [
+        (
+            "raftmq_raft_term",
+            "gauge",
+            "Current Raft term.",
+            m.current_term,
+        ),
+        (
+            "raftmq_raft_is_leader",
+            "gauge",
+            "1 if this node is the leader.",
+            u64::from(m.current_leader == Some(m.id)),
+        ),
+        (
+            "raftmq_raft_commit_index",
+            "gauge",
+            "Last committed log index.",
+            m.local_committed.map_or(0, |l| l.index),
+        ),
+        (
+            "raftmq_raft_applied_index",
+            "gauge",
+            "Last applied log index.",
+            m.last_applied.map_or(0, |l| l.index),
+        ),
+        (
+            "raftmq_log_entries_total",
+            "counter",
+            "Entries appended to the CommitLog.",
+            load(&log.entries),
+        ),
+        (
+            "raftmq_log_bytes_total",
+            "counter",
+            "Payload bytes appended to the CommitLog.",
+            load(&log.bytes),
+        ),
+        (
+            "raftmq_log_fsyncs_total",
+            "counter",
+            "fdatasync calls of the CommitLog writer.",
+            load(&log.fsyncs),
+        ),
+        (
+            "raftmq_produce_requests_total",
+            "counter",
+            "Produce requests handled as leader.",
+            load(&s.produce_requests),
+        ),
+        (
+            "raftmq_produced_messages_total",
+            "counter",
+            "Messages produced as leader.",
+            load(&s.produced_messages),
+        ),
+        (
+            "raftmq_read_requests_total",
+            "counter",
+            "Read-by-offset requests.",
+            load(&s.read_requests),
+        ),
+        (
+            "raftmq_forwarded_requests_total",
+            "counter",
+            "Writes forwarded to the leader.",
+            load(&s.forwarded_requests),
+        ),
+    ];
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in rows {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    metric(
-        "raftmq_raft_term",
-        "gauge",
-        "Current Raft term.",
-        m.current_term,
-    );
-    metric(
-        "raftmq_raft_is_leader",
-        "gauge",
-        "1 if this node is the leader.",
-        u64::from(m.current_leader == Some(m.id)),
-    );
-    metric(
-        "raftmq_raft_commit_index",
-        "gauge",
-        "Last committed log index.",
-        m.local_committed.map_or(0, |l| l.index),
-    );
-    metric(
-        "raftmq_raft_applied_index",
-        "gauge",
-        "Last applied log index.",
-        m.last_applied.map_or(0, |l| l.index),
-    );
-    metric(
-        "raftmq_log_entries_total",
-        "counter",
-        "Entries appended to the CommitLog.",
-        log.entries.load(Ordering::Relaxed),
-    );
-    metric(
-        "raftmq_log_bytes_total",
-        "counter",
-        "Payload bytes appended to the CommitLog.",
-        log.bytes.load(Ordering::Relaxed),
-    );
-    metric(
-        "raftmq_log_fsyncs_total",
-        "counter",
-        "fdatasync calls of the CommitLog writer.",
-        log.fsyncs.load(Ordering::Relaxed),
-    );
-    metric(
-        "raftmq_produce_requests_total",
-        "counter",
-        "Produce requests handled as leader.",
-        s.produce_requests.load(Ordering::Relaxed),
-    );
-    metric(
-        "raftmq_produced_messages_total",
-        "counter",
-        "Messages produced as leader.",
-        s.produced_messages.load(Ordering::Relaxed),
-    );
-    metric(
-        "raftmq_read_requests_total",
-        "counter",
-        "Read-by-offset requests.",
-        s.read_requests.load(Ordering::Relaxed),
-    );
-    metric(
-        "raftmq_forwarded_requests_total",
-        "counter",
-        "Writes forwarded to the leader.",
-        s.forwarded_requests.load(Ordering::Relaxed),
-    );
+    }
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use raftmq_raft::{Applied, Command};
+use raftmq_raft::Command;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,7 +20,7 @@ use crate::AppState;
 use crate::dto::{check_name, parse_json};
 use crate::error::ApiError;
 use crate::forward::{Route, route_write};
-use crate::messages::{propose_error, reject_error, with_write_timeout};
+use crate::messages::propose_command;
 
 #[derive(Deserialize)]
 pub(crate) struct CommitRequest {
@@ -58,13 +58,7 @@ pub(crate) async fn commit(
         topic: req.topic,
         offsets: req.offsets.iter().map(|o| (o.queue, o.offset)).collect(),
     };
-    with_write_timeout(&app, async {
-        match app.broker.propose(cmd).await.map_err(propose_error)? {
-            Applied::Rejected { code, message } => Err(reject_error(code, message)),
-            _ => Ok(()),
-        }
-    })
-    .await?;
+    propose_command(&app, cmd).await?;
     Ok(Json(json!({"committed": true})).into_response())
 }
 

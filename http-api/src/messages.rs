@@ -60,6 +60,20 @@ pub(crate) async fn with_write_timeout<T>(
     }
 }
 
+/// Proposes a command that answers `Done` or `Rejected`, within the write timeout.
+pub(crate) async fn propose_command(
+    app: &AppState,
+    cmd: raftmq_raft::Command,
+) -> Result<(), ApiError> {
+    with_write_timeout(app, async {
+        match app.broker.propose(cmd).await.map_err(propose_error)? {
+            raftmq_raft::Applied::Rejected { code, message } => Err(reject_error(code, message)),
+            _ => Ok(()),
+        }
+    })
+    .await
+}
+
 /// `POST /v1/topics/{topic}/messages`.
 pub(crate) async fn produce(
     State(app): State<AppState>,

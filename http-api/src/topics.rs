@@ -8,14 +8,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use raftmq_raft::{Applied, Command, TopicSpec};
+use raftmq_raft::{Command, TopicSpec};
 use serde_json::json;
 
 use crate::AppState;
 use crate::dto::{PutTopicRequest, QueueStat, TopicJson, check_name, is_system_topic, parse_json};
 use crate::error::ApiError;
 use crate::forward::{Route, route_write};
-use crate::messages::{propose_error, reject_error, with_write_timeout};
+use crate::messages::propose_command;
 
 /// Most queues a topic may have.
 const MAX_QUEUES: u32 = 1024;
@@ -28,16 +28,6 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
         retention_ms: spec.retention_ms,
         queue_stats: None,
     }
-}
-
-async fn propose(app: &AppState, cmd: Command) -> Result<(), ApiError> {
-    with_write_timeout(app, async {
-        match app.broker.propose(cmd).await.map_err(propose_error)? {
-            Applied::Rejected { code, message } => Err(reject_error(code, message)),
-            _ => Ok(()),
-        }
-    })
-    .await
 }
 
 /// `PUT /v1/topics/{topic}`.
@@ -96,7 +86,7 @@ pub(crate) async fn put(
             e.queues, spec.queues
         )));
     }
-    propose(
+    propose_command(
         &app,
         Command::PutTopic {
             name: topic.clone(),
@@ -164,7 +154,7 @@ pub(crate) async fn delete(
     if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, Bytes::new()).await? {
         return Ok(resp);
     }
-    propose(
+    propose_command(
         &app,
         Command::DeleteTopic {
             name: topic.clone(),

@@ -21,6 +21,17 @@ pub enum Outcome<T> {
     Info(String),
 }
 
+impl<T> Outcome<T> {
+    /// Maps an `Ok` value; `fail` and `info` pass through.
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> Outcome<U>) -> Outcome<U> {
+        match self {
+            Outcome::Ok(t) => f(t),
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+}
+
 /// The client.
 #[derive(Clone)]
 pub struct Client {

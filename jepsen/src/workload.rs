@@ -48,6 +48,13 @@ fn complete<T>(
     rec.record(Process::Client(p), kind, f, value);
 }
 
+/// A poll's invoke value with the messages it returned, as the history records them.
+fn with_messages(invoke: &Value, msgs: &[(u64, String)]) -> Value {
+    let mut v = invoke.clone();
+    v["messages"] = json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
+    v
+}
+
 fn with_error(v: &Value, e: &str) -> Value {
     let mut v = v.clone();
     v["error"] = json!(e);
@@ -103,9 +110,7 @@ pub async fn consumer(
             rec.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
             let out = client.poll(node, &w.topic, queue, positions[i], 100).await;
             complete(&rec, p, "poll", &invoke, &out, |(msgs, _)| {
-                let mut v = invoke.clone();
-                v["messages"] = json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
-                v
+                with_messages(&invoke, msgs)
             });
             let Outcome::Ok((msgs, next)) = out else {
                 continue;

@@ -11,7 +11,10 @@ fn raftmq_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
     let bin = profile_dir.join("raftmq");
     if !bin.is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -32,7 +35,15 @@ fn short_chaos_run_finds_no_anomalies() {
     let out = Command::new(env!("CARGO_BIN_EXE_raftmq-jepsen"))
         .args(["test", "--bin"])
         .arg(&bin)
-        .args(["--time", "45", "--nemesis", "all", "--seed", &seed, "--store"])
+        .args([
+            "--time",
+            "45",
+            "--nemesis",
+            "all",
+            "--seed",
+            &seed,
+            "--store",
+        ])
         .arg(store.path())
         .output()
         .expect("run raftmq-jepsen");
@@ -48,12 +59,27 @@ fn short_chaos_run_finds_no_anomalies() {
         );
     }
     assert!(stdout.contains("VALID"), "{stdout}");
-    let run = std::fs::read_dir(store.path()).unwrap().next().unwrap().unwrap().path();
+    let run = std::fs::read_dir(store.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["valid"], true);
-    assert!(results["stats"]["send"]["ok"].as_u64().unwrap() > 100, "the workload made progress: {}", results["stats"]);
+    assert!(
+        results["stats"]["send"]["ok"].as_u64().unwrap() > 100,
+        "the workload made progress: {}",
+        results["stats"]
+    );
     assert!(run.join("report.html").is_file() && run.join("history.jsonl").is_file());
-    let survivors = Command::new("pgrep").args(["-f", &format!("{} serve", bin.display())]).output().unwrap();
-    assert!(survivors.stdout.is_empty(), "the harness left processes running");
+    let survivors = Command::new("pgrep")
+        .args(["-f", &format!("{} serve", bin.display())])
+        .output()
+        .unwrap();
+    assert!(
+        survivors.stdout.is_empty(),
+        "the harness left processes running"
+    );
 }

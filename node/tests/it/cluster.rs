@@ -241,6 +241,39 @@ impl Cluster {
         }
     }
 
+    /// Creates `topic` with `queues` queues through `via`.
+    pub(crate) async fn create_topic(&self, via: u64, topic: &str, queues: u64) {
+        let (s, v) = self
+            .send(
+                reqwest::Method::PUT,
+                via,
+                &format!("/v1/topics/{topic}"),
+                &serde_json::json!({"queues": queues}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "creating {topic}: {v}");
+    }
+
+    /// Produces `prefix0`, `prefix1`, … through `via`, each acknowledged; returns them.
+    pub(crate) async fn produce_acked(
+        &self,
+        via: u64,
+        topic: &str,
+        prefix: &str,
+        n: u64,
+    ) -> Vec<String> {
+        let mut acked = Vec::new();
+        for i in 0..n {
+            let body = format!("{prefix}{i}");
+            self.produce(via, topic, &body)
+                .await
+                .expect("a healthy group acknowledges");
+            acked.push(body);
+        }
+        acked
+    }
+
     /// Produces one message with a unique body through `via`; `Some((queue, offset))` if
     /// acknowledged.
     pub(crate) async fn produce(&self, via: u64, topic: &str, body: &str) -> Option<(u64, u64)> {

@@ -70,22 +70,11 @@ async fn three_nodes_elect_a_leader_and_any_node_serves_writes_and_reads() {
 async fn a_restarted_node_rejoins_with_its_data() {
     let mut c = Cluster::start(3);
     let leader = c.wait_leader().await;
-    c.send(
-        reqwest::Method::PUT,
-        leader,
-        "/v1/topics/t",
-        &json!({"queues": 1}),
-    )
-    .await
-    .unwrap();
-    for i in 0..10 {
-        c.produce(leader, "t", &format!("a{i}")).await.unwrap();
-    }
+    c.create_topic(leader, "t", 1).await;
+    c.produce_acked(leader, "t", "a", 10).await;
     let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
     c.restart(follower);
-    for i in 0..10 {
-        c.produce(leader, "t", &format!("b{i}")).await.unwrap();
-    }
+    c.produce_acked(leader, "t", "b", 10).await;
     let all = c
         .wait_for("the restarted node to catch up", || async {
             let all = c.read_all(follower, "t", 0).await?;
@@ -100,14 +89,7 @@ async fn a_restarted_node_rejoins_with_its_data() {
 async fn an_async_flush_group_acknowledges_and_serves_the_same() {
     let c = Cluster::start_with(3, &["--flush", "async", "--flush-interval-ms", "20"]);
     let leader = c.wait_leader().await;
-    c.send(
-        reqwest::Method::PUT,
-        leader,
-        "/v1/topics/t",
-        &json!({"queues": 1}),
-    )
-    .await
-    .unwrap();
+    c.create_topic(leader, "t", 1).await;
     for i in 0..10 {
         assert_eq!(c.produce(leader, "t", &format!("m{i}")).await, Some((0, i)));
     }

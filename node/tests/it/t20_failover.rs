@@ -2,30 +2,14 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
 use crate::cluster::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_acknowledged_message() {
     let mut c = Cluster::start(3);
     let leader = c.wait_leader().await;
-    c.send(
-        reqwest::Method::PUT,
-        leader,
-        "/v1/topics/t",
-        &json!({"queues": 1}),
-    )
-    .await
-    .unwrap();
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        let body = format!("before-{i}");
-        c.produce(leader, "t", &body)
-            .await
-            .expect("healthy group acks");
-        acked.push(body);
-    }
+    c.create_topic(leader, "t", 1).await;
+    let mut acked = c.produce_acked(leader, "t", "before-", 50).await;
 
     let killed_at = Instant::now();
     c.kill(leader);

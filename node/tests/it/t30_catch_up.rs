@@ -9,14 +9,7 @@ use crate::cluster::Cluster;
 async fn a_wiped_replica_catches_up_and_serves_everything() {
     let mut c = Cluster::start(3);
     let leader = c.wait_leader().await;
-    c.send(
-        reqwest::Method::PUT,
-        leader,
-        "/v1/topics/t",
-        &json!({"queues": 2}),
-    )
-    .await
-    .unwrap();
+    c.create_topic(leader, "t", 2).await;
     let mut acked = Vec::new();
     for i in 0..40 {
         // Batches, so the log spans several (64 KiB) segments.

@@ -24,17 +24,8 @@ fn roles(status: &serde_json::Value) -> Vec<(u64, String)> {
 async fn add_a_voter_then_remove_a_member() {
     let mut c = Cluster::start(3);
     let leader = c.wait_leader().await;
-    c.send(
-        reqwest::Method::PUT,
-        leader,
-        "/v1/topics/t",
-        &json!({"queues": 1}),
-    )
-    .await
-    .unwrap();
-    for i in 0..10 {
-        c.produce(leader, "t", &format!("m{i}")).await.unwrap();
-    }
+    c.create_topic(leader, "t", 1).await;
+    c.produce_acked(leader, "t", "m", 10).await;
     let new = c.add_joiner();
     let follower = c
         .live()
