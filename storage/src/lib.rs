@@ -32,5 +32,5 @@ pub use durable_cell::DurableCell;
 pub use error::{Result, StorageError};
 pub use index_store::{
     CqEntry, Durability, IndexBatch, IndexHit, IndexStore, IndexStoreOptions, MAX_KEY_LEN,
-    MAX_NAME_LEN, TopicMeta,
+    MAX_NAME_LEN, TopicMeta, prefix_end,
 };

@@ -9,7 +9,9 @@
 //! - `topics`: topic → [`TopicMeta`];
 //! - `sm_meta`: state-machine metadata (`last_applied`, membership…) as opaque bytes;
 //! - `queue_state`: (topic, queue) → the queue's next offset, so offsets stay dense and
-//!   never restart even after retention deleted every entry of a queue.
+//!   never restart even after retention deleted every entry of a queue;
+//! - `group_state`: consumer-group state (leases, acks, consumers, dead-letter origins)
+//!   under keys the Raft layer builds: an ordered key-value space, nothing more.
 //!
 //! All writes of one applied Raft batch go in one [`IndexBatch`] (one RocksDB `WriteBatch`)
 //! together with `last_applied`, so state and progress commit atomically. `atomic_flush` is
@@ -29,7 +31,10 @@ use rocksdb::{
 };
 
 use crate::error::{Result, StorageError, malformed};
-use keys::*;
+use keys::{
+    be_u32, be_u64, cq_key, key_index_prefix, le_u32, le_u64, name_prefix, offset_key, offset_prefix,
+    queue_prefix, time_key,
+};
 
 /// A raw key-value pair from a RocksDB iterator.
 type RawKv = (Box<[u8]>, Box<[u8]>);
@@ -41,7 +46,8 @@ const CF_OFFSETS: &str = "consumer_offsets";
 const CF_TOPICS: &str = "topics";
 const CF_META: &str = "sm_meta";
 const CF_QUEUE_STATE: &str = "queue_state";
-const ALL_CFS: [&str; 7] = [
+const CF_GROUP_STATE: &str = "group_state";
+const ALL_CFS: [&str; 8] = [
     CF_CONSUME_QUEUE,
     CF_KEY_INDEX,
     CF_TIME_INDEX,
@@ -49,7 +55,13 @@ const ALL_CFS: [&str; 7] = [
     CF_TOPICS,
     CF_META,
     CF_QUEUE_STATE,
+    CF_GROUP_STATE,
 ];
+
+/// The smallest key greater than every key starting with `prefix` (for range deletes).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    keys::prefix_end(prefix)
+}
 
 /// Longest topic or group name the key encoding takes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -445,6 +457,28 @@ impl IndexStore {
         Ok(out)
     }
 
+    /// A consumer-group state value.
+    pub fn group_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_GROUP_STATE), key)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Up to `max` consumer-group entries with keys starting with `prefix`, from `start`
+    /// (inclusive; `None`: the prefix's first key), in key order.
+    pub fn group_scan(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_prefix(CF_GROUP_STATE, prefix, start, false)
+            .take(max)
+            .map(|kv| kv.map(|(k, v)| (k.into_vec(), v.into_vec())))
+            .collect()
+    }
+
     /// A state-machine metadata value.
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
@@ -576,6 +610,24 @@ impl IndexBatch<'_> {
         self.wb
             .delete_range_cf(cf, cq_key(topic, queue, 0), cq_key(topic, queue, offset));
         Ok(())
+    }
+
+    /// Sets a consumer-group state value.
+    pub fn put_group(&mut self, key: &[u8], value: &[u8]) {
+        let cf = self.store.cf(CF_GROUP_STATE);
+        self.wb.put_cf(cf, key, value);
+    }
+
+    /// Deletes a consumer-group state value.
+    pub fn delete_group(&mut self, key: &[u8]) {
+        let cf = self.store.cf(CF_GROUP_STATE);
+        self.wb.delete_cf(cf, key);
+    }
+
+    /// Deletes consumer-group state keys in `[from, to)`.
+    pub fn delete_group_range(&mut self, from: &[u8], to: &[u8]) {
+        let cf = self.store.cf(CF_GROUP_STATE);
+        self.wb.delete_range_cf(cf, from, to);
     }
 
     /// Sets a state-machine metadata value.
