@@ -35,6 +35,18 @@ pub(crate) async fn route_write(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Route, ApiError> {
+    route_write_waiting(app, method, uri, headers, body, std::time::Duration::ZERO).await
+}
+
+/// Like [`route_write`] for a request the leader may hold up to `wait` (a long poll).
+pub(crate) async fn route_write_waiting(
+    app: &AppState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+    wait: std::time::Duration,
+) -> Result<Route, ApiError> {
     if app.broker.is_leader() {
         return Ok(Route::Local);
     }
@@ -57,7 +69,7 @@ pub(crate) async fn route_write(
         .http
         .request(method, format!("http://{addr}{path}"))
         .header(FORWARDED, app.broker.node_id().to_string())
-        .timeout(app.cfg.write_timeout)
+        .timeout(app.cfg.write_timeout + wait)
         .body(body);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         req = req.header(header::CONTENT_TYPE, ct);

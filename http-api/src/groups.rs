@@ -1,8 +1,9 @@
-//! Consumer-group offsets for consumers that read by offset themselves: commit and read.
-//! (Receive/ack, heartbeats and resets come with the consumer-groups work.)
+//! Consumer groups: receive (leases), ack and nack, heartbeats with queue assignment,
+//! committed offsets (read, commit, reset) and group views.
 //!
-//! Must never: commit an offset from a follower (commits are Raft entries, forwarded to
-//! the leader).
+//! Must never: lease, ack or commit from a follower (they are Raft entries, forwarded to the
+//! leader), or answer a receive whose leases may exist with anything but the messages or
+//! 504 `OUTCOME_UNKNOWN`.
 
 use std::collections::HashMap;
 
@@ -13,14 +14,18 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use raftmq_raft::Command;
+use raftmq_raft::broker::msg_id;
+use raftmq_raft::groups::GroupMode;
+use raftmq_raft::groups::receive::{GroupError, ReceiveRequest, ResetTo};
+use raftmq_raft::read::TagFilter;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::dto::{check_name, parse_json};
+use crate::dto::{check_name, message_json, parse_json};
 use crate::error::ApiError;
-use crate::forward::{Route, route_write};
-use crate::messages::propose_command;
+use crate::forward::{Route, route_write, route_write_waiting};
+use crate::messages::{propose_command, propose_error, reject_error, with_write_timeout};
 
 #[derive(Deserialize)]
 pub(crate) struct CommitRequest {
@@ -100,4 +105,354 @@ pub(crate) async fn offsets(
         })
         .collect();
     Ok(Json(json!({ "offsets": rows })).into_response())
+}
+
+/// Most messages per receive.
+const MAX_RECEIVE: usize = 256;
+/// Longest receive long poll, ms.
+const MAX_RECEIVE_WAIT_MS: u64 = 30_000;
+
+#[derive(Deserialize)]
+pub(crate) struct ReceiveBody {
+    consumer: String,
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+    invisible_ms: Option<u64>,
+    tag: Option<String>,
+    mode: Option<String>,
+}
+
+fn group_error(e: GroupError) -> ApiError {
+    match e {
+        GroupError::Rejected { code, message } => reject_error(code, message),
+        GroupError::Propose(p) => propose_error(p),
+        GroupError::Storage(m) => ApiError::internal(m),
+    }
+}
+
+/// `POST /v1/groups/{group}/topics/{topic}/receive`.
+pub(crate) async fn receive(
+    State(app): State<AppState>,
+    Path((group, topic)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    check_name("group", &group)?;
+    check_name("topic", &topic)?;
+    let req: ReceiveBody = parse_json(&body)?;
+    check_name("consumer", &req.consumer)?;
+    let max = req.max.unwrap_or(32);
+    if !(1..=MAX_RECEIVE).contains(&max) {
+        return Err(ApiError::invalid(
+            "max",
+            format!("must be between 1 and {MAX_RECEIVE}"),
+        ));
+    }
+    let wait_ms = req.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_RECEIVE_WAIT_MS {
+        return Err(ApiError::invalid(
+            "wait_ms",
+            format!("must be at most {MAX_RECEIVE_WAIT_MS}"),
+        ));
+    }
+    let invisible_ms = req.invisible_ms.unwrap_or(30_000);
+    if !(100..=12 * 3600 * 1000).contains(&invisible_ms) {
+        return Err(ApiError::invalid(
+            "invisible_ms",
+            "must be between 100 and 43200000",
+        ));
+    }
+    let mode = match req.mode.as_deref() {
+        None => GroupMode::Clustering,
+        Some(m) => GroupMode::parse(m)
+            .ok_or_else(|| ApiError::invalid("mode", "must be clustering or broadcast"))?,
+    };
+    let wait = std::time::Duration::from_millis(wait_ms);
+    if let Route::Relayed(resp) =
+        route_write_waiting(&app, method, &uri, &headers, body, wait).await?
+    {
+        return Ok(resp);
+    }
+    let request = ReceiveRequest {
+        group,
+        topic,
+        consumer: req.consumer,
+        max,
+        wait_ms,
+        invisible_ms,
+        tag: req.tag.as_deref().and_then(TagFilter::parse),
+        mode,
+    };
+    let deliveries =
+        match tokio::time::timeout(app.cfg.write_timeout + wait, app.broker.receive(request)).await
+        {
+            Ok(r) => r.map_err(group_error)?,
+            Err(_) => {
+                return Err(ApiError::outcome_unknown(
+                    "the receive did not finish in time; leases may have been taken",
+                ));
+            }
+        };
+    let group_name = app.broker.group().to_owned();
+    let messages: Vec<_> = deliveries
+        .iter()
+        .map(|d| {
+            let mut m = message_json(
+                &d.message,
+                msg_id(&group_name, d.message.log_index, d.message.slot),
+            );
+            m["attempt"] = json!(d.attempt);
+            m["receipt"] = json!(d.receipt);
+            m
+        })
+        .collect();
+    Ok(Json(json!({ "messages": messages })).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AckBody {
+    receipts: Vec<String>,
+    delay_ms: Option<u64>,
+}
+
+async fn ack_or_nack(
+    app: AppState,
+    group: String,
+    topic: String,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+    body: Result<Bytes, BytesRejection>,
+    nack: bool,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    check_name("group", &group)?;
+    check_name("topic", &topic)?;
+    let req: AckBody = parse_json(&body)?;
+    if req.receipts.is_empty() || req.receipts.len() > 1024 {
+        return Err(ApiError::invalid(
+            "receipts",
+            "must hold 1 to 1024 receipts",
+        ));
+    }
+    let delay = if nack {
+        let d = req.delay_ms.unwrap_or(0);
+        if d > 7 * 24 * 3600 * 1000 {
+            return Err(ApiError::invalid("delay_ms", "must be at most 7 days"));
+        }
+        Some(d)
+    } else {
+        None
+    };
+    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+        return Ok(resp);
+    }
+    let results = with_write_timeout(&app, async {
+        app.broker
+            .ack(&group, &topic, req.receipts.clone(), delay)
+            .await
+            .map_err(group_error)
+    })
+    .await?;
+    let rows: Vec<_> = req
+        .receipts
+        .iter()
+        .zip(results)
+        .map(|(r, res)| match res {
+            None => json!({"receipt": r, "ok": true}),
+            Some(code) => json!({"receipt": r, "ok": false, "code": code}),
+        })
+        .collect();
+    Ok(Json(json!({ "results": rows })).into_response())
+}
+
+/// `POST /v1/groups/{group}/topics/{topic}/ack`.
+pub(crate) async fn ack(
+    State(app): State<AppState>,
+    Path((group, topic)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ack_or_nack(app, group, topic, (method, uri, headers), body, false).await
+}
+
+/// `POST /v1/groups/{group}/topics/{topic}/nack`.
+pub(crate) async fn nack(
+    State(app): State<AppState>,
+    Path((group, topic)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ack_or_nack(app, group, topic, (method, uri, headers), body, true).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct HeartbeatBody {
+    consumer: String,
+    topics: Vec<String>,
+    session_ms: Option<u64>,
+}
+
+/// `POST /v1/groups/{group}/heartbeat`.
+pub(crate) async fn heartbeat(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    check_name("group", &group)?;
+    let req: HeartbeatBody = parse_json(&body)?;
+    check_name("consumer", &req.consumer)?;
+    for (i, t) in req.topics.iter().enumerate() {
+        check_name(&format!("topics[{i}]"), t)?;
+    }
+    let session_ms = req.session_ms.unwrap_or(10_000);
+    if !(100..=3_600_000).contains(&session_ms) {
+        return Err(ApiError::invalid(
+            "session_ms",
+            "must be between 100 and 3600000",
+        ));
+    }
+    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+        return Ok(resp);
+    }
+    let assignments = with_write_timeout(&app, async {
+        app.broker
+            .heartbeat(&group, &req.consumer, req.topics.clone(), session_ms)
+            .await
+            .map_err(group_error)
+    })
+    .await?;
+    let rows: Vec<_> = assignments
+        .into_iter()
+        .map(|(topic, queues)| json!({"topic": topic, "queues": queues}))
+        .collect();
+    Ok(Json(json!({ "assignments": rows })).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ResetBody {
+    topic: String,
+    to: Value,
+}
+
+/// `POST /v1/groups/{group}/offsets/reset`.
+pub(crate) async fn reset(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    check_name("group", &group)?;
+    let req: ResetBody = parse_json(&body)?;
+    check_name("topic", &req.topic)?;
+    let to = match &req.to {
+        Value::String(s) if s == "earliest" => ResetTo::Earliest,
+        Value::String(s) if s == "latest" => ResetTo::Latest,
+        Value::Object(o) => match o.get("timestamp_ms").and_then(Value::as_u64) {
+            Some(ts) => ResetTo::Timestamp(ts),
+            None => {
+                return Err(ApiError::invalid(
+                    "to.timestamp_ms",
+                    "must be a non-negative integer",
+                ));
+            }
+        },
+        _ => {
+            return Err(ApiError::invalid(
+                "to",
+                r#"must be "earliest", "latest" or {"timestamp_ms": N}"#,
+            ));
+        }
+    };
+    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+        return Ok(resp);
+    }
+    let offsets = with_write_timeout(&app, async {
+        app.broker
+            .reset_offsets(&group, &req.topic, to)
+            .await
+            .map_err(group_error)
+    })
+    .await?;
+    let rows: Vec<_> = offsets
+        .into_iter()
+        .map(|(q, o)| json!({"topic": req.topic, "queue": q, "offset": o}))
+        .collect();
+    Ok(Json(json!({ "offsets": rows })).into_response())
+}
+
+/// `GET /v1/groups`.
+pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let groups: Vec<_> = app
+        .broker
+        .groups()
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(name, mode)| json!({"name": name, "mode": mode.as_str()}))
+        .collect();
+    Ok(Json(json!({ "groups": groups })).into_response())
+}
+
+/// `GET /v1/groups/{group}`.
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Response, ApiError> {
+    check_name("group", &group)?;
+    let info = app
+        .broker
+        .group_info(&group)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::not_found("GROUP_NOT_FOUND", format!("group {group} does not exist"))
+        })?;
+    let mut topics: Vec<String> = info.queues.iter().map(|q| q.topic.clone()).collect();
+    topics.dedup();
+    let consumers: Vec<_> = info
+        .consumers
+        .iter()
+        .map(|(name, last, session, topics)| {
+            json!({"consumer": name, "last_heartbeat_ms": last, "session_ms": session, "topics": topics})
+        })
+        .collect();
+    let queues: Vec<_> = info
+        .queues
+        .iter()
+        .map(|q| {
+            let mut v = json!({
+                "topic": q.topic, "queue": q.queue, "committed": q.committed, "max_offset": q.max_offset,
+                "lag": q.max_offset.saturating_sub(q.committed), "in_flight": q.in_flight,
+            });
+            if let Some(c) = &q.consumer {
+                v["consumer"] = json!(c);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "group": info.name,
+        "mode": info.mode.as_str(),
+        "max_attempts": info.max_attempts,
+        "topics": topics,
+        "consumers": consumers,
+        "queues": queues,
+        "in_flight": info.queues.iter().map(|q| q.in_flight).sum::<u64>(),
+        "dlq_topic": format!("DLQ-{}", info.name),
+        "dlq_depth": info.dlq_depth,
+    }))
+    .into_response())
 }

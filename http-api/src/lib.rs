@@ -117,6 +117,16 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
             "/v1/groups/{group}/offsets",
             get(groups::offsets).put(groups::commit),
         )
+        .route("/v1/groups/{group}/offsets/reset", post(groups::reset))
+        .route("/v1/groups/{group}/heartbeat", post(groups::heartbeat))
+        .route(
+            "/v1/groups/{group}/topics/{topic}/receive",
+            post(groups::receive),
+        )
+        .route("/v1/groups/{group}/topics/{topic}/ack", post(groups::ack))
+        .route("/v1/groups/{group}/topics/{topic}/nack", post(groups::nack))
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{group}", get(groups::get))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(

@@ -41,6 +41,7 @@ pub(crate) fn propose_error(e: ProposeError) -> ApiError {
 pub(crate) fn reject_error(code: RejectCode, message: String) -> ApiError {
     match code {
         RejectCode::TopicNotFound => ApiError::not_found("TOPIC_NOT_FOUND", message),
+        RejectCode::GroupNotFound => ApiError::not_found("GROUP_NOT_FOUND", message),
         RejectCode::InvalidArgument => ApiError::invalid("", message),
         RejectCode::Conflict => ApiError::conflict(message),
     }

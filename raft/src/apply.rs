@@ -23,6 +23,8 @@ use crate::command::{Command, TopicSpec};
 pub enum RejectCode {
     /// The topic does not exist.
     TopicNotFound,
+    /// The consumer group does not exist.
+    GroupNotFound,
     /// The command is malformed or out of range.
     InvalidArgument,
     /// The command conflicts with the current state.
@@ -41,6 +43,21 @@ pub enum Applied {
     },
     /// The command took effect.
     Done,
+    /// Messages leased to a consumer.
+    Leased {
+        /// What was granted.
+        granted: Vec<crate::groups::apply::Granted>,
+    },
+    /// Per receipt: `None` ok, else the error code.
+    Acked {
+        /// One per receipt, in order.
+        results: Vec<Option<String>>,
+    },
+    /// A consumer's queue assignment after a heartbeat.
+    Assigned {
+        /// `(topic, queues)`.
+        assignments: Vec<(String, Vec<u32>)>,
+    },
     /// The command was refused and changed nothing.
     Rejected {
         /// Machine-readable reason.
@@ -50,7 +67,7 @@ pub enum Applied {
     },
 }
 
-fn reject(code: RejectCode, message: impl Into<String>) -> Applied {
+pub(crate) fn reject(code: RejectCode, message: impl Into<String>) -> Applied {
     Applied::Rejected {
         code,
         message: message.into(),
@@ -60,10 +77,15 @@ fn reject(code: RejectCode, message: impl Into<String>) -> Applied {
 /// Applies commands; caches topic settings and each queue's next offset.
 #[derive(Debug)]
 pub struct Applier {
-    store: Arc<IndexStore>,
+    pub(crate) store: Arc<IndexStore>,
     topics: HashMap<String, Option<TopicMeta>>,
     next_offsets: HashMap<(String, u32), u64>,
     retention_point: Option<u64>,
+    /// Consumer-group writes of the batch being built, so later entries of the same apply
+    /// call see them (`None`: deleted).
+    pub(crate) group_overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Floors (committed offsets) written in the batch being built.
+    pub(crate) floor_overlay: HashMap<(String, String, u32), u64>,
 }
 
 /// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
@@ -86,7 +108,15 @@ impl Applier {
             topics: HashMap::new(),
             next_offsets: HashMap::new(),
             retention_point,
+            group_overlay: HashMap::new(),
+            floor_overlay: HashMap::new(),
         }
+    }
+
+    /// Forgets what the last batch wrote (call after writing it): reads go to the store.
+    pub fn finish_batch(&mut self) {
+        self.group_overlay.clear();
+        self.floor_overlay.clear();
     }
 
     /// The highest log index retention allows to purge, if any.
@@ -153,7 +183,7 @@ impl Applier {
         &self.store
     }
 
-    fn topic(&mut self, name: &str) -> raftmq_storage::Result<Option<TopicMeta>> {
+    pub(crate) fn topic(&mut self, name: &str) -> raftmq_storage::Result<Option<TopicMeta>> {
         if let Some(t) = self.topics.get(name) {
             return Ok(*t);
         }
@@ -162,7 +192,11 @@ impl Applier {
         Ok(t)
     }
 
-    fn next_offset(&mut self, topic: &str, queue: u32) -> raftmq_storage::Result<&mut u64> {
+    pub(crate) fn next_offset(
+        &mut self,
+        topic: &str,
+        queue: u32,
+    ) -> raftmq_storage::Result<&mut u64> {
         let key = (topic.to_owned(), queue);
         if !self.next_offsets.contains_key(&key) {
             let next = self
@@ -201,6 +235,10 @@ impl Applier {
                 self.next_offsets.retain(|(t, _), _| t != name);
                 Ok(Applied::Done)
             }
+            Command::Lease(c) => self.lease(batch, log_index, c),
+            Command::Ack(c) => self.ack(batch, c),
+            Command::Heartbeat(c) => self.heartbeat(batch, c),
+            Command::ResetOffsets(c) => self.reset_offsets(batch, c),
             Command::CommitOffsets {
                 group,
                 topic,
@@ -229,7 +267,7 @@ impl Applier {
         }
     }
 
-    fn put_topic(
+    pub(crate) fn put_topic(
         &mut self,
         batch: &mut IndexBatch<'_>,
         name: &str,

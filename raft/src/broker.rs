@@ -480,13 +480,13 @@ impl Broker {
                 })
                 .collect()),
             Applied::Rejected { code, message } => Err(ProduceError::Rejected { code, message }),
-            Applied::Done => Err(ProduceError::Storage(
+            _ => Err(ProduceError::Storage(
                 "produce applied without placements".into(),
             )),
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&IndexStore, &LogStore) -> T + Send + 'static,
     ) -> T {

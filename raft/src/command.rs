@@ -48,6 +48,70 @@ impl From<raftmq_storage::TopicMeta> for TopicSpec {
     }
 }
 
+/// Lease messages to a consumer (a receive), computed by the leader, checked at apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseCmd {
+    /// Group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Consumer.
+    pub consumer: String,
+    /// Mode asked for (must match the group's).
+    pub mode: crate::groups::GroupMode,
+    /// Leader clock.
+    pub now_ms: u64,
+    /// Lease length.
+    pub invisible_ms: u64,
+    /// `(queue, offset)` to lease.
+    pub items: Vec<(u32, u64)>,
+    /// `(queue, offset)` the consumer's tag filter excludes: done for the group.
+    pub skip: Vec<(u32, u64)>,
+    /// `(queue, offset)` out of attempts: to the dead-letter topic.
+    pub dead: Vec<(u32, u64)>,
+}
+
+/// Ack (or nack, with a delay) receipts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckCmd {
+    /// Group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Receipts.
+    pub receipts: Vec<String>,
+    /// Leader clock.
+    pub now_ms: u64,
+    /// `Some(delay)`: nack, deliver again after the delay.
+    pub nack_delay_ms: Option<u64>,
+}
+
+/// A consumer's heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatCmd {
+    /// Group.
+    pub group: String,
+    /// Consumer.
+    pub consumer: String,
+    /// Subscribed topics.
+    pub topics: Vec<String>,
+    /// Session length.
+    pub session_ms: u64,
+    /// Leader clock.
+    pub now_ms: u64,
+}
+
+/// Move a group's floors (committed offsets) and forget its leases there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetCmd {
+    /// Group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// `(queue, new floor)`.
+    pub offsets: Vec<(u32, u64)>,
+}
+
 /// A state change, replicated through the log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -76,6 +140,14 @@ pub enum Command {
         /// The leader's time when it proposed this.
         now_ms: u64,
     },
+    /// Lease messages (receive).
+    Lease(LeaseCmd),
+    /// Ack or nack.
+    Ack(AckCmd),
+    /// Consumer heartbeat.
+    Heartbeat(HeartbeatCmd),
+    /// Offset reset.
+    ResetOffsets(ResetCmd),
     /// Set a consumer group's committed offsets.
     CommitOffsets {
         /// Group name.
@@ -92,6 +164,10 @@ const TAG_PUT_TOPIC: u8 = 2;
 const TAG_DELETE_TOPIC: u8 = 3;
 const TAG_COMMIT_OFFSETS: u8 = 4;
 const TAG_RETAIN: u8 = 5;
+const TAG_LEASE: u8 = 6;
+const TAG_ACK: u8 = 7;
+const TAG_HEARTBEAT: u8 = 8;
+const TAG_RESET: u8 = 9;
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
@@ -138,6 +214,10 @@ impl Command {
             }
             Command::DeleteTopic { name } => postcard_into(out, TAG_DELETE_TOPIC, name),
             Command::Retain { now_ms } => postcard_into(out, TAG_RETAIN, now_ms),
+            Command::Lease(c) => postcard_into(out, TAG_LEASE, c),
+            Command::Ack(c) => postcard_into(out, TAG_ACK, c),
+            Command::Heartbeat(c) => postcard_into(out, TAG_HEARTBEAT, c),
+            Command::ResetOffsets(c) => postcard_into(out, TAG_RESET, c),
             Command::CommitOffsets {
                 group,
                 topic,
@@ -202,6 +282,16 @@ impl Command {
                     name: name.to_owned(),
                 })
             }
+            TAG_LEASE => Ok(Command::Lease(
+                postcard::from_bytes(rest).map_err(de("lease"))?,
+            )),
+            TAG_ACK => Ok(Command::Ack(postcard::from_bytes(rest).map_err(de("ack"))?)),
+            TAG_HEARTBEAT => Ok(Command::Heartbeat(
+                postcard::from_bytes(rest).map_err(de("heartbeat"))?,
+            )),
+            TAG_RESET => Ok(Command::ResetOffsets(
+                postcard::from_bytes(rest).map_err(de("reset"))?,
+            )),
             TAG_RETAIN => Ok(Command::Retain {
                 now_ms: postcard::from_bytes(rest).map_err(de("retain"))?,
             }),
@@ -241,6 +331,22 @@ impl std::fmt::Display for Command {
             Command::PutTopic { name, .. } => write!(f, "put-topic({name})"),
             Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
             Command::Retain { now_ms } => write!(f, "retain({now_ms})"),
+            Command::Lease(c) => write!(
+                f,
+                "lease({}, {}, {} items)",
+                c.group,
+                c.topic,
+                c.items.len()
+            ),
+            Command::Ack(c) => write!(
+                f,
+                "ack({}, {}, {} receipts)",
+                c.group,
+                c.topic,
+                c.receipts.len()
+            ),
+            Command::Heartbeat(c) => write!(f, "heartbeat({}, {})", c.group, c.consumer),
+            Command::ResetOffsets(c) => write!(f, "reset-offsets({}, {})", c.group, c.topic),
             Command::CommitOffsets { group, topic, .. } => {
                 write!(f, "commit-offsets({group}, {topic})")
             }

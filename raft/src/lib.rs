@@ -18,6 +18,7 @@ pub mod broker;
 pub mod command;
 pub mod entry_codec;
 pub mod error;
+pub mod groups;
 pub mod log_store;
 pub mod network;
 pub mod read;

@@ -68,7 +68,7 @@ impl TagFilter {
         }
     }
 
-    fn may_match(&self, hash: u32) -> bool {
+    pub(crate) fn may_match(&self, hash: u32) -> bool {
         self.tags.iter().any(|(_, h)| *h == hash)
     }
 
@@ -88,6 +88,31 @@ pub struct QueueRead {
     pub min_offset: u64,
     /// One past the last offset.
     pub max_offset: u64,
+}
+
+/// Presents a message found through a dead-letter topic as a message of that topic, with
+/// where it came from in its properties (its id stays the original's).
+pub(crate) fn mark_dead_letter(
+    store: &IndexStore,
+    m: &mut StoredMessage,
+    topic: &str,
+    queue: u32,
+) -> Result<(), ReadError> {
+    let origin: Option<crate::groups::DlqOrigin> = store
+        .group_get(&crate::groups::keys::dlq_origin(topic, m.offset))?
+        .and_then(|b| crate::groups::dec(&b));
+    m.properties.push(("ORIGIN_TOPIC".into(), m.topic.clone()));
+    if let Some(o) = origin {
+        m.properties
+            .push(("ORIGIN_QUEUE".into(), o.queue.to_string()));
+        m.properties
+            .push(("ORIGIN_OFFSET".into(), o.offset.to_string()));
+        m.properties
+            .push(("ATTEMPTS".into(), o.attempts.to_string()));
+    }
+    m.topic = topic.to_owned();
+    m.queue = queue;
+    Ok(())
 }
 
 /// Reads one record and extracts the batch it carries.
@@ -187,9 +212,13 @@ pub fn read_queue(
                 b
             }
         };
-        let m = message_at(&batch, e.log_index, e.slot, off)?;
+        let mut m = message_at(&batch, e.log_index, e.slot, off)?;
         if filter.is_some_and(|f| !f.matches(m.tag.as_deref())) {
             continue;
+        }
+        if m.topic != topic {
+            // A dead letter: an index entry pointing at the original message.
+            mark_dead_letter(store, &mut m, topic, queue)?;
         }
         messages.push(m);
     }

@@ -192,6 +192,7 @@ impl StateMachine {
             batch.put_meta(META_MEMBERSHIP, &postcard::to_allocvec(m).map_err(io_err)?);
         }
         store.write(batch, Durability::Wal).map_err(io_err)?;
+        applier.finish_batch();
         if let Some(p) = applier.retention_point() {
             self.shared.log.set_retention_point(p);
         }

@@ -5,3 +5,4 @@ mod support;
 mod t10_produce_read;
 mod t20_errors;
 mod t30_topics_cluster;
+mod t40_groups;

@@ -32,8 +32,8 @@ use rocksdb::{
 
 use crate::error::{Result, StorageError, malformed};
 use keys::{
-    be_u32, be_u64, cq_key, key_index_prefix, le_u32, le_u64, name_prefix, offset_key, offset_prefix,
-    queue_prefix, time_key,
+    be_u32, be_u64, cq_key, key_index_prefix, le_u32, le_u64, name_prefix, offset_key,
+    offset_prefix, queue_prefix, time_key,
 };
 
 /// A raw key-value pair from a RocksDB iterator.

@@ -1,0 +1,440 @@
+//! Consumer groups: receive/ack, redelivery, dead letters, FIFO, offsets, heartbeats,
+//! broadcast.
+
+use std::collections::HashSet;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Node, assert_error};
+
+async fn produce(n: &Node, topic: &str, msgs: Value) {
+    let (s, v) = n
+        .post(
+            &format!("/v1/topics/{topic}/messages"),
+            &json!({"messages": msgs}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+async fn receive(n: &Node, group: &str, topic: &str, body: Value) -> Vec<Value> {
+    let (s, v) = n
+        .post(
+            &format!("/v1/groups/{group}/topics/{topic}/receive"),
+            &body.to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["messages"].as_array().unwrap().clone()
+}
+
+async fn ack(n: &Node, group: &str, topic: &str, receipts: &[Value]) -> Value {
+    let (s, v) = n
+        .post(
+            &format!("/v1/groups/{group}/topics/{topic}/ack"),
+            &json!({"receipts": receipts}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+fn receipts(msgs: &[Value]) -> Vec<Value> {
+    msgs.iter().map(|m| m["receipt"].clone()).collect()
+}
+
+fn bodies(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_goes_to_one_consumer_and_acked_ones_never_return() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 4}"#).await;
+    let msgs: Vec<Value> = (0..40).map(|i| json!({"body": format!("m{i}")})).collect();
+    produce(&n, "t", json!(msgs)).await;
+    let a = receive(&n, "g", "t", json!({"consumer": "c1", "max": 25})).await;
+    let b = receive(&n, "g", "t", json!({"consumer": "c2", "max": 25})).await;
+    assert_eq!(a.len() + b.len(), 40);
+    let all: HashSet<String> = bodies(&a).into_iter().chain(bodies(&b)).collect();
+    assert_eq!(all.len(), 40, "no message went to both consumers");
+    assert!(
+        a.iter()
+            .all(|m| m["attempt"] == 1 && m["receipt"].is_string())
+    );
+    let r = ack(&n, "g", "t", &receipts(&a)).await;
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["ok"] == true)
+    );
+    ack(&n, "g", "t", &receipts(&b)).await;
+    // Nothing is left, and nothing acked comes back.
+    let again = receive(
+        &n,
+        "g",
+        "t",
+        json!({"consumer": "c1", "max": 100, "wait_ms": 300}),
+    )
+    .await;
+    assert!(again.is_empty(), "{again:?}");
+    let (_, g) = n.get("/v1/groups/g").await;
+    assert_eq!(g["mode"], "clustering");
+    let committed: u64 = g["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["committed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 40, "floors moved over everything acked: {g}");
+    assert_eq!(g["in_flight"], 0);
+    // An ack of an unknown receipt says so.
+    let r = ack(&n, "g", "t", &[json!("nonsense")]).await;
+    assert_eq!(r["results"][0]["code"], "RECEIPT_INVALID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_return_after_their_lease_with_the_next_attempt() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    produce(&n, "t", json!([{"body": "x"}])).await;
+    let first = receive(&n, "g", "t", json!({"consumer": "c1", "invisible_ms": 300})).await;
+    assert_eq!(first[0]["attempt"], 1);
+    assert!(
+        receive(&n, "g", "t", json!({"consumer": "c2"}))
+            .await
+            .is_empty(),
+        "leased: invisible"
+    );
+    let second = receive(&n, "g", "t", json!({"consumer": "c2", "wait_ms": 5000})).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0]["attempt"], 2);
+    assert_eq!(second[0]["body"], "x");
+    // The first receipt is stale now.
+    let r = ack(&n, "g", "t", &receipts(&first)).await;
+    assert_eq!(r["results"][0]["code"], "RECEIPT_EXPIRED");
+    let r = ack(&n, "g", "t", &receipts(&second)).await;
+    assert_eq!(r["results"][0]["ok"], true);
+    let r = ack(&n, "g", "t", &receipts(&second)).await;
+    assert_eq!(r["results"][0]["ok"], true, "a repeated ack is harmless");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_messages_come_back_and_go_to_the_dlq_after_max_attempts() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    produce(
+        &n,
+        "t",
+        json!([{"body": "poison", "key": "k1", "properties": {"p": "v"}}, {"body": "fine"}]),
+    )
+    .await;
+    let mut attempts = Vec::new();
+    for _ in 0..16 {
+        let got = receive(
+            &n,
+            "g",
+            "t",
+            json!({"consumer": "c", "max": 1, "wait_ms": 2000}),
+        )
+        .await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["body"], "poison");
+        attempts.push(got[0]["attempt"].as_u64().unwrap());
+        let (s, v) = n
+            .post(
+                "/v1/groups/g/topics/t/nack",
+                &json!({"receipts": receipts(&got), "delay_ms": 0}).to_string(),
+            )
+            .await;
+        assert_eq!(
+            (s, v["results"][0]["ok"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{v}"
+        );
+    }
+    assert_eq!(attempts, (1..=16).collect::<Vec<u64>>());
+    // The 17th receive moves it to DLQ-g and delivers the next message instead.
+    let got = receive(
+        &n,
+        "g",
+        "t",
+        json!({"consumer": "c", "max": 1, "wait_ms": 2000}),
+    )
+    .await;
+    assert_eq!(bodies(&got), ["fine"]);
+    let (_, dlq) = n.get("/v1/topics/DLQ-g/queues/0/messages?offset=0").await;
+    let m = &dlq["messages"][0];
+    assert_eq!(m["body"], "poison");
+    assert_eq!(m["topic"], "DLQ-g");
+    assert_eq!(m["key"], "k1");
+    assert_eq!(m["properties"]["p"], "v");
+    assert_eq!(m["properties"]["ORIGIN_TOPIC"], "t");
+    assert_eq!(m["properties"]["ATTEMPTS"], "16");
+    let (_, g) = n.get("/v1/groups/g").await;
+    assert_eq!(g["dlq_depth"], 1);
+    // The dead letter keeps the original message id.
+    let (_, orig) = n.get("/v1/topics/t/queues/0/messages?offset=0").await;
+    assert_eq!(m["msg_id"], orig["messages"][0]["msg_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_topics_hold_a_queue_until_its_message_is_acked_even_through_redelivery() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/f", r#"{"queues": 1, "fifo": true}"#)
+        .await;
+    produce(
+        &n,
+        "f",
+        json!([{"body": "1", "key": "k"}, {"body": "2", "key": "k"}, {"body": "3", "key": "k"}]),
+    )
+    .await;
+    let a = receive(
+        &n,
+        "g",
+        "f",
+        json!({"consumer": "c1", "max": 10, "invisible_ms": 300}),
+    )
+    .await;
+    assert_eq!(bodies(&a), ["1"], "one in flight per queue");
+    assert!(
+        receive(&n, "g", "f", json!({"consumer": "c2", "max": 10}))
+            .await
+            .is_empty()
+    );
+    // Not acked: "1" comes back (attempt 2) before "2" is ever delivered.
+    let b = receive(
+        &n,
+        "g",
+        "f",
+        json!({"consumer": "c2", "max": 10, "wait_ms": 5000}),
+    )
+    .await;
+    assert_eq!(bodies(&b), ["1"]);
+    assert_eq!(b[0]["attempt"], 2);
+    ack(&n, "g", "f", &receipts(&b)).await;
+    let c = receive(&n, "g", "f", json!({"consumer": "c1", "max": 10})).await;
+    assert_eq!(bodies(&c), ["2"]);
+    ack(&n, "g", "f", &receipts(&c)).await;
+    let d = receive(&n, "g", "f", json!({"consumer": "c1", "max": 10})).await;
+    assert_eq!(bodies(&d), ["3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_reset_by_time_earliest_and_latest() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    produce(&n, "t", json!([{"body": "old"}])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    produce(&n, "t", json!([{"body": "new"}])).await;
+    let got = receive(&n, "g", "t", json!({"consumer": "c", "max": 10})).await;
+    ack(&n, "g", "t", &receipts(&got)).await;
+    let (_, o) = n.get("/v1/groups/g/offsets?topic=t").await;
+    assert_eq!(o["offsets"][0]["committed"], 2);
+    let (s, v) = n
+        .post(
+            "/v1/groups/g/offsets/reset",
+            &json!({"topic": "t", "to": {"timestamp_ms": between}}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["offsets"][0]["offset"], 1);
+    assert_eq!(
+        bodies(&receive(&n, "g", "t", json!({"consumer": "c"})).await),
+        ["new"]
+    );
+    n.post(
+        "/v1/groups/g/offsets/reset",
+        r#"{"topic": "t", "to": "earliest"}"#,
+    )
+    .await;
+    assert_eq!(
+        bodies(&receive(&n, "g", "t", json!({"consumer": "c", "max": 10})).await),
+        ["old", "new"]
+    );
+    n.post(
+        "/v1/groups/g/offsets/reset",
+        r#"{"topic": "t", "to": "latest"}"#,
+    )
+    .await;
+    assert!(
+        receive(&n, "g", "t", json!({"consumer": "c"}))
+            .await
+            .is_empty()
+    );
+    assert_error(
+        &n.post(
+            "/v1/groups/g/offsets/reset",
+            r#"{"topic": "t", "to": "yesterday"}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "to",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_split_queues_and_move_a_dead_consumers_share() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 4}"#).await;
+    let hb = |c: &'static str, session: u64| {
+        let n = &n;
+        async move {
+            let (s, v) = n
+                .post(
+                    "/v1/groups/g/heartbeat",
+                    &json!({"consumer": c, "topics": ["t"], "session_ms": session}).to_string(),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["assignments"][0]["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q.as_u64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(hb("a", 600).await, [0, 1, 2, 3]);
+    assert_eq!(hb("b", 60_000).await, [1, 3]);
+    assert_eq!(hb("a", 600).await, [0, 2]);
+    // "a" stops heartbeating: after its session "b" gets everything.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(hb("b", 60_000).await, [0, 1, 2, 3]);
+    let (_, g) = n.get("/v1/groups/g").await;
+    let names: Vec<_> = g["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["consumer"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_groups_give_every_consumer_every_message() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 2}"#).await;
+    produce(
+        &n,
+        "t",
+        json!([{"body": "a"}, {"body": "b"}, {"body": "c"}]),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for c in ["c1", "c2"] {
+        let got = receive(
+            &n,
+            "bg",
+            "t",
+            json!({"consumer": c, "max": 10, "mode": "broadcast"}),
+        )
+        .await;
+        let mut b = bodies(&got);
+        b.sort();
+        assert_eq!(b, ["a", "b", "c"], "consumer {c}");
+        let r = ack(&n, "bg", "t", &receipts(&got)).await;
+        assert!(
+            r["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["ok"] == true)
+        );
+        seen.push(b);
+    }
+    assert!(
+        receive(
+            &n,
+            "bg",
+            "t",
+            json!({"consumer": "c1", "mode": "broadcast"})
+        )
+        .await
+        .is_empty()
+    );
+    let (_, g) = n.get("/v1/groups/bg").await;
+    assert_eq!(g["mode"], "broadcast");
+    assert_error(
+        &n.post(
+            "/v1/groups/bg/topics/t/receive",
+            r#"{"consumer": "c1", "mode": "clustering"}"#,
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+        "broadcast",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_requests_are_refused() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    let p = "/v1/groups/g/topics/t/receive";
+    assert_error(
+        &n.post(p, r#"{}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "consumer",
+    );
+    assert_error(
+        &n.post(p, r#"{"consumer": "c", "max": 0}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "max",
+    );
+    assert_error(
+        &n.post(p, r#"{"consumer": "c", "mode": "x"}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "mode",
+    );
+    assert_error(
+        &n.post(p, r#"{"consumer": "c", "invisible_ms": 1}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "invisible_ms",
+    );
+    assert_error(
+        &n.post("/v1/groups/g/topics/nope/receive", r#"{"consumer": "c"}"#)
+            .await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "nope",
+    );
+    assert_error(
+        &n.get("/v1/groups/never").await,
+        StatusCode::NOT_FOUND,
+        "GROUP_NOT_FOUND",
+        "never",
+    );
+    assert_error(
+        &n.post(
+            "/v1/groups/never/topics/t/ack",
+            r#"{"receipts": ["0-0-1-1-c"]}"#,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "GROUP_NOT_FOUND",
+        "never",
+    );
+    assert_error(
+        &n.post("/v1/groups/g/topics/t/ack", r#"{"receipts": []}"#)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "receipts",
+    );
+}

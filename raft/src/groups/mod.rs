@@ -1,0 +1,303 @@
+//! Consumer groups: their replicated state and its encoding in the `group_state` column
+//! family.
+//!
+//! Records (keys start with a kind byte; names are length-prefixed, numbers big-endian):
+//! - `M group` → [`GroupMeta`]: mode and `max_attempts`, set on first use;
+//! - `T group topic` → (empty): the topics a group has touched;
+//! - `S gkey topic queue offset` → [`MsgState`]: a message's lease, attempts, ack;
+//! - `C group consumer` → [`ConsumerRec`]: last heartbeat, session, topics;
+//! - `D dlq-topic offset` → [`DlqOrigin`]: where a dead letter came from.
+//!
+//! `gkey` is the group for clustering mode and `group/consumer` in broadcast mode (each
+//! consumer has its own progress). A queue's *floor* (every offset below it acked or dead)
+//! is the group's committed offset in the `consumer_offsets` column family; `S` records
+//! exist only at or above it.
+//!
+//! Must never: hold a deadline from a replica's clock (deadlines come from `now_ms` in the
+//! entry), or keep `S` records below the floor.
+
+pub mod apply;
+pub mod receive;
+
+use serde::{Deserialize, Serialize};
+
+/// How a group shares a topic among its consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupMode {
+    /// Each message to one consumer of the group.
+    Clustering,
+    /// Each consumer gets every message.
+    Broadcast,
+}
+
+impl GroupMode {
+    /// `clustering` / `broadcast`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupMode::Clustering => "clustering",
+            GroupMode::Broadcast => "broadcast",
+        }
+    }
+
+    /// Parses `clustering` / `broadcast`.
+    pub fn parse(s: &str) -> Option<GroupMode> {
+        match s {
+            "clustering" => Some(GroupMode::Clustering),
+            "broadcast" => Some(GroupMode::Broadcast),
+            _ => None,
+        }
+    }
+}
+
+/// Default deliveries before a message goes to the dead-letter topic.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+
+/// A group's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    /// Mode, fixed on first use.
+    pub mode: GroupMode,
+    /// Deliveries before dead-lettering.
+    pub max_attempts: u32,
+}
+
+/// Where a message stands for a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Handed to a consumer until `deadline_ms`.
+    Leased,
+    /// Nacked or expired: visible again from `deadline_ms`.
+    Released,
+    /// Acknowledged: never delivered again.
+    Acked,
+    /// Moved to the dead-letter topic.
+    Dead,
+}
+
+/// One message's state for a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgState {
+    /// Where it stands.
+    pub status: Status,
+    /// Deliveries so far.
+    pub attempt: u32,
+    /// Lease end (leased) or visibility time (released), leader clock.
+    pub deadline_ms: u64,
+    /// Log index of the entry that leased it (part of the receipt).
+    pub lease_index: u64,
+    /// The consumer holding it.
+    pub consumer: String,
+}
+
+impl MsgState {
+    /// Whether a consumer holds it at `now_ms`.
+    pub fn in_flight(&self, now_ms: u64) -> bool {
+        self.status == Status::Leased && self.deadline_ms > now_ms
+    }
+
+    /// Whether it may be delivered at `now_ms`.
+    pub fn deliverable(&self, now_ms: u64) -> bool {
+        matches!(self.status, Status::Leased | Status::Released) && self.deadline_ms <= now_ms
+    }
+
+    /// Whether it is done for the group.
+    pub fn done(&self) -> bool {
+        matches!(self.status, Status::Acked | Status::Dead)
+    }
+}
+
+/// A consumer's heartbeat record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerRec {
+    /// Last heartbeat, leader clock.
+    pub last_ms: u64,
+    /// Dropped when no heartbeat for this long.
+    pub session_ms: u64,
+    /// Subscribed topics.
+    pub topics: Vec<String>,
+}
+
+/// Where a dead letter came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqOrigin {
+    /// Original topic.
+    pub topic: String,
+    /// Original queue.
+    pub queue: u32,
+    /// Original offset.
+    pub offset: u64,
+    /// Deliveries it had.
+    pub attempts: u32,
+}
+
+fn put_name(k: &mut Vec<u8>, name: &str) {
+    k.push(name.len() as u8);
+    k.extend_from_slice(name.as_bytes());
+}
+
+/// Key builders.
+pub mod keys {
+    use super::put_name;
+
+    /// `M group`.
+    pub fn meta(group: &str) -> Vec<u8> {
+        let mut k = vec![b'M'];
+        put_name(&mut k, group);
+        k
+    }
+
+    /// `M` (every group).
+    pub fn meta_all() -> Vec<u8> {
+        vec![b'M']
+    }
+
+    /// `T group topic`.
+    pub fn topic(group: &str, topic: &str) -> Vec<u8> {
+        let mut k = topics(group);
+        put_name(&mut k, topic);
+        k
+    }
+
+    /// `T group` (prefix).
+    pub fn topics(group: &str) -> Vec<u8> {
+        let mut k = vec![b'T'];
+        put_name(&mut k, group);
+        k
+    }
+
+    /// `S gkey topic queue` (prefix).
+    pub fn queue_states(gkey: &str, topic: &str, queue: u32) -> Vec<u8> {
+        let mut k = vec![b'S'];
+        put_name(&mut k, gkey);
+        put_name(&mut k, topic);
+        k.extend_from_slice(&queue.to_be_bytes());
+        k
+    }
+
+    /// `S gkey topic queue offset`.
+    pub fn state(gkey: &str, topic: &str, queue: u32, offset: u64) -> Vec<u8> {
+        let mut k = queue_states(gkey, topic, queue);
+        k.extend_from_slice(&offset.to_be_bytes());
+        k
+    }
+
+    /// The offset at the end of an `S` key.
+    pub fn state_offset(key: &[u8]) -> Option<u64> {
+        let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+        Some(u64::from_be_bytes(tail))
+    }
+
+    /// `C group` (prefix).
+    pub fn consumers(group: &str) -> Vec<u8> {
+        let mut k = vec![b'C'];
+        put_name(&mut k, group);
+        k
+    }
+
+    /// `C group consumer`.
+    pub fn consumer(group: &str, consumer: &str) -> Vec<u8> {
+        let mut k = consumers(group);
+        put_name(&mut k, consumer);
+        k
+    }
+
+    /// The consumer name at the end of a `C` key.
+    pub fn consumer_name(key: &[u8]) -> Option<String> {
+        let glen = *key.get(1)? as usize;
+        let rest = key.get(2 + glen..)?;
+        let clen = *rest.first()? as usize;
+        String::from_utf8(rest.get(1..1 + clen)?.to_vec()).ok()
+    }
+
+    /// `D dlq-topic offset`.
+    pub fn dlq_origin(dlq_topic: &str, offset: u64) -> Vec<u8> {
+        let mut k = vec![b'D'];
+        put_name(&mut k, dlq_topic);
+        k.extend_from_slice(&offset.to_be_bytes());
+        k
+    }
+}
+
+/// The progress key of a consumer in a group.
+pub fn gkey(group: &str, mode: GroupMode, consumer: &str) -> String {
+    match mode {
+        GroupMode::Clustering => group.to_owned(),
+        GroupMode::Broadcast => format!("{group}/{consumer}"),
+    }
+}
+
+/// The dead-letter topic of a group.
+pub fn dlq_topic(group: &str) -> String {
+    format!("DLQ-{group}")
+}
+
+/// Encodes a record.
+pub fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("group records serialize")
+}
+
+/// Decodes a record (`None` if malformed).
+pub fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Option<T> {
+    postcard::from_bytes(b).ok()
+}
+
+/// A receipt: which delivery of which message, for which consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Queue.
+    pub queue: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Delivery number.
+    pub attempt: u32,
+    /// Log index of the lease.
+    pub lease_index: u64,
+    /// Consumer it was handed to.
+    pub consumer: String,
+}
+
+impl Receipt {
+    /// `queue-offset-attempt-lease_index-consumer` (the consumer last: it may hold `-`).
+    pub fn encode(&self) -> String {
+        format!(
+            "{}-{}-{}-{}-{}",
+            self.queue, self.offset, self.attempt, self.lease_index, self.consumer
+        )
+    }
+
+    /// Parses [`Receipt::encode`]'s form.
+    pub fn parse(s: &str) -> Option<Receipt> {
+        let mut p = s.splitn(5, '-');
+        Some(Receipt {
+            queue: p.next()?.parse().ok()?,
+            offset: p.next()?.parse().ok()?,
+            attempt: p.next()?.parse().ok()?,
+            lease_index: p.next()?.parse().ok()?,
+            consumer: p.next().filter(|c| !c.is_empty())?.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_and_keys_round_trip() {
+        let r = Receipt {
+            queue: 3,
+            offset: 17,
+            attempt: 2,
+            lease_index: 99,
+            consumer: "c-1_x".into(),
+        };
+        assert_eq!(Receipt::parse(&r.encode()), Some(r));
+        assert_eq!(Receipt::parse("1-2-3"), None);
+        assert_eq!(keys::state_offset(&keys::state("g", "t", 1, 42)), Some(42));
+        assert_eq!(
+            keys::consumer_name(&keys::consumer("g", "c1")).as_deref(),
+            Some("c1")
+        );
+        assert!(keys::state("g", "t", 1, 1) < keys::state("g", "t", 1, 256));
+    }
+}
