@@ -31,6 +31,7 @@ fn apply(a: &mut Applier, index: u64, cmd: Command) -> Applied {
     let mut b = store.batch();
     let r = a.apply(&mut b, index, &cmd).unwrap();
     store.write(b, Durability::Wal).unwrap();
+    a.finish_batch();
     r
 }
 
@@ -206,4 +207,84 @@ fn retention_drops_expired_entries_keeps_offsets_and_advances_the_point() {
     // The point never goes back, and survives a restart.
     apply(&mut a, 43, Command::Retain { now_ms: 0 });
     assert_eq!(Applier::new(store).retention_point(), Some(29));
+}
+
+fn lease(consumer: &str, now_ms: u64, items: Vec<(u32, u64)>) -> Command {
+    Command::Lease(raftmq_raft::command::LeaseCmd {
+        group: "g".into(),
+        topic: "t".into(),
+        consumer: consumer.into(),
+        mode: raftmq_raft::groups::GroupMode::Clustering,
+        now_ms,
+        invisible_ms: 1000,
+        items,
+        skip: vec![],
+        dead: vec![],
+    })
+}
+
+fn granted(r: &Applied) -> Vec<(u32, u64, u32)> {
+    match r {
+        Applied::Leased { granted } => granted
+            .iter()
+            .map(|g| (g.queue, g.offset, g.attempt))
+            .collect(),
+        other => panic!("not a lease answer: {other:?}"),
+    }
+}
+
+#[test]
+fn two_leases_of_one_message_in_one_apply_batch_grant_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(IndexStore::open(tmp.path(), &IndexStoreOptions::default()).unwrap());
+    let mut a = Applier::new(store.clone());
+    apply(
+        &mut a,
+        1,
+        Command::Produce {
+            create_topic: Some(spec(1, 1_000_000)),
+            batch: batch("t", 10, &[0, 0]),
+        },
+    );
+    a.finish_batch();
+    // Both leases in one RocksDB batch, as one apply call of several entries would do.
+    let mut b = store.batch();
+    let first = a
+        .apply(&mut b, 2, &lease("c1", 100, vec![(0, 0), (0, 1)]))
+        .unwrap();
+    let second = a
+        .apply(&mut b, 3, &lease("c2", 100, vec![(0, 0), (0, 1)]))
+        .unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    a.finish_batch();
+    assert_eq!(granted(&first), [(0, 0, 1), (0, 1, 1)]);
+    assert_eq!(granted(&second), [], "a leased message is not leased again");
+    // After the lease ends (leader clock in the entry), it is leased again, attempt 2.
+    let third = apply(&mut a, 4, lease("c2", 1100, vec![(0, 0)]));
+    a.finish_batch();
+    assert_eq!(granted(&third), [(0, 0, 2)]);
+    // A replica replaying the same entries on a fresh store grants exactly the same.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let store2 = Arc::new(IndexStore::open(tmp2.path(), &IndexStoreOptions::default()).unwrap());
+    let mut r = Applier::new(store2);
+    apply(
+        &mut r,
+        1,
+        Command::Produce {
+            create_topic: Some(spec(1, 1_000_000)),
+            batch: batch("t", 10, &[0, 0]),
+        },
+    );
+    assert_eq!(
+        granted(&apply(&mut r, 2, lease("c1", 100, vec![(0, 0), (0, 1)]))),
+        granted(&first)
+    );
+    assert_eq!(
+        granted(&apply(&mut r, 3, lease("c2", 100, vec![(0, 0), (0, 1)]))),
+        granted(&second)
+    );
+    assert_eq!(
+        granted(&apply(&mut r, 4, lease("c2", 1100, vec![(0, 0)]))),
+        granted(&third)
+    );
 }
