@@ -165,14 +165,83 @@ impl Client {
     }
 
     /// Creates a topic.
-    pub async fn create_topic(&self, node: SocketAddr, topic: &str, queues: u64) -> Outcome<Value> {
+    pub async fn create_topic(
+        &self,
+        node: SocketAddr,
+        topic: &str,
+        queues: u64,
+        fifo: bool,
+    ) -> Outcome<Value> {
         self.call(
             reqwest::Method::PUT,
             node,
             &format!("/v1/topics/{topic}"),
-            Some(&json!({"queues": queues})),
+            Some(&json!({"queues": queues, "fifo": fifo})),
         )
         .await
+    }
+
+    /// Receives for a consumer group: `(value, attempt, receipt, queue, offset)` per message.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn receive(
+        &self,
+        node: SocketAddr,
+        group: &str,
+        topic: &str,
+        consumer: &str,
+        max: u64,
+        wait_ms: u64,
+        invisible_ms: u64,
+    ) -> Outcome<Vec<(String, u64, String, u64, u64)>> {
+        let body = json!({"consumer": consumer, "max": max, "wait_ms": wait_ms, "invisible_ms": invisible_ms});
+        let path = format!("/v1/groups/{group}/topics/{topic}/receive");
+        self.call(reqwest::Method::POST, node, &path, Some(&body))
+            .await
+            .and_then(|v| {
+                let msgs = v["messages"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|m| {
+                                Some((
+                                    m["body"].as_str()?.to_owned(),
+                                    m["attempt"].as_u64()?,
+                                    m["receipt"].as_str()?.to_owned(),
+                                    m["queue"].as_u64()?,
+                                    m["offset"].as_u64()?,
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Outcome::Ok(msgs)
+            })
+    }
+
+    /// Acks receipts (or nacks them with `Some(delay_ms)`): which receipts succeeded.
+    pub async fn ack(
+        &self,
+        node: SocketAddr,
+        group: &str,
+        topic: &str,
+        receipts: &[String],
+        nack_delay_ms: Option<u64>,
+    ) -> Outcome<Vec<bool>> {
+        let (verb, body) = match nack_delay_ms {
+            None => ("ack", json!({"receipts": receipts})),
+            Some(d) => ("nack", json!({"receipts": receipts, "delay_ms": d})),
+        };
+        let path = format!("/v1/groups/{group}/topics/{topic}/{verb}");
+        self.call(reqwest::Method::POST, node, &path, Some(&body))
+            .await
+            .and_then(|v| {
+                Outcome::Ok(
+                    v["results"]
+                        .as_array()
+                        .map(|a| a.iter().map(|r| r["ok"] == true).collect())
+                        .unwrap_or_default(),
+                )
+            })
     }
 
     /// `GET /v1/cluster`.

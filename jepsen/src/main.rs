@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use raftmq_jepsen::nemesis::Fault;
 use raftmq_jepsen::runner::{self, TestOpts};
-use raftmq_jepsen::workload::LogWorkload;
+use raftmq_jepsen::workload::{Kind, LogWorkload};
 use raftmq_jepsen::{checker, history};
 
 #[derive(Parser, Debug)]
@@ -55,6 +55,12 @@ enum Command {
         /// Pause between one process's operations, ms.
         #[arg(long, default_value_t = 10)]
         think_ms: u64,
+        /// `log` (read by offset, commit offsets) or `queue` (consumer group receive/ack).
+        #[arg(long, default_value = "log")]
+        workload: String,
+        /// Make the test topic FIFO (checked for fifo-violation in the queue workload).
+        #[arg(long)]
+        fifo: bool,
     },
     /// Check a recorded history (history.jsonl) and print the results.
     Check {
@@ -115,7 +121,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             consumers,
             queues,
             think_ms,
+            workload,
+            fifo,
         } => {
+            let kind = match workload.as_str() {
+                "log" => Kind::Log,
+                "queue" => Kind::Queue,
+                other => anyhow::bail!("unknown workload `{other}` (log, queue)"),
+            };
             anyhow::ensure!(bin.is_file(), "--bin {} is not a file", bin.display());
             anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be 1 to 9");
             anyhow::ensure!(
@@ -136,7 +149,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 store,
                 name,
                 workload: LogWorkload {
-                    topic: "jepsen".into(),
+                    kind,
+                    fifo,
+                    topic: if kind == Kind::Queue {
+                        "jepsen-q".into()
+                    } else {
+                        "jepsen".into()
+                    },
                     queues,
                     producers,
                     consumers,

@@ -151,7 +151,7 @@ async fn run_in(
     let w = Arc::new(opts.workload.clone());
     wait_until(Duration::from_secs(30), || async {
         for (_, addr) in addrs {
-            if let Outcome::Ok(_) = client.create_topic(*addr, &w.topic, w.queues).await {
+            if let Outcome::Ok(_) = client.create_topic(*addr, &w.topic, w.queues, w.fifo).await {
                 return Some(());
             }
         }
@@ -178,17 +178,32 @@ async fn run_in(
         )));
     }
     for c in 0..w.consumers {
-        let queues: Vec<u64> = (0..w.queues).filter(|q| q % w.consumers == c).collect();
-        tasks.push(tokio::spawn(workload::consumer(
-            w.producers + c,
-            queues,
-            w.clone(),
-            nodes.clone(),
-            client.clone(),
-            recorder.clone(),
-            rng.fork(),
-            until,
-        )));
+        let p = w.producers + c;
+        match w.kind {
+            workload::Kind::Log => {
+                let queues: Vec<u64> = (0..w.queues).filter(|q| q % w.consumers == c).collect();
+                tasks.push(tokio::spawn(workload::consumer(
+                    p,
+                    queues,
+                    w.clone(),
+                    nodes.clone(),
+                    client.clone(),
+                    recorder.clone(),
+                    rng.fork(),
+                    until,
+                )));
+            }
+            workload::Kind::Queue => tasks.push(tokio::spawn(workload::group_consumer(
+                p,
+                c,
+                w.clone(),
+                nodes.clone(),
+                client.clone(),
+                recorder.clone(),
+                rng.fork(),
+                until,
+            ))),
+        }
     }
     let nemesis = Nemesis {
         faults: opts.faults.clone(),
@@ -222,7 +237,12 @@ async fn run_in(
         eprintln!("raftmq-jepsen: the cluster did not settle after healing; draining anyway");
     }
     let drain_client = Client::new(Duration::from_secs(10));
-    workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await;
+    match w.kind {
+        workload::Kind::Log => workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await,
+        workload::Kind::Queue => {
+            workload::drain_group(10_000, &w, &nodes, &drain_client, &recorder).await
+        }
+    }
     let history = recorder.finish();
     let results = checker::check(&history);
     let run = json!({
@@ -234,6 +254,8 @@ async fn run_in(
         "producers": w.producers,
         "consumers": w.consumers,
         "queues": w.queues,
+        "workload": format!("{:?}", w.kind).to_lowercase(),
+        "fifo": w.fifo,
         "elapsed_s": started.elapsed().as_secs_f64(),
         "settled": settled_leader.is_some(),
     });

@@ -1,6 +1,8 @@
-//! The `log` workload: producers send unique values with keys through random nodes;
+//! The workloads. `log`: producers send unique values with keys through random nodes;
 //! consumers read their queues by offset through random nodes and commit offsets; a final
-//! drain reads every queue from every node.
+//! drain reads every queue from every node. `queue`: the same producers; consumers of one
+//! group receive and ack through random nodes (one never acks, one nacks some); a final
+//! drain receives everything left and reads the dead-letter topic.
 //!
 //! Must never: retry a send with the same value (every value is sent once, so any
 //! duplicate is the system's), or skip recording an operation.
@@ -12,12 +14,25 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::client::{Client, Outcome};
-use crate::history::{Kind, Process, Recorder};
+use crate::history::{Kind as Ev, Process, Recorder};
 use crate::rng::Rng;
 
-/// Settings of the log workload.
+/// Which workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Read by offset, commit offsets.
+    Log,
+    /// Consumer group receive/ack.
+    Queue,
+}
+
+/// Settings of a workload.
 #[derive(Clone, Debug)]
 pub struct LogWorkload {
+    /// Which workload.
+    pub kind: Kind,
+    /// FIFO topic (queue workload).
+    pub fifo: bool,
     /// Topic name.
     pub topic: String,
     /// Queues of the topic.
@@ -41,9 +56,9 @@ fn complete<T>(
     ok: impl FnOnce(&T) -> Value,
 ) {
     let (kind, value) = match out {
-        Outcome::Ok(t) => (Kind::Ok, ok(t)),
-        Outcome::Fail(e) => (Kind::Fail, with_error(invoke, e)),
-        Outcome::Info(e) => (Kind::Info, with_error(invoke, e)),
+        Outcome::Ok(t) => (Ev::Ok, ok(t)),
+        Outcome::Fail(e) => (Ev::Fail, with_error(invoke, e)),
+        Outcome::Info(e) => (Ev::Info, with_error(invoke, e)),
     };
     rec.record(Process::Client(p), kind, f, value);
 }
@@ -78,7 +93,7 @@ pub async fn producer(
         let value = format!("{p}-{seq}");
         seq += 1;
         let invoke = json!({"topic": w.topic, "key": key, "value": value});
-        rec.record(Process::Client(p), Kind::Invoke, "send", invoke.clone());
+        rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
         let out = client.send(node, &w.topic, &key, &value).await;
         complete(&rec, p, "send", &invoke, &out, |(q, o)| {
             let mut v = invoke.clone();
@@ -107,7 +122,7 @@ pub async fn consumer(
         for (i, &queue) in queues.iter().enumerate() {
             let node = *rng.pick(&nodes).expect("nodes");
             let invoke = json!({"topic": w.topic, "queue": queue, "offset": positions[i]});
-            rec.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
+            rec.record(Process::Client(p), Ev::Invoke, "poll", invoke.clone());
             let out = client.poll(node, &w.topic, queue, positions[i], 100).await;
             complete(&rec, p, "poll", &invoke, &out, |(msgs, _)| {
                 with_messages(&invoke, msgs)
@@ -122,7 +137,7 @@ pub async fn consumer(
             let node = *rng.pick(&nodes).expect("nodes");
             let invoke =
                 json!({"topic": w.topic, "group": "jepsen", "queue": queue, "offset": next});
-            rec.record(Process::Client(p), Kind::Invoke, "commit", invoke.clone());
+            rec.record(Process::Client(p), Ev::Invoke, "commit", invoke.clone());
             let out = client.commit(node, "jepsen", &w.topic, queue, next).await;
             complete(&rec, p, "commit", &invoke, &out, |_| invoke.clone());
         }
@@ -141,7 +156,7 @@ pub async fn drain(p: u64, w: &LogWorkload, nodes: &[SocketAddr], client: &Clien
                 // Each node's drain starts over at 0: a reset, not a consumer going back.
                 let invoke = json!({"topic": w.topic, "queue": queue, "offset": offset, "final": true, "reset": first});
                 first = false;
-                rec.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
+                rec.record(Process::Client(p), Ev::Invoke, "poll", invoke.clone());
                 let out = client.poll(node, &w.topic, queue, offset, 1000).await;
                 complete(rec, p, "poll", &invoke, &out, |(msgs, _)| {
                     let mut v = invoke.clone();
@@ -167,4 +182,110 @@ pub async fn drain(p: u64, w: &LogWorkload, nodes: &[SocketAddr], client: &Clien
             }
         }
     }
+}
+
+/// The consumer group of the queue workload.
+pub const GROUP: &str = "jepsen";
+
+/// One queue-workload consumer until `until`. Consumer 0 never acks (its leases expire),
+/// consumer 1 nacks about a third of what it gets, the others ack everything.
+#[allow(clippy::too_many_arguments)]
+pub async fn group_consumer(
+    p: u64,
+    index: u64,
+    w: Arc<LogWorkload>,
+    nodes: Vec<SocketAddr>,
+    client: Client,
+    rec: Arc<Recorder>,
+    mut rng: Rng,
+    until: Instant,
+) {
+    let consumer = format!("c{index}");
+    while Instant::now() < until {
+        let node = *rng.pick(&nodes).expect("nodes");
+        receive_and_settle(p, &consumer, index, &w, node, &client, &rec, &mut rng, 300).await;
+        tokio::time::sleep(w.think).await;
+    }
+}
+
+/// One receive and the ack or nack of what came back; returns how many messages came.
+#[allow(clippy::too_many_arguments)]
+async fn receive_and_settle(
+    p: u64,
+    consumer: &str,
+    index: u64,
+    w: &LogWorkload,
+    node: SocketAddr,
+    client: &Client,
+    rec: &Recorder,
+    rng: &mut Rng,
+    wait_ms: u64,
+) -> usize {
+    let invoke = json!({"topic": w.topic, "group": GROUP, "consumer": consumer, "fifo": w.fifo});
+    rec.record(Process::Client(p), Ev::Invoke, "receive", invoke.clone());
+    let out = client
+        .receive(node, GROUP, &w.topic, consumer, 10, wait_ms, 2000)
+        .await;
+    complete(rec, p, "receive", &invoke, &out, |msgs| {
+        let mut v = invoke.clone();
+        v["messages"] = json!(
+            msgs.iter()
+                .map(|(val, a, r, q, o)| json!([val, a, r, q, o]))
+                .collect::<Vec<_>>()
+        );
+        v
+    });
+    let Outcome::Ok(msgs) = out else { return 0 };
+    if msgs.is_empty() || index == 0 {
+        return msgs.len();
+    }
+    let nack = index == 1 && rng.below(3) == 0;
+    let receipts: Vec<String> = msgs.iter().map(|m| m.2.clone()).collect();
+    let f = if nack { "nack" } else { "ack" };
+    let invoke = json!({"topic": w.topic, "group": GROUP, "receipts": receipts});
+    rec.record(Process::Client(p), Ev::Invoke, f, invoke.clone());
+    let delay = nack.then(|| rng.below(300));
+    let out = client.ack(node, GROUP, &w.topic, &receipts, delay).await;
+    complete(rec, p, f, &invoke, &out, |oks| {
+        let mut v = invoke.clone();
+        if !nack {
+            let acked: Vec<&str> = msgs
+                .iter()
+                .zip(oks)
+                .filter(|(_, ok)| **ok)
+                .map(|(m, _)| m.0.as_str())
+                .collect();
+            v["acked"] = json!(acked);
+        }
+        v
+    });
+    msgs.len()
+}
+
+/// Receives and acks everything left (leases of the consumer that never acks expire), then
+/// reads the dead-letter topic.
+pub async fn drain_group(
+    p: u64,
+    w: &LogWorkload,
+    nodes: &[SocketAddr],
+    client: &Client,
+    rec: &Recorder,
+) {
+    let mut rng = Rng::new(p);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut empty = 0;
+    while empty < 4 && Instant::now() < deadline {
+        let node = *rng.pick(nodes).expect("nodes");
+        if receive_and_settle(p, "drain", 2, w, node, client, rec, &mut rng, 1500).await == 0 {
+            empty += 1;
+        } else {
+            empty = 0;
+        }
+    }
+    let dlq = LogWorkload {
+        topic: format!("DLQ-{GROUP}"),
+        queues: 1,
+        ..w.clone()
+    };
+    drain(p + 1, &dlq, &nodes[..1], client, rec).await;
 }

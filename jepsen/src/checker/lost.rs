@@ -1,4 +1,5 @@
-//! lost: a value whose send was `ok` is never read by the final drain.
+//! lost: a value whose send was `ok` is never read by the final drain (for consumer
+//! groups: never delivered by a receive, and not in the dead-letter topic).
 
 use std::collections::HashSet;
 
@@ -13,6 +14,7 @@ pub(crate) fn check(m: &Model) -> Anomaly {
         .iter()
         .filter(|p| p.is_final)
         .flat_map(|p| p.messages.iter().map(|(_, v)| v.as_str()))
+        .chain(m.deliveries.iter().map(|d| d.value.as_str()))
         .collect();
     let mut a = Anomaly::default();
     for value in m.sends.keys() {

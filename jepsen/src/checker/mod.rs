@@ -12,6 +12,7 @@ mod model;
 mod nonmonotonic_send;
 mod phantom;
 mod poll_order;
+mod queue;
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,7 @@ impl Anomaly {
 }
 
 /// Anomalies that make a history invalid.
-pub const COUNTED: [&str; 9] = [
+pub const COUNTED: [&str; 11] = [
     "lost",
     "phantom",
     "duplicate",
@@ -53,6 +54,8 @@ pub const COUNTED: [&str; 9] = [
     "nonmonotonic-poll",
     "poll-skip",
     "committed-offset-regression",
+    "double-delivery",
+    "fifo-violation",
 ];
 
 /// The verdict on a history.
@@ -88,6 +91,10 @@ pub fn check(history: &[Event]) -> Results {
         "committed-offset-regression".to_owned(),
         commit_regression::check(&m),
     );
+    anomalies.insert("double-delivery".to_owned(), queue::double_delivery(&m));
+    anomalies.insert("fifo-violation".to_owned(), queue::fifo_violation(&m));
+    let (redelivered, redelivery_rate) = queue::duplicate_consumption(&m);
+    anomalies.insert("duplicate-consumption".to_owned(), redelivered);
     let valid = COUNTED
         .iter()
         .all(|k| anomalies.get(*k).is_none_or(|a| a.count == 0));
@@ -105,6 +112,10 @@ pub fn check(history: &[Event]) -> Results {
         "send": {"ok": count("send", Kind::Ok), "fail": count("send", Kind::Fail), "info": count("send", Kind::Info)},
         "poll": {"ok": count("poll", Kind::Ok), "fail": count("poll", Kind::Fail), "info": count("poll", Kind::Info)},
         "commit": {"ok": count("commit", Kind::Ok), "fail": count("commit", Kind::Fail), "info": count("commit", Kind::Info)},
+        "receive": {"ok": count("receive", Kind::Ok), "fail": count("receive", Kind::Fail), "info": count("receive", Kind::Info)},
+        "ack": {"ok": count("ack", Kind::Ok), "fail": count("ack", Kind::Fail), "info": count("ack", Kind::Info)},
+        "deliveries": m.deliveries.len(),
+        "duplicate_consumption_rate": redelivery_rate,
         "final_polls": m.polls.iter().filter(|p| p.is_final).count(),
         "values_read": m.reads().map(|r| r.3).collect::<std::collections::HashSet<_>>().len(),
         "unfinished": m.unfinished,

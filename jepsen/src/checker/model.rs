@@ -47,6 +47,27 @@ pub(crate) struct Commit {
     pub(crate) complete_index: u64,
 }
 
+/// One message handed out by a successful receive.
+#[derive(Clone, Debug)]
+pub(crate) struct Delivery {
+    pub(crate) consumer: String,
+    pub(crate) topic: String,
+    pub(crate) value: String,
+    pub(crate) attempt: u64,
+    pub(crate) position: Option<(u64, u64)>,
+    pub(crate) fifo: bool,
+    pub(crate) invoke_index: u64,
+    pub(crate) complete_index: u64,
+}
+
+/// A successful ack: the values it acknowledged.
+#[derive(Clone, Debug)]
+pub(crate) struct Ack {
+    pub(crate) values: Vec<String>,
+    pub(crate) invoke_index: u64,
+    pub(crate) complete_index: u64,
+}
+
 /// Everything the checkers look at.
 #[derive(Debug, Default)]
 pub(crate) struct Model {
@@ -54,6 +75,8 @@ pub(crate) struct Model {
     pub(crate) sends: BTreeMap<String, Vec<Send>>,
     pub(crate) polls: Vec<Poll>,
     pub(crate) commits: Vec<Commit>,
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) acks: Vec<Ack>,
     /// Operations invoked but never completed (the process crashed or the run ended).
     pub(crate) unfinished: usize,
 }
@@ -143,6 +166,51 @@ impl Model {
                     queue: u(iv, "queue").unwrap_or(0),
                     offset: u(iv, "offset").unwrap_or(0),
                     reset: flag(iv, "reset"),
+                    invoke_index: inv.index,
+                    complete_index: done.index,
+                });
+            }
+            "receive" if done.kind == Kind::Ok => {
+                let msgs = dv
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for msg in msgs {
+                    let Some(value) = msg.get(0).and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let position = match (
+                        msg.get(3).and_then(Value::as_u64),
+                        msg.get(4).and_then(Value::as_u64),
+                    ) {
+                        (Some(q), Some(o)) => Some((q, o)),
+                        _ => None,
+                    };
+                    self.deliveries.push(Delivery {
+                        consumer: s(iv, "consumer").unwrap_or_default(),
+                        topic: s(iv, "topic").unwrap_or_default(),
+                        value: value.to_owned(),
+                        attempt: msg.get(1).and_then(Value::as_u64).unwrap_or(0),
+                        position,
+                        fifo: flag(iv, "fifo"),
+                        invoke_index: inv.index,
+                        complete_index: done.index,
+                    });
+                }
+            }
+            "ack" if done.kind == Kind::Ok => {
+                let values = dv
+                    .get("acked")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.acks.push(Ack {
+                    values,
                     invoke_index: inv.index,
                     complete_index: done.index,
                 });

@@ -11,7 +11,15 @@ use crate::history::Kind;
 pub(crate) fn check(m: &Model) -> Anomaly {
     let mut seen = BTreeSet::new();
     let mut a = Anomaly::default();
-    for (topic, queue, offset, value) in m.reads() {
+    let delivered = m.deliveries.iter().map(|d| {
+        (
+            d.topic.as_str(),
+            d.position.map_or(0, |p| p.0),
+            d.position.map_or(0, |p| p.1),
+            d.value.as_str(),
+        )
+    });
+    for (topic, queue, offset, value) in m.reads().chain(delivered) {
         let sent = m
             .sends
             .get(value)

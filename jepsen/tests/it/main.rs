@@ -11,4 +11,5 @@ mod misplaced;
 mod nonmonotonic_send;
 mod phantom;
 mod poll_order;
+mod queue;
 mod short_run;

@@ -1,0 +1,64 @@
+use crate::builder::{H, assert_only};
+
+fn sent() -> H {
+    let mut h = H::default();
+    h.send_ok(0, "k", "a", 0, 0).send_ok(0, "k", "b", 0, 1);
+    h
+}
+
+#[test]
+fn a_clean_queue_history_is_valid_and_counts_redeliveries() {
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 1, 0, 0)])
+        // c1 never acks; the lease expires and c2 gets it again.
+        .receive(2, "c2", true, &[("a", 2, 0, 0)])
+        .ack(2, &["a"])
+        .receive(2, "c2", true, &[("b", 1, 0, 1)])
+        .ack(2, &["b"]);
+    let r = h.check();
+    assert!(r.valid, "{:#?}", r.anomalies);
+    assert_eq!(r.anomalies["duplicate-consumption"].count, 1);
+    assert_eq!(r.stats["duplicate_consumption_rate"], 1.0 / 3.0);
+}
+
+#[test]
+fn an_acked_message_delivered_again_is_a_double_delivery() {
+    let mut h = sent();
+    h.receive(1, "c1", false, &[("a", 1, 0, 0), ("b", 1, 0, 1)])
+        .ack(1, &["a", "b"])
+        .receive(2, "c2", false, &[("a", 2, 0, 0)]);
+    assert_only(&h.check(), "double-delivery", 1);
+}
+
+#[test]
+fn one_lease_in_two_hands_is_a_double_delivery() {
+    let mut h = sent();
+    h.receive(1, "c1", false, &[("a", 1, 0, 0)])
+        .receive(2, "c2", false, &[("a", 1, 0, 0), ("b", 1, 0, 1)])
+        .ack(2, &["a", "b"]);
+    assert_only(&h.check(), "double-delivery", 1);
+}
+
+#[test]
+fn the_next_message_of_a_key_before_the_earlier_is_acked_is_a_fifo_violation() {
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 1, 0, 0)])
+        .receive(2, "c2", true, &[("b", 1, 0, 1)])
+        .ack(1, &["a"])
+        .ack(2, &["b"]);
+    assert_only(&h.check(), "fifo-violation", 1);
+    // Without FIFO the same history is fine.
+    let mut h = sent();
+    h.receive(1, "c1", false, &[("a", 1, 0, 0)])
+        .receive(2, "c2", false, &[("b", 1, 0, 1)])
+        .ack(1, &["a"])
+        .ack(2, &["b"]);
+    assert!(h.check().valid);
+}
+
+#[test]
+fn a_sent_message_never_delivered_is_lost() {
+    let mut h = sent();
+    h.receive(1, "c1", false, &[("a", 1, 0, 0)]).ack(1, &["a"]);
+    assert_only(&h.check(), "lost", 1);
+}
