@@ -159,16 +159,51 @@ impl StateMachine {
         lock(&self.shared.state).clone()
     }
 
-    fn apply_blocking(
+    /// Applies entries, writing RocksDB batches as it goes. Entries whose apply only reads
+    /// what the applier caches (produce, topic changes, offset commits) share a batch;
+    /// every other command reads the store, so the batch before it is written first and it
+    /// gets a batch of its own. Apply's results therefore never depend on where openraft
+    /// cut the entries into apply calls, which differs between replicas.
+    pub(crate) fn apply_blocking(
         &self,
         entries: &[crate::types::Entry],
     ) -> io::Result<(Vec<Applied>, Option<LogId>)> {
         let mut applier = lock(&self.shared.applier);
         let store = applier.store().clone();
         let mut batch = store.batch();
+        let mut pending: Option<LogId> = None;
         let mut results = Vec::with_capacity(entries.len());
         let mut membership = None;
+        let commit = |batch: raftmq_storage::IndexBatch<'_>,
+                      last: &LogId,
+                      membership: &Option<StoredMembership>,
+                      applier: &mut Applier|
+         -> io::Result<()> {
+            let mut batch = batch;
+            batch.put_meta(
+                META_LAST_APPLIED,
+                &postcard::to_allocvec(last).map_err(io_err)?,
+            );
+            if let Some(m) = membership {
+                batch.put_meta(META_MEMBERSHIP, &postcard::to_allocvec(m).map_err(io_err)?);
+            }
+            store.write(batch, Durability::Wal).map_err(io_err)?;
+            applier.finish_batch();
+            Ok(())
+        };
         for e in entries {
+            let shares_batch = match &e.payload {
+                EntryPayload::Normal(cmd) => batch_safe(cmd),
+                _ => true,
+            };
+            if !shares_batch && let Some(last) = pending.take() {
+                commit(
+                    std::mem::replace(&mut batch, store.batch()),
+                    &last,
+                    &membership,
+                    &mut applier,
+                )?;
+            }
             let r = match &e.payload {
                 EntryPayload::Blank => Applied::Done,
                 EntryPayload::Normal(cmd) => applier
@@ -180,19 +215,21 @@ impl StateMachine {
                 }
             };
             results.push(r);
+            pending = Some(e.log_id);
+            if !shares_batch {
+                commit(
+                    std::mem::replace(&mut batch, store.batch()),
+                    &e.log_id,
+                    &membership,
+                    &mut applier,
+                )?;
+                pending = None;
+            }
+        }
+        if let Some(last) = pending {
+            commit(batch, &last, &membership, &mut applier)?;
         }
         let last = entries.last().map(|e| e.log_id);
-        if let Some(last) = &last {
-            batch.put_meta(
-                META_LAST_APPLIED,
-                &postcard::to_allocvec(last).map_err(io_err)?,
-            );
-        }
-        if let Some(m) = &membership {
-            batch.put_meta(META_MEMBERSHIP, &postcard::to_allocvec(m).map_err(io_err)?);
-        }
-        store.write(batch, Durability::Wal).map_err(io_err)?;
-        applier.finish_batch();
         if let Some(p) = applier.retention_point() {
             self.shared.log.set_retention_point(p);
         }
@@ -205,6 +242,16 @@ impl StateMachine {
         }
         Ok((results, last))
     }
+}
+
+/// Whether a command's apply reads only what the applier caches, so it may share a RocksDB
+/// batch with the entries before it.
+fn batch_safe(cmd: &crate::command::Command) -> bool {
+    use crate::command::Command;
+    matches!(
+        cmd,
+        Command::Produce { .. } | Command::PutTopic { .. } | Command::CommitOffsets { .. }
+    )
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -409,4 +456,125 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use raftmq_storage::CommitLogOptions;
+    use raftmq_storage::message::{BatchEncoder, MessageIn};
+    use raftmq_storage::vfs::MemFs;
+
+    use super::*;
+    use crate::command::{AckCmd, Command, LeaseCmd, TopicSpec};
+    use crate::groups::GroupMode;
+    use crate::log_store::{FlushPolicy, LogStore};
+    use crate::types::{Entry, log_id};
+
+    fn open(dir: &Path) -> StateMachine {
+        let log = LogStore::open_on(
+            Arc::new(MemFs::new()),
+            Path::new("/log"),
+            CommitLogOptions::default(),
+            FlushPolicy::Sync,
+        )
+        .unwrap();
+        StateMachine::open(dir, log).unwrap()
+    }
+
+    fn entries() -> Vec<Entry> {
+        let mut buf = Vec::new();
+        let mut enc = BatchEncoder::new(&mut buf, "t", 10).unwrap();
+        for _ in 0..2 {
+            enc.push(
+                &MessageIn {
+                    body: b"x",
+                    ..Default::default()
+                },
+                [],
+            )
+            .unwrap();
+        }
+        enc.finish();
+        let spec = TopicSpec {
+            queues: 1,
+            fifo: false,
+            retention_ms: 1_000_000,
+        };
+        let lease = LeaseCmd {
+            group: "g".into(),
+            topic: "t".into(),
+            consumer: "c".into(),
+            mode: GroupMode::Clustering,
+            now_ms: 100,
+            invisible_ms: 1000,
+            items: vec![(0, 0), (0, 1)],
+            skip: vec![],
+            dead: vec![],
+        };
+        let ack = AckCmd {
+            group: "g".into(),
+            topic: "t".into(),
+            receipts: vec!["0-0-1-2-c".into()],
+            now_ms: 200,
+            nack_delay_ms: None,
+        };
+        [
+            Command::Produce {
+                create_topic: Some(spec),
+                batch: Bytes::from(buf),
+            },
+            Command::Lease(lease),
+            Command::Ack(ack),
+            Command::Retain { now_ms: 300 },
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Entry {
+            log_id: log_id(1, 1, i as u64 + 1),
+            payload: EntryPayload::Normal(c),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn results_do_not_depend_on_how_entries_are_cut_into_apply_calls() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, many) = (open(a.path()), open(b.path()));
+        let all = entries();
+        let (together, _) = one.apply_blocking(&all).unwrap();
+        let apart: Vec<Applied> = all
+            .iter()
+            .flat_map(|e| many.apply_blocking(std::slice::from_ref(e)).unwrap().0)
+            .collect();
+        assert_eq!(together, apart);
+        assert!(
+            matches!(&together[1], Applied::Leased { granted } if granted.len() == 2),
+            "{together:?}"
+        );
+        assert_eq!(
+            together[2],
+            Applied::Acked {
+                results: vec![None]
+            }
+        );
+        let (sa, sb) = (one.store(), many.store());
+        assert_eq!(sa.offset_get("g", "t", 0).unwrap(), Some(1));
+        assert_eq!(
+            sa.offset_get("g", "t", 0).unwrap(),
+            sb.offset_get("g", "t", 0).unwrap()
+        );
+        assert_eq!(
+            sa.group_scan(b"S", None, 100).unwrap(),
+            sb.group_scan(b"S", None, 100).unwrap()
+        );
+        assert_eq!(one.retention_point(), many.retention_point());
+        assert_eq!(
+            one.retention_point(),
+            Some(0),
+            "entry 1 holds a retained message"
+        );
+    }
 }
