@@ -27,23 +27,22 @@ fn raftmq_bin() -> PathBuf {
     bin
 }
 
-#[test]
-fn short_chaos_run_finds_no_anomalies() {
+/// Runs `raftmq-jepsen test` with `args` and checks it found nothing and made progress
+/// (`counter`: the consumers' operation in the stats).
+fn run(args: &[&str], counter: &str) {
+    // One cluster at a time: two chaos runs on two cores would only slow each other down,
+    // and the leftover-process check below must see this run's processes only.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bin = raftmq_bin();
     let store = tempfile::tempdir().unwrap();
     let seed = std::env::var("RAFTMQ_JEPSEN_SEED").unwrap_or_else(|_| "1".into());
     let out = Command::new(env!("CARGO_BIN_EXE_raftmq-jepsen"))
         .args(["test", "--bin"])
         .arg(&bin)
-        .args([
-            "--time",
-            "45",
-            "--nemesis",
-            "all",
-            "--seed",
-            &seed,
-            "--store",
-        ])
+        .args(["--nemesis", "all", "--seed", &seed])
+        .args(args)
+        .arg("--store")
         .arg(store.path())
         .output()
         .expect("run raftmq-jepsen");
@@ -73,6 +72,11 @@ fn short_chaos_run_finds_no_anomalies() {
         "the workload made progress: {}",
         results["stats"]
     );
+    assert!(
+        results["stats"][counter]["ok"].as_u64().unwrap() > 100,
+        "consumers made progress: {}",
+        results["stats"]
+    );
     assert!(run.join("report.html").is_file() && run.join("history.jsonl").is_file());
     let survivors = Command::new("pgrep")
         .args(["-f", &format!("{} serve", bin.display())])
@@ -81,5 +85,18 @@ fn short_chaos_run_finds_no_anomalies() {
     assert!(
         survivors.stdout.is_empty(),
         "the harness left processes running"
+    );
+}
+
+#[test]
+fn short_log_run_finds_no_anomalies() {
+    run(&["--time", "45", "--workload", "log"], "poll");
+}
+
+#[test]
+fn short_queue_run_finds_no_anomalies() {
+    run(
+        &["--time", "30", "--workload", "queue", "--fifo"],
+        "receive",
     );
 }
