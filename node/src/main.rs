@@ -4,6 +4,7 @@
 //! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
 //! Raft and HTTP together, and shuts them down on SIGTERM or Ctrl-C.
 
+mod bench;
 mod config;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Run one node of a broker group.
     Serve(Box<NodeArgs>),
+    /// Measure throughput, latency, failover and catch-up over the HTTP API.
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn init_tracing() {
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 base_port,
             } => dev(data_dir, base_port).await,
+            Command::Bench(args) => bench::run(*args).await,
         }
     })
 }

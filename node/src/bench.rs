@@ -1,0 +1,772 @@
+//! `raftmq bench`: load against a running cluster (or one it starts itself) over the HTTP
+//! API, with a live progress line, a summary (msgs/s, MB/s, latency percentiles), JSON, and
+//! optionally an SVG of throughput and latency over time.
+//!
+//! Modes: `produce` (batches), `consume` (read by offset), `group` (receive + ack),
+//! `latency` (one message at a time), `failover` (kill -9 the leader mid-run; time to the
+//! next acknowledged produce) and `catchup` (wipe a replica; its catch-up rate). The last
+//! two need `--spawn`, so the bench owns the processes.
+//!
+//! Must never: send traffic outside 127.0.0.0/8 when it spawns the cluster, or leave a
+//! process it started running.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// Produce batches.
+    Produce,
+    /// Read by offset (produces first if the topic is empty).
+    Consume,
+    /// Consumer-group receive + ack (produces first if needed).
+    Group,
+    /// One message per request, one request at a time.
+    Latency,
+    /// Kill -9 the leader during a produce run (needs --spawn).
+    Failover,
+    /// Wipe a replica and time its catch-up (needs --spawn).
+    Catchup,
+}
+
+/// `raftmq bench` options.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Produce)]
+    mode: Mode,
+    /// Node URLs (comma-separated), e.g. http://127.0.0.1:8081 (not with --spawn).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
+    )]
+    url: String,
+    /// Start a 3-node cluster (this binary, `serve`) in a temp dir and stop it after.
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: `sync` or `async` flush.
+    #[arg(long, default_value = "sync")]
+    flush: String,
+    /// Message body size, bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Messages per produce request (or max per receive/read).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Stop after this many messages instead.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Distinct keys (0: no key, round-robin queues).
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
+    /// Topic.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Queues of the topic (created if missing).
+    #[arg(long, default_value_t = 8)]
+    queues: u32,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG of throughput and latency over time here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Send to the leader only (default: random nodes; followers forward).
+    #[arg(long)]
+    leader_only: bool,
+}
+
+struct Stats {
+    msgs: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    /// (elapsed s, latency ms, messages) per request.
+    samples: std::sync::Mutex<Vec<(f64, f64, u64)>>,
+}
+
+impl Stats {
+    fn new() -> Arc<Self> {
+        Arc::new(Stats {
+            msgs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            samples: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record(&self, start: Instant, t0: Instant, msgs: u64, bytes: u64) {
+        self.msgs.fetch_add(msgs, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let lat = t0.elapsed().as_secs_f64() * 1e3;
+        let at = t0.duration_since(start).as_secs_f64();
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((at, lat, msgs));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A cluster the bench started.
+struct Spawned {
+    children: Vec<(u64, Option<Child>, SocketAddr, PathBuf)>,
+    peers: String,
+    bin: PathBuf,
+    flush: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    fn start(flush: &str) -> anyhow::Result<Spawned> {
+        let dir = tempfile::Builder::new().prefix("raftmq-bench-").tempdir()?;
+        let bin = std::env::current_exe()?;
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|_| -> anyhow::Result<SocketAddr> {
+                Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut s = Spawned {
+            children: Vec::new(),
+            peers,
+            bin,
+            flush: flush.to_owned(),
+            _dir: dir,
+        };
+        for (i, a) in addrs.iter().enumerate() {
+            let data = s._dir.path().join(format!("n{}", i + 1));
+            s.children.push((i as u64 + 1, None, *a, data));
+            s.spawn(i as u64 + 1)?;
+        }
+        Ok(s)
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let (bin, peers, flush) = (self.bin.clone(), self.peers.clone(), self.flush.clone());
+        let entry = self
+            .children
+            .iter_mut()
+            .find(|c| c.0 == id)
+            .context("node")?;
+        let child = Command::new(bin)
+            .args([
+                "serve",
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &entry.2.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(&entry.3)
+            .args([
+                "--peers",
+                &peers,
+                "--flush",
+                &flush,
+                "--auto-create-topics",
+                "true",
+            ])
+            .env("RAFTMQ_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        entry.1 = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(c) = self.children.iter_mut().find(|c| c.0 == id)
+            && let Some(mut child) = c.1.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
+        self.kill(id);
+        if let Some(c) = self.children.iter().find(|c| c.0 == id)
+            && c.3.exists()
+        {
+            std::fs::remove_dir_all(&c.3)?;
+        }
+        Ok(())
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.children
+            .iter()
+            .map(|c| format!("http://{}", c.2))
+            .collect()
+    }
+
+    fn url_of(&self, id: u64) -> Option<String> {
+        self.children
+            .iter()
+            .find(|c| c.0 == id)
+            .map(|c| format!("http://{}", c.2))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        for id in 1..=3 {
+            self.kill(id);
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("HTTP client")
+}
+
+async fn cluster(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(format!("{url}/v1/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits for a leader; returns its id and URL.
+async fn leader(
+    http: &reqwest::Client,
+    urls: &[String],
+    within: Duration,
+) -> anyhow::Result<(u64, String)> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for u in urls {
+            if let Some(c) = cluster(http, u).await
+                && let Some(l) = c["leader_id"].as_u64()
+                && let Some(m) = c["members"]
+                    .as_array()
+                    .and_then(|ms| ms.iter().find(|m| m["id"] == l))
+            {
+                let addr = m["addr"].as_str().unwrap_or_default();
+                return Ok((l, format!("http://{addr}")));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("no leader within {within:?}")
+}
+
+fn produce_body(size: usize, batch: usize, keys: u64, seq: u64) -> String {
+    let body = "x".repeat(size);
+    let msgs: Vec<Value> = (0..batch)
+        .map(|i| {
+            if keys > 0 {
+                json!({"body": body, "key": format!("k{}", (seq + i as u64) % keys)})
+            } else {
+                json!({"body": body})
+            }
+        })
+        .collect();
+    json!({ "messages": msgs }).to_string()
+}
+
+/// Runs the bench.
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if matches!(args.mode, Mode::Failover | Mode::Catchup) && !args.spawn {
+        bail!(
+            "--mode {:?} needs --spawn (the bench must own the processes)",
+            args.mode
+        );
+    }
+    let http = client();
+    let mut spawned = if args.spawn {
+        Some(Spawned::start(&args.flush)?)
+    } else {
+        None
+    };
+    let urls: Vec<String> = match &spawned {
+        Some(s) => s.urls(),
+        None => args
+            .url
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_owned())
+            .collect(),
+    };
+    let (_, leader_url) = leader(&http, &urls, Duration::from_secs(30)).await?;
+    let put = http
+        .put(format!("{leader_url}/v1/topics/{}", args.topic))
+        .json(&json!({"queues": args.queues}))
+        .send()
+        .await?;
+    if !put.status().is_success() {
+        bail!("creating topic {}: {}", args.topic, put.text().await?);
+    }
+    let targets = if args.leader_only {
+        vec![leader_url.clone()]
+    } else {
+        urls.clone()
+    };
+    let result = match args.mode {
+        Mode::Produce | Mode::Latency => {
+            let (batch, conc) = if args.mode == Mode::Latency {
+                (1, 1)
+            } else {
+                (args.batch, args.concurrency)
+            };
+            produce(&http, &targets, &args, batch, conc).await?
+        }
+        Mode::Consume => {
+            ensure_data(&http, &leader_url, &args).await?;
+            consume(&http, &targets, &args).await?
+        }
+        Mode::Group => {
+            ensure_data(&http, &leader_url, &args).await?;
+            group(&http, &targets, &args).await?
+        }
+        Mode::Failover => failover(&http, spawned.as_mut().expect("spawned"), &args).await?,
+        Mode::Catchup => catchup(&http, spawned.as_mut().expect("spawned"), &args).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&result.0)?);
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&result.0)?)?;
+    }
+    if let Some(p) = &args.plot {
+        plot(p, &result.1).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    drop(spawned.take());
+    Ok(())
+}
+
+type Outcome = (Value, Vec<(f64, f64, u64)>);
+
+/// Drives `conc` workers calling `op` until the duration or count is reached, with a live
+/// progress line; returns the summary.
+async fn drive<F, Fut>(args: &BenchArgs, label: &str, conc: usize, op: F) -> anyhow::Result<Outcome>
+where
+    F: Fn(u64, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<(u64, u64)>> + Send,
+{
+    let stats = Stats::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let op = Arc::new(op);
+    let limit = args.count;
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let (stats, stop, op) = (stats.clone(), stop.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match op(seq, w).await {
+                    Ok((m, b)) => stats.record(start, t0, m, b),
+                    Err(_) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                seq += 1;
+                if limit.is_some_and(|l| stats.msgs.load(Ordering::Relaxed) >= l) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let duration = Duration::from_secs(args.duration);
+    let mut last = 0;
+    while !stop.load(Ordering::Relaxed) && (limit.is_some() || start.elapsed() < duration) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let m = stats.msgs.load(Ordering::Relaxed);
+        eprintln!(
+            "{label}: {:>4.0}s {:>10} msgs {:>9} msgs/s  errors {}",
+            start.elapsed().as_secs_f64(),
+            m,
+            m - last,
+            stats.errors.load(Ordering::Relaxed)
+        );
+        last = m;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let samples = stats
+        .samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut lats: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    lats.sort_by(f64::total_cmp);
+    let msgs = stats.msgs.load(Ordering::Relaxed);
+    let bytes = stats.bytes.load(Ordering::Relaxed);
+    let summary = json!({
+        "mode": label,
+        "size": args.size, "batch": args.batch, "concurrency": conc,
+        "seconds": secs,
+        "messages": msgs,
+        "msgs_per_s": msgs as f64 / secs,
+        "mb_per_s": bytes as f64 / secs / 1e6,
+        "requests": samples.len(),
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "latency_ms": {
+            "p50": percentile(&lats, 0.50), "p90": percentile(&lats, 0.90),
+            "p99": percentile(&lats, 0.99), "max": lats.last().copied().unwrap_or(0.0),
+        },
+    });
+    Ok((summary, samples))
+}
+
+async fn produce(
+    http: &reqwest::Client,
+    targets: &[String],
+    args: &BenchArgs,
+    batch: usize,
+    conc: usize,
+) -> anyhow::Result<Outcome> {
+    let (http, targets, topic) = (http.clone(), targets.to_vec(), args.topic.clone());
+    let (size, keys) = (args.size, args.keys);
+    let label = if batch == 1 && conc == 1 {
+        "latency"
+    } else {
+        "produce"
+    };
+    drive(args, label, conc, move |seq, w| {
+        let url = format!(
+            "{}/v1/topics/{topic}/messages",
+            targets[(seq as usize + w) % targets.len()]
+        );
+        let body = produce_body(size, batch, keys, seq);
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("status {}", r.status());
+            }
+            r.bytes().await?;
+            Ok((batch as u64, (batch * size) as u64))
+        }
+    })
+    .await
+}
+
+/// Makes sure the topic holds enough to consume for the run.
+async fn ensure_data(http: &reqwest::Client, leader: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let t: Value = http
+        .get(format!("{leader}/v1/topics/{}", args.topic))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let have: u64 = t["queue_stats"]
+        .as_array()
+        .map(|qs| {
+            qs.iter()
+                .map(|q| q["max_offset"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    let want = args.count.unwrap_or(200_000);
+    if have >= want {
+        return Ok(());
+    }
+    eprintln!("bench: producing {} messages to consume", want - have);
+    let quick = BenchArgs {
+        count: Some(want - have),
+        duration: 3600,
+        ..args.clone()
+    };
+    produce(
+        http,
+        &[leader.to_owned()],
+        &quick,
+        500.min(args.batch.max(100)),
+        8,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn consume(
+    http: &reqwest::Client,
+    targets: &[String],
+    args: &BenchArgs,
+) -> anyhow::Result<Outcome> {
+    let queues = args.queues as usize;
+    let offsets: Arc<Vec<AtomicU64>> = Arc::new((0..queues).map(|_| AtomicU64::new(0)).collect());
+    let (http, targets, topic, max) = (
+        http.clone(),
+        targets.to_vec(),
+        args.topic.clone(),
+        args.batch.max(1000),
+    );
+    let size = args.size as u64;
+    drive(
+        args,
+        "consume",
+        args.concurrency.min(queues),
+        move |seq, w| {
+            let q = w % queues;
+            let offsets = offsets.clone();
+            let from = offsets[q].load(Ordering::Relaxed);
+            let url = format!(
+                "{}/v1/topics/{topic}/queues/{q}/messages?offset={from}&max={max}",
+                targets[(seq as usize + w) % targets.len()]
+            );
+            let http = http.clone();
+            async move {
+                let v: Value = http.get(url).send().await?.json().await?;
+                let n = v["messages"].as_array().map_or(0, |m| m.len()) as u64;
+                if n == 0 {
+                    // Wrap around: consuming is measured on data that is there.
+                    offsets[q].store(0, Ordering::Relaxed);
+                } else {
+                    offsets[q].store(v["next_offset"].as_u64().unwrap_or(from), Ordering::Relaxed);
+                }
+                Ok((n, n * size))
+            }
+        },
+    )
+    .await
+}
+
+async fn group(
+    http: &reqwest::Client,
+    targets: &[String],
+    args: &BenchArgs,
+) -> anyhow::Result<Outcome> {
+    let (http, targets, topic) = (http.clone(), targets.to_vec(), args.topic.clone());
+    let max = args.batch.min(256);
+    let size = args.size as u64;
+    let group = format!("bench-{}", std::process::id());
+    drive(args, "group", args.concurrency, move |seq, w| {
+        let base = targets[(seq as usize + w) % targets.len()].clone();
+        let (http, topic, group) = (http.clone(), topic.clone(), group.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{base}/v1/groups/{group}/topics/{topic}/receive"))
+                .json(&json!({"consumer": format!("c{w}"), "max": max, "invisible_ms": 60000}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let receipts: Vec<Value> = v["messages"]
+                .as_array()
+                .map(|m| m.iter().map(|m| m["receipt"].clone()).collect())
+                .unwrap_or_default();
+            if receipts.is_empty() {
+                return Ok((0, 0));
+            }
+            let n = receipts.len() as u64;
+            let r = http
+                .post(format!("{base}/v1/groups/{group}/topics/{topic}/ack"))
+                .json(&json!({ "receipts": receipts }))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("ack: {}", r.status());
+            }
+            r.bytes().await?;
+            Ok((n, n * size))
+        }
+    })
+    .await
+}
+
+async fn failover(
+    http: &reqwest::Client,
+    s: &mut Spawned,
+    args: &BenchArgs,
+) -> anyhow::Result<Outcome> {
+    let urls = s.urls();
+    let (leader_id, _) = leader(http, &urls, Duration::from_secs(30)).await?;
+    let acked = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4usize {
+        let (http, urls, topic, acked, stop) = (
+            http.clone(),
+            urls.clone(),
+            args.topic.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        let body = produce_body(args.size, 10, 0, 0);
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let url = format!("{}/v1/topics/{topic}/messages", urls[i % urls.len()]);
+                let ok = http
+                    .post(url)
+                    .timeout(Duration::from_secs(2))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    acked.lock().await.push(Instant::now());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = Instant::now();
+    s.kill(leader_id);
+    eprintln!("bench: killed leader node {leader_id}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    s.spawn(leader_id)?;
+    let acks = acked.lock().await;
+    let next = acks.iter().filter(|t| **t > killed_at).min().copied();
+    let failover_ms = next.map(|t| t.duration_since(killed_at).as_secs_f64() * 1e3);
+    let samples: Vec<(f64, f64, u64)> = Vec::new();
+    Ok((
+        json!({"mode": "failover", "killed_leader": leader_id, "failover_ms": failover_ms, "acks_before_kill": acks.iter().filter(|t| **t <= killed_at).count()}),
+        samples,
+    ))
+}
+
+async fn catchup(
+    http: &reqwest::Client,
+    s: &mut Spawned,
+    args: &BenchArgs,
+) -> anyhow::Result<Outcome> {
+    let urls = s.urls();
+    let (leader_id, leader_url) = leader(http, &urls, Duration::from_secs(30)).await?;
+    let fill = BenchArgs {
+        count: Some(args.count.unwrap_or(200_000)),
+        duration: 3600,
+        ..args.clone()
+    };
+    produce(
+        http,
+        std::slice::from_ref(&leader_url),
+        &fill,
+        args.batch.max(100),
+        8,
+    )
+    .await?;
+    let metrics = http
+        .get(format!("{leader_url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let log_bytes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("raftmq_log_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let commit = cluster(http, &leader_url)
+        .await
+        .and_then(|c| c["commit_index"].as_u64())
+        .unwrap_or(0);
+    let victim = (1..=3).find(|id| *id != leader_id).expect("a follower");
+    s.wipe(victim)?;
+    let t0 = Instant::now();
+    s.spawn(victim)?;
+    let url = s.url_of(victim).expect("victim url");
+    loop {
+        if let Some(c) = cluster(http, &url).await
+            && c["applied_index"].as_u64().unwrap_or(0) >= commit
+        {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            bail!("the wiped replica did not catch up in 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((
+        json!({"mode": "catchup", "log_bytes": log_bytes, "entries": commit, "seconds": secs, "mb_per_s": log_bytes / secs / 1e6}),
+        Vec::new(),
+    ))
+}
+
+fn plot(path: &Path, samples: &[(f64, f64, u64)]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let end = samples.iter().map(|s| s.0).fold(1.0, f64::max);
+    let secs = end.ceil() as usize + 1;
+    let mut per_sec = vec![0.0f64; secs];
+    for s in samples {
+        per_sec[(s.0 as usize).min(secs - 1)] += s.2 as f64;
+    }
+    let max_rate = per_sec.iter().copied().fold(1.0, f64::max) * 1.1;
+    let max_lat = samples.iter().map(|s| s.1).fold(1.0, f64::max) * 1.2;
+    let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(300);
+    let mut c = ChartBuilder::on(&top)
+        .caption("Throughput (msgs/s)", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end, 0f64..max_rate)?;
+    c.configure_mesh().x_desc("time (s)").draw()?;
+    c.draw_series(LineSeries::new(
+        per_sec
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 + 0.5, *v)),
+        BLUE.stroke_width(2),
+    ))?;
+    let mut c = ChartBuilder::on(&bottom)
+        .caption("Request latency (ms, log scale)", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end, (0.05f64..max_lat).log_scale())?;
+    c.configure_mesh().x_desc("time (s)").draw()?;
+    c.draw_series(
+        samples
+            .iter()
+            .map(|s| Circle::new((s.0, s.1.max(0.05)), 1, RGBColor(40, 150, 60).filled())),
+    )?;
+    root.present()?;
+    Ok(())
+}
