@@ -617,7 +617,8 @@ async fn failover(
 ) -> anyhow::Result<Outcome> {
     let urls = s.urls();
     let (leader_id, _) = leader(http, &urls, Duration::from_secs(30)).await?;
-    let acked = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    // (sent, acknowledged) of every successful produce.
+    let acked = Arc::new(Mutex::new(Vec::<(Instant, Instant)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..4usize {
@@ -634,6 +635,7 @@ async fn failover(
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let url = format!("{}/v1/topics/{topic}/messages", urls[i % urls.len()]);
+                let sent = Instant::now();
                 let ok = http
                     .post(url)
                     .timeout(Duration::from_secs(2))
@@ -643,7 +645,7 @@ async fn failover(
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 if ok {
-                    acked.lock().await.push(Instant::now());
+                    acked.lock().await.push((sent, Instant::now()));
                 } else {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -661,11 +663,17 @@ async fn failover(
     }
     s.spawn(leader_id)?;
     let acks = acked.lock().await;
-    let next = acks.iter().filter(|t| **t > killed_at).min().copied();
+    // The first produce sent after the kill that was acknowledged: in-flight requests that
+    // committed just before the kill do not count.
+    let next = acks
+        .iter()
+        .filter(|(sent, _)| *sent > killed_at)
+        .map(|(_, done)| *done)
+        .min();
     let failover_ms = next.map(|t| t.duration_since(killed_at).as_secs_f64() * 1e3);
     let samples: Vec<(f64, f64, u64)> = Vec::new();
     Ok((
-        json!({"mode": "failover", "killed_leader": leader_id, "failover_ms": failover_ms, "acks_before_kill": acks.iter().filter(|t| **t <= killed_at).count()}),
+        json!({"mode": "failover", "killed_leader": leader_id, "failover_ms": failover_ms, "acks_before_kill": acks.iter().filter(|(_, done)| *done <= killed_at).count()}),
         samples,
     ))
 }

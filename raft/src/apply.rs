@@ -81,10 +81,11 @@ pub struct Applier {
     topics: HashMap<String, Option<TopicMeta>>,
     next_offsets: HashMap<(String, u32), u64>,
     retention_point: Option<u64>,
-    /// Consumer-group writes of the batch being built, so later entries of the same apply
-    /// call see them (`None`: deleted).
+    /// Consumer-group records written through this applier (`None`: deleted): entries of
+    /// the batch being built see them, and once the batch is written they stay as a
+    /// write-through cache, so hot leases and acks rarely reach RocksDB.
     pub(crate) group_overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Floors (committed offsets) written in the batch being built.
+    /// Floors (committed offsets) written through this applier, likewise.
     pub(crate) floor_overlay: HashMap<(String, String, u32), u64>,
 }
 
@@ -113,10 +114,16 @@ impl Applier {
         }
     }
 
-    /// Forgets what the last batch wrote (call after writing it): reads go to the store.
+    /// Call after writing a batch. What it wrote is in RocksDB now, so the overlay stays as
+    /// a cache of it, dropped only when it grows large.
     pub fn finish_batch(&mut self) {
-        self.group_overlay.clear();
-        self.floor_overlay.clear();
+        const MAX_CACHED: usize = 200_000;
+        if self.group_overlay.len() > MAX_CACHED {
+            self.group_overlay.clear();
+        }
+        if self.floor_overlay.len() > MAX_CACHED {
+            self.floor_overlay.clear();
+        }
     }
 
     /// The highest log index retention allows to purge, if any.

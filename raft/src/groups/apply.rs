@@ -210,19 +210,23 @@ impl Applier {
             }
         }
         let mut granted = Vec::new();
+        // Per queue, once per command: (floor, first retained offset, next offset).
+        let mut bounds: Vec<(u32, u64, u64, u64)> = Vec::new();
         for &(queue, offset) in &c.items {
             if queue >= topic.queues {
                 continue;
             }
-            let floor = self.floor(&gk, &c.topic, queue)?;
-            let next = self
-                .store
-                .cq_bounds(&c.topic, queue)?
-                .map_or(0, |(_, max)| max);
-            if offset < floor
-                || offset >= next
-                || self.store.cq_get(&c.topic, queue, offset)?.is_none()
-            {
+            let (floor, min, next) = match bounds.iter().find(|b| b.0 == queue) {
+                Some(&(_, f, lo, hi)) => (f, lo, hi),
+                None => {
+                    let f = self.floor(&gk, &c.topic, queue)?;
+                    let (lo, hi) = self.store.cq_bounds(&c.topic, queue)?.unwrap_or((0, 0));
+                    bounds.push((queue, f, lo, hi));
+                    (f, lo, hi)
+                }
+            };
+            // Offsets are dense between the first retained one and the next one.
+            if offset < floor || offset < min || offset >= next {
                 continue;
             }
             let st = self

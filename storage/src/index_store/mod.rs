@@ -186,12 +186,15 @@ pub enum Durability {
 pub struct IndexStoreOptions {
     /// Memtable size per column family, bytes.
     pub write_buffer_size: usize,
+    /// Block cache shared by all column families, bytes.
+    pub block_cache_size: usize,
 }
 
 impl Default for IndexStoreOptions {
     fn default() -> Self {
         IndexStoreOptions {
             write_buffer_size: 64 << 20,
+            block_cache_size: 128 << 20,
         }
     }
 }
@@ -220,9 +223,17 @@ impl IndexStore {
         db_opts.create_missing_column_families(true);
         db_opts.set_atomic_flush(true);
         db_opts.set_max_background_jobs(2);
+        // One block cache for every column family; bloom filters make point reads of
+        // absent keys (a message's group state before its first delivery) cheap.
+        let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_size);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             o.set_write_buffer_size(opts.write_buffer_size);
+            o.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
