@@ -75,9 +75,9 @@ for line in open(sys.argv[1]):
 print(f"{'case':<14} {'NATS JetStream R3':>18} {'raftmq (sync)':>16} {'raftmq/NATS':>12}")
 for case in ["100B publish", "1KiB publish", "100B consume"]:
     n, r = rows[("nats", case)], rows[("raftmq", case)]
-    print(f"{case:<14} {n['msgs_per_s']:>12.0} msg/s {r['msgs_per_s']:>10.0} msg/s {r['msgs_per_s'] / n['msgs_per_s']:>11.2f}x")
+    print(f"{case:<14} {n['msgs_per_s']:>12.0f} msg/s {r['msgs_per_s']:>10.0f} msg/s {r['msgs_per_s'] / n['msgs_per_s']:>11.2f}x")
     if case == "1KiB publish":
-        print(f"{'  (MB/s)':<14} {n['mb_per_s']:>12.1} MB/s  {r['mb_per_s']:>10.1} MB/s")
+        print(f"{'  (MB/s)':<14} {n['mb_per_s']:>12.1f} MB/s  {r['mb_per_s']:>10.1f} MB/s")
 n, r = rows[("nats", "latency")]["latency_ms"], rows[("raftmq", "latency")]["latency_ms"]
 for p in ["p50", "p99"]:
     print(f"{'latency ' + p:<14} {n[p]:>15.2f} ms {r[p]:>13.2f} ms")
