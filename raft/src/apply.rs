@@ -347,7 +347,8 @@ impl Applier {
             }
         }
         let mut placed = Vec::with_capacity(view.count as usize);
-        let mut touched: Vec<(u32, u64)> = Vec::new();
+        // Per queue: (first offset, next offset) of this batch's run.
+        let mut touched: Vec<(u32, u64, u64)> = Vec::new();
         for m in view.iter() {
             let m = m.expect("validated above");
             let next = self.next_offset(topic, m.queue)?;
@@ -371,15 +372,22 @@ impl Applier {
             if let Some(key) = m.key {
                 batch.put_key(topic, key, &hit)?;
             }
-            batch.put_time(topic, &hit)?;
             placed.push((m.queue, offset));
-            match touched.iter_mut().find(|(q, _)| *q == m.queue) {
-                Some(t) => t.1 = offset + 1,
-                None => touched.push((m.queue, offset + 1)),
+            match touched.iter_mut().find(|(q, ..)| *q == m.queue) {
+                Some(t) => t.2 = offset + 1,
+                None => touched.push((m.queue, offset, offset + 1)),
             }
         }
-        for (queue, next) in touched {
+        for (queue, first, next) in touched {
             batch.put_queue_next(topic, queue, next)?;
+            batch.put_time_run(
+                topic,
+                view.store_ms,
+                log_index,
+                queue,
+                first,
+                (next - first) as u32,
+            )?;
         }
         Ok(Applied::Produced { log_index, placed })
     }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use raftmq_storage::{CqEntry, IndexBatch, IndexHit};
+use raftmq_storage::{CqEntry, IndexBatch};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -331,16 +331,7 @@ impl Applier {
         let entry = CqEntry { store_ms: now, ..e };
         batch.put_cq(&dlq, 0, dlq_offset, &entry)?;
         batch.put_queue_next(&dlq, 0, dlq_offset + 1)?;
-        batch.put_time(
-            &dlq,
-            &IndexHit {
-                log_index: e.log_index,
-                slot: e.slot,
-                queue: 0,
-                offset: dlq_offset,
-                store_ms: now,
-            },
-        )?;
+        batch.put_time_run(&dlq, now, e.log_index, 0, dlq_offset, 1)?;
         let origin = DlqOrigin {
             topic: topic.to_owned(),
             queue,

@@ -41,11 +41,20 @@ pub(crate) fn key_index_prefix(topic: &str, key: &str) -> Vec<u8> {
     k
 }
 
-pub(crate) fn time_key(topic: &str, store_ms: u64, log_index: u64, slot: u32) -> Vec<u8> {
+/// `topic, store_ms, log_index, queue, first_offset`: one entry per run of a batch's
+/// messages in one queue (they share a store time).
+pub(crate) fn time_key(
+    topic: &str,
+    store_ms: u64,
+    log_index: u64,
+    queue: u32,
+    first: u64,
+) -> Vec<u8> {
     let mut k = name_prefix(topic);
     k.extend_from_slice(&store_ms.to_be_bytes());
     k.extend_from_slice(&log_index.to_be_bytes());
-    k.extend_from_slice(&slot.to_be_bytes());
+    k.extend_from_slice(&queue.to_be_bytes());
+    k.extend_from_slice(&first.to_be_bytes());
     k
 }
 

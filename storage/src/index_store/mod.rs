@@ -4,7 +4,8 @@
 //! - `consume_queue`: (topic, queue, offset) → [`CqEntry`] (log index, slot, size, tag hash,
 //!   store time): RocketMQ's ConsumeQueue, one entry per message;
 //! - `key_index`: (topic, key, log index, slot) → (queue, offset);
-//! - `time_index`: (topic, store time, log index, slot) → (queue, offset);
+//! - `time_index`: (topic, store time, log index, queue, first offset) → message count: one
+//!   entry per run of a batch's messages in one queue, expanded through the ConsumeQueue;
 //! - `consumer_offsets`: (group, topic, queue) → committed offset;
 //! - `topics`: topic → [`TopicMeta`];
 //! - `sm_meta`: state-machine metadata (`last_applied`, membership…) as opaque bytes;
@@ -407,24 +408,33 @@ impl IndexStore {
         max: usize,
     ) -> Result<Vec<IndexHit>> {
         let prefix = name_prefix(topic);
-        let start = time_key(topic, from_ms, 0, 0);
+        let start = time_key(topic, from_ms, 0, 0, 0);
         let mut out = Vec::new();
-        for kv in self
-            .scan_prefix(CF_TIME_INDEX, &prefix, Some(&start), false)
-            .take(max)
-        {
+        for kv in self.scan_prefix(CF_TIME_INDEX, &prefix, Some(&start), false) {
+            if out.len() >= max {
+                break;
+            }
             let (k, v) = kv?;
             let store_ms = be_u64(&k, prefix.len())?;
             if store_ms >= to_ms {
                 break;
             }
-            out.push(IndexHit {
-                log_index: be_u64(&k, prefix.len() + 8)?,
-                slot: be_u32(&k, prefix.len() + 16)?,
-                queue: le_u32(&v, 0)?,
-                offset: le_u64(&v, 4)?,
-                store_ms,
-            });
+            let queue = be_u32(&k, prefix.len() + 16)?;
+            let first = be_u64(&k, prefix.len() + 20)?;
+            let count = le_u32(&v, 0)? as usize;
+            // Retention may have removed the run's first entries: take what remains.
+            for (offset, e) in self.cq_range(topic, queue, first, count.min(max - out.len()))? {
+                if offset >= first + count as u64 {
+                    break;
+                }
+                out.push(IndexHit {
+                    log_index: e.log_index,
+                    slot: e.slot,
+                    queue,
+                    offset,
+                    store_ms,
+                });
+            }
         }
         Ok(out)
     }
@@ -547,14 +557,23 @@ impl IndexBatch<'_> {
         Ok(())
     }
 
-    /// Indexes a message by store time.
-    pub fn put_time(&mut self, topic: &str, hit: &IndexHit) -> Result<()> {
+    /// Indexes by store time the `count` messages of batch `log_index` that went to `queue`
+    /// from offset `first` on (one entry for the run, not one per message).
+    pub fn put_time_run(
+        &mut self,
+        topic: &str,
+        store_ms: u64,
+        log_index: u64,
+        queue: u32,
+        first: u64,
+        count: u32,
+    ) -> Result<()> {
         check_name("topic", topic)?;
         let cf = self.store.cf(CF_TIME_INDEX);
         self.wb.put_cf(
             cf,
-            time_key(topic, hit.store_ms, hit.log_index, hit.slot),
-            queue_offset_value(hit.queue, hit.offset),
+            time_key(topic, store_ms, log_index, queue, first),
+            count.to_le_bytes(),
         );
         Ok(())
     }
@@ -610,7 +629,7 @@ impl IndexBatch<'_> {
         check_name("topic", topic)?;
         let cf = self.store.cf(CF_TIME_INDEX);
         self.wb
-            .delete_range_cf(cf, name_prefix(topic), time_key(topic, cutoff_ms, 0, 0));
+            .delete_range_cf(cf, name_prefix(topic), time_key(topic, cutoff_ms, 0, 0, 0));
         Ok(())
     }
 

@@ -32,7 +32,8 @@ fn fill(store: &IndexStore, topic: &str, queue: u32, n: u64) {
             store_ms: e.store_ms,
         };
         b.put_key(topic, &format!("k{}", offset % 3), &hit).unwrap();
-        b.put_time(topic, &hit).unwrap();
+        b.put_time_run(topic, e.store_ms, e.log_index, queue, offset, 1)
+            .unwrap();
         b.put_meta("last_applied", &e.log_index.to_le_bytes());
         store.write(b, Durability::Wal).unwrap();
     }
@@ -87,6 +88,32 @@ fn key_and_time_indexes_find_messages() {
         [2, 3, 4]
     );
     assert_eq!(store.time_range("t", 0, u64::MAX, 4).unwrap().len(), 4);
+}
+
+#[test]
+fn a_time_run_stands_for_a_batch_s_messages_in_one_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let mut b = store.batch();
+    for offset in 0..5 {
+        b.put_cq("t", 2, offset, &entry(7, offset as u32)).unwrap();
+    }
+    b.put_time_run("t", 500, 7, 2, 0, 5).unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    let hits = store.time_range("t", 500, 501, 100).unwrap();
+    assert_eq!(
+        hits.iter()
+            .map(|h| (h.queue, h.offset, h.slot))
+            .collect::<Vec<_>>(),
+        [(2, 0, 0), (2, 1, 1), (2, 2, 2), (2, 3, 3), (2, 4, 4)]
+    );
+    assert_eq!(store.time_range("t", 500, 501, 3).unwrap().len(), 3);
+    assert!(store.time_range("t", 501, 600, 100).unwrap().is_empty());
+    // Retention removed the run's first entries: the rest is still found.
+    let mut b = store.batch();
+    b.delete_cq_before("t", 2, 3).unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    assert_eq!(store.time_range("t", 0, u64::MAX, 100).unwrap().len(), 2);
 }
 
 #[test]
