@@ -9,17 +9,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 
 use crate::AppState;
 use crate::dto::{AddMemberRequest, TransferLeaderRequest, parse_json};
 use crate::error::ApiError;
-use crate::forward::{Route, route_write};
+use crate::forward::{Route, WriteReq};
 use crate::messages::{propose_error, with_write_timeout};
 use raftmq_raft::WatchReceiver as _;
 
@@ -48,17 +46,14 @@ pub(crate) async fn status(State(app): State<AppState>) -> Response {
 /// `POST /v1/cluster/members`.
 pub(crate) async fn add_member(
     State(app): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
-    let req: AddMemberRequest = parse_json(&body)?;
+    let body = &write.body;
+    let req: AddMemberRequest = parse_json(body)?;
     req.addr
         .parse::<SocketAddr>()
         .map_err(|_| ApiError::invalid("addr", format!("`{}` is not HOST:PORT", req.addr)))?;
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let status = app.broker.cluster_status();
@@ -94,14 +89,12 @@ pub(crate) async fn add_member(
 pub(crate) async fn remove_member(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::invalid("id", format!("`{id}` is not a node id")))?;
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, Bytes::new()).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     if !app
@@ -126,14 +119,11 @@ pub(crate) async fn remove_member(
 /// `POST /v1/cluster/leader`.
 pub(crate) async fn transfer_leader(
     State(app): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
-    let req: TransferLeaderRequest = parse_json(&body)?;
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    let body = &write.body;
+    let req: TransferLeaderRequest = parse_json(body)?;
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let status = app.broker.cluster_status();

@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -27,19 +28,56 @@ pub(crate) enum Route {
     Relayed(Response),
 }
 
-/// Decides where a write is handled; forwards it to the leader when that is elsewhere.
-pub(crate) async fn route_write(
-    app: &AppState,
+/// A write request as received: what forwarding needs (method, URI, headers, raw body).
+/// Extracting it reads the body under the router's size limit (413 past it).
+pub(crate) struct WriteReq {
     method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Route, ApiError> {
-    route_write_waiting(app, method, uri, headers, body, std::time::Duration::ZERO).await
+    uri: Uri,
+    headers: HeaderMap,
+    /// The raw request body.
+    pub(crate) body: Bytes,
 }
 
-/// Like [`route_write`] for a request the leader may hold up to `wait` (a long poll).
-pub(crate) async fn route_write_waiting(
+impl<S: Send + Sync> FromRequest<S> for WriteReq {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        Ok(WriteReq {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: bytes,
+        })
+    }
+}
+
+impl WriteReq {
+    /// Decides where the write is handled; forwards it to the leader when that is elsewhere.
+    pub(crate) async fn route(&self, app: &AppState) -> Result<Route, ApiError> {
+        self.route_waiting(app, std::time::Duration::ZERO).await
+    }
+
+    /// Like [`WriteReq::route`] for a request the leader may hold up to `wait` (a long poll).
+    pub(crate) async fn route_waiting(
+        &self,
+        app: &AppState,
+        wait: std::time::Duration,
+    ) -> Result<Route, ApiError> {
+        route_write(
+            app,
+            self.method.clone(),
+            &self.uri,
+            &self.headers,
+            self.body.clone(),
+            wait,
+        )
+        .await
+    }
+}
+
+async fn route_write(
     app: &AppState,
     method: Method,
     uri: &Uri,

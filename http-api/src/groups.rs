@@ -8,11 +8,8 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use raftmq_raft::Command;
 use raftmq_raft::broker::msg_id;
 use raftmq_raft::groups::GroupMode;
@@ -24,7 +21,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::dto::{check_name, message_json, parse_json};
 use crate::error::ApiError;
-use crate::forward::{Route, route_write, route_write_waiting};
+use crate::forward::{Route, WriteReq};
 use crate::messages::{propose_command, propose_error, reject_error, with_write_timeout};
 
 #[derive(Deserialize)]
@@ -43,19 +40,16 @@ struct QueueOffset {
 pub(crate) async fn commit(
     State(app): State<AppState>,
     Path(group): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("group", &group)?;
-    let req: CommitRequest = parse_json(&body)?;
+    let req: CommitRequest = parse_json(body)?;
     check_name("topic", &req.topic)?;
     if req.offsets.is_empty() {
         return Err(ApiError::invalid("offsets", "must name at least one queue"));
     }
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let cmd = Command::CommitOffsets {
@@ -134,15 +128,12 @@ fn group_error(e: GroupError) -> ApiError {
 pub(crate) async fn receive(
     State(app): State<AppState>,
     Path((group, topic)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("group", &group)?;
     check_name("topic", &topic)?;
-    let req: ReceiveBody = parse_json(&body)?;
+    let req: ReceiveBody = parse_json(body)?;
     check_name("consumer", &req.consumer)?;
     let max = req.max.unwrap_or(32);
     if !(1..=MAX_RECEIVE).contains(&max) {
@@ -171,9 +162,7 @@ pub(crate) async fn receive(
             .ok_or_else(|| ApiError::invalid("mode", "must be clustering or broadcast"))?,
     };
     let wait = std::time::Duration::from_millis(wait_ms);
-    if let Route::Relayed(resp) =
-        route_write_waiting(&app, method, &uri, &headers, body, wait).await?
-    {
+    if let Route::Relayed(resp) = write.route_waiting(&app, wait).await? {
         return Ok(resp);
     }
     let request = ReceiveRequest {
@@ -222,14 +211,13 @@ async fn ack_or_nack(
     app: AppState,
     group: String,
     topic: String,
-    (method, uri, headers): (Method, Uri, HeaderMap),
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
     nack: bool,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("group", &group)?;
     check_name("topic", &topic)?;
-    let req: AckBody = parse_json(&body)?;
+    let req: AckBody = parse_json(body)?;
     if req.receipts.is_empty() || req.receipts.len() > 1024 {
         return Err(ApiError::invalid(
             "receipts",
@@ -245,7 +233,7 @@ async fn ack_or_nack(
     } else {
         None
     };
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let results = with_write_timeout(&app, async {
@@ -271,24 +259,18 @@ async fn ack_or_nack(
 pub(crate) async fn ack(
     State(app): State<AppState>,
     Path((group, topic)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    ack_or_nack(app, group, topic, (method, uri, headers), body, false).await
+    ack_or_nack(app, group, topic, write, false).await
 }
 
 /// `POST /v1/groups/{group}/topics/{topic}/nack`.
 pub(crate) async fn nack(
     State(app): State<AppState>,
     Path((group, topic)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    ack_or_nack(app, group, topic, (method, uri, headers), body, true).await
+    ack_or_nack(app, group, topic, write, true).await
 }
 
 #[derive(Deserialize)]
@@ -302,14 +284,11 @@ pub(crate) struct HeartbeatBody {
 pub(crate) async fn heartbeat(
     State(app): State<AppState>,
     Path(group): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("group", &group)?;
-    let req: HeartbeatBody = parse_json(&body)?;
+    let req: HeartbeatBody = parse_json(body)?;
     check_name("consumer", &req.consumer)?;
     for (i, t) in req.topics.iter().enumerate() {
         check_name(&format!("topics[{i}]"), t)?;
@@ -321,7 +300,7 @@ pub(crate) async fn heartbeat(
             "must be between 100 and 3600000",
         ));
     }
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let assignments = with_write_timeout(&app, async {
@@ -348,14 +327,11 @@ pub(crate) struct ResetBody {
 pub(crate) async fn reset(
     State(app): State<AppState>,
     Path(group): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("group", &group)?;
-    let req: ResetBody = parse_json(&body)?;
+    let req: ResetBody = parse_json(body)?;
     check_name("topic", &req.topic)?;
     let to = match &req.to {
         Value::String(s) if s == "earliest" => ResetTo::Earliest,
@@ -376,7 +352,7 @@ pub(crate) async fn reset(
             ));
         }
     };
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let offsets = with_write_timeout(&app, async {

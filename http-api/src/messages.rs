@@ -8,11 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use raftmq_raft::broker::{msg_id, parse_msg_id};
 use raftmq_raft::read::{QueueQuery, TagFilter};
 use raftmq_raft::{ProduceError, ProposeError, ReadError, RejectCode, TopicSpec};
@@ -21,7 +18,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::dto::{ProduceRequest, check_name, is_system_topic, message_json, parse_json};
 use crate::error::ApiError;
-use crate::forward::{Route, route_write};
+use crate::forward::{Route, WriteReq};
 
 /// Longest long poll accepted, ms.
 const MAX_WAIT_MS: u64 = 60_000;
@@ -79,16 +76,13 @@ pub(crate) async fn propose_command(
 pub(crate) async fn produce(
     State(app): State<AppState>,
     Path(topic): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("topic", &topic)?;
-    let req: ProduceRequest = parse_json(&body)?;
+    let req: ProduceRequest = parse_json(body)?;
     let messages = req.into_messages(app.cfg.max_request_bytes)?;
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     app.stats.produce_requests.fetch_add(1, Ordering::Relaxed);

@@ -3,18 +3,15 @@
 //! Must never: let a topic shrink its queue count, or create a system topic by hand.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use raftmq_raft::{Command, TopicSpec};
 use serde_json::json;
 
 use crate::AppState;
 use crate::dto::{PutTopicRequest, QueueStat, TopicJson, check_name, is_system_topic, parse_json};
 use crate::error::ApiError;
-use crate::forward::{Route, route_write};
+use crate::forward::{Route, WriteReq};
 use crate::messages::propose_command;
 
 /// Most queues a topic may have.
@@ -34,17 +31,14 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
 pub(crate) async fn put(
     State(app): State<AppState>,
     Path(topic): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = &write.body;
     check_name("topic", &topic)?;
     let req: PutTopicRequest = if body.is_empty() {
         PutTopicRequest::default()
     } else {
-        parse_json(&body)?
+        parse_json(body)?
     };
     if is_system_topic(&topic) {
         return Err(ApiError::invalid(
@@ -63,7 +57,7 @@ pub(crate) async fn put(
     if req.retention_ms == Some(0) {
         return Err(ApiError::invalid("retention_ms", "must be positive"));
     }
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, body).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     let existing = app.broker.topic(&topic).await.map_err(ApiError::internal)?;
@@ -146,12 +140,10 @@ pub(crate) async fn get(
 pub(crate) async fn delete(
     State(app): State<AppState>,
     Path(topic): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteReq,
 ) -> Result<Response, ApiError> {
     check_name("topic", &topic)?;
-    if let Route::Relayed(resp) = route_write(&app, method, &uri, &headers, Bytes::new()).await? {
+    if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
     propose_command(
