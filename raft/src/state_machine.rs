@@ -521,6 +521,18 @@ mod tests {
             now_ms: 200,
             nack_delay_ms: None,
         };
+        let ack2 = AckCmd {
+            receipts: vec!["0-1-1-2-c".into(), "0-0-1-2-c".into()],
+            now_ms: 250,
+            ..ack.clone()
+        };
+        let heartbeat = crate::command::HeartbeatCmd {
+            group: "g".into(),
+            consumer: "c".into(),
+            topics: vec!["t".into()],
+            session_ms: 1000,
+            now_ms: 260,
+        };
         [
             Command::Produce {
                 create_topic: Some(spec),
@@ -528,6 +540,8 @@ mod tests {
             },
             Command::Lease(lease),
             Command::Ack(ack),
+            Command::Ack(ack2),
+            Command::Heartbeat(heartbeat),
             Command::Retain { now_ms: 300 },
         ]
         .into_iter()
@@ -560,8 +574,21 @@ mod tests {
                 results: vec![None]
             }
         );
+        // Acks share a batch with what came before; the second repeats the first.
+        assert_eq!(
+            together[3],
+            Applied::Acked {
+                results: vec![None, None]
+            }
+        );
+        assert_eq!(
+            together[4],
+            Applied::Assigned {
+                assignments: vec![("t".into(), vec![0])]
+            }
+        );
         let (sa, sb) = (one.store(), many.store());
-        assert_eq!(sa.offset_get("g", "t", 0).unwrap(), Some(1));
+        assert_eq!(sa.offset_get("g", "t", 0).unwrap(), Some(2));
         assert_eq!(
             sa.offset_get("g", "t", 0).unwrap(),
             sb.offset_get("g", "t", 0).unwrap()
