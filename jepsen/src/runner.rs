@@ -165,45 +165,28 @@ async fn run_in(
     let nodes: Vec<SocketAddr> = addrs.iter().map(|a| a.1).collect();
     let started = Instant::now();
     let until = started + opts.time;
+    let mut worker = |p: u64| workload::Worker {
+        p,
+        w: w.clone(),
+        nodes: nodes.clone(),
+        client: client.clone(),
+        rec: recorder.clone(),
+        rng: rng.fork(),
+        until,
+    };
     let mut tasks = Vec::new();
     for p in 0..w.producers {
-        tasks.push(tokio::spawn(workload::producer(
-            p,
-            w.clone(),
-            nodes.clone(),
-            client.clone(),
-            recorder.clone(),
-            rng.fork(),
-            until,
-        )));
+        tasks.push(tokio::spawn(workload::producer(worker(p))));
     }
     for c in 0..w.consumers {
-        let p = w.producers + c;
-        match w.kind {
+        let x = worker(w.producers + c);
+        tasks.push(match w.kind {
             workload::Kind::Log => {
                 let queues: Vec<u64> = (0..w.queues).filter(|q| q % w.consumers == c).collect();
-                tasks.push(tokio::spawn(workload::consumer(
-                    p,
-                    queues,
-                    w.clone(),
-                    nodes.clone(),
-                    client.clone(),
-                    recorder.clone(),
-                    rng.fork(),
-                    until,
-                )));
+                tokio::spawn(workload::consumer(x, queues))
             }
-            workload::Kind::Queue => tasks.push(tokio::spawn(workload::group_consumer(
-                p,
-                c,
-                w.clone(),
-                nodes.clone(),
-                client.clone(),
-                recorder.clone(),
-                rng.fork(),
-                until,
-            ))),
-        }
+            workload::Kind::Queue => tokio::spawn(workload::group_consumer(x, c)),
+        });
     }
     let nemesis = Nemesis {
         faults: opts.faults.clone(),

@@ -26,6 +26,24 @@ pub enum Kind {
     Queue,
 }
 
+/// One client process of a workload: who it is and what it works with.
+pub struct Worker {
+    /// Process number in the history.
+    pub p: u64,
+    /// The workload's settings.
+    pub w: Arc<LogWorkload>,
+    /// Nodes to pick from.
+    pub nodes: Vec<SocketAddr>,
+    /// HTTP client.
+    pub client: Client,
+    /// The history.
+    pub rec: Arc<Recorder>,
+    /// Its own randomness.
+    pub rng: Rng,
+    /// When to stop.
+    pub until: Instant,
+}
+
 /// Settings of a workload.
 #[derive(Clone, Debug)]
 pub struct LogWorkload {
@@ -77,15 +95,16 @@ fn with_error(v: &Value, e: &str) -> Value {
 }
 
 /// One producer until `until`.
-pub async fn producer(
-    p: u64,
-    w: Arc<LogWorkload>,
-    nodes: Vec<SocketAddr>,
-    client: Client,
-    rec: Arc<Recorder>,
-    mut rng: Rng,
-    until: Instant,
-) {
+pub async fn producer(x: Worker) {
+    let Worker {
+        p,
+        w,
+        nodes,
+        client,
+        rec,
+        mut rng,
+        until,
+    } = x;
     let mut seq = 0u64;
     while Instant::now() < until {
         let node = *rng.pick(&nodes).expect("nodes");
@@ -106,17 +125,16 @@ pub async fn producer(
 }
 
 /// One consumer of `queues` until `until`: poll, then commit what it read.
-#[allow(clippy::too_many_arguments)]
-pub async fn consumer(
-    p: u64,
-    queues: Vec<u64>,
-    w: Arc<LogWorkload>,
-    nodes: Vec<SocketAddr>,
-    client: Client,
-    rec: Arc<Recorder>,
-    mut rng: Rng,
-    until: Instant,
-) {
+pub async fn consumer(x: Worker, queues: Vec<u64>) {
+    let Worker {
+        p,
+        w,
+        nodes,
+        client,
+        rec,
+        mut rng,
+        until,
+    } = x;
     let mut positions: Vec<u64> = vec![0; queues.len()];
     while Instant::now() < until {
         for (i, &queue) in queues.iter().enumerate() {
@@ -191,17 +209,16 @@ pub const GROUP: &str = "jepsen";
 
 /// One queue-workload consumer until `until`. Consumer 0 never acks (its leases expire),
 /// consumer 1 nacks about a third of what it gets, the others ack everything.
-#[allow(clippy::too_many_arguments)]
-pub async fn group_consumer(
-    p: u64,
-    index: u64,
-    w: Arc<LogWorkload>,
-    nodes: Vec<SocketAddr>,
-    client: Client,
-    rec: Arc<Recorder>,
-    mut rng: Rng,
-    until: Instant,
-) {
+pub async fn group_consumer(x: Worker, index: u64) {
+    let Worker {
+        p,
+        w,
+        nodes,
+        client,
+        rec,
+        mut rng,
+        until,
+    } = x;
     let consumer = format!("c{index}");
     while Instant::now() < until {
         let node = *rng.pick(&nodes).expect("nodes");
