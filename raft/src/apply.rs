@@ -268,6 +268,9 @@ impl Applier {
                 }
                 for &(queue, offset) in offsets {
                     batch.put_offset(group, topic, queue, offset)?;
+                    // Later entries of the batch (an ack of this group) must see it.
+                    self.floor_overlay
+                        .insert((group.clone(), topic.clone(), queue), offset);
                 }
                 Ok(Applied::Done)
             }

@@ -542,6 +542,22 @@ mod tests {
             Command::Ack(ack),
             Command::Ack(ack2),
             Command::Heartbeat(heartbeat),
+            Command::CommitOffsets {
+                group: "g".into(),
+                topic: "t".into(),
+                offsets: vec![(0, 1)],
+            },
+            Command::Ack(AckCmd {
+                receipts: vec!["0-1-1-2-c".into()],
+                now_ms: 270,
+                ..AckCmd {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    receipts: vec![],
+                    now_ms: 0,
+                    nack_delay_ms: None,
+                }
+            }),
             Command::Retain { now_ms: 300 },
         ]
         .into_iter()
@@ -587,8 +603,16 @@ mod tests {
                 assignments: vec![("t".into(), vec![0])]
             }
         );
+        // A commit moved the floor back to 1; an ack in the same batch sees it (and finds
+        // no lease there any more), exactly as it does when applied alone.
+        assert_eq!(
+            together[6],
+            Applied::Acked {
+                results: vec![Some("RECEIPT_INVALID".into())]
+            }
+        );
         let (sa, sb) = (one.store(), many.store());
-        assert_eq!(sa.offset_get("g", "t", 0).unwrap(), Some(2));
+        assert_eq!(sa.offset_get("g", "t", 0).unwrap(), Some(1));
         assert_eq!(
             sa.offset_get("g", "t", 0).unwrap(),
             sb.offset_get("g", "t", 0).unwrap()
