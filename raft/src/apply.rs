@@ -231,13 +231,14 @@ impl Applier {
             Command::PutTopic { name, spec } => self.put_topic(batch, name, *spec),
             Command::Retain { now_ms } => self.retain(batch, log_index, *now_ms),
             Command::DeleteTopic { name } => {
-                if self.topic(name)?.is_none() {
+                let Some(meta) = self.topic(name)? else {
                     return Ok(reject(
                         RejectCode::TopicNotFound,
                         format!("topic {name} does not exist"),
                     ));
-                }
+                };
                 batch.delete_topic(name)?;
+                self.forget_topic_in_groups(batch, name, meta.queues)?;
                 self.topics.insert(name.clone(), None);
                 self.next_offsets.retain(|(t, _), _| t != name);
                 Ok(Applied::Done)
@@ -266,6 +267,10 @@ impl Applier {
                         ),
                     ));
                 }
+                // Remembered so deleting the topic forgets these offsets too.
+                let record = crate::groups::keys::topic(group, topic);
+                batch.put_group(&record, &[]);
+                self.group_overlay.insert(record, Some(Vec::new()));
                 for &(queue, offset) in offsets {
                     batch.put_offset(group, topic, queue, offset)?;
                     // Later entries of the batch (an ack of this group) must see it.

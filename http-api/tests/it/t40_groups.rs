@@ -438,3 +438,29 @@ async fn bad_group_requests_are_refused() {
         "receipts",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_created_topic_starts_without_the_old_consumer_progress() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    produce(&n, "t", json!([{"body": "a"}, {"body": "b"}])).await;
+    let got = receive(&n, "g", "t", json!({"consumer": "c", "max": 10})).await;
+    ack(&n, "g", "t", &receipts(&got)).await;
+    n.put(
+        "/v1/groups/byoffset/offsets",
+        r#"{"topic": "t", "offsets": [{"queue": 0, "offset": 2}]}"#,
+    )
+    .await;
+    let (s, _) = n.call(axum::http::Method::DELETE, "/v1/topics/t", "").await;
+    assert_eq!(s, StatusCode::OK);
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    produce(&n, "t", json!([{"body": "new"}])).await;
+    let got = receive(&n, "g", "t", json!({"consumer": "c", "max": 10})).await;
+    assert_eq!(
+        bodies(&got),
+        ["new"],
+        "the old floor (2) does not hide the new topic's offset 0"
+    );
+    let (_, o) = n.get("/v1/groups/byoffset/offsets?topic=t").await;
+    assert_eq!(o["offsets"][0]["committed"], 0);
+}

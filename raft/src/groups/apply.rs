@@ -500,6 +500,55 @@ impl Applier {
     }
 }
 
+impl Applier {
+    /// Drops every group's committed offsets and message states for a deleted topic, so a
+    /// topic re-created under the same name starts with no consumer progress (as Kafka
+    /// drops a deleted topic's offsets).
+    pub(crate) fn forget_topic_in_groups(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        topic: &str,
+        queues: u32,
+    ) -> R<()> {
+        // Every group that touched the topic (received, committed, heartbeated) has a
+        // `T group topic` record.
+        let mut gkeys: Vec<String> = Vec::new();
+        for k in self.group_scan_all(b"T")?.into_keys() {
+            let Some((group, t)) = keys::topic_record(&k) else {
+                continue;
+            };
+            if t != topic {
+                continue;
+            }
+            gkeys.push(group.clone());
+            let meta = self
+                .group_get(&keys::meta(&group))?
+                .and_then(|b| dec::<GroupMeta>(&b));
+            if meta.is_some_and(|m| m.mode == GroupMode::Broadcast) {
+                for ck in self.group_scan_all(&keys::consumers(&group))?.keys() {
+                    if let Some(c) = keys::consumer_name(ck) {
+                        gkeys.push(gkey(&group, GroupMode::Broadcast, &c));
+                    }
+                }
+            }
+            self.group_delete(batch, k);
+        }
+        for gk in gkeys {
+            batch.delete_offsets(&gk, topic, queues)?;
+            for queue in 0..queues {
+                self.floor_overlay
+                    .remove(&(gk.clone(), topic.to_owned(), queue));
+                let prefix = keys::queue_states(&gk, topic, queue);
+                batch.delete_group_range(&prefix, &raftmq_storage::prefix_end(&prefix));
+                for k in self.group_scan_all(&prefix)?.into_keys() {
+                    self.group_overlay.insert(k, None);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn fresh(consumer: &str) -> MsgState {
     MsgState {
         status: Status::Released,

@@ -158,6 +158,16 @@ pub mod keys {
         k
     }
 
+    /// `(group, topic)` of a `T` key.
+    pub fn topic_record(key: &[u8]) -> Option<(String, String)> {
+        let glen = *key.get(1)? as usize;
+        let group = String::from_utf8(key.get(2..2 + glen)?.to_vec()).ok()?;
+        let rest = key.get(2 + glen..)?;
+        let tlen = *rest.first()? as usize;
+        let topic = String::from_utf8(rest.get(1..1 + tlen)?.to_vec()).ok()?;
+        Some((group, topic))
+    }
+
     /// `T group` (prefix).
     pub fn topics(group: &str) -> Vec<u8> {
         let mut k = vec![b'T'];

@@ -431,11 +431,7 @@ fn group_info(s: &IndexStore, group: &str) -> raftmq_storage::Result<Option<Grou
     let topics: Vec<String> = s
         .group_scan(&keys::topics(group), None, usize::MAX)?
         .into_iter()
-        .filter_map(|(k, _)| {
-            let glen = *k.get(1)? as usize;
-            let rest = k.get(2 + glen..)?;
-            String::from_utf8(rest.get(1..)?.to_vec()).ok()
-        })
+        .filter_map(|(k, _)| keys::topic_record(&k).map(|(_, t)| t))
         .collect();
     let progress_keys: Vec<(String, Option<String>)> = match meta.mode {
         GroupMode::Clustering => vec![(group.to_owned(), None)],

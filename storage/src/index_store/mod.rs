@@ -588,6 +588,19 @@ impl IndexBatch<'_> {
         Ok(())
     }
 
+    /// Forgets a group's committed offsets for a topic (queues `0..queues`).
+    pub fn delete_offsets(&mut self, group: &str, topic: &str, queues: u32) -> Result<()> {
+        check_name("group", group)?;
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_OFFSETS);
+        self.wb.delete_range_cf(
+            cf,
+            offset_key(group, topic, 0),
+            offset_key(group, topic, queues),
+        );
+        Ok(())
+    }
+
     /// Creates or replaces a topic's settings.
     pub fn put_topic(&mut self, name: &str, meta: &TopicMeta) -> Result<()> {
         check_name("topic", name)?;
