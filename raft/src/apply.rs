@@ -87,6 +87,8 @@ pub struct Applier {
     pub(crate) group_overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Floors (committed offsets) written through this applier, likewise.
     pub(crate) floor_overlay: HashMap<(String, String, u32), u64>,
+    /// Floors moved by the command being applied, written once when it ends.
+    pub(crate) dirty_floors: Vec<(String, String, u32)>,
 }
 
 /// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
@@ -111,6 +113,7 @@ impl Applier {
             retention_point,
             group_overlay: HashMap::new(),
             floor_overlay: HashMap::new(),
+            dirty_floors: Vec::new(),
         }
     }
 

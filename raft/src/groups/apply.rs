@@ -101,9 +101,22 @@ impl Applier {
         queue: u32,
         floor: u64,
     ) -> R<()> {
-        batch.put_offset(gk, topic, queue, floor)?;
-        self.floor_overlay
-            .insert((gk.to_owned(), topic.to_owned(), queue), floor);
+        let key = (gk.to_owned(), topic.to_owned(), queue);
+        if !self.dirty_floors.contains(&key) {
+            self.dirty_floors.push(key.clone());
+        }
+        self.floor_overlay.insert(key, floor);
+        let _ = batch;
+        Ok(())
+    }
+
+    /// Writes the floors the current command moved (once each, however often they moved).
+    fn flush_floors(&mut self, batch: &mut IndexBatch<'_>) -> R<()> {
+        for key in std::mem::take(&mut self.dirty_floors) {
+            if let Some(&floor) = self.floor_overlay.get(&key) {
+                batch.put_offset(&key.0, &key.1, key.2, floor)?;
+            }
+        }
         Ok(())
     }
 
@@ -269,6 +282,7 @@ impl Applier {
         for queue in touched {
             self.advance_floor(batch, &gk, &c.topic, queue)?;
         }
+        self.flush_floors(batch)?;
         Ok(Applied::Leased { granted })
     }
 
@@ -356,6 +370,7 @@ impl Applier {
         for r in &c.receipts {
             results.push(self.ack_one(batch, &meta, c, r)?);
         }
+        self.flush_floors(batch)?;
         Ok(Applied::Acked { results })
     }
 
@@ -397,6 +412,12 @@ impl Applier {
                     enc(&st),
                 );
             }
+            None if r.offset == self.floor(&gk, &c.topic, r.queue)? => {
+                // The oldest open message: no record needed, the floor moves past it.
+                self.group_delete(batch, keys::state(&gk, &c.topic, r.queue, r.offset));
+                self.set_floor(batch, &gk, &c.topic, r.queue, r.offset + 1)?;
+                self.advance_floor(batch, &gk, &c.topic, r.queue)?;
+            }
             None => {
                 st.status = Status::Acked;
                 self.group_put(
@@ -404,7 +425,6 @@ impl Applier {
                     keys::state(&gk, &c.topic, r.queue, r.offset),
                     enc(&st),
                 );
-                self.advance_floor(batch, &gk, &c.topic, r.queue)?;
             }
         }
         Ok(None)
@@ -496,6 +516,7 @@ impl Applier {
                 self.set_floor(batch, gk, &c.topic, queue, offset)?;
             }
         }
+        self.flush_floors(batch)?;
         Ok(Applied::Done)
     }
 }
