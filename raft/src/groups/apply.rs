@@ -93,21 +93,13 @@ impl Applier {
             .map_or(0, |(min, _)| min))
     }
 
-    fn set_floor(
-        &mut self,
-        batch: &mut IndexBatch<'_>,
-        gk: &str,
-        topic: &str,
-        queue: u32,
-        floor: u64,
-    ) -> R<()> {
+    /// Moves a floor; [`Applier::flush_floors`] writes it when the command ends.
+    fn set_floor(&mut self, gk: &str, topic: &str, queue: u32, floor: u64) {
         let key = (gk.to_owned(), topic.to_owned(), queue);
         if !self.dirty_floors.contains(&key) {
             self.dirty_floors.push(key.clone());
         }
         self.floor_overlay.insert(key, floor);
-        let _ = batch;
-        Ok(())
     }
 
     /// Writes the floors the current command moved (once each, however often they moved).
@@ -138,7 +130,7 @@ impl Applier {
             floor += 1;
         }
         if floor != start || self.store.offset_get(gk, topic, queue)?.is_none() {
-            self.set_floor(batch, gk, topic, queue, floor)?;
+            self.set_floor(gk, topic, queue, floor);
         }
         Ok(())
     }
@@ -415,7 +407,7 @@ impl Applier {
             None if r.offset == self.floor(&gk, &c.topic, r.queue)? => {
                 // The oldest open message: no record needed, the floor moves past it.
                 self.group_delete(batch, keys::state(&gk, &c.topic, r.queue, r.offset));
-                self.set_floor(batch, &gk, &c.topic, r.queue, r.offset + 1)?;
+                self.set_floor(&gk, &c.topic, r.queue, r.offset + 1);
                 self.advance_floor(batch, &gk, &c.topic, r.queue)?;
             }
             None => {
@@ -513,7 +505,7 @@ impl Applier {
                 for (k, _) in self.store.group_scan(&prefix, None, usize::MAX)? {
                     self.group_overlay.insert(k, None);
                 }
-                self.set_floor(batch, gk, &c.topic, queue, offset)?;
+                self.set_floor(gk, &c.topic, queue, offset);
             }
         }
         self.flush_floors(batch)?;
