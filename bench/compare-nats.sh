@@ -15,7 +15,7 @@ if ! command -v nats-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nats-server >/dev/null
 fi
 scripts/setup
-cargo build --release --locked -p raftmq-node
+cargo build --release --locked -p raftmq-node -p raftmq-bench
 (cd bench/nats-load && CARGO_TARGET_DIR=../../target/nats-load cargo build --release)
 raftmq=target/release/raftmq
 natsload=target/nats-load/release/nats-load

@@ -18,8 +18,8 @@ use crate::AppState;
 use crate::dto::{AddMemberRequest, TransferLeaderRequest, parse_json};
 use crate::error::ApiError;
 use crate::forward::{Route, WriteReq};
-use crate::messages::{propose_error, with_write_timeout};
-use raftmq_raft::WatchReceiver as _;
+use crate::messages::with_write_timeout;
+use raftmq_raft::MemberRole;
 
 /// `GET /v1/cluster`.
 pub(crate) async fn status(State(app): State<AppState>) -> Response {
@@ -28,11 +28,11 @@ pub(crate) async fn status(State(app): State<AppState>) -> Response {
         .members
         .iter()
         .map(|m| {
-            json!({"id": m.id, "addr": m.addr, "role": m.role, "matched_index": m.matched_index})
+            json!({"id": m.id, "addr": m.addr, "role": m.role.as_str(), "matched_index": m.matched_index})
         })
         .collect();
     Json(json!({
-        "group": s.group,
+        "group": s.broker_group,
         "node_id": s.node_id,
         "leader_id": s.leader_id,
         "term": s.term,
@@ -57,11 +57,12 @@ pub(crate) async fn add_member(
         return Ok(resp);
     }
     let status = app.broker.cluster_status();
-    if let Some(m) = status.members.iter().find(|m| m.id == req.id) {
-        if m.role != "learner" || !req.voter {
+    if let Some(m) = status.member(req.id) {
+        if m.role != MemberRole::Learner || !req.voter {
             return Err(ApiError::conflict(format!(
                 "node {} is already a member ({})",
-                req.id, m.role
+                req.id,
+                m.role.as_str()
             )));
         }
         if m.addr != req.addr {
@@ -74,7 +75,7 @@ pub(crate) async fn add_member(
     // Catching up a new learner can take a while: allow more than a plain write.
     let limit = app.cfg.write_timeout * 6;
     match tokio::time::timeout(limit, app.broker.add_member(req.id, &req.addr, req.voter)).await {
-        Ok(r) => r.map_err(propose_error)?,
+        Ok(r) => r?,
         Err(_) => {
             return Err(ApiError::outcome_unknown(format!(
                 "node {} did not catch up within {limit:?}; it stays a learner",
@@ -97,22 +98,13 @@ pub(crate) async fn remove_member(
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
-    if !app
-        .broker
-        .cluster_status()
-        .members
-        .iter()
-        .any(|m| m.id == id)
-    {
+    if app.broker.cluster_status().member(id).is_none() {
         return Err(ApiError::not_found(
             "NOT_FOUND",
             format!("node {id} is not a member"),
         ));
     }
-    with_write_timeout(&app, async {
-        app.broker.remove_member(id).await.map_err(propose_error)
-    })
-    .await?;
+    with_write_timeout(&app, async { Ok(app.broker.remove_member(id).await?) }).await?;
     Ok(Json(json!({"removed": id})).into_response())
 }
 
@@ -127,14 +119,14 @@ pub(crate) async fn transfer_leader(
         return Ok(resp);
     }
     let status = app.broker.cluster_status();
-    match status.members.iter().find(|m| m.id == req.to) {
+    match status.member(req.to) {
         None => {
             return Err(ApiError::not_found(
                 "NOT_FOUND",
                 format!("node {} is not a member", req.to),
             ));
         }
-        Some(m) if m.role == "learner" => {
+        Some(m) if m.role == MemberRole::Learner => {
             return Err(ApiError::invalid(
                 "to",
                 format!("node {} is a learner, not a voter", req.to),
@@ -145,26 +137,18 @@ pub(crate) async fn transfer_leader(
     if status.leader_id == Some(req.to) {
         return Ok(Json(json!({"leader_id": req.to})).into_response());
     }
-    app.broker
-        .transfer_leader(req.to)
+    app.broker.transfer_leader(req.to).await?;
+    if app
+        .broker
+        .wait_for_leader(req.to, Duration::from_secs(5))
         .await
-        .map_err(propose_error)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut metrics = app.broker.raft().metrics();
-    loop {
-        if app.broker.metrics().current_leader == Some(req.to) {
-            return Ok(Json(json!({"leader_id": req.to})).into_response());
-        }
-        if tokio::time::timeout_at(deadline, metrics.changed())
-            .await
-            .is_err()
-        {
-            return Err(ApiError::unavailable(format!(
-                "leadership did not move to node {} in time; check GET /v1/cluster",
-                req.to
-            )));
-        }
+    {
+        return Ok(Json(json!({"leader_id": req.to})).into_response());
     }
+    Err(ApiError::unavailable(format!(
+        "leadership did not move to node {} in time; check GET /v1/cluster",
+        req.to
+    )))
 }
 
 /// `GET /healthz`.
@@ -184,52 +168,46 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
 
 /// `GET /metrics` in Prometheus text format.
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
-    let m = app.broker.metrics();
-    let log = app.broker.log_stats();
+    let n = app.broker.node_stats();
     let s = &app.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let rows: [(&str, &str, &str, u64); 11] = [
-        (
-            "raftmq_raft_term",
-            "gauge",
-            "Current Raft term.",
-            m.current_term,
-        ),
+        ("raftmq_raft_term", "gauge", "Current Raft term.", n.term),
         (
             "raftmq_raft_is_leader",
             "gauge",
             "1 if this node is the leader.",
-            u64::from(m.current_leader == Some(m.id)),
+            u64::from(n.is_leader),
         ),
         (
             "raftmq_raft_commit_index",
             "gauge",
             "Last committed log index.",
-            m.local_committed.map_or(0, |l| l.index),
+            n.commit_index,
         ),
         (
             "raftmq_raft_applied_index",
             "gauge",
             "Last applied log index.",
-            m.last_applied.map_or(0, |l| l.index),
+            n.applied_index,
         ),
         (
             "raftmq_log_entries_total",
             "counter",
             "Entries appended to the CommitLog.",
-            load(&log.entries),
+            n.log_entries,
         ),
         (
             "raftmq_log_bytes_total",
             "counter",
             "Payload bytes appended to the CommitLog.",
-            load(&log.bytes),
+            n.log_bytes,
         ),
         (
             "raftmq_log_fsyncs_total",
             "counter",
             "fdatasync calls of the CommitLog writer.",
-            load(&log.fsyncs),
+            n.log_fsyncs,
         ),
         (
             "raftmq_produce_requests_total",

@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use bytes::Bytes;
-use raftmq_raft::ProduceMessage;
-use raftmq_raft::read::StoredMessage;
+use raftmq_raft::{ProduceMessage, StoredMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

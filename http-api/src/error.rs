@@ -8,6 +8,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use raftmq_raft::{BrokerError, RejectCode};
 use serde_json::{Map, Value, json};
 
 /// An API error: status, stable code, message, optional extra body fields.
@@ -151,6 +152,32 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             ApiError::too_large("request body is larger than the node's limit")
         } else {
             ApiError::invalid("body", r.body_text())
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Rejected { code, message } => match code {
+                RejectCode::TopicNotFound => ApiError::not_found("TOPIC_NOT_FOUND", message),
+                RejectCode::ConsumerGroupNotFound => {
+                    ApiError::not_found("GROUP_NOT_FOUND", message)
+                }
+                RejectCode::InvalidArgument => ApiError::invalid("", message),
+                RejectCode::Conflict => ApiError::conflict(message),
+            },
+            BrokerError::OffsetOutOfRange { offset, min_offset } => {
+                ApiError::offset_out_of_range(offset, min_offset)
+            }
+            BrokerError::NotLeader { .. } => {
+                ApiError::unavailable("leadership changed before the write was accepted; retry")
+            }
+            BrokerError::Unavailable(m) => ApiError::unavailable(m),
+            BrokerError::OutcomeUnknown(m) => ApiError::outcome_unknown(m),
+            e @ (BrokerError::Corrupted(_) | BrokerError::Io(_) | BrokerError::Internal(_)) => {
+                ApiError::internal(e)
+            }
         }
     }
 }

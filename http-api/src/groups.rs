@@ -10,11 +10,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use raftmq_raft::Command;
-use raftmq_raft::broker::msg_id;
-use raftmq_raft::groups::GroupMode;
-use raftmq_raft::groups::receive::{GroupError, ReceiveRequest, ResetTo};
-use raftmq_raft::read::TagFilter;
+use raftmq_raft::{ConsumerGroupMode, ReceiveRequest, ResetTo, TagFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,7 +18,7 @@ use crate::AppState;
 use crate::dto::{check_name, message_json, parse_json};
 use crate::error::ApiError;
 use crate::forward::{Route, WriteReq};
-use crate::messages::{propose_command, propose_error, reject_error, with_write_timeout};
+use crate::messages::with_write_timeout;
 
 #[derive(Deserialize)]
 pub(crate) struct CommitRequest {
@@ -52,12 +48,14 @@ pub(crate) async fn commit(
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
-    let cmd = Command::CommitOffsets {
-        group,
-        topic: req.topic,
-        offsets: req.offsets.iter().map(|o| (o.queue, o.offset)).collect(),
-    };
-    propose_command(&app, cmd).await?;
+    let offsets = req.offsets.iter().map(|o| (o.queue, o.offset)).collect();
+    with_write_timeout(&app, async {
+        Ok(app
+            .broker
+            .commit_offsets(&group, &req.topic, offsets)
+            .await?)
+    })
+    .await?;
     Ok(Json(json!({"committed": true})).into_response())
 }
 
@@ -75,19 +73,13 @@ pub(crate) async fn offsets(
     let spec = app
         .broker
         .topic(topic)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::topic_not_found(topic))?;
-    let bounds = app
-        .broker
-        .queue_bounds(topic, spec.queues)
-        .await
-        .map_err(ApiError::internal)?;
+    let bounds = app.broker.queue_bounds(topic, spec.queues).await?;
     let committed: HashMap<u32, u64> = app
         .broker
         .committed_offsets(&group, topic)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .into_iter()
         .collect();
     let rows: Vec<_> = bounds
@@ -114,14 +106,6 @@ pub(crate) struct ReceiveBody {
     invisible_ms: Option<u64>,
     tag: Option<String>,
     mode: Option<String>,
-}
-
-fn group_error(e: GroupError) -> ApiError {
-    match e {
-        GroupError::Rejected { code, message } => reject_error(code, message),
-        GroupError::Propose(p) => propose_error(p),
-        GroupError::Storage(m) => ApiError::internal(m),
-    }
 }
 
 /// `POST /v1/groups/{group}/topics/{topic}/receive`.
@@ -157,8 +141,8 @@ pub(crate) async fn receive(
         ));
     }
     let mode = match req.mode.as_deref() {
-        None => GroupMode::Clustering,
-        Some(m) => GroupMode::parse(m)
+        None => ConsumerGroupMode::Clustering,
+        Some(m) => ConsumerGroupMode::parse(m)
             .ok_or_else(|| ApiError::invalid("mode", "must be clustering or broadcast"))?,
     };
     let wait = std::time::Duration::from_millis(wait_ms);
@@ -178,21 +162,17 @@ pub(crate) async fn receive(
     let deliveries =
         match tokio::time::timeout(app.cfg.write_timeout + wait, app.broker.receive(request)).await
         {
-            Ok(r) => r.map_err(group_error)?,
+            Ok(r) => r?,
             Err(_) => {
                 return Err(ApiError::outcome_unknown(
                     "the receive did not finish in time; leases may have been taken",
                 ));
             }
         };
-    let group_name = app.broker.group().to_owned();
     let messages: Vec<_> = deliveries
         .iter()
         .map(|d| {
-            let mut m = message_json(
-                &d.message,
-                msg_id(&group_name, d.message.log_index, d.message.slot),
-            );
+            let mut m = message_json(&d.message, app.broker.message_id(&d.message).to_string());
             m["attempt"] = json!(d.attempt);
             m["receipt"] = json!(d.receipt);
             m
@@ -240,7 +220,7 @@ async fn ack_or_nack(
         app.broker
             .ack(&group, &topic, req.receipts.clone(), delay)
             .await
-            .map_err(group_error)
+            .map_err(ApiError::from)
     })
     .await?;
     let rows: Vec<_> = req
@@ -307,7 +287,7 @@ pub(crate) async fn heartbeat(
         app.broker
             .heartbeat(&group, &req.consumer, req.topics.clone(), session_ms)
             .await
-            .map_err(group_error)
+            .map_err(ApiError::from)
     })
     .await?;
     let rows: Vec<_> = assignments
@@ -359,7 +339,7 @@ pub(crate) async fn reset(
         app.broker
             .reset_offsets(&group, &req.topic, to)
             .await
-            .map_err(group_error)
+            .map_err(ApiError::from)
     })
     .await?;
     let rows: Vec<_> = offsets
@@ -373,9 +353,8 @@ pub(crate) async fn reset(
 pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
     let groups: Vec<_> = app
         .broker
-        .groups()
-        .await
-        .map_err(ApiError::internal)?
+        .consumer_groups()
+        .await?
         .into_iter()
         .map(|(name, mode)| json!({"name": name, "mode": mode.as_str()}))
         .collect();
@@ -388,14 +367,9 @@ pub(crate) async fn get(
     Path(group): Path<String>,
 ) -> Result<Response, ApiError> {
     check_name("group", &group)?;
-    let info = app
-        .broker
-        .group_info(&group)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::not_found("GROUP_NOT_FOUND", format!("group {group} does not exist"))
-        })?;
+    let info = app.broker.consumer_group(&group).await?.ok_or_else(|| {
+        ApiError::not_found("GROUP_NOT_FOUND", format!("group {group} does not exist"))
+    })?;
     let mut topics: Vec<String> = info.queues.iter().map(|q| q.topic.clone()).collect();
     topics.dedup();
     let consumers: Vec<_> = info

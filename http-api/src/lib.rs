@@ -77,7 +77,6 @@ pub(crate) struct AppState {
     pub(crate) cfg: Arc<ApiConfig>,
     pub(crate) http: reqwest::Client,
     pub(crate) stats: Arc<ApiStats>,
-    pub(crate) inbox: raftmq_raft::rpc::SnapshotInbox,
 }
 
 /// The whole HTTP surface of a node.
@@ -90,9 +89,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .build()
         .expect("HTTP client builds");
     let limit = cfg.max_request_bytes;
-    let inbox = raftmq_raft::rpc::SnapshotInbox::new(&broker.incoming_snapshot_dir());
     let state = AppState {
-        inbox,
         broker,
         cfg: Arc::new(cfg),
         http,
@@ -139,14 +136,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .route("/metrics", get(cluster::metrics))
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .layer(DefaultBodyLimit::max(limit));
-    let peer = Router::new()
-        .route("/raft/append", post(peer::append))
-        .route("/raft/vote", post(peer::vote))
-        .route("/raft/transfer-leader", post(peer::transfer_leader))
-        .route("/raft/snapshot/begin", post(peer::snapshot_begin))
-        .route("/raft/snapshot/chunk", post(peer::snapshot_chunk))
-        .route("/raft/snapshot/install", post(peer::snapshot_install))
-        .layer(DefaultBodyLimit::disable());
+    let peer = peer::routes().layer(DefaultBodyLimit::disable());
     public
         .merge(peer)
         .layer(TraceLayer::new_for_http())

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use raftmq_raft::broker::{msg_id, parse_msg_id};
-use raftmq_raft::read::{QueueQuery, TagFilter};
-use raftmq_raft::{ProduceError, ProposeError, ReadError, RejectCode, TopicSpec};
+use raftmq_raft::{BrokerError, MessageId, QueueQuery, QueueRead, TagFilter, TopicSpec};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -24,25 +22,6 @@ use crate::forward::{Route, WriteReq};
 const MAX_WAIT_MS: u64 = 60_000;
 /// Most messages per read.
 const MAX_READ: usize = 1024;
-
-pub(crate) fn propose_error(e: ProposeError) -> ApiError {
-    match e {
-        ProposeError::NotLeader { .. } => {
-            ApiError::unavailable("leadership changed before the write was accepted; retry")
-        }
-        ProposeError::Unknown(m) => ApiError::outcome_unknown(m),
-        ProposeError::Membership(m) => ApiError::conflict(m),
-    }
-}
-
-pub(crate) fn reject_error(code: RejectCode, message: String) -> ApiError {
-    match code {
-        RejectCode::TopicNotFound => ApiError::not_found("TOPIC_NOT_FOUND", message),
-        RejectCode::GroupNotFound => ApiError::not_found("GROUP_NOT_FOUND", message),
-        RejectCode::InvalidArgument => ApiError::invalid("", message),
-        RejectCode::Conflict => ApiError::conflict(message),
-    }
-}
 
 /// Runs a write with the configured timeout: past it the outcome is unknown.
 pub(crate) async fn with_write_timeout<T>(
@@ -56,20 +35,6 @@ pub(crate) async fn with_write_timeout<T>(
             app.cfg.write_timeout
         ))),
     }
-}
-
-/// Proposes a command that answers `Done` or `Rejected`, within the write timeout.
-pub(crate) async fn propose_command(
-    app: &AppState,
-    cmd: raftmq_raft::Command,
-) -> Result<(), ApiError> {
-    with_write_timeout(app, async {
-        match app.broker.propose(cmd).await.map_err(propose_error)? {
-            raftmq_raft::Applied::Rejected { code, message } => Err(reject_error(code, message)),
-            _ => Ok(()),
-        }
-    })
-    .await
 }
 
 /// `POST /v1/topics/{topic}/messages`.
@@ -93,16 +58,7 @@ pub(crate) async fn produce(
             retention_ms: app.cfg.default_retention_ms,
         });
     let placed = with_write_timeout(&app, async {
-        app.broker
-            .produce(&topic, &messages, auto_create)
-            .await
-            .map_err(|e| match e {
-                ProduceError::TopicNotFound(t) => ApiError::topic_not_found(&t),
-                ProduceError::Invalid(m) => ApiError::invalid("", m),
-                ProduceError::Rejected { code, message } => reject_error(code, message),
-                ProduceError::Propose(p) => propose_error(p),
-                ProduceError::Storage(m) => ApiError::internal(m),
-            })
+        Ok(app.broker.produce(&topic, &messages, auto_create).await?)
     })
     .await?;
     app.stats
@@ -110,7 +66,7 @@ pub(crate) async fn produce(
         .fetch_add(placed.len() as u64, Ordering::Relaxed);
     let results: Vec<Value> = placed
         .into_iter()
-        .map(|p| json!({"msg_id": p.msg_id, "queue": p.queue, "offset": p.offset}))
+        .map(|p| json!({"msg_id": p.msg_id.to_string(), "queue": p.queue, "offset": p.offset}))
         .collect();
     Ok(Json(json!({ "results": results })).into_response())
 }
@@ -139,8 +95,7 @@ async fn existing_topic(app: &AppState, topic: &str) -> Result<TopicSpec, ApiErr
     check_name("topic", topic)?;
     app.broker
         .topic(topic)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::topic_not_found(topic))
 }
 
@@ -190,10 +145,11 @@ pub(crate) async fn read(
             .read_queue(next.clone())
             .await
             .map_err(|e| match e {
-                ReadError::OffsetOutOfRange { min_offset } => {
+                // Named by the offset asked for, also when a filtered scan moved on.
+                BrokerError::OffsetOutOfRange { min_offset, .. } => {
                     ApiError::offset_out_of_range(offset, min_offset)
                 }
-                other => ApiError::internal(other),
+                other => other.into(),
             })?;
         let now = Instant::now();
         if !r.messages.is_empty() || now >= deadline {
@@ -213,12 +169,11 @@ pub(crate) async fn read(
     }
 }
 
-fn render_read(app: &AppState, r: raftmq_raft::read::QueueRead) -> Response {
-    let group = app.broker.group();
+fn render_read(app: &AppState, r: QueueRead) -> Response {
     let messages: Vec<Value> = r
         .messages
         .iter()
-        .map(|m| message_json(m, msg_id(group, m.log_index, m.slot)))
+        .map(|m| message_json(m, app.broker.message_id(m).to_string()))
         .collect();
     Json(json!({
         "messages": messages,
@@ -235,20 +190,16 @@ pub(crate) async fn by_id(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("MESSAGE_NOT_FOUND", format!("no message {id}"));
-    let Some((group, log_index, slot)) = parse_msg_id(&id) else {
+    let Some(msg_id) = MessageId::parse(&id) else {
         return Err(ApiError::invalid(
             "msg_id",
             format!("`{id}` is not a message id"),
         ));
     };
-    if group != app.broker.group() {
-        return Err(not_found());
-    }
     let m = app
         .broker
-        .read_message(log_index, slot)
-        .await
-        .map_err(ApiError::internal)?
+        .read_message(&msg_id)
+        .await?
         .ok_or_else(not_found)?;
     Ok(Json(message_json(&m, id.clone())).into_response())
 }
@@ -272,12 +223,10 @@ pub(crate) async fn query(
         app.broker.find_by_time(&topic, from, to, max).await
     } else {
         return Err(ApiError::invalid("key", "give key, or from_ms and to_ms"));
-    }
-    .map_err(ApiError::internal)?;
-    let group = app.broker.group();
+    }?;
     let messages: Vec<Value> = hits
         .iter()
-        .map(|m| message_json(m, msg_id(group, m.log_index, m.slot)))
+        .map(|m| message_json(m, app.broker.message_id(m).to_string()))
         .collect();
     Ok(Json(json!({ "messages": messages })).into_response())
 }

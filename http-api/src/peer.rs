@@ -1,16 +1,20 @@
-//! The internal peer RPC routes (`/raft/...`): thin adapters over `raftmq_raft::rpc`.
+//! The internal peer RPC routes (`/raft/...`): one thin adapter over
+//! `raftmq_raft::Broker::peer`, mounted once per `PeerRpc` (whose paths are declared in
+//! raft, beside the client that posts to them).
 //!
 //! Must never: be reachable through forwarding, or decode anything itself.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use bytes::Bytes;
-use raftmq_raft::rpc::{self, ServeError};
+use raftmq_raft::{BrokerError, PeerRpc};
 
 use crate::AppState;
 
-fn respond(r: Result<Bytes, ServeError>) -> Response {
+fn respond(r: Result<Bytes, BrokerError>) -> Response {
     match r {
         Ok(b) => (
             StatusCode::OK,
@@ -18,31 +22,22 @@ fn respond(r: Result<Bytes, ServeError>) -> Response {
             b,
         )
             .into_response(),
-        Err(ServeError::BadRequest(e)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(ServeError::Raft(e)) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+        Err(BrokerError::Rejected { message, .. }) => {
+            (StatusCode::BAD_REQUEST, message).into_response()
+        }
+        Err(BrokerError::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
-pub(crate) async fn append(State(app): State<AppState>, body: Bytes) -> Response {
-    respond(rpc::serve_append(app.broker.raft(), body).await)
-}
-
-pub(crate) async fn vote(State(app): State<AppState>, body: Bytes) -> Response {
-    respond(rpc::serve_vote(app.broker.raft(), body).await)
-}
-
-pub(crate) async fn transfer_leader(State(app): State<AppState>, body: Bytes) -> Response {
-    respond(rpc::serve_transfer_leader(app.broker.raft(), body).await)
-}
-
-pub(crate) async fn snapshot_begin(State(app): State<AppState>, body: Bytes) -> Response {
-    respond(rpc::serve_snapshot_begin(&app.inbox, body).await)
-}
-
-pub(crate) async fn snapshot_chunk(State(app): State<AppState>, body: Bytes) -> Response {
-    respond(rpc::serve_snapshot_chunk(&app.inbox, body).await)
-}
-
-pub(crate) async fn snapshot_install(State(app): State<AppState>, body: Bytes) -> Response {
-    respond(rpc::serve_snapshot_install(app.broker.raft(), &app.inbox, body).await)
+/// Every peer route.
+pub(crate) fn routes() -> Router<AppState> {
+    PeerRpc::ALL.into_iter().fold(Router::new(), |router, rpc| {
+        router.route(
+            rpc.path(),
+            post(move |State(app): State<AppState>, body: Bytes| async move {
+                respond(app.broker.peer().serve(rpc, body).await)
+            }),
+        )
+    })
 }

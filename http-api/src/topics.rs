@@ -5,14 +5,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use raftmq_raft::{Command, TopicSpec};
+use raftmq_raft::TopicSpec;
 use serde_json::json;
 
 use crate::AppState;
 use crate::dto::{PutTopicRequest, QueueStat, TopicJson, check_name, is_system_topic, parse_json};
 use crate::error::ApiError;
 use crate::forward::{Route, WriteReq};
-use crate::messages::propose_command;
+use crate::messages::with_write_timeout;
 
 /// Most queues a topic may have.
 const MAX_QUEUES: u32 = 1024;
@@ -60,7 +60,7 @@ pub(crate) async fn put(
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
-    let existing = app.broker.topic(&topic).await.map_err(ApiError::internal)?;
+    let existing = app.broker.topic(&topic).await?;
     let spec = TopicSpec {
         queues: req
             .queues
@@ -80,13 +80,9 @@ pub(crate) async fn put(
             e.queues, spec.queues
         )));
     }
-    propose_command(
-        &app,
-        Command::PutTopic {
-            name: topic.clone(),
-            spec,
-        },
-    )
+    with_write_timeout(&app, async {
+        Ok(app.broker.put_topic(&topic, spec).await?)
+    })
     .await?;
     Ok(Json(topic_json(topic, spec)).into_response())
 }
@@ -96,8 +92,7 @@ pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiErr
     let topics: Vec<TopicJson> = app
         .broker
         .topics()
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .into_iter()
         .map(|(n, s)| topic_json(n, s))
         .collect();
@@ -113,14 +108,9 @@ pub(crate) async fn get(
     let spec = app
         .broker
         .topic(&topic)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::topic_not_found(&topic))?;
-    let bounds = app
-        .broker
-        .queue_bounds(&topic, spec.queues)
-        .await
-        .map_err(ApiError::internal)?;
+    let bounds = app.broker.queue_bounds(&topic, spec.queues).await?;
     let mut t = topic_json(topic, spec);
     t.queue_stats = Some(
         bounds
@@ -146,12 +136,6 @@ pub(crate) async fn delete(
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
-    propose_command(
-        &app,
-        Command::DeleteTopic {
-            name: topic.clone(),
-        },
-    )
-    .await?;
+    with_write_timeout(&app, async { Ok(app.broker.delete_topic(&topic).await?) }).await?;
     Ok(Json(json!({ "deleted": topic })).into_response())
 }

@@ -123,8 +123,8 @@ pub(crate) struct NodeConfig {
     pub(crate) data_dir: PathBuf,
     /// Group members: id -> HTTP address.
     pub(crate) peers: BTreeMap<u64, String>,
-    /// Group name.
-    pub(crate) group: String,
+    /// Broker group name (`--group`, `group` in TOML, as API.md names them).
+    pub(crate) broker_group: String,
     /// Flush policy.
     pub(crate) flush: Flush,
     /// Async flush interval, ms.
@@ -204,7 +204,7 @@ impl NodeConfig {
             peer_source_ip: pick!(peer_source_ip),
             data_dir,
             peers,
-            group: pick!(group).unwrap_or_else(|| "g1".into()),
+            broker_group: pick!(group).unwrap_or_else(|| "g1".into()),
             flush: pick!(flush).unwrap_or(Flush::Sync),
             flush_interval_ms: pick!(flush_interval_ms).unwrap_or(50),
             auto_create_topics: pick!(auto_create_topics).unwrap_or(auto_create_default),
@@ -233,7 +233,7 @@ impl NodeConfig {
             }
             Some(_) => {}
         }
-        if !valid_name(&self.group) {
+        if !valid_name(&self.broker_group) {
             bail!("group: must match ^[A-Za-z0-9_-]{{1,127}}$");
         }
         if !(1..=1024).contains(&self.default_queues) {

@@ -1,10 +1,10 @@
 //! The `raftmq` binary: `raftmq serve` (one node of a broker group) and `raftmq dev`
-//! (three nodes on 127.0.0.1:8081-8083 in one process).
+//! (three nodes on 127.0.0.1:8081-8083 in one process). `raftmq bench` runs the separate
+//! `raftmq-bench` program installed beside it, so the server carries no load generator.
 //!
 //! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
 //! Raft and HTTP together, and shuts them down on SIGTERM or Ctrl-C.
 
-mod bench;
 mod config;
 
 use std::collections::BTreeMap;
@@ -44,8 +44,14 @@ enum Command {
     },
     /// Run one node of a broker group.
     Serve(Box<NodeArgs>),
-    /// Measure throughput, latency, failover and catch-up over the HTTP API.
-    Bench(Box<bench::BenchArgs>),
+    /// Measure throughput, latency, failover and catch-up over the HTTP API (runs the
+    /// `raftmq-bench` program beside this one; `raftmq bench --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options of raftmq-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn init_tracing() {
@@ -60,6 +66,9 @@ fn init_tracing() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench { args } = &cli.command {
+        return bench(args);
+    }
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,15 +84,32 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 base_port,
             } => dev(data_dir, base_port).await,
-            Command::Bench(args) => bench::run(*args).await,
+            Command::Bench { .. } => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+/// Runs `raftmq-bench` (beside this binary) with `args`, telling it where `raftmq` is.
+fn bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("locating the raftmq binary")?;
+    let bench = me.with_file_name("raftmq-bench");
+    let status = std::process::Command::new(&bench)
+        .args(args)
+        .env("RAFTMQ_BIN", &me)
+        .status()
+        .with_context(|| {
+            format!(
+                "running {} (build it with `cargo build --release -p raftmq-bench`)",
+                bench.display()
+            )
+        })?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
     BrokerConfig {
         node_id: cfg.node_id,
-        group: cfg.group.clone(),
+        broker_group: cfg.broker_group.clone(),
         data_dir: cfg.data_dir.clone(),
         peers: cfg.peers.clone(),
         flush: match cfg.flush {

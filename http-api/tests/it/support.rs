@@ -22,7 +22,7 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start(BrokerConfig {
             node_id: 1,
-            group: "g1".into(),
+            broker_group: "g1".into(),
             data_dir: dir.path().to_path_buf(),
             // Never contacted: a single voter elects itself.
             peers: BTreeMap::from([(1, "127.0.0.1:9".to_owned())]),

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raftmq_raft::apply::Applier;
-use raftmq_raft::{Applied, Command, RejectCode, TopicSpec};
+use raftmq_raft::state::{Applied, Applier, Command, RejectCode, TopicSpec};
 use raftmq_storage::message::{BatchEncoder, MessageIn};
 use raftmq_storage::{Durability, IndexStore, IndexStoreOptions};
 
@@ -210,11 +209,11 @@ fn retention_drops_expired_entries_keeps_offsets_and_advances_the_point() {
 }
 
 fn lease(consumer: &str, now_ms: u64, items: Vec<(u32, u64)>) -> Command {
-    Command::Lease(raftmq_raft::command::LeaseCmd {
+    Command::Lease(raftmq_raft::state::command::LeaseCmd {
         group: "g".into(),
         topic: "t".into(),
         consumer: consumer.into(),
-        mode: raftmq_raft::groups::GroupMode::Clustering,
+        mode: raftmq_raft::ConsumerGroupMode::Clustering,
         now_ms,
         invisible_ms: 1000,
         items,

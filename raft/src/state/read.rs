@@ -11,9 +11,10 @@ use bytes::Bytes;
 use raftmq_storage::message::{BatchView, tag_hash};
 use raftmq_storage::{CommitLog, CqEntry, IndexStore, LogRecord};
 
-use crate::command::Command;
-use crate::entry_codec;
-use crate::error::ReadError;
+use crate::consensus::entry_codec;
+use crate::error::BrokerError;
+use crate::state::command::Command;
+use crate::state::consumer_groups::{DlqOrigin, dec, keys};
 
 /// A message as stored, ready to be rendered by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,15 +93,15 @@ pub struct QueueRead {
 
 /// Presents a message found through a dead-letter topic as a message of that topic, with
 /// where it came from in its properties (its id stays the original's).
-pub(crate) fn mark_dead_letter(
+fn mark_dead_letter(
     store: &IndexStore,
     m: &mut StoredMessage,
     topic: &str,
     queue: u32,
-) -> Result<(), ReadError> {
-    let origin: Option<crate::groups::DlqOrigin> = store
-        .group_get(&crate::groups::keys::dlq_origin(topic, m.offset))?
-        .and_then(|b| crate::groups::dec(&b));
+) -> Result<(), BrokerError> {
+    let origin: Option<DlqOrigin> = store
+        .group_get(&keys::dlq_origin(topic, m.offset))?
+        .and_then(|b| dec(&b));
     m.properties.push(("ORIGIN_TOPIC".into(), m.topic.clone()));
     if let Some(o) = origin {
         m.properties
@@ -115,23 +116,37 @@ pub(crate) fn mark_dead_letter(
     Ok(())
 }
 
-/// Reads one record and extracts the batch it carries.
-pub(crate) fn batch_of(log: &CommitLog, log_index: u64) -> Result<(LogRecord, Bytes), ReadError> {
+/// Reads one record and extracts the batch it carries (`None`: the entry holds no
+/// messages).
+fn batch_of(log: &CommitLog, log_index: u64) -> Result<Option<(LogRecord, Bytes)>, BrokerError> {
     let rec = log.read(log_index)?;
     let cmd = entry_codec::decode_command(&rec.payload)?;
     match cmd {
-        Some(Command::Produce { batch, .. }) => Ok((rec, batch)),
-        _ => Err(ReadError::NotAMessage(log_index)),
+        Some(Command::Produce { batch, .. }) => Ok(Some((rec, batch))),
+        _ => Ok(None),
+    }
+}
+
+/// The batch a ConsumeQueue entry points at; an entry that holds no messages is corrupt.
+pub(crate) fn indexed_batch(log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> {
+    match batch_of(log, log_index)? {
+        Some((_, b)) => Ok(b),
+        None => Err(BrokerError::Corrupted(
+            raftmq_storage::StorageError::Malformed {
+                what: "indexed log entry",
+                reason: format!("log entry {log_index} holds no messages"),
+            },
+        )),
     }
 }
 
 /// Builds a [`StoredMessage`] from a batch and a slot.
-pub(crate) fn message_at(
+fn message_at(
     batch: &Bytes,
     log_index: u64,
     slot: u32,
     offset: u64,
-) -> Result<StoredMessage, ReadError> {
+) -> Result<StoredMessage, BrokerError> {
     let view = BatchView::parse(batch)?;
     let m = view.get(slot)?;
     Ok(StoredMessage {
@@ -177,13 +192,13 @@ pub fn read_queue(
     store: &IndexStore,
     log: &CommitLog,
     q: &QueueQuery,
-) -> Result<QueueRead, ReadError> {
+) -> Result<QueueRead, BrokerError> {
     let (topic, queue, offset, max) = (q.topic.as_str(), q.queue, q.offset, q.max);
     let filter = q.filter.as_ref();
     let scan_limit = q.scan_limit;
     let (min_offset, max_offset) = store.cq_bounds(topic, queue)?.unwrap_or((0, 0));
     if offset < min_offset {
-        return Err(ReadError::OffsetOutOfRange { min_offset });
+        return Err(BrokerError::OffsetOutOfRange { offset, min_offset });
     }
     let scan = if filter.is_some() {
         scan_limit.max(max)
@@ -207,7 +222,7 @@ pub fn read_queue(
         let batch = match &cached {
             Some((idx, b)) if *idx == e.log_index => b.clone(),
             _ => {
-                let (_, b) = batch_of(log, e.log_index)?;
+                let b = indexed_batch(log, e.log_index)?;
                 cached = Some((e.log_index, b.clone()));
                 b
             }
@@ -228,4 +243,88 @@ pub fn read_queue(
         min_offset,
         max_offset,
     })
+}
+
+/// Reads one message by its log index and slot (no scan: the time index entry of that
+/// batch and queue gives its offset). `None` when no such message is retained.
+pub fn read_message(
+    store: &IndexStore,
+    log: &CommitLog,
+    log_index: u64,
+    slot: u32,
+) -> Result<Option<StoredMessage>, BrokerError> {
+    let batch = match batch_of(log, log_index) {
+        Ok(Some((_, b))) => b,
+        Ok(None) => return Ok(None),
+        Err(BrokerError::Io(raftmq_storage::StorageError::OutOfRange { .. })) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut m = match message_at(&batch, log_index, slot, 0) {
+        Ok(m) => m,
+        // A slot past the batch's end: no such message.
+        Err(BrokerError::Corrupted(raftmq_storage::StorageError::Malformed { .. })) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    // The offset is not in the record: find it through the ConsumeQueue entry,
+    // which records (log index, slot); the time index gives (queue, offset).
+    let hits = store.time_range(&m.topic, m.stored_ms, m.stored_ms + 1, usize::MAX)?;
+    match hits
+        .iter()
+        .find(|h| h.log_index == log_index && h.slot == slot)
+    {
+        Some(h) => m.offset = h.offset,
+        None => return Ok(None),
+    }
+    Ok(Some(m))
+}
+
+/// Loads the messages of index hits (key or time index), skipping those retention removed.
+pub fn load_hits(
+    log: &CommitLog,
+    hits: &[raftmq_storage::IndexHit],
+) -> Result<Vec<StoredMessage>, BrokerError> {
+    let mut out = Vec::with_capacity(hits.len());
+    for h in hits {
+        // The key index keeps entries of messages retention has removed: skip those.
+        let batch = match indexed_batch(log, h.log_index) {
+            Ok(b) => b,
+            Err(BrokerError::Io(raftmq_storage::StorageError::OutOfRange { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(message_at(&batch, h.log_index, h.slot, h.offset)?);
+    }
+    Ok(out)
+}
+
+/// Reads the messages of granted leases, for the consumer (dead letters presented as
+/// messages of their dead-letter topic).
+pub fn read_granted(
+    store: &IndexStore,
+    log: &CommitLog,
+    topic: &str,
+    granted: &[crate::state::Granted],
+) -> Result<Vec<(StoredMessage, u32, String)>, BrokerError> {
+    let mut cache: Option<(u64, Bytes)> = None;
+    let mut out = Vec::with_capacity(granted.len());
+    for g in granted {
+        let Some(e) = store.cq_get(topic, g.queue, g.offset)? else {
+            continue;
+        };
+        let batch = match &cache {
+            Some((i, b)) if *i == e.log_index => b.clone(),
+            _ => {
+                let b = indexed_batch(log, e.log_index)?;
+                cache = Some((e.log_index, b.clone()));
+                b
+            }
+        };
+        let mut m = message_at(&batch, e.log_index, e.slot, g.offset)?;
+        if m.topic != topic {
+            mark_dead_letter(store, &mut m, topic, g.queue)?;
+        }
+        out.push((m, g.attempt, g.receipt.clone()));
+    }
+    Ok(out)
 }

@@ -13,9 +13,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use openraft::EntryPayload;
 
-use crate::command::Command;
+use crate::consensus::types::{Entry, Membership, log_id};
 use crate::error::CodecError;
-use crate::types::{Entry, Membership, log_id};
+use crate::state::Command;
 
 const FORMAT: u8 = 1;
 const HEADER: usize = 1 + 8 + 8 + 1;
@@ -24,7 +24,7 @@ const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
 
 /// Appends the payload encoding of `entry` to `out`.
-pub fn encode_into(entry: &Entry, out: &mut BytesMut) {
+pub(crate) fn encode_into(entry: &Entry, out: &mut BytesMut) {
     out.put_u8(FORMAT);
     out.put_u64_le(entry.log_id.leader_id.term);
     out.put_u64_le(entry.log_id.leader_id.node_id);
@@ -43,7 +43,8 @@ pub fn encode_into(entry: &Entry, out: &mut BytesMut) {
 }
 
 /// The payload encoding of `entry`.
-pub fn encode(entry: &Entry) -> Bytes {
+#[cfg(test)]
+pub(crate) fn encode(entry: &Entry) -> Bytes {
     let mut out = BytesMut::new();
     encode_into(entry, &mut out);
     out.freeze()
@@ -59,7 +60,7 @@ fn header(payload: &[u8]) -> Result<(u64, u64, u8), CodecError> {
 }
 
 /// Decodes the entry at `index` from its payload.
-pub fn decode(index: u64, payload: &Bytes) -> Result<Entry, CodecError> {
+pub(crate) fn decode(index: u64, payload: &Bytes) -> Result<Entry, CodecError> {
     let (term, node, kind) = header(payload)?;
     let body = payload.slice(HEADER..);
     let payload = match kind {
@@ -79,7 +80,7 @@ pub fn decode(index: u64, payload: &Bytes) -> Result<Entry, CodecError> {
 }
 
 /// The command carried by an entry payload, if it is a normal entry.
-pub fn decode_command(payload: &Bytes) -> Result<Option<Command>, CodecError> {
+pub(crate) fn decode_command(payload: &Bytes) -> Result<Option<Command>, CodecError> {
     let (_, _, kind) = header(payload)?;
     if kind != KIND_NORMAL {
         return Ok(None);

@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CodecError;
+use crate::state::consumer_groups::ConsumerGroupMode;
 
 /// A topic's settings as carried in commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +49,7 @@ impl From<raftmq_storage::TopicMeta> for TopicSpec {
     }
 }
 
-/// Lease messages to a consumer (a receive), computed by the leader, checked at apply.
+/// Lease messages to a consumer of a consumer group (a receive), computed by the leader, checked at apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseCmd {
     /// Group.
@@ -58,7 +59,7 @@ pub struct LeaseCmd {
     /// Consumer.
     pub consumer: String,
     /// Mode asked for (must match the group's).
-    pub mode: crate::groups::GroupMode,
+    pub mode: ConsumerGroupMode,
     /// Leader clock.
     pub now_ms: u64,
     /// Lease length.
@@ -189,6 +190,29 @@ fn postcard_into<T: Serialize>(out: &mut BytesMut, tag: u8, body: &T) {
 }
 
 impl Command {
+    /// Whether applying this command reads RocksDB itself, beyond what the applier caches
+    /// (topic settings, next offsets) and its overlay of writes made through it (consumer
+    /// group records and floors). Such a command must see every earlier entry's writes in
+    /// RocksDB, so the state machine writes the batch before it first and gives it a batch
+    /// of its own; the others share one batch. Either way apply's results do not depend on
+    /// how openraft cut the entries into apply calls.
+    pub fn reads_store(&self) -> bool {
+        match self {
+            // Topic settings and next offsets come from the applier's caches.
+            Command::Produce { .. } | Command::PutTopic { .. } => false,
+            // Writes offsets through the floor overlay; reads only the topic cache.
+            Command::CommitOffsets { .. } => false,
+            // Scan the ConsumeQueue, topics or consumer-group records in RocksDB.
+            Command::DeleteTopic { .. }
+            | Command::Retain { .. }
+            | Command::Lease(_)
+            | Command::ResetOffsets(_) => true,
+            // Read floors and ConsumeQueue bounds from RocksDB when not cached: kept apart
+            // until that is proved safe in a shared batch.
+            Command::Ack(_) | Command::Heartbeat(_) => true,
+        }
+    }
+
     /// Appends the encoding to `out`.
     pub fn encode_into(&self, out: &mut BytesMut) {
         match self {
@@ -242,7 +266,7 @@ impl Command {
     }
 
     /// Decodes a command; a produce batch is a zero-copy slice of `buf`.
-    pub fn decode(buf: &Bytes) -> Result<Command, CodecError> {
+    pub(crate) fn decode(buf: &Bytes) -> Result<Command, CodecError> {
         let Some((&tag, rest)) = buf.split_first() else {
             return Err(CodecError::new("command", "empty"));
         };

@@ -4,8 +4,7 @@
 
 use openraft::impls::BasicNode;
 
-use crate::apply::Applied;
-use crate::command::Command;
+use crate::state::{Applied, Command};
 
 openraft::declare_raft_types!(
     /// raftmq's Raft types: commands in, `Applied` out, nodes addressed by their HTTP address.
@@ -38,3 +37,16 @@ pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
         index,
     )
 }
+
+/// A snapshot on disk: a directory holding `state/` (a RocksDB checkpoint) and `log/` (the
+/// retained CommitLog up to the snapshot's index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotData {
+    /// The snapshot directory.
+    pub dir: std::path::PathBuf,
+}
+
+/// A snapshot with its metadata.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+/// What a snapshot covers.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;

@@ -18,19 +18,23 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use raftmq_storage::vfs::{OsFs, Vfs};
-use raftmq_storage::{CommitLog, CommitLogOptions, DurableCell, LogPos, RecordRef};
+use raftmq_storage::{CommitLog, CommitLogOptions, DurableCell};
 use tokio::sync::oneshot;
 
-use crate::entry_codec;
-use crate::error::io_err;
-use crate::types::{Entry, LogId, TypeConfig, Vote};
+mod writer;
+
+use writer::{Core, Job};
+
+use crate::consensus::entry_codec;
+use crate::consensus::types::{Entry, LogId, TypeConfig, Vote};
+use crate::error::{io_err, io_other};
 
 /// When appended entries count as flushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,45 +56,6 @@ pub struct LogStats {
     pub bytes: AtomicU64,
 }
 
-struct Core {
-    dir: std::path::PathBuf,
-    fs: Arc<dyn Vfs>,
-    opts: CommitLogOptions,
-    log: RwLock<CommitLog>,
-    /// Retention point + 1 (0: none): openraft's purges delete data only up to it.
-    retention: AtomicU64,
-    vote_cell: DurableCell,
-    vote: Mutex<Option<Vote>>,
-    purged_cell: DurableCell,
-    purged: Mutex<Option<LogId>>,
-    stats: LogStats,
-}
-
-enum Job {
-    Append {
-        records: Vec<(u64, u64, Bytes)>,
-        written: oneshot::Sender<io::Result<()>>,
-        flushed: IOFlushed<TypeConfig>,
-    },
-    Truncate {
-        from: u64,
-        done: oneshot::Sender<io::Result<()>>,
-    },
-    Purge {
-        upto: LogId,
-        done: oneshot::Sender<io::Result<()>>,
-    },
-    SaveVote {
-        vote: Vote,
-        done: oneshot::Sender<io::Result<()>>,
-    },
-    Adopt {
-        from: std::path::PathBuf,
-        done: oneshot::Sender<io::Result<()>>,
-    },
-}
-
-/// The log store (and, as a clone, its reader).
 #[derive(Clone)]
 pub struct LogStore {
     core: Arc<Core>,
@@ -132,12 +97,12 @@ impl LogStore {
         }
         let vote_cell = DurableCell::new(fs.clone(), dir, "vote");
         let vote = match vote_cell.load().map_err(io_err)? {
-            Some(b) => Some(postcard::from_bytes(&b).map_err(io_err)?),
+            Some(b) => Some(postcard::from_bytes(&b).map_err(io_other)?),
             None => None,
         };
         let purged_cell = DurableCell::new(fs.clone(), dir, "purged_log_id");
         let purged: Option<LogId> = match purged_cell.load().map_err(io_err)? {
-            Some(b) => Some(postcard::from_bytes(&b).map_err(io_err)?),
+            Some(b) => Some(postcard::from_bytes(&b).map_err(io_other)?),
             None => None,
         };
         let core = Arc::new(Core {
@@ -156,7 +121,7 @@ impl LogStore {
         let writer_core = core.clone();
         std::thread::Builder::new()
             .name("raftmq-log-writer".into())
-            .spawn(move || writer(writer_core, rx, policy))?;
+            .spawn(move || writer::writer(writer_core, rx, policy))?;
         Ok(LogStore { core, jobs: tx })
     }
 
@@ -201,9 +166,9 @@ impl LogStore {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(make(tx))
-            .map_err(|_| io_err("the log writer thread has stopped"))?;
+            .map_err(|_| io_other("the log writer thread has stopped"))?;
         rx.await
-            .map_err(|_| io_err("the log writer thread has stopped"))?
+            .map_err(|_| io_other("the log writer thread has stopped"))?
     }
 
     fn log_id_at(&self, log: &CommitLog, index: u64) -> io::Result<LogId> {
@@ -211,178 +176,6 @@ impl LogStore {
         Ok(entry_codec::decode(index, &rec.payload)
             .map_err(io_err)?
             .log_id)
-    }
-}
-
-fn writer(core: Arc<Core>, rx: mpsc::Receiver<Job>, policy: FlushPolicy) {
-    let interval = match policy {
-        FlushPolicy::Sync => None,
-        FlushPolicy::Async(d) => Some(d),
-    };
-    let mut unsynced = false;
-    let mut last_sync = Instant::now();
-    let mut waiting: Vec<IOFlushed<TypeConfig>> = Vec::new();
-    loop {
-        let first = match interval {
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-            Some(d) => match rx.recv_timeout(d.saturating_sub(last_sync.elapsed())) {
-                Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => {
-                    if unsynced {
-                        if let Err(e) = sync(&core) {
-                            tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
-                        }
-                        unsynced = false;
-                    }
-                    last_sync = Instant::now();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            },
-        };
-        let mut jobs = vec![first];
-        jobs.extend(rx.try_iter());
-        for job in jobs {
-            match job {
-                Job::Append {
-                    records,
-                    written,
-                    flushed,
-                } => {
-                    let r = append(&core, &records);
-                    let ok = r.is_ok();
-                    let _ = written.send(r.as_ref().map(|_| ()).map_err(io_err));
-                    match (ok, interval) {
-                        (false, _) => flushed.io_completed(Err(io_err("append failed"))),
-                        (true, None) => waiting.push(flushed),
-                        (true, Some(_)) => {
-                            unsynced = true;
-                            flushed.io_completed(Ok(()));
-                        }
-                    }
-                }
-                other => {
-                    // Everything appended before this job becomes durable first, in order.
-                    flush_waiting(&core, &mut waiting);
-                    run_other(&core, other);
-                }
-            }
-        }
-        flush_waiting(&core, &mut waiting);
-        if let Some(d) = interval
-            && unsynced
-            && last_sync.elapsed() >= d
-        {
-            if let Err(e) = sync(&core) {
-                tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
-            }
-            unsynced = false;
-            last_sync = Instant::now();
-        }
-    }
-}
-
-fn append(core: &Core, records: &[(u64, u64, Bytes)]) -> raftmq_storage::Result<()> {
-    let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
-    log.append(records.iter().map(|(index, term, payload)| RecordRef {
-        index: *index,
-        term: *term,
-        payload,
-    }))?;
-    core.stats
-        .entries
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
-    let bytes: usize = records.iter().map(|r| r.2.len()).sum();
-    core.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    Ok(())
-}
-
-fn sync(core: &Core) -> raftmq_storage::Result<()> {
-    core.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-    core.log.read().unwrap_or_else(|e| e.into_inner()).sync()
-}
-
-fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {
-    if waiting.is_empty() {
-        return;
-    }
-    let r = sync(core);
-    if let Err(e) = &r {
-        tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
-    }
-    for cb in waiting.drain(..) {
-        cb.io_completed(r.as_ref().map(|_| ()).map_err(io_err));
-    }
-}
-
-/// Swaps the log's segments for those in `from`: old segment files go, the shipped ones
-/// move in, and the CommitLog is reopened on them.
-fn adopt(core: &Core, from: &Path) -> io::Result<()> {
-    let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
-    let fs = &*core.fs;
-    for name in fs.list_dir(&core.dir)? {
-        if name.ends_with(".log") || name.ends_with(".idx") || name == "purged" {
-            fs.remove_file(&core.dir.join(&name))?;
-        }
-    }
-    for name in fs.list_dir(from)? {
-        fs.rename(&from.join(&name), &core.dir.join(&name))?;
-    }
-    core.fs.sync_dir(&core.dir)?;
-    let (fresh, _) =
-        CommitLog::open(core.fs.clone(), &core.dir, core.opts.clone()).map_err(io_err)?;
-    *log = fresh;
-    Ok(())
-}
-
-fn run_other(core: &Core, job: Job) {
-    match job {
-        Job::Append { .. } => unreachable!("appends are handled by the writer loop"),
-        Job::Truncate { from, done } => {
-            let r = core
-                .log
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .truncate(from)
-                .map_err(io_err);
-            let _ = done.send(r);
-        }
-        Job::Purge { upto, done } => {
-            let r = (|| {
-                let bytes = postcard::to_allocvec(&upto).map_err(io_err)?;
-                core.purged_cell.store(&bytes).map_err(io_err)?;
-                *lock(&core.purged) = Some(upto);
-                // Delete data only as far as retention allows: below a snapshot's index,
-                // messages stay readable until they expire.
-                let Some(point) = LogStore::retention_point(core).map(|r| r.min(upto.index)) else {
-                    return Ok(());
-                };
-                let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
-                let term = if point == upto.index {
-                    upto.leader_id.term
-                } else {
-                    log.term_of(point).unwrap_or(0)
-                };
-                log.purge(LogPos { index: point, term }).map_err(io_err)
-            })();
-            let _ = done.send(r);
-        }
-        Job::Adopt { from, done } => {
-            let r = adopt(core, &from);
-            let _ = done.send(r);
-        }
-        Job::SaveVote { vote, done } => {
-            let r = (|| {
-                let bytes = postcard::to_allocvec(&vote).map_err(io_err)?;
-                core.vote_cell.store(&bytes).map_err(io_err)?;
-                *lock(&core.vote) = Some(vote);
-                Ok(())
-            })();
-            let _ = done.send(r);
-        }
     }
 }
 

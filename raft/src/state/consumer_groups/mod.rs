@@ -1,5 +1,13 @@
-//! Consumer groups: their replicated state and its encoding in the `group_state` column
-//! family.
+//! Consumer groups: their replicated state, its encoding in the `group_state` column
+//! family, and the operations on it.
+//!
+//! - [`ConsumerGroups`] ([`state`]): the applier's part for consumer groups: its overlay of
+//!   the batch's writes, floors, and the operations lease ([`lease`]), ack and nack
+//!   ([`ack`]), heartbeat, offset reset and commit, forgetting a deleted topic ([`admin`]).
+//! - [`GroupView`] ([`view`]): the one read interface over RocksDB plus an overlay, used by
+//!   apply (with the overlay) and by the leader and group views (without).
+//! - [`plan`]: the leader's side of a receive (what to propose) and of a reset;
+//!   [`info`]: what `GET /v1/groups/{group}` shows.
 //!
 //! Records (keys start with a kind byte; names are length-prefixed, numbers big-endian):
 //! - `M group` → [`GroupMeta`]: mode and `max_attempts`, set on first use;
@@ -16,34 +24,44 @@
 //! Must never: hold a deadline from a replica's clock (deadlines come from `now_ms` in the
 //! entry), or keep `S` records below the floor.
 
-pub mod apply;
-pub mod receive;
+pub mod ack;
+pub mod admin;
+pub mod info;
+pub mod lease;
+pub mod plan;
+pub mod state;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 
-/// How a group shares a topic among its consumers.
+pub use info::{ConsumerGroupInfo, QueueProgress};
+pub use plan::{ReceiveRequest, ResetTo};
+pub use state::ConsumerGroups;
+pub use view::GroupView;
+
+/// How a consumer group shares a topic among its consumers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GroupMode {
+pub enum ConsumerGroupMode {
     /// Each message to one consumer of the group.
     Clustering,
     /// Each consumer gets every message.
     Broadcast,
 }
 
-impl GroupMode {
+impl ConsumerGroupMode {
     /// `clustering` / `broadcast`.
     pub fn as_str(self) -> &'static str {
         match self {
-            GroupMode::Clustering => "clustering",
-            GroupMode::Broadcast => "broadcast",
+            ConsumerGroupMode::Clustering => "clustering",
+            ConsumerGroupMode::Broadcast => "broadcast",
         }
     }
 
     /// Parses `clustering` / `broadcast`.
-    pub fn parse(s: &str) -> Option<GroupMode> {
+    pub fn parse(s: &str) -> Option<ConsumerGroupMode> {
         match s {
-            "clustering" => Some(GroupMode::Clustering),
-            "broadcast" => Some(GroupMode::Broadcast),
+            "clustering" => Some(ConsumerGroupMode::Clustering),
+            "broadcast" => Some(ConsumerGroupMode::Broadcast),
             _ => None,
         }
     }
@@ -52,13 +70,23 @@ impl GroupMode {
 /// Default deliveries before a message goes to the dead-letter topic.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
 
-/// A group's settings.
+/// A consumer group's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupMeta {
     /// Mode, fixed on first use.
-    pub mode: GroupMode,
+    pub mode: ConsumerGroupMode,
     /// Deliveries before dead-lettering.
     pub max_attempts: u32,
+}
+
+impl GroupMeta {
+    /// The settings a consumer group gets on first use.
+    pub fn new(mode: ConsumerGroupMode) -> Self {
+        GroupMeta {
+            mode,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
 }
 
 /// Where a message stands for a group.
@@ -229,10 +257,10 @@ pub mod keys {
 }
 
 /// The progress key of a consumer in a group.
-pub fn gkey(group: &str, mode: GroupMode, consumer: &str) -> String {
+pub fn gkey(group: &str, mode: ConsumerGroupMode, consumer: &str) -> String {
     match mode {
-        GroupMode::Clustering => group.to_owned(),
-        GroupMode::Broadcast => format!("{group}/{consumer}"),
+        ConsumerGroupMode::Clustering => group.to_owned(),
+        ConsumerGroupMode::Broadcast => format!("{group}/{consumer}"),
     }
 }
 

@@ -1,6 +1,9 @@
-//! `raftmq bench`: load against a running cluster (or one it starts itself) over the HTTP
-//! API, with a live progress line, a summary (msgs/s, MB/s, latency percentiles), JSON, and
-//! optionally an SVG of throughput and latency over time.
+//! `raftmq-bench` (also run as `raftmq bench`): load against a running cluster (or one it
+//! starts itself) over the HTTP API, with a live progress line, a summary (msgs/s, MB/s,
+//! latency percentiles), JSON, and optionally an SVG of throughput and latency over time.
+//!
+//! A client like the chaos harness: it depends on no workspace crate and sees raftmq only
+//! through processes and HTTP, so the server binary carries no load generator.
 //!
 //! Modes: `produce` (batches), `consume` (read by offset), `group` (receive + ack),
 //! `latency` (one message at a time), `failover` (kill -9 the leader mid-run; time to the
@@ -18,13 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Mode {
+enum Mode {
     /// Produce batches.
     Produce,
     /// Read by offset (produces first if the topic is empty).
@@ -39,9 +42,29 @@ pub(crate) enum Mode {
     Catchup,
 }
 
-/// `raftmq bench` options.
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftmq-bench",
+    version,
+    about = "Measure throughput, latency, failover and catch-up of raftmq over its HTTP API"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli.args))
+}
+
+/// `raftmq-bench` options.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct BenchArgs {
+struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Produce)]
     mode: Mode,
@@ -51,9 +74,12 @@ pub(crate) struct BenchArgs {
         default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
     )]
     url: String,
-    /// Start a 3-node cluster (this binary, `serve`) in a temp dir and stop it after.
+    /// Start a 3-node cluster (`raftmq serve` processes) in a temp dir and stop it after.
     #[arg(long)]
     spawn: bool,
+    /// With --spawn: the `raftmq` binary to start (default: the one beside this program).
+    #[arg(long, env = "RAFTMQ_BIN")]
+    server_bin: Option<PathBuf>,
     /// With --spawn: `sync` or `async` flush.
     #[arg(long, default_value = "sync")]
     flush: String,
@@ -139,9 +165,18 @@ struct Spawned {
 }
 
 impl Spawned {
-    fn start(flush: &str) -> anyhow::Result<Spawned> {
+    fn start(flush: &str, server_bin: Option<&Path>) -> anyhow::Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("raftmq-bench-").tempdir()?;
-        let bin = std::env::current_exe()?;
+        let bin = match server_bin {
+            Some(b) => b.to_path_buf(),
+            None => std::env::current_exe()?.with_file_name("raftmq"),
+        };
+        if !bin.exists() {
+            bail!(
+                "--spawn needs the raftmq binary at {} (build it with `cargo build --release -p raftmq-node`, or pass --server-bin)",
+                bin.display()
+            );
+        }
         let addrs: Vec<SocketAddr> = (0..3)
             .map(|_| -> anyhow::Result<SocketAddr> {
                 Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -303,7 +338,7 @@ fn produce_body(size: usize, batch: usize, keys: u64, seq: u64) -> String {
 }
 
 /// Runs the bench.
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.mode, Mode::Failover | Mode::Catchup) && !args.spawn {
         bail!(
             "--mode {:?} needs --spawn (the bench must own the processes)",
@@ -312,7 +347,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let http = client();
     let mut spawned = if args.spawn {
-        Some(Spawned::start(&args.flush)?)
+        Some(Spawned::start(&args.flush, args.server_bin.as_deref())?)
     } else {
         None
     };

@@ -1,4 +1,4 @@
-//! The peer network, client side: openraft's RPCs as HTTP `POST`s of [`crate::rpc`] bodies.
+//! The peer network, client side: openraft's RPCs as HTTP `POST`s of [`super::rpc`] bodies.
 //!
 //! One shared HTTP client (a connection pool per peer) serves every replication and
 //! heartbeat stream, so a heartbeat never waits behind a large append on the same
@@ -19,11 +19,9 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 
-use crate::rpc;
-use crate::state_machine::SnapshotData;
-use crate::types::{NodeId, TypeConfig, Vote};
-
-type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+use crate::consensus::rpc::{self, PeerRpc};
+use crate::consensus::snapshot_inbox::manifest_of;
+use crate::consensus::types::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Bytes per snapshot chunk request.
 const SNAPSHOT_CHUNK: usize = 4 << 20;
@@ -65,7 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             me: self.me,
             target,
-            base: format!("http://{}/raft", node.addr),
+            base: format!("http://{}", node.addr),
             http: self.http.clone(),
         }
     }
@@ -87,10 +85,10 @@ enum PostError {
 }
 
 impl PeerClient {
-    async fn post(&self, name: &str, body: Bytes, ttl: Duration) -> Result<Bytes, PostError> {
+    async fn post(&self, rpc: PeerRpc, body: Bytes, ttl: Duration) -> Result<Bytes, PostError> {
         let resp = self
             .http
-            .post(format!("{}/{name}", self.base))
+            .post(format!("{}{}", self.base, rpc.path()))
             .header("content-type", "application/octet-stream")
             .timeout(ttl)
             .body(body)
@@ -138,27 +136,18 @@ impl PeerClient {
 
     async fn call<T: for<'de> serde::Deserialize<'de>>(
         &self,
-        name: &str,
+        rpc: PeerRpc,
         body: Bytes,
         action: RPCTypes,
         option: &RPCOption,
     ) -> Result<T, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
         let bytes = self
-            .post(name, body, ttl)
+            .post(rpc, body, ttl)
             .await
             .map_err(|e| self.rpc_error(e, action, ttl))?;
-        rpc::decode(name_static(name), &bytes)
+        rpc::decode(rpc.response_name(), &bytes)
             .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string())))
-    }
-}
-
-fn name_static(name: &str) -> &'static str {
-    match name {
-        "append" => "append response",
-        "vote" => "vote response",
-        "transfer-leader" => "transfer-leader response",
-        _ => "response",
     }
 }
 
@@ -171,7 +160,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let body = rpc::encode_append(&rpc);
-        self.call("append", body, RPCTypes::AppendEntries, &option)
+        self.call(PeerRpc::Append, body, RPCTypes::AppendEntries, &option)
             .await
     }
 
@@ -180,7 +169,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("vote", rpc::encode(&rpc), RPCTypes::Vote, &option)
+        self.call(PeerRpc::Vote, rpc::encode(&rpc), RPCTypes::Vote, &option)
             .await
     }
 
@@ -204,7 +193,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .unwrap_or_else(|| "snapshot".into());
         let manifest = {
             let (id, dir) = (id.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || rpc::manifest_of(&id, &dir))
+            tokio::task::spawn_blocking(move || manifest_of(&id, &dir))
                 .await
                 .map_err(|e| net(&e))?
                 .map_err(|e| net(&e))?
@@ -213,10 +202,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut cancel = std::pin::pin!(cancel);
         let bytes = tokio::select! {
             closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-            r = self.post("snapshot/begin", rpc::encode(&manifest), ttl) => r,
+            r = self.post(PeerRpc::SnapshotBegin, rpc::encode(&manifest), ttl) => r,
         }
         .map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)))?;
-        let have: Vec<u64> = rpc::decode("snapshot begin response", &bytes).map_err(|e| net(&e))?;
+        let have: Vec<u64> =
+            rpc::decode(PeerRpc::SnapshotBegin.response_name(), &bytes).map_err(|e| net(&e))?;
         for (i, ((rel, size), mut offset)) in manifest.files.iter().zip(have).enumerate() {
             while offset < *size {
                 let n = (*size - offset).min(SNAPSHOT_CHUNK as u64) as usize;
@@ -234,12 +224,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 };
                 let bytes = tokio::select! {
                     closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-                    r = self.post("snapshot/chunk", rpc::encode_chunk(&header, &data), ttl) => r,
+                    r = self.post(PeerRpc::SnapshotChunk, rpc::encode_chunk(&header, &data), ttl) => r,
                 }
                 .map_err(|e| {
                     StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl))
                 })?;
-                offset = rpc::decode("snapshot chunk response", &bytes).map_err(|e| net(&e))?;
+                offset = rpc::decode(PeerRpc::SnapshotChunk.response_name(), &bytes)
+                    .map_err(|e| net(&e))?;
             }
         }
         let install = rpc::InstallRequest {
@@ -249,13 +240,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         };
         let bytes = self
             .post(
-                "snapshot/install",
+                PeerRpc::SnapshotInstall,
                 rpc::encode(&install),
                 ttl.max(Duration::from_secs(60)),
             )
             .await
             .map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)))?;
-        rpc::decode("snapshot response", &bytes).map_err(|e| net(&e))
+        rpc::decode(PeerRpc::SnapshotInstall.response_name(), &bytes).map_err(|e| net(&e))
     }
 
     async fn transfer_leader(
@@ -264,7 +255,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
-            "transfer-leader",
+            PeerRpc::TransferLeader,
             rpc::encode(&req),
             RPCTypes::TransferLeader,
             &option,

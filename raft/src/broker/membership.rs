@@ -1,0 +1,220 @@
+//! The broker group's membership and leadership: status, adding and removing members,
+//! leader transfer, readiness, and the node's counters.
+//!
+//! Must never: promote a node to voter before openraft has caught it up as a learner.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::impls::BasicNode;
+
+use super::{Broker, write_error};
+use crate::consensus::types::NodeId;
+use crate::error::BrokerError;
+use crate::state::RejectCode;
+
+/// A member's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRole {
+    /// The leader.
+    Leader,
+    /// A voter that is not the leader.
+    Follower,
+    /// A non-voting member.
+    Learner,
+}
+
+impl MemberRole {
+    /// `leader`, `follower` or `learner`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Follower => "follower",
+            MemberRole::Learner => "learner",
+        }
+    }
+}
+
+/// A member's view of the broker group, for `GET /v1/cluster`.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    /// Broker group name.
+    pub broker_group: String,
+    /// This node.
+    pub node_id: NodeId,
+    /// The leader it knows of.
+    pub leader_id: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Committed index.
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Members: id, address, role, matched index (known on the leader).
+    pub members: Vec<MemberStatus>,
+}
+
+impl ClusterStatus {
+    /// The member with this id.
+    pub fn member(&self, id: NodeId) -> Option<&MemberStatus> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// One member in [`ClusterStatus`].
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// HTTP address.
+    pub addr: String,
+    /// Its role.
+    pub role: MemberRole,
+    /// Last log index known to be replicated there.
+    pub matched_index: Option<u64>,
+}
+
+/// This node's Raft and CommitLog counters, for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeStats {
+    /// Current term.
+    pub term: u64,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// Last committed log index.
+    pub commit_index: u64,
+    /// Last applied log index.
+    pub applied_index: u64,
+    /// Entries appended to the CommitLog.
+    pub log_entries: u64,
+    /// Payload bytes appended to the CommitLog.
+    pub log_bytes: u64,
+    /// `fdatasync` calls of the CommitLog writer.
+    pub log_fsyncs: u64,
+}
+
+impl Broker {
+    /// A snapshot of the broker group's state for `GET /v1/cluster`.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication = m.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if Some(*id) == m.current_leader {
+                    MemberRole::Leader
+                } else if voters.contains(id) {
+                    MemberRole::Follower
+                } else {
+                    MemberRole::Learner
+                };
+                let matched_index = if *id == m.id {
+                    m.last_log_index
+                } else {
+                    replication.get(id).and_then(|l| l.map(|l| l.index))
+                };
+                MemberStatus {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    role,
+                    matched_index,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            broker_group: self.broker_group().to_owned(),
+            node_id: m.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            commit_index: m.local_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            members,
+        }
+    }
+
+    /// This node's counters.
+    pub fn node_stats(&self) -> NodeStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.metrics();
+        let log = self.inner.log.stats();
+        NodeStats {
+            term: m.current_term,
+            is_leader: m.current_leader == Some(m.id),
+            commit_index: m.local_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            log_entries: log.entries.load(Relaxed),
+            log_bytes: log.bytes.load(Relaxed),
+            log_fsyncs: log.fsyncs.load(Relaxed),
+        }
+    }
+
+    /// Adds a node: as a learner (waits until it caught up), then as a voter if asked.
+    pub async fn add_member(&self, id: NodeId, addr: &str, voter: bool) -> Result<(), BrokerError> {
+        self.inner
+            .raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map_err(write_error)?;
+        if voter {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a node (voter or learner) from the group.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), BrokerError> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(BrokerError::rejected(
+                RejectCode::Conflict,
+                format!("node {id} is not a member"),
+            ));
+        }
+        let change = if membership.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.inner
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), BrokerError> {
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| BrokerError::OutcomeUnknown(e.to_string()))
+    }
+
+    /// Waits until this node sees `id` as the leader; false if it did not within `timeout`.
+    pub async fn wait_for_leader(&self, id: NodeId, timeout: Duration) -> bool {
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader == Some(id), "leader")
+            .await
+            .is_ok()
+    }
+
+    /// Whether the node knows a leader and has applied what it last saw committed.
+    pub fn is_ready(&self) -> bool {
+        let m = self.metrics();
+        m.current_leader.is_some()
+            && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
+    }
+}

@@ -1,0 +1,244 @@
+//! [`Broker`]: one member of a broker group, and the only face of this crate. Callers (the
+//! HTTP API) give it plain values and get plain values or a [`BrokerError`] back; commands,
+//! openraft and RocksDB stay inside.
+//!
+//! - [`formation`]: forming the group on first start;
+//! - [`produce`] and [`topics`]: writing messages, topic admin;
+//! - [`read`]: messages back out of the local applied state;
+//! - [`consumer_groups`]: receive, ack, heartbeat, offsets and group views;
+//! - [`membership`]: cluster status, members, leadership;
+//! - [`retention`]: the retention loop;
+//! - [`message_id`]: the `{broker_group}.{log_index}.{slot}` id of a message.
+//!
+//! Must never: forward HTTP requests (the API layer does that), or block the async runtime
+//! on the disk (reads go to the blocking pool).
+
+mod consumer_groups;
+mod formation;
+mod membership;
+mod message_id;
+mod produce;
+mod read;
+mod retention;
+mod topics;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use raftmq_storage::{CommitLogOptions, IndexStore, StorageError};
+use tokio::sync::watch;
+
+pub use consumer_groups::Delivery;
+pub use membership::{ClusterStatus, MemberRole, MemberStatus, NodeStats};
+pub use message_id::MessageId;
+pub use produce::{Placed, ProduceMessage};
+
+use crate::consensus::log_store::{FlushPolicy, LogStore};
+use crate::consensus::network::Network;
+use crate::consensus::peer::PeerService;
+use crate::consensus::types::{Metrics, NodeId, TypeConfig};
+use crate::consensus::{Raft, RaftTiming, raft_config};
+use crate::error::BrokerError;
+use crate::state::{Applied, Command, StateMachine};
+
+/// Settings of one broker group member.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Broker group name (part of message ids).
+    pub broker_group: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Group members at first start: id -> HTTP address.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Flush policy of the CommitLog.
+    pub flush: FlushPolicy,
+    /// CommitLog segment size.
+    pub segment_size: u64,
+    /// Form the group from `peers` if this node's log is empty (false: wait to be added).
+    pub form_group: bool,
+    /// How often the leader proposes retention and every node purges expired segments.
+    pub retention_check: Duration,
+    /// Source IP of connections to peers, if it must be a particular one.
+    pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Raft timing.
+    pub timing: RaftTiming,
+}
+
+/// A broker group member. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: BrokerConfig,
+    raft: Raft,
+    log: LogStore,
+    sm: StateMachine,
+    peer: PeerService,
+    round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Broker(node {})", self.inner.cfg.node_id)
+    }
+}
+
+/// Milliseconds since the Unix epoch: the leader's clock, stamped into entries.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Broker {
+    /// Opens storage, starts Raft and, on a node whose log is empty, forms the group from
+    /// `peers` (see [`formation`]); starts the retention loop.
+    pub async fn start(cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        let log = LogStore::open(
+            &cfg.data_dir.join("log"),
+            CommitLogOptions {
+                segment_size: cfg.segment_size,
+            },
+            cfg.flush,
+        )
+        .map_err(BrokerError::from_io)?;
+        let sm = StateMachine::open(&cfg.data_dir.join("state"), log.clone())
+            .map_err(BrokerError::from_io)?;
+        let config = raft_config(&cfg.broker_group, cfg.timing).map_err(|e| {
+            BrokerError::rejected(
+                crate::state::RejectCode::InvalidArgument,
+                format!("raft configuration: {e}"),
+            )
+        })?;
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(config),
+            Network::new(cfg.node_id, cfg.peer_source_ip),
+            log.clone(),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| BrokerError::Internal(format!("raft: {e}")))?;
+        let peer = PeerService::new(raft.clone(), &cfg.data_dir.join("incoming-snapshots"));
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                cfg,
+                raft,
+                log,
+                sm,
+                peer,
+                round_robin: Mutex::new(HashMap::new()),
+            }),
+        };
+        if broker.inner.cfg.form_group {
+            broker.spawn_group_formation();
+        }
+        broker.spawn_retention();
+        Ok(broker)
+    }
+
+    /// Serves the peer RPCs of this node (`/raft/...`).
+    pub fn peer(&self) -> &PeerService {
+        &self.inner.peer
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.cfg.node_id
+    }
+
+    /// The broker group's name.
+    pub fn broker_group(&self) -> &str {
+        &self.inner.cfg.broker_group
+    }
+
+    /// Wakes on every apply (value: last applied index).
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.inner.sm.applied()
+    }
+
+    fn metrics(&self) -> Metrics {
+        self.inner.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The leader as `(id, address)`, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Whether this node is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.metrics().current_leader == Some(self.node_id())
+    }
+
+    /// Proposes a command and waits for it to be applied here.
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<Applied, BrokerError> {
+        match self.inner.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Proposes a command and turns a refusal at apply into an error.
+    pub(crate) async fn propose_checked(&self, cmd: Command) -> Result<Applied, BrokerError> {
+        match self.propose(cmd).await? {
+            Applied::Rejected { code, message } => Err(BrokerError::Rejected { code, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// Runs `f` on the blocking pool with the applied state and the log.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&IndexStore, &LogStore) -> T + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let store = self.inner.sm.store();
+        let log = self.inner.log.clone();
+        tokio::task::spawn_blocking(move || f(&store, &log))
+            .await
+            .map_err(|e| BrokerError::Internal(format!("blocking task: {e}")))
+    }
+
+    /// Like [`Self::blocking`] for a fallible `f` over storage.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&IndexStore, &LogStore) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        Ok(self.blocking(f).await??)
+    }
+
+    /// Stops Raft.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// What a failed proposal means for the caller.
+fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> BrokerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => BrokerError::NotLeader {
+            leader: f
+                .leader_id
+                .zip(f.leader_node)
+                .map(|(id, node)| (id, node.addr)),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            BrokerError::rejected(crate::state::RejectCode::Conflict, e.to_string())
+        }
+        other => BrokerError::OutcomeUnknown(other.to_string()),
+    }
+}

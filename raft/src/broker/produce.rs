@@ -1,0 +1,130 @@
+//! Producing on the leader: pick each message's queue, encode the batch once (the bytes that
+//! will be stored and replicated), propose it as one entry, and answer its placements.
+//!
+//! Must never: answer before the batch is committed and applied (the answer comes from
+//! apply), or let a request choose a queue outside its topic.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use raftmq_storage::message::{BatchEncoder, MessageIn};
+
+use super::{Broker, MessageId, now_ms};
+use crate::error::BrokerError;
+use crate::state::{Applied, Command, RejectCode, TopicSpec};
+
+/// One message of a produce request, validated by the API layer.
+#[derive(Clone, Debug, Default)]
+pub struct ProduceMessage {
+    /// Body bytes.
+    pub body: Bytes,
+    /// Whether the body came as base64.
+    pub binary: bool,
+    /// Business key.
+    pub key: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Properties.
+    pub properties: Vec<(String, String)>,
+    /// Explicit queue.
+    pub queue: Option<u32>,
+}
+
+/// The placement of one produced message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// Its id.
+    pub msg_id: MessageId,
+    /// Its queue.
+    pub queue: u32,
+    /// Its offset.
+    pub offset: u64,
+}
+
+impl Broker {
+    fn pick_queue(&self, topic: &str, queues: u32, m: &ProduceMessage) -> u32 {
+        if let Some(q) = m.queue {
+            return q;
+        }
+        if let Some(key) = &m.key {
+            // The same hash as the tag index: stable across versions and replicas.
+            return raftmq_storage::message::tag_hash(Some(key)) % queues;
+        }
+        let counter = self
+            .inner
+            .round_robin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(topic.to_owned())
+            .or_default()
+            .clone();
+        counter.fetch_add(1, Ordering::Relaxed) % queues
+    }
+
+    /// Produces a batch (on the leader): picks queues, encodes the batch once, proposes it.
+    /// A missing topic is created with `auto_create` if given.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        messages: &[ProduceMessage],
+        auto_create: Option<TopicSpec>,
+    ) -> Result<Vec<Placed>, BrokerError> {
+        let (queues, create_topic) = match (self.topic(topic).await?, auto_create) {
+            (Some(t), _) => (t.queues, None),
+            (None, Some(spec)) => (spec.queues, Some(spec)),
+            (None, None) => {
+                return Err(BrokerError::rejected(
+                    RejectCode::TopicNotFound,
+                    format!("topic {topic} does not exist"),
+                ));
+            }
+        };
+        let invalid = |m: String| BrokerError::rejected(RejectCode::InvalidArgument, m);
+        let mut buf = Vec::new();
+        let mut enc = BatchEncoder::new(&mut buf, topic, now_ms())
+            .map_err(|e| invalid(format!("topic: {e}")))?;
+        let born = now_ms();
+        for (i, m) in messages.iter().enumerate() {
+            if let Some(q) = m.queue
+                && q >= queues
+            {
+                return Err(invalid(format!(
+                    "messages[{i}].queue: {q} is out of range (topic {topic} has {queues} queues)"
+                )));
+            }
+            let queue = self.pick_queue(topic, queues, m);
+            enc.push(
+                &MessageIn {
+                    queue,
+                    born_ms: born,
+                    deliver_at_ms: None,
+                    key: m.key.as_deref(),
+                    tag: m.tag.as_deref(),
+                    binary: m.binary,
+                    body: &m.body,
+                },
+                m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(|e| invalid(format!("messages[{i}]: {e}")))?;
+        }
+        enc.finish();
+        let cmd = Command::Produce {
+            create_topic,
+            batch: Bytes::from(buf),
+        };
+        match self.propose_checked(cmd).await? {
+            Applied::Produced { log_index, placed } => Ok(placed
+                .into_iter()
+                .enumerate()
+                .map(|(slot, (queue, offset))| Placed {
+                    msg_id: self.id_of(log_index, slot as u32),
+                    queue,
+                    offset,
+                })
+                .collect()),
+            other => Err(BrokerError::Internal(format!(
+                "produce applied as {other:?}"
+            ))),
+        }
+    }
+}

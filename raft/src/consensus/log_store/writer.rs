@@ -1,0 +1,234 @@
+//! The log store's writer thread: the one owner of every write (appends, truncations,
+//! purges, votes, adopting a snapshot's log), in order. It drains what has queued, writes
+//! it, signals each append as written, then makes the lot durable with one `fdatasync` and
+//! fires the flush callbacks in order.
+//!
+//! Must never: fire a flush callback before the data is durable under `flush = sync`, or
+//! retry a failed fsync (the log is poisoned instead).
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use openraft::storage::IOFlushed;
+use raftmq_storage::vfs::Vfs;
+use raftmq_storage::{CommitLog, CommitLogOptions, DurableCell, LogPos, RecordRef};
+use tokio::sync::oneshot;
+
+use super::{FlushPolicy, LogStats, LogStore, lock};
+use crate::consensus::types::{LogId, TypeConfig, Vote};
+use crate::error::{io_err, io_other};
+
+pub(super) struct Core {
+    pub(super) dir: std::path::PathBuf,
+    pub(super) fs: Arc<dyn Vfs>,
+    pub(super) opts: CommitLogOptions,
+    pub(super) log: RwLock<CommitLog>,
+    /// Retention point + 1 (0: none): openraft's purges delete data only up to it.
+    pub(super) retention: AtomicU64,
+    pub(super) vote_cell: DurableCell,
+    pub(super) vote: Mutex<Option<Vote>>,
+    pub(super) purged_cell: DurableCell,
+    pub(super) purged: Mutex<Option<LogId>>,
+    pub(super) stats: LogStats,
+}
+
+pub(super) enum Job {
+    Append {
+        records: Vec<(u64, u64, Bytes)>,
+        written: oneshot::Sender<io::Result<()>>,
+        flushed: IOFlushed<TypeConfig>,
+    },
+    Truncate {
+        from: u64,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Purge {
+        upto: LogId,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    SaveVote {
+        vote: Vote,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Adopt {
+        from: std::path::PathBuf,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+pub(super) fn writer(core: Arc<Core>, rx: mpsc::Receiver<Job>, policy: FlushPolicy) {
+    let interval = match policy {
+        FlushPolicy::Sync => None,
+        FlushPolicy::Async(d) => Some(d),
+    };
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    let mut waiting: Vec<IOFlushed<TypeConfig>> = Vec::new();
+    loop {
+        let first = match interval {
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+            Some(d) => match rx.recv_timeout(d.saturating_sub(last_sync.elapsed())) {
+                Ok(j) => j,
+                Err(RecvTimeoutError::Timeout) => {
+                    if unsynced {
+                        if let Err(e) = sync(&core) {
+                            tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
+                        }
+                        unsynced = false;
+                    }
+                    last_sync = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        for job in jobs {
+            match job {
+                Job::Append {
+                    records,
+                    written,
+                    flushed,
+                } => {
+                    let r = append(&core, &records);
+                    let ok = r.is_ok();
+                    let _ = written.send(r.as_ref().map(|_| ()).map_err(io_other));
+                    match (ok, interval) {
+                        (false, _) => flushed.io_completed(Err(io_other("append failed"))),
+                        (true, None) => waiting.push(flushed),
+                        (true, Some(_)) => {
+                            unsynced = true;
+                            flushed.io_completed(Ok(()));
+                        }
+                    }
+                }
+                other => {
+                    // Everything appended before this job becomes durable first, in order.
+                    flush_waiting(&core, &mut waiting);
+                    run_other(&core, other);
+                }
+            }
+        }
+        flush_waiting(&core, &mut waiting);
+        if let Some(d) = interval
+            && unsynced
+            && last_sync.elapsed() >= d
+        {
+            if let Err(e) = sync(&core) {
+                tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
+            }
+            unsynced = false;
+            last_sync = Instant::now();
+        }
+    }
+}
+
+fn append(core: &Core, records: &[(u64, u64, Bytes)]) -> raftmq_storage::Result<()> {
+    let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
+    log.append(records.iter().map(|(index, term, payload)| RecordRef {
+        index: *index,
+        term: *term,
+        payload,
+    }))?;
+    core.stats
+        .entries
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    let bytes: usize = records.iter().map(|r| r.2.len()).sum();
+    core.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn sync(core: &Core) -> raftmq_storage::Result<()> {
+    core.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+    core.log.read().unwrap_or_else(|e| e.into_inner()).sync()
+}
+
+fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {
+    if waiting.is_empty() {
+        return;
+    }
+    let r = sync(core);
+    if let Err(e) = &r {
+        tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
+    }
+    for cb in waiting.drain(..) {
+        cb.io_completed(r.as_ref().map(|_| ()).map_err(io_other));
+    }
+}
+
+/// Swaps the log's segments for those in `from`: old segment files go, the shipped ones
+/// move in, and the CommitLog is reopened on them.
+fn adopt(core: &Core, from: &Path) -> io::Result<()> {
+    let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
+    let fs = &*core.fs;
+    for name in fs.list_dir(&core.dir)? {
+        if name.ends_with(".log") || name.ends_with(".idx") || name == "purged" {
+            fs.remove_file(&core.dir.join(&name))?;
+        }
+    }
+    for name in fs.list_dir(from)? {
+        fs.rename(&from.join(&name), &core.dir.join(&name))?;
+    }
+    core.fs.sync_dir(&core.dir)?;
+    let (fresh, _) =
+        CommitLog::open(core.fs.clone(), &core.dir, core.opts.clone()).map_err(io_err)?;
+    *log = fresh;
+    Ok(())
+}
+
+fn run_other(core: &Core, job: Job) {
+    match job {
+        Job::Append { .. } => unreachable!("appends are handled by the writer loop"),
+        Job::Truncate { from, done } => {
+            let r = core
+                .log
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .truncate(from)
+                .map_err(io_err);
+            let _ = done.send(r);
+        }
+        Job::Purge { upto, done } => {
+            let r = (|| {
+                let bytes = postcard::to_allocvec(&upto).map_err(io_other)?;
+                core.purged_cell.store(&bytes).map_err(io_err)?;
+                *lock(&core.purged) = Some(upto);
+                // Delete data only as far as retention allows: below a snapshot's index,
+                // messages stay readable until they expire.
+                let Some(point) = LogStore::retention_point(core).map(|r| r.min(upto.index)) else {
+                    return Ok(());
+                };
+                let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
+                let term = if point == upto.index {
+                    upto.leader_id.term
+                } else {
+                    log.term_of(point).unwrap_or(0)
+                };
+                log.purge(LogPos { index: point, term }).map_err(io_err)
+            })();
+            let _ = done.send(r);
+        }
+        Job::Adopt { from, done } => {
+            let r = adopt(core, &from);
+            let _ = done.send(r);
+        }
+        Job::SaveVote { vote, done } => {
+            let r = (|| {
+                let bytes = postcard::to_allocvec(&vote).map_err(io_other)?;
+                core.vote_cell.store(&bytes).map_err(io_err)?;
+                *lock(&core.vote) = Some(vote);
+                Ok(())
+            })();
+            let _ = done.send(r);
+        }
+    }
+}

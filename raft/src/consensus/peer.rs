@@ -1,0 +1,120 @@
+//! The serving side of peer RPC: a request body in, a response body out, for each
+//! [`PeerRpc`]. It owns the [`SnapshotInbox`] where snapshots being received land.
+//!
+//! A body that does not decode is refused as `Rejected { InvalidArgument }` (the API layer
+//! answers 400); a Raft that cannot take the request is `Unavailable` (503).
+//!
+//! Must never: decide anything itself (requests go to openraft), or block the async runtime
+//! on the inbox's files (they are written on the blocking pool).
+
+use std::path::Path;
+
+use bytes::Bytes;
+use openraft::raft::{
+    AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+
+use crate::consensus::Raft;
+use crate::consensus::rpc::{self, InstallRequest, PeerRpc, SnapshotManifest};
+use crate::consensus::snapshot_inbox::SnapshotInbox;
+use crate::consensus::types::TypeConfig;
+use crate::error::{BrokerError, CodecError};
+use crate::state::RejectCode;
+
+/// Serves peer RPCs for one node.
+#[derive(Clone)]
+pub struct PeerService {
+    raft: Raft,
+    inbox: SnapshotInbox,
+}
+
+impl std::fmt::Debug for PeerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerService")
+            .field("inbox", &self.inbox)
+            .finish()
+    }
+}
+
+fn bad_request(e: CodecError) -> BrokerError {
+    BrokerError::rejected(RejectCode::InvalidArgument, e.to_string())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("raft: {e}"))
+}
+
+impl PeerService {
+    /// Serves `raft`, receiving snapshots under `incoming`.
+    pub fn new(raft: Raft, incoming: &Path) -> Self {
+        PeerService {
+            raft,
+            inbox: SnapshotInbox::new(incoming),
+        }
+    }
+
+    /// Answers one peer RPC.
+    pub async fn serve(&self, which: PeerRpc, body: Bytes) -> Result<Bytes, BrokerError> {
+        match which {
+            PeerRpc::Append => {
+                let req = rpc::decode_append(&body).map_err(bad_request)?;
+                let resp: AppendEntriesResponse<TypeConfig> =
+                    self.raft.append_entries(req).await.map_err(unavailable)?;
+                Ok(rpc::encode(&resp))
+            }
+            PeerRpc::Vote => {
+                let req: VoteRequest<TypeConfig> =
+                    rpc::decode("vote", &body).map_err(bad_request)?;
+                let resp: VoteResponse<TypeConfig> =
+                    self.raft.vote(req).await.map_err(unavailable)?;
+                Ok(rpc::encode(&resp))
+            }
+            PeerRpc::TransferLeader => {
+                let req: TransferLeaderRequest<TypeConfig> =
+                    rpc::decode("transfer-leader", &body).map_err(bad_request)?;
+                let resp: TransferLeaderResponse<TypeConfig> = self
+                    .raft
+                    .handle_transfer_leader(req)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(rpc::encode(&resp))
+            }
+            PeerRpc::SnapshotBegin => {
+                let m: SnapshotManifest =
+                    rpc::decode("snapshot manifest", &body).map_err(bad_request)?;
+                let inbox = self.inbox.clone();
+                let have = tokio::task::spawn_blocking(move || inbox.begin(&m))
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(bad_request)?;
+                Ok(rpc::encode(&have))
+            }
+            PeerRpc::SnapshotChunk => {
+                let (h, data) = rpc::decode_chunk(&body).map_err(bad_request)?;
+                let inbox = self.inbox.clone();
+                let len = tokio::task::spawn_blocking(move || inbox.chunk(&h, &data))
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(bad_request)?;
+                Ok(rpc::encode(&len))
+            }
+            PeerRpc::SnapshotInstall => {
+                let req: InstallRequest =
+                    rpc::decode("snapshot install", &body).map_err(bad_request)?;
+                let snapshot = self
+                    .inbox
+                    .complete(&req.id, req.meta)
+                    .map_err(bad_request)?;
+                let dir = snapshot.snapshot.dir.clone();
+                let resp: SnapshotResponse<TypeConfig> = self
+                    .raft
+                    .install_full_snapshot(req.vote, snapshot)
+                    .await
+                    .map_err(unavailable)?;
+                let _ = std::fs::remove_dir_all(&dir);
+                Ok(rpc::encode(&resp))
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What applying a command answers: the state machine's response type, delivered to the
+//! proposer through openraft's responder (never persisted, never sent to peers).
+//!
+//! Must never: carry anything a replica computed from local input; it is the same on every
+//! replica for the same entry.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a command was refused at apply time (deterministically, on every replica).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// The topic does not exist.
+    TopicNotFound,
+    /// The consumer group does not exist.
+    ConsumerGroupNotFound,
+    /// The command is malformed or out of range.
+    InvalidArgument,
+    /// The command conflicts with the current state.
+    Conflict,
+}
+
+/// One leased message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// Queue.
+    pub queue: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Delivery number (1 = first).
+    pub attempt: u32,
+    /// The receipt to ack it with.
+    pub receipt: String,
+}
+
+/// The state machine's answer to one command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A batch was stored: `(queue, offset)` of each message in batch order.
+    Produced {
+        /// The log index of the batch (message ids are derived from it).
+        log_index: u64,
+        /// Queue and offset per message.
+        placed: Vec<(u32, u64)>,
+    },
+    /// The command took effect.
+    Done,
+    /// Messages leased to a consumer.
+    Leased {
+        /// What was granted.
+        granted: Vec<Granted>,
+    },
+    /// Per receipt: `None` ok, else the error code.
+    Acked {
+        /// One per receipt, in order.
+        results: Vec<Option<String>>,
+    },
+    /// A consumer's queue assignment after a heartbeat.
+    Assigned {
+        /// `(topic, queues)`.
+        assignments: Vec<(String, Vec<u32>)>,
+    },
+    /// The command was refused and changed nothing.
+    Rejected {
+        /// Machine-readable reason.
+        code: RejectCode,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// A refusal.
+pub(crate) fn reject(code: RejectCode, message: impl Into<String>) -> Applied {
+    Applied::Rejected {
+        code,
+        message: message.into(),
+    }
+}

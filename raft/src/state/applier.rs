@@ -1,0 +1,114 @@
+//! Applying committed commands to the IndexStore: the deterministic heart of the state
+//! machine. The [`Applier`] owns the two parts of the applied state, [`Queues`] (topics and
+//! ConsumeQueues) and [`ConsumerGroups`], and the retention point, and dispatches each
+//! command to them.
+//!
+//! All writes of one apply go into the caller's `IndexBatch`, committed by the state
+//! machine together with `last_applied`.
+//!
+//! Must never: read a clock, a random source or anything local to the replica (apply must
+//! give identical results everywhere), or write a message body to RocksDB.
+
+use std::sync::Arc;
+
+use raftmq_storage::{IndexBatch, IndexStore};
+
+use crate::state::applied::{Applied, RejectCode, reject};
+use crate::state::command::Command;
+use crate::state::consumer_groups::ConsumerGroups;
+use crate::state::queues::Queues;
+
+/// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
+pub const META_RETENTION_POINT: &str = "retention_point";
+
+/// Applies commands; owns the applied state's caches.
+#[derive(Debug)]
+pub struct Applier {
+    store: Arc<IndexStore>,
+    queues: Queues,
+    groups: ConsumerGroups,
+    retention_point: Option<u64>,
+}
+
+impl Applier {
+    /// An applier over `store`.
+    pub fn new(store: Arc<IndexStore>) -> Self {
+        let retention_point = store
+            .meta_get(META_RETENTION_POINT)
+            .ok()
+            .flatten()
+            .and_then(|b| Some(u64::from_le_bytes(b.as_slice().try_into().ok()?)));
+        Applier {
+            queues: Queues::new(store.clone()),
+            groups: ConsumerGroups::new(store.clone()),
+            store,
+            retention_point,
+        }
+    }
+
+    /// Call after writing a batch: what it wrote is in RocksDB now.
+    pub fn finish_batch(&mut self) {
+        self.groups.finish_batch();
+    }
+
+    /// The highest log index retention allows to purge, if any.
+    pub fn retention_point(&self) -> Option<u64> {
+        self.retention_point
+    }
+
+    /// Forgets cached state (after the store was replaced by a snapshot).
+    pub fn reset(&mut self, store: Arc<IndexStore>) {
+        *self = Applier::new(store);
+    }
+
+    /// The store this applier writes to.
+    pub fn store(&self) -> &Arc<IndexStore> {
+        &self.store
+    }
+
+    /// Applies one command at `log_index`, adding its writes to `batch`. Errors are storage
+    /// failures (fatal to the node); refusals are `Applied::Rejected`.
+    pub fn apply(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        cmd: &Command,
+    ) -> raftmq_storage::Result<Applied> {
+        let (queues, groups) = (&mut self.queues, &mut self.groups);
+        match cmd {
+            Command::Produce {
+                create_topic,
+                batch: bytes,
+            } => queues.produce(batch, log_index, *create_topic, bytes),
+            Command::PutTopic { name, spec } => queues.put_topic(batch, name, *spec),
+            Command::DeleteTopic { name } => match queues.delete_topic(batch, name)? {
+                Some(meta) => {
+                    groups.forget_topic(batch, name, meta.queues)?;
+                    Ok(Applied::Done)
+                }
+                None => Ok(reject(
+                    RejectCode::TopicNotFound,
+                    format!("topic {name} does not exist"),
+                )),
+            },
+            Command::Retain { now_ms } => {
+                let oldest_needed = queues.retain(batch, log_index, *now_ms)?;
+                let point = oldest_needed.saturating_sub(1);
+                if self.retention_point.is_none_or(|p| point > p) {
+                    self.retention_point = Some(point);
+                    batch.put_meta(META_RETENTION_POINT, &point.to_le_bytes());
+                }
+                Ok(Applied::Done)
+            }
+            Command::Lease(c) => groups.lease(batch, queues, log_index, c),
+            Command::Ack(c) => groups.ack(batch, c),
+            Command::Heartbeat(c) => groups.heartbeat(batch, queues, c),
+            Command::ResetOffsets(c) => groups.reset_offsets(batch, queues, c),
+            Command::CommitOffsets {
+                group,
+                topic,
+                offsets,
+            } => groups.commit_offsets(batch, queues, group, topic, offsets),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Applying a consumer group's membership and progress changes: heartbeats (with queue
+//! assignment), offset resets and commits, and forgetting a deleted topic.
+//!
+//! Must never: assign a queue to two live consumers of one topic, or leave a deleted
+//! topic's offsets or message states behind (a re-created topic starts without them).
+
+use raftmq_storage::IndexBatch;
+
+use super::state::R;
+use super::{ConsumerGroupMode, ConsumerGroups, ConsumerRec, dec, enc, gkey, keys};
+use crate::state::applied::{Applied, RejectCode, reject};
+use crate::state::command::{HeartbeatCmd, ResetCmd};
+use crate::state::queues::Queues;
+
+impl ConsumerGroups {
+    /// Applies a heartbeat: records the consumer, drops expired ones, and answers the
+    /// consumer's queues per topic (live members sorted by name share queues round-robin).
+    pub fn heartbeat(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        c: &HeartbeatCmd,
+    ) -> R<Applied> {
+        self.meta_or_create(batch, &c.group, None)?;
+        let rec = ConsumerRec {
+            last_ms: c.now_ms,
+            session_ms: c.session_ms,
+            topics: c.topics.clone(),
+        };
+        self.put(batch, keys::consumer(&c.group, &c.consumer), enc(&rec));
+        for t in &c.topics {
+            self.touch_topic(batch, &c.group, t);
+        }
+        let mut live: Vec<(String, ConsumerRec)> = Vec::new();
+        for (k, v) in self.view().scan(&keys::consumers(&c.group), None)? {
+            let (Some(name), Some(rec)) = (keys::consumer_name(&k), dec::<ConsumerRec>(&v)) else {
+                continue;
+            };
+            if rec.last_ms.saturating_add(rec.session_ms) > c.now_ms {
+                live.push((name, rec));
+            } else {
+                self.delete(batch, k);
+            }
+        }
+        let mut assignments = Vec::new();
+        for t in &c.topics {
+            let count = queues.topic(t)?.map_or(0, |m| m.queues);
+            let mut members: Vec<&str> = live
+                .iter()
+                .filter(|(_, r)| r.topics.iter().any(|x| x == t))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            members.sort_unstable();
+            let mine = match members.iter().position(|n| *n == c.consumer) {
+                Some(i) => (0..count)
+                    .filter(|q| *q as usize % members.len() == i)
+                    .collect(),
+                None => Vec::new(),
+            };
+            assignments.push((t.clone(), mine));
+        }
+        Ok(Applied::Assigned { assignments })
+    }
+
+    /// Applies an offset reset: moves floors and forgets the leases there (every
+    /// consumer's progress in broadcast mode).
+    pub fn reset_offsets(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        c: &ResetCmd,
+    ) -> R<Applied> {
+        let Some(topic) = queues.topic(&c.topic)? else {
+            return Ok(reject(
+                RejectCode::TopicNotFound,
+                format!("topic {} does not exist", c.topic),
+            ));
+        };
+        if let Some((q, _)) = c.offsets.iter().find(|(q, _)| *q >= topic.queues) {
+            return Ok(reject(
+                RejectCode::InvalidArgument,
+                format!("queue {q} is out of range"),
+            ));
+        }
+        let meta = self.meta_or_create(batch, &c.group, None)?;
+        let gkeys = self.progress_keys(&c.group, meta.mode)?;
+        self.touch_topic(batch, &c.group, &c.topic);
+        for gk in &gkeys {
+            for &(queue, offset) in &c.offsets {
+                self.delete_prefix(batch, &keys::queue_states(gk, &c.topic, queue))?;
+                self.set_floor(gk, &c.topic, queue, offset);
+            }
+        }
+        self.flush_floors(batch)?;
+        Ok(Applied::Done)
+    }
+
+    /// Applies an offset commit: sets floors as given.
+    pub fn commit_offsets(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        group: &str,
+        topic: &str,
+        offsets: &[(u32, u64)],
+    ) -> R<Applied> {
+        let Some(meta) = queues.topic(topic)? else {
+            return Ok(reject(
+                RejectCode::TopicNotFound,
+                format!("topic {topic} does not exist"),
+            ));
+        };
+        if let Some((q, _)) = offsets.iter().find(|(q, _)| *q >= meta.queues) {
+            return Ok(reject(
+                RejectCode::InvalidArgument,
+                format!(
+                    "queue {q} is out of range (topic {topic} has {} queues)",
+                    meta.queues
+                ),
+            ));
+        }
+        // Remembered so deleting the topic forgets these offsets too.
+        self.touch_topic(batch, group, topic);
+        for &(queue, offset) in offsets {
+            // Later entries of the batch (an ack of this group) must see it.
+            self.put_floor(batch, group, topic, queue, offset)?;
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Drops every group's committed offsets and message states for a deleted topic, so a
+    /// topic re-created under the same name starts with no consumer progress (as Kafka
+    /// drops a deleted topic's offsets).
+    pub fn forget_topic(&mut self, batch: &mut IndexBatch<'_>, topic: &str, queues: u32) -> R<()> {
+        // Every group that touched the topic (received, committed, heartbeated) has a
+        // `T group topic` record.
+        let mut gkeys: Vec<String> = Vec::new();
+        for k in self.view().scan(b"T", None)?.into_keys() {
+            let Some((group, t)) = keys::topic_record(&k) else {
+                continue;
+            };
+            if t != topic {
+                continue;
+            }
+            let mode = self
+                .view()
+                .meta(&group)?
+                .map_or(ConsumerGroupMode::Clustering, |m| m.mode);
+            gkeys.extend(self.progress_keys(&group, mode)?);
+            self.delete(batch, k);
+        }
+        for gk in gkeys {
+            batch.delete_offsets(&gk, topic, queues)?;
+            for queue in 0..queues {
+                self.drop_floor(&gk, topic, queue);
+                self.delete_prefix(batch, &keys::queue_states(&gk, topic, queue))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The progress keys of a group: the group itself, and in broadcast mode each known
+    /// consumer's own.
+    fn progress_keys(&self, group: &str, mode: ConsumerGroupMode) -> R<Vec<String>> {
+        let mut gkeys = vec![group.to_owned()];
+        if mode == ConsumerGroupMode::Broadcast {
+            for k in self.view().scan(&keys::consumers(group), None)?.keys() {
+                if let Some(name) = keys::consumer_name(k) {
+                    gkeys.push(gkey(group, mode, &name));
+                }
+            }
+        }
+        Ok(gkeys)
+    }
+}

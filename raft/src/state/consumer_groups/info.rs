@@ -1,0 +1,126 @@
+//! What a consumer group looks like from outside: its settings, consumers and per-queue
+//! progress, read from the applied state (`GET /v1/groups`, `GET /v1/groups/{group}`).
+//!
+//! Must never: write anything; `now_ms` (for what is in flight) is the caller's clock.
+
+use raftmq_storage::IndexStore;
+
+use super::{
+    ConsumerGroupMode, ConsumerRec, GroupMeta, GroupView, MsgState, dec, dlq_topic, gkey, keys,
+};
+
+type R<T> = raftmq_storage::Result<T>;
+
+/// A consumer group as shown by `GET /v1/groups/{group}`.
+#[derive(Clone, Debug)]
+pub struct ConsumerGroupInfo {
+    /// Name.
+    pub name: String,
+    /// Mode.
+    pub mode: ConsumerGroupMode,
+    /// Deliveries before dead-lettering.
+    pub max_attempts: u32,
+    /// `(name, last heartbeat ms, session ms, topics)`.
+    pub consumers: Vec<(String, u64, u64, Vec<String>)>,
+    /// Per topic and queue progress.
+    pub queues: Vec<QueueProgress>,
+    /// Messages in the group's dead-letter topic.
+    pub dlq_depth: u64,
+}
+
+/// One queue's progress for a consumer group (per consumer in broadcast mode).
+#[derive(Clone, Debug)]
+pub struct QueueProgress {
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue: u32,
+    /// Consumer (broadcast mode only).
+    pub consumer: Option<String>,
+    /// Committed offset (the floor).
+    pub committed: u64,
+    /// One past the last message.
+    pub max_offset: u64,
+    /// Messages in flight now.
+    pub in_flight: u64,
+}
+
+/// Every consumer group's name and mode.
+pub fn list(store: &IndexStore) -> R<Vec<(String, ConsumerGroupMode)>> {
+    Ok(GroupView::applied(store)
+        .scan(&keys::meta_all(), None)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let name = String::from_utf8(k.get(2..)?.to_vec()).ok()?;
+            Some((name, dec::<GroupMeta>(&v)?.mode))
+        })
+        .collect())
+}
+
+/// One consumer group's state at `now`, or `None` if it was never used.
+pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroupInfo>> {
+    let view = GroupView::applied(store);
+    let Some(meta) = view.meta(group)? else {
+        return Ok(None);
+    };
+    let consumers: Vec<(String, u64, u64, Vec<String>)> = view
+        .scan(&keys::consumers(group), None)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let rec: ConsumerRec = dec(&v)?;
+            Some((
+                keys::consumer_name(&k)?,
+                rec.last_ms,
+                rec.session_ms,
+                rec.topics,
+            ))
+        })
+        .collect();
+    let topics: Vec<String> = view
+        .scan(&keys::topics(group), None)?
+        .into_keys()
+        .filter_map(|k| keys::topic_record(&k).map(|(_, t)| t))
+        .collect();
+    let progress_keys: Vec<(String, Option<String>)> = match meta.mode {
+        ConsumerGroupMode::Clustering => vec![(group.to_owned(), None)],
+        ConsumerGroupMode::Broadcast => consumers
+            .iter()
+            .map(|(c, ..)| (gkey(group, meta.mode, c), Some(c.clone())))
+            .collect(),
+    };
+    let mut queues = Vec::new();
+    for topic in &topics {
+        let Some(t) = store.topic_get(topic)? else {
+            continue;
+        };
+        for q in 0..t.queues {
+            let max = store.cq_bounds(topic, q)?.map_or(0, |(_, max)| max);
+            for (gk, consumer) in &progress_keys {
+                let in_flight = view
+                    .scan(&keys::queue_states(gk, topic, q), None)?
+                    .values()
+                    .filter(|v| dec::<MsgState>(v).is_some_and(|st| st.in_flight(now)))
+                    .count() as u64;
+                queues.push(QueueProgress {
+                    topic: topic.clone(),
+                    queue: q,
+                    consumer: consumer.clone(),
+                    committed: view.floor(gk, topic, q)?,
+                    max_offset: max,
+                    in_flight,
+                });
+            }
+        }
+    }
+    let dlq_depth = store
+        .cq_bounds(&dlq_topic(group), 0)?
+        .map_or(0, |(min, max)| max - min);
+    Ok(Some(ConsumerGroupInfo {
+        name: group.to_owned(),
+        mode: meta.mode,
+        max_attempts: meta.max_attempts,
+        consumers,
+        queues,
+        dlq_depth,
+    }))
+}

@@ -1,0 +1,251 @@
+//! Applying a receive: a `Lease` command marks what the consumer's tag filter skips as done,
+//! moves messages out of attempts to the dead-letter topic, and leases what is still
+//! leasable at the entry's `now_ms`. The leader only proposed the lists; this decides.
+//!
+//! Must never: lease a message that is in flight or done for the group, or hand out a FIFO
+//! queue's next message while an earlier one is in flight or not done.
+
+use raftmq_storage::{IndexBatch, TopicMeta};
+
+use super::state::R;
+use super::{ConsumerGroups, DlqOrigin, GroupMeta, MsgState, Receipt, Status, enc, gkey, keys};
+use crate::state::applied::{Applied, Granted, RejectCode, reject};
+use crate::state::command::LeaseCmd;
+use crate::state::queues::Queues;
+
+/// What one lease works on: the command, its group's settings and progress key, the topic.
+struct Lease<'c> {
+    c: &'c LeaseCmd,
+    meta: GroupMeta,
+    gk: String,
+    topic: TopicMeta,
+}
+
+impl ConsumerGroups {
+    /// Applies a `Lease` command at `log_index`.
+    pub fn lease(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        log_index: u64,
+        c: &LeaseCmd,
+    ) -> R<Applied> {
+        let meta = self.meta_or_create(batch, &c.group, Some(c.mode))?;
+        if meta.mode != c.mode {
+            return Ok(reject(
+                RejectCode::Conflict,
+                format!("group {} consumes in {} mode", c.group, meta.mode.as_str()),
+            ));
+        }
+        let Some(topic) = queues.topic(&c.topic)? else {
+            return Ok(reject(
+                RejectCode::TopicNotFound,
+                format!("topic {} does not exist", c.topic),
+            ));
+        };
+        self.touch_topic(batch, &c.group, &c.topic);
+        let l = Lease {
+            c,
+            meta,
+            gk: gkey(&c.group, meta.mode, &c.consumer),
+            topic,
+        };
+        let mut touched = self.skip_filtered(batch, &l)?;
+        touched.extend(self.dead_letter_spent(batch, queues, &l)?);
+        let granted = self.grant(batch, log_index, &l)?;
+        touched.sort_unstable();
+        touched.dedup();
+        for queue in touched {
+            self.advance_floor(batch, &l.gk, &c.topic, queue)?;
+        }
+        self.flush_floors(batch)?;
+        Ok(Applied::Leased { granted })
+    }
+
+    /// Marks messages the consumer's tag filter excludes as done; returns their queues.
+    fn skip_filtered(&mut self, batch: &mut IndexBatch<'_>, l: &Lease<'_>) -> R<Vec<u32>> {
+        let (c, gk) = (l.c, l.gk.as_str());
+        let mut touched = Vec::new();
+        for &(queue, offset) in &c.skip {
+            if queue >= l.topic.queues || offset < self.view().floor(gk, &c.topic, queue)? {
+                continue;
+            }
+            let st = self.view().state(gk, &c.topic, queue, offset)?;
+            if st
+                .as_ref()
+                .is_some_and(|s| s.done() || s.in_flight(c.now_ms))
+            {
+                continue;
+            }
+            let mut st = st.unwrap_or_else(|| fresh(&c.consumer));
+            st.status = Status::Acked;
+            self.put(batch, keys::state(gk, &c.topic, queue, offset), enc(&st));
+            touched.push(queue);
+        }
+        Ok(touched)
+    }
+
+    /// Moves messages out of attempts to the dead-letter topic; returns their queues.
+    fn dead_letter_spent(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        l: &Lease<'_>,
+    ) -> R<Vec<u32>> {
+        let (c, gk) = (l.c, l.gk.as_str());
+        let mut touched = Vec::new();
+        for &(queue, offset) in &c.dead {
+            if queue >= l.topic.queues || offset < self.view().floor(gk, &c.topic, queue)? {
+                continue;
+            }
+            let Some(mut st) = self.view().state(gk, &c.topic, queue, offset)? else {
+                continue;
+            };
+            if st.done() || st.in_flight(c.now_ms) || st.attempt < l.meta.max_attempts {
+                continue;
+            }
+            if self.dead_letter(batch, queues, l, queue, offset, st.attempt)? {
+                st.status = Status::Dead;
+                self.put(batch, keys::state(gk, &c.topic, queue, offset), enc(&st));
+                touched.push(queue);
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Leases what is still leasable; returns what was granted.
+    fn grant(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        l: &Lease<'_>,
+    ) -> R<Vec<Granted>> {
+        let (c, gk) = (l.c, l.gk.as_str());
+        let now = c.now_ms;
+        let mut granted = Vec::new();
+        // Per queue, once per command: (floor, first retained offset, next offset).
+        let mut bounds: Vec<(u32, u64, u64, u64)> = Vec::new();
+        for &(queue, offset) in &c.items {
+            if queue >= l.topic.queues {
+                continue;
+            }
+            let (floor, min, next) = match bounds.iter().find(|b| b.0 == queue) {
+                Some(&(_, f, lo, hi)) => (f, lo, hi),
+                None => {
+                    let f = self.view().floor(gk, &c.topic, queue)?;
+                    let (lo, hi) = self.store().cq_bounds(&c.topic, queue)?.unwrap_or((0, 0));
+                    bounds.push((queue, f, lo, hi));
+                    (f, lo, hi)
+                }
+            };
+            // Offsets are dense between the first retained one and the next one.
+            if offset < floor || offset < min || offset >= next {
+                continue;
+            }
+            let st = self
+                .view()
+                .state(gk, &c.topic, queue, offset)?
+                .unwrap_or_else(|| fresh(&c.consumer));
+            if !st.deliverable(now) || st.attempt >= l.meta.max_attempts {
+                continue;
+            }
+            if l.topic.fifo && !self.fifo_may_deliver(gk, &c.topic, queue, floor, offset, now)? {
+                continue;
+            }
+            let leased = MsgState {
+                status: Status::Leased,
+                attempt: st.attempt + 1,
+                deadline_ms: now.saturating_add(c.invisible_ms),
+                lease_index: log_index,
+                consumer: c.consumer.clone(),
+            };
+            self.put(
+                batch,
+                keys::state(gk, &c.topic, queue, offset),
+                enc(&leased),
+            );
+            let receipt = Receipt {
+                queue,
+                offset,
+                attempt: leased.attempt,
+                lease_index: log_index,
+                consumer: c.consumer.clone(),
+            };
+            granted.push(Granted {
+                queue,
+                offset,
+                attempt: leased.attempt,
+                receipt: receipt.encode(),
+            });
+        }
+        Ok(granted)
+    }
+
+    /// FIFO: deliver `offset` only if every earlier message of the queue is done and none is
+    /// in flight.
+    fn fifo_may_deliver(
+        &self,
+        gk: &str,
+        topic: &str,
+        queue: u32,
+        floor: u64,
+        offset: u64,
+        now: u64,
+    ) -> R<bool> {
+        let states = self
+            .view()
+            .scan(&keys::queue_states(gk, topic, queue), None)?;
+        let mut done_before = 0u64;
+        for (k, v) in &states {
+            let (Some(o), Some(st)) = (keys::state_offset(k), super::dec::<MsgState>(v)) else {
+                continue;
+            };
+            if o != offset && st.in_flight(now) {
+                return Ok(false);
+            }
+            if o >= floor && o < offset && st.done() {
+                done_before += 1;
+            }
+        }
+        Ok(done_before == offset - floor)
+    }
+
+    /// Adds a dead letter to `DLQ-{group}`: an index entry pointing at the original message
+    /// (bodies are stored once), plus where it came from.
+    fn dead_letter(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        l: &Lease<'_>,
+        queue: u32,
+        offset: u64,
+        attempts: u32,
+    ) -> R<bool> {
+        let c = l.c;
+        let Some(e) = self.store().cq_get(&c.topic, queue, offset)? else {
+            return Ok(false);
+        };
+        let dlq = super::dlq_topic(&c.group);
+        let dlq_offset =
+            queues.append_dead_letter(batch, &dlq, l.topic.retention_ms, e, c.now_ms)?;
+        let origin = DlqOrigin {
+            topic: c.topic.clone(),
+            queue,
+            offset,
+            attempts,
+        };
+        self.put(batch, keys::dlq_origin(&dlq, dlq_offset), enc(&origin));
+        Ok(true)
+    }
+}
+
+/// The state of a message never delivered to the group.
+fn fresh(consumer: &str) -> MsgState {
+    MsgState {
+        status: Status::Released,
+        attempt: 0,
+        deadline_ms: 0,
+        lease_index: 0,
+        consumer: consumer.to_owned(),
+    }
+}

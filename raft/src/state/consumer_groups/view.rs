@@ -1,0 +1,173 @@
+//! [`GroupView`]: the one way consumer-group state is read, from RocksDB plus, while
+//! applying, the applier's overlay of writes made through it (the batch being built, and
+//! earlier batches kept as a write-through cache).
+//!
+//! Apply reads with the overlay, so an entry sees the writes of earlier entries in the same
+//! batch; the leader's receive planning and the group views read the applied state without
+//! one. Both compute floors and settings here, so they cannot drift apart.
+//!
+//! Must never: write anything.
+
+use std::collections::{BTreeMap, HashMap};
+
+use raftmq_storage::IndexStore;
+
+use super::{GroupMeta, MsgState, dec, keys};
+
+type R<T> = raftmq_storage::Result<T>;
+
+/// A floor's key: (progress key, topic, queue).
+pub(crate) type FloorKey = (String, String, u32);
+
+/// Consumer-group writes made through the applier: records (`None`: deleted) and floors.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    records: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    floors: HashMap<FloorKey, u64>,
+}
+
+impl Overlay {
+    /// Records a write (`None`: a delete).
+    pub(super) fn record(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.records.insert(key, value);
+    }
+
+    /// The cached records under `prefix`.
+    pub(super) fn keys_under(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        self.records
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// A floor as set through the applier.
+    pub(super) fn floor(&self, key: &FloorKey) -> Option<u64> {
+        self.floors.get(key).copied()
+    }
+
+    /// Records a floor.
+    pub(super) fn set_floor(&mut self, key: FloorKey, floor: u64) {
+        self.floors.insert(key, floor);
+    }
+
+    /// Forgets a floor.
+    pub(super) fn drop_floor(&mut self, key: &FloorKey) {
+        self.floors.remove(key);
+    }
+
+    /// Drops the cache when it has grown past `max` entries (RocksDB has it all).
+    pub(super) fn trim(&mut self, max: usize) {
+        if self.records.len() > max {
+            self.records.clear();
+        }
+        if self.floors.len() > max {
+            self.floors.clear();
+        }
+    }
+}
+
+/// Reads consumer-group state.
+#[derive(Clone, Copy)]
+pub struct GroupView<'a> {
+    store: &'a IndexStore,
+    overlay: Option<&'a Overlay>,
+}
+
+impl<'a> GroupView<'a> {
+    /// The applied state in `store`.
+    pub fn applied(store: &'a IndexStore) -> Self {
+        GroupView {
+            store,
+            overlay: None,
+        }
+    }
+
+    pub(super) fn with_overlay(store: &'a IndexStore, overlay: &'a Overlay) -> Self {
+        GroupView {
+            store,
+            overlay: Some(overlay),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &'a IndexStore {
+        self.store
+    }
+
+    /// One record.
+    pub fn get(&self, key: &[u8]) -> R<Option<Vec<u8>>> {
+        match self.overlay.and_then(|o| o.records.get(key)) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.group_get(key),
+        }
+    }
+
+    /// Every record under `prefix` from `from` on (or from the prefix's start).
+    pub fn scan(&self, prefix: &[u8], from: Option<&[u8]>) -> R<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .store
+            .group_scan(prefix, from, usize::MAX)?
+            .into_iter()
+            .collect();
+        if let Some(o) = self.overlay {
+            for (k, v) in &o.records {
+                if !k.starts_with(prefix) || from.is_some_and(|f| k.as_slice() < f) {
+                    continue;
+                }
+                match v {
+                    Some(v) => out.insert(k.clone(), v.clone()),
+                    None => out.remove(k),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// A group's settings, if it was ever used.
+    pub fn meta(&self, group: &str) -> R<Option<GroupMeta>> {
+        Ok(self.get(&keys::meta(group))?.and_then(|b| dec(&b)))
+    }
+
+    /// One message's state for a progress key.
+    pub fn state(&self, gk: &str, topic: &str, queue: u32, offset: u64) -> R<Option<MsgState>> {
+        Ok(self
+            .get(&keys::state(gk, topic, queue, offset))?
+            .and_then(|b| dec(&b)))
+    }
+
+    /// The message states of a queue from `from` on, by offset.
+    pub fn states_from(
+        &self,
+        gk: &str,
+        topic: &str,
+        queue: u32,
+        from: u64,
+    ) -> R<BTreeMap<u64, MsgState>> {
+        let prefix = keys::queue_states(gk, topic, queue);
+        let start = keys::state(gk, topic, queue, from);
+        Ok(self
+            .scan(&prefix, Some(&start))?
+            .into_iter()
+            .filter_map(|(k, v)| Some((keys::state_offset(&k)?, dec(&v)?)))
+            .collect())
+    }
+
+    /// The floor of a queue for a progress key: below it everything is acked or dead.
+    pub fn floor(&self, gk: &str, topic: &str, queue: u32) -> R<u64> {
+        if let Some(f) = self
+            .overlay
+            .and_then(|o| o.floor(&(gk.to_owned(), topic.to_owned(), queue)))
+        {
+            return Ok(f);
+        }
+        if let Some(f) = self.store.offset_get(gk, topic, queue)? {
+            return Ok(f);
+        }
+        // A new group starts at the oldest retained message.
+        Ok(self
+            .store
+            .cq_bounds(topic, queue)?
+            .map_or(0, |(min, _)| min))
+    }
+}

@@ -1,0 +1,275 @@
+//! Topics and their ConsumeQueues as the applier keeps them: topic settings and each queue's
+//! next offset (cached), storing a produced batch's index entries, dead-letter entries, and
+//! retention's deletes.
+//!
+//! A message's offset is its queue's next offset at apply time, so every replica assigns
+//! the same offsets. Everything goes into the caller's `IndexBatch`.
+//!
+//! Must never: write a message body to RocksDB (index entries point into the CommitLog), or
+//! let an offset be used twice (each queue's next offset only grows, also across deletes by
+//! retention).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use raftmq_storage::message::{BatchView, tag_hash};
+use raftmq_storage::{CqEntry, IndexBatch, IndexHit, IndexStore, TopicMeta};
+
+use crate::state::applied::{Applied, RejectCode, reject};
+use crate::state::command::TopicSpec;
+
+type R<T> = raftmq_storage::Result<T>;
+
+/// Most expired entries one `Retain` deletes per queue, so one apply stays bounded; the
+/// rest goes at the next `Retain`.
+const RETAIN_BATCH: usize = 100_000;
+
+/// Checks every message of a batch first, so a batch is stored whole or not at all.
+fn check_batch(view: &BatchView<'_>, queues: u32) -> Option<Applied> {
+    for m in view.iter() {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => return Some(reject(RejectCode::InvalidArgument, e.to_string())),
+        };
+        if m.queue >= queues {
+            return Some(reject(
+                RejectCode::InvalidArgument,
+                format!(
+                    "messages[{}].queue: {} is out of range (topic {} has {} queues)",
+                    m.slot, m.queue, view.topic, queues
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Topic settings and next offsets, cached over the store.
+#[derive(Debug)]
+pub struct Queues {
+    store: Arc<IndexStore>,
+    topics: HashMap<String, Option<TopicMeta>>,
+    next_offsets: HashMap<(String, u32), u64>,
+}
+
+impl Queues {
+    /// Queues over `store`, nothing cached yet.
+    pub fn new(store: Arc<IndexStore>) -> Self {
+        Queues {
+            store,
+            topics: HashMap::new(),
+            next_offsets: HashMap::new(),
+        }
+    }
+
+    /// A topic's settings (`None`: it does not exist).
+    pub fn topic(&mut self, name: &str) -> R<Option<TopicMeta>> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(*t);
+        }
+        let t = self.store.topic_get(name)?;
+        self.topics.insert(name.to_owned(), t);
+        Ok(t)
+    }
+
+    /// The offset the next message of a queue gets.
+    fn next_offset(&mut self, topic: &str, queue: u32) -> R<&mut u64> {
+        let key = (topic.to_owned(), queue);
+        if !self.next_offsets.contains_key(&key) {
+            let next = self
+                .store
+                .cq_bounds(topic, queue)?
+                .map_or(0, |(_, max)| max);
+            self.next_offsets.insert(key.clone(), next);
+        }
+        Ok(self.next_offsets.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Creates or updates a topic; its queues may only grow.
+    pub fn put_topic(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        name: &str,
+        spec: TopicSpec,
+    ) -> R<Applied> {
+        if spec.queues == 0 {
+            return Ok(reject(
+                RejectCode::InvalidArgument,
+                "queues must be at least 1",
+            ));
+        }
+        if let Some(old) = self.topic(name)?
+            && spec.queues < old.queues
+        {
+            return Ok(reject(
+                RejectCode::Conflict,
+                format!(
+                    "queues may only grow: topic {name} has {} queues, asked for {}",
+                    old.queues, spec.queues
+                ),
+            ));
+        }
+        let meta = TopicMeta::from(spec);
+        batch.put_topic(name, &meta)?;
+        self.topics.insert(name.to_owned(), Some(meta));
+        Ok(Applied::Done)
+    }
+
+    /// Deletes a topic's settings and indexes; returns its settings, `None` if it did not
+    /// exist.
+    pub fn delete_topic(&mut self, batch: &mut IndexBatch<'_>, name: &str) -> R<Option<TopicMeta>> {
+        let Some(meta) = self.topic(name)? else {
+            return Ok(None);
+        };
+        batch.delete_topic(name)?;
+        self.topics.insert(name.to_owned(), None);
+        self.next_offsets.retain(|(t, _), _| t != name);
+        Ok(Some(meta))
+    }
+
+    /// Stores a produced batch: offsets, ConsumeQueue, key index, one time-index run per
+    /// queue. The batch is checked first and stored whole or not at all.
+    pub fn produce(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        create_topic: Option<TopicSpec>,
+        bytes: &[u8],
+    ) -> R<Applied> {
+        let view = match BatchView::parse(bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(reject(RejectCode::InvalidArgument, e.to_string())),
+        };
+        let topic = view.topic;
+        let meta = match (self.topic(topic)?, create_topic) {
+            (Some(m), _) => m,
+            (None, Some(spec)) => {
+                if let Applied::Rejected { code, message } = self.put_topic(batch, topic, spec)? {
+                    return Ok(Applied::Rejected { code, message });
+                }
+                spec.into()
+            }
+            (None, None) => {
+                return Ok(reject(
+                    RejectCode::TopicNotFound,
+                    format!("topic {topic} does not exist"),
+                ));
+            }
+        };
+        if let Some(refusal) = check_batch(&view, meta.queues) {
+            return Ok(refusal);
+        }
+        let mut placed = Vec::with_capacity(view.count as usize);
+        // Per queue: (first offset, next offset) of this batch's run.
+        let mut touched: Vec<(u32, u64, u64)> = Vec::new();
+        for m in view.iter() {
+            let m = m.expect("validated above");
+            let next = self.next_offset(topic, m.queue)?;
+            let offset = *next;
+            *next += 1;
+            let entry = CqEntry {
+                log_index,
+                slot: m.slot,
+                size: m.encoded_len,
+                tag_hash: tag_hash(m.tag),
+                store_ms: view.store_ms,
+            };
+            batch.put_cq(topic, m.queue, offset, &entry)?;
+            let hit = IndexHit {
+                log_index,
+                slot: m.slot,
+                queue: m.queue,
+                offset,
+                store_ms: view.store_ms,
+            };
+            if let Some(key) = m.key {
+                batch.put_key(topic, key, &hit)?;
+            }
+            placed.push((m.queue, offset));
+            match touched.iter_mut().find(|(q, ..)| *q == m.queue) {
+                Some(t) => t.2 = offset + 1,
+                None => touched.push((m.queue, offset, offset + 1)),
+            }
+        }
+        for (queue, first, next) in touched {
+            batch.put_queue_next(topic, queue, next)?;
+            batch.put_time_run(
+                topic,
+                view.store_ms,
+                log_index,
+                queue,
+                first,
+                (next - first) as u32,
+            )?;
+        }
+        Ok(Applied::Produced { log_index, placed })
+    }
+
+    /// Appends a dead letter to queue 0 of `dlq` (created with `retention_ms` if missing):
+    /// an index entry pointing at the original record `e`, stored at `now`. Returns its
+    /// offset in the dead-letter topic.
+    pub fn append_dead_letter(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        dlq: &str,
+        retention_ms: u64,
+        e: CqEntry,
+        now: u64,
+    ) -> R<u64> {
+        if self.topic(dlq)?.is_none() {
+            let spec = TopicSpec {
+                queues: 1,
+                fifo: false,
+                retention_ms,
+            };
+            self.put_topic(batch, dlq, spec)?;
+        }
+        let next = self.next_offset(dlq, 0)?;
+        let dlq_offset = *next;
+        *next += 1;
+        let entry = CqEntry { store_ms: now, ..e };
+        batch.put_cq(dlq, 0, dlq_offset, &entry)?;
+        batch.put_queue_next(dlq, 0, dlq_offset + 1)?;
+        batch.put_time_run(dlq, now, e.log_index, 0, dlq_offset, 1)?;
+        Ok(dlq_offset)
+    }
+
+    /// Drops the ConsumeQueue and time-index entries of messages older than their topic's
+    /// retention (at most [`RETAIN_BATCH`] per queue). Returns the oldest log index that
+    /// still holds a retained message (`log_index` when none does).
+    pub fn retain(&mut self, batch: &mut IndexBatch<'_>, log_index: u64, now_ms: u64) -> R<u64> {
+        let mut oldest_needed = log_index;
+        for (topic, meta) in self.store.topics()? {
+            let cutoff = now_ms.saturating_sub(meta.retention_ms);
+            batch.delete_time_before(&topic, cutoff)?;
+            for queue in 0..meta.queues {
+                let Some((first, _)) = self.store.cq_first(&topic, queue)? else {
+                    continue;
+                };
+                let mut keep_from = first;
+                let mut keep_entry = None;
+                'scan: loop {
+                    let entries = self.store.cq_range(&topic, queue, keep_from, 1024)?;
+                    if entries.is_empty() {
+                        break;
+                    }
+                    for (offset, e) in entries {
+                        if e.store_ms >= cutoff || offset - first >= RETAIN_BATCH as u64 {
+                            keep_entry = Some(e);
+                            keep_from = offset;
+                            break 'scan;
+                        }
+                        keep_from = offset + 1;
+                    }
+                }
+                if keep_from > first {
+                    batch.delete_cq_before(&topic, queue, keep_from)?;
+                }
+                if let Some(e) = keep_entry {
+                    oldest_needed = oldest_needed.min(e.log_index);
+                }
+            }
+        }
+        Ok(oldest_needed)
+    }
+}

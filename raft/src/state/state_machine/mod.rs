@@ -1,0 +1,304 @@
+//! openraft's state machine: committed entries applied into the RocksDB IndexStore.
+//!
+//! Each `apply` call turns its whole run of entries into **one** RocksDB write batch holding
+//! every index write plus `last_applied` (and membership), so state and progress commit
+//! atomically and a restart resumes exactly after the last applied entry.
+//!
+//! A snapshot is a directory in `snapshots/`: `state/`, a RocksDB checkpoint (hard links,
+//! cheap), and `log/`, the retained CommitLog up to the snapshot's index (sealed segments
+//! hard-linked, the last one copied), so a brand-new replica that installs it can serve
+//! every retained message. Installing one opens `state/` as a new generation of the index
+//! directory (`index-<gen>`, recorded in the `index_gen` cell), swaps it in under readers,
+//! and hands `log/` to the log store to replace its segments.
+//!
+//! Must never: read a clock or anything replica-local while applying; answer a client
+//! before its entry's writes are in RocksDB.
+
+mod snapshot;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use raftmq_storage::vfs::OsFs;
+use raftmq_storage::{Durability, DurableCell, IndexStore, IndexStoreOptions};
+use tokio::sync::watch;
+
+use crate::consensus::log_store::LogStore;
+use crate::consensus::types::{
+    Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
+use crate::error::{io_err, io_other};
+use crate::state::applied::Applied;
+use crate::state::applier::Applier;
+
+const META_LAST_APPLIED: &str = "last_applied";
+const META_MEMBERSHIP: &str = "membership";
+
+struct Shared {
+    data_dir: PathBuf,
+    store: RwLock<Arc<IndexStore>>,
+    applier: Mutex<Applier>,
+    state: Mutex<(Option<LogId>, StoredMembership)>,
+    applied_tx: watch::Sender<u64>,
+    current_snapshot: Mutex<Option<Snapshot>>,
+    gen_cell: DurableCell,
+    log: LogStore,
+}
+
+/// The state machine (clones share state; the snapshot builder is a clone).
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateMachine")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn index_dir(data_dir: &Path, generation: u64) -> PathBuf {
+    data_dir.join(format!("index-{generation}"))
+}
+
+fn load_state(store: &IndexStore) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let last = match store.meta_get(META_LAST_APPLIED).map_err(io_err)? {
+        Some(b) => Some(postcard::from_bytes(&b).map_err(io_other)?),
+        None => None,
+    };
+    let membership = match store.meta_get(META_MEMBERSHIP).map_err(io_err)? {
+        Some(b) => postcard::from_bytes(&b).map_err(io_other)?,
+        None => StoredMembership::default(),
+    };
+    Ok((last, membership))
+}
+
+impl StateMachine {
+    /// Opens the state machine under `data_dir` (its newest index generation); `log` is the
+    /// group's log store, which snapshots export and retention purges.
+    pub fn open(data_dir: &Path, log: LogStore) -> io::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let gen_cell = DurableCell::new(Arc::new(OsFs), data_dir, "index_gen");
+        let generation = match gen_cell.load().map_err(io_err)? {
+            Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(io_other)?),
+            None => 0,
+        };
+        // Older generations were replaced by snapshot installs; nothing reads them now.
+        for entry in std::fs::read_dir(data_dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(g) = name
+                .strip_prefix("index-")
+                .and_then(|g| g.parse::<u64>().ok())
+                && g != generation
+            {
+                std::fs::remove_dir_all(data_dir.join(name.as_ref()))?;
+            }
+        }
+        let store = Arc::new(
+            IndexStore::open(
+                &index_dir(data_dir, generation),
+                &IndexStoreOptions::default(),
+            )
+            .map_err(io_err)?,
+        );
+        let state = load_state(&store)?;
+        let applied = state.0.map_or(0, |l| l.index);
+        let applier = Applier::new(store.clone());
+        if let Some(p) = applier.retention_point() {
+            log.set_retention_point(p);
+        }
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                data_dir: data_dir.to_path_buf(),
+                applier: Mutex::new(applier),
+                store: RwLock::new(store),
+                state: Mutex::new(state),
+                applied_tx: watch::Sender::new(applied),
+                current_snapshot: Mutex::new(None),
+                gen_cell,
+                log,
+            }),
+        })
+    }
+
+    /// The current IndexStore (swapped when a snapshot is installed).
+    pub fn store(&self) -> Arc<IndexStore> {
+        self.shared
+            .store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The last applied log index; changes wake long polls.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied_tx.subscribe()
+    }
+
+    /// The highest log index retention allows to purge.
+    pub fn retention_point(&self) -> Option<u64> {
+        lock(&self.shared.applier).retention_point()
+    }
+
+    /// The last applied log id and membership.
+    pub fn applied_state_now(&self) -> (Option<LogId>, StoredMembership) {
+        lock(&self.shared.state).clone()
+    }
+
+    /// Applies entries, writing RocksDB batches as it goes. Entries whose command does not
+    /// read the store ([`crate::state::Command::reads_store`]) share a batch; for every other
+    /// command the batch before it is written first and it gets a batch of its own. Apply's
+    /// results therefore never depend on where openraft cut the entries into apply calls,
+    /// which differs between replicas.
+    pub(crate) fn apply_blocking(
+        &self,
+        entries: &[Entry],
+    ) -> io::Result<(Vec<Applied>, Option<LogId>)> {
+        let mut applier = lock(&self.shared.applier);
+        let store = applier.store().clone();
+        let mut batch = store.batch();
+        let mut pending: Option<LogId> = None;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut membership = None;
+        for e in entries {
+            let shares_batch = match &e.payload {
+                EntryPayload::Normal(cmd) => !cmd.reads_store(),
+                _ => true,
+            };
+            if !shares_batch && let Some(last) = pending.take() {
+                commit(
+                    &mut applier,
+                    std::mem::replace(&mut batch, store.batch()),
+                    &last,
+                    &membership,
+                )?;
+            }
+            let r = match &e.payload {
+                EntryPayload::Blank => Applied::Done,
+                EntryPayload::Normal(cmd) => applier
+                    .apply(&mut batch, e.log_id.index, cmd)
+                    .map_err(io_err)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
+                    Applied::Done
+                }
+            };
+            results.push(r);
+            pending = Some(e.log_id);
+            if !shares_batch {
+                commit(
+                    &mut applier,
+                    std::mem::replace(&mut batch, store.batch()),
+                    &e.log_id,
+                    &membership,
+                )?;
+                pending = None;
+            }
+        }
+        if let Some(last) = pending {
+            commit(&mut applier, batch, &last, &membership)?;
+        }
+        let last = entries.last().map(|e| e.log_id);
+        if let Some(p) = applier.retention_point() {
+            self.shared.log.set_retention_point(p);
+        }
+        let mut state = lock(&self.shared.state);
+        if last.is_some() {
+            state.0 = last;
+        }
+        if let Some(m) = membership {
+            state.1 = m;
+        }
+        Ok((results, last))
+    }
+}
+
+/// Writes one batch of apply's writes together with `last_applied` (and membership).
+fn commit(
+    applier: &mut Applier,
+    mut batch: raftmq_storage::IndexBatch<'_>,
+    last: &LogId,
+    membership: &Option<StoredMembership>,
+) -> io::Result<()> {
+    batch.put_meta(
+        META_LAST_APPLIED,
+        &postcard::to_allocvec(last).map_err(io_other)?,
+    );
+    if let Some(m) = membership {
+        batch.put_meta(
+            META_MEMBERSHIP,
+            &postcard::to_allocvec(m).map_err(io_other)?,
+        );
+    }
+    applier
+        .store()
+        .write(batch, Durability::Wal)
+        .map_err(io_err)?;
+    applier.finish_batch();
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok(self.applied_state_now())
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let this = self.clone();
+        let (results, last) = tokio::task::spawn_blocking(move || this.apply_blocking(&batch))
+            .await
+            .map_err(io_err)??;
+        for (r, responder) in results.into_iter().zip(responders) {
+            if let Some(responder) = responder {
+                responder.send(r);
+            }
+        }
+        if let Some(last) = last {
+            self.shared.applied_tx.send_replace(last.index);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        self.install(meta, snapshot).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(lock(&self.shared.current_snapshot).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

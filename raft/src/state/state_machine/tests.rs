@@ -1,0 +1,171 @@
+//! The state machine applies the same entries to the same state however they are cut into
+//! apply calls.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raftmq_storage::CommitLogOptions;
+use raftmq_storage::message::{BatchEncoder, MessageIn};
+use raftmq_storage::vfs::MemFs;
+
+use super::*;
+use crate::consensus::log_store::{FlushPolicy, LogStore};
+use crate::consensus::types::log_id;
+use crate::state::command::{AckCmd, Command, HeartbeatCmd, LeaseCmd, TopicSpec};
+use crate::state::consumer_groups::ConsumerGroupMode;
+
+fn open(dir: &Path) -> StateMachine {
+    let log = LogStore::open_on(
+        Arc::new(MemFs::new()),
+        Path::new("/log"),
+        CommitLogOptions::default(),
+        FlushPolicy::Sync,
+    )
+    .unwrap();
+    StateMachine::open(dir, log).unwrap()
+}
+
+fn entries() -> Vec<Entry> {
+    let mut buf = Vec::new();
+    let mut enc = BatchEncoder::new(&mut buf, "t", 10).unwrap();
+    for _ in 0..2 {
+        enc.push(
+            &MessageIn {
+                body: b"x",
+                ..Default::default()
+            },
+            [],
+        )
+        .unwrap();
+    }
+    enc.finish();
+    let spec = TopicSpec {
+        queues: 1,
+        fifo: false,
+        retention_ms: 1_000_000,
+    };
+    let lease = LeaseCmd {
+        group: "g".into(),
+        topic: "t".into(),
+        consumer: "c".into(),
+        mode: ConsumerGroupMode::Clustering,
+        now_ms: 100,
+        invisible_ms: 1000,
+        items: vec![(0, 0), (0, 1)],
+        skip: vec![],
+        dead: vec![],
+    };
+    let ack = AckCmd {
+        group: "g".into(),
+        topic: "t".into(),
+        receipts: vec!["0-0-1-2-c".into()],
+        now_ms: 200,
+        nack_delay_ms: None,
+    };
+    let ack2 = AckCmd {
+        receipts: vec!["0-1-1-2-c".into(), "0-0-1-2-c".into()],
+        now_ms: 250,
+        ..ack.clone()
+    };
+    let heartbeat = HeartbeatCmd {
+        group: "g".into(),
+        consumer: "c".into(),
+        topics: vec!["t".into()],
+        session_ms: 1000,
+        now_ms: 260,
+    };
+    [
+        Command::Produce {
+            create_topic: Some(spec),
+            batch: Bytes::from(buf),
+        },
+        Command::Lease(lease),
+        Command::Ack(ack),
+        Command::Ack(ack2),
+        Command::Heartbeat(heartbeat),
+        Command::CommitOffsets {
+            group: "g".into(),
+            topic: "t".into(),
+            offsets: vec![(0, 1)],
+        },
+        Command::Ack(AckCmd {
+            receipts: vec!["0-1-1-2-c".into()],
+            now_ms: 270,
+            ..AckCmd {
+                group: "g".into(),
+                topic: "t".into(),
+                receipts: vec![],
+                now_ms: 0,
+                nack_delay_ms: None,
+            }
+        }),
+        Command::Retain { now_ms: 300 },
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, c)| Entry {
+        log_id: log_id(1, 1, i as u64 + 1),
+        payload: EntryPayload::Normal(c),
+    })
+    .collect()
+}
+
+#[test]
+fn results_do_not_depend_on_how_entries_are_cut_into_apply_calls() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (one, many) = (open(a.path()), open(b.path()));
+    let all = entries();
+    let (together, _) = one.apply_blocking(&all).unwrap();
+    let apart: Vec<Applied> = all
+        .iter()
+        .flat_map(|e| many.apply_blocking(std::slice::from_ref(e)).unwrap().0)
+        .collect();
+    assert_eq!(together, apart);
+    assert!(
+        matches!(&together[1], Applied::Leased { granted } if granted.len() == 2),
+        "{together:?}"
+    );
+    assert_eq!(
+        together[2],
+        Applied::Acked {
+            results: vec![None]
+        }
+    );
+    // The second ack repeats the first.
+    assert_eq!(
+        together[3],
+        Applied::Acked {
+            results: vec![None, None]
+        }
+    );
+    assert_eq!(
+        together[4],
+        Applied::Assigned {
+            assignments: vec![("t".into(), vec![0])]
+        }
+    );
+    // A commit moved the floor back to 1; an ack in the same batch sees it (and finds
+    // no lease there any more), exactly as it does when applied alone.
+    assert_eq!(
+        together[6],
+        Applied::Acked {
+            results: vec![Some("RECEIPT_INVALID".into())]
+        }
+    );
+    let (sa, sb) = (one.store(), many.store());
+    assert_eq!(sa.offset_get("g", "t", 0).unwrap(), Some(1));
+    assert_eq!(
+        sa.offset_get("g", "t", 0).unwrap(),
+        sb.offset_get("g", "t", 0).unwrap()
+    );
+    assert_eq!(
+        sa.group_scan(b"S", None, 100).unwrap(),
+        sb.group_scan(b"S", None, 100).unwrap()
+    );
+    assert_eq!(one.retention_point(), many.retention_point());
+    assert_eq!(
+        one.retention_point(),
+        Some(0),
+        "entry 1 holds a retained message"
+    );
+}
