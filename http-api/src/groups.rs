@@ -401,7 +401,7 @@ pub(crate) async fn get(
         "consumers": consumers,
         "queues": queues,
         "in_flight": info.queues.iter().map(|q| q.in_flight).sum::<u64>(),
-        "dlq_topic": format!("DLQ-{}", info.name),
+        "dlq_topic": info.dlq_topic,
         "dlq_depth": info.dlq_depth,
     }))
     .into_response())

@@ -211,3 +211,12 @@ async fn bad_names_and_missing_things() {
         "wait_ms",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_peer_route_is_mounted_and_refuses_a_body_that_does_not_decode() {
+    let n = Node::auto().await;
+    for rpc in raftmq_raft::PeerRpc::ALL {
+        let (status, body) = n.post(rpc.path(), "x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {body}", rpc.path());
+    }
+}

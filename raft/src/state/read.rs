@@ -128,7 +128,7 @@ fn batch_of(log: &CommitLog, log_index: u64) -> Result<Option<(LogRecord, Bytes)
 }
 
 /// The batch a ConsumeQueue entry points at; an entry that holds no messages is corrupt.
-pub(crate) fn indexed_batch(log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> {
+fn indexed_batch(log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> {
     match batch_of(log, log_index)? {
         Some((_, b)) => Ok(b),
         None => Err(BrokerError::Corrupted(
@@ -137,6 +137,24 @@ pub(crate) fn indexed_batch(log: &CommitLog, log_index: u64) -> Result<Bytes, Br
                 reason: format!("log entry {log_index} holds no messages"),
             },
         )),
+    }
+}
+
+/// The batch of the last log entry read: consecutive messages of one batch cost one
+/// CommitLog read.
+#[derive(Default)]
+struct BatchCache(Option<(u64, Bytes)>);
+
+impl BatchCache {
+    fn get(&mut self, log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> {
+        if let Some((i, b)) = &self.0
+            && *i == log_index
+        {
+            return Ok(b.clone());
+        }
+        let b = indexed_batch(log, log_index)?;
+        self.0 = Some((log_index, b.clone()));
+        Ok(b)
     }
 }
 
@@ -208,7 +226,7 @@ pub fn read_queue(
     let entries: Vec<(u64, CqEntry)> = store.cq_range(topic, queue, offset, scan)?;
     let mut messages = Vec::with_capacity(max.min(entries.len()));
     let mut next_offset = offset.max(min_offset);
-    let mut cached: Option<(u64, Bytes)> = None;
+    let mut batches = BatchCache::default();
     for (off, e) in entries {
         if messages.len() >= max {
             break;
@@ -219,14 +237,7 @@ pub fn read_queue(
         {
             continue;
         }
-        let batch = match &cached {
-            Some((idx, b)) if *idx == e.log_index => b.clone(),
-            _ => {
-                let b = indexed_batch(log, e.log_index)?;
-                cached = Some((e.log_index, b.clone()));
-                b
-            }
-        };
+        let batch = batches.get(log, e.log_index)?;
         let mut m = message_at(&batch, e.log_index, e.slot, off)?;
         if filter.is_some_and(|f| !f.matches(m.tag.as_deref())) {
             continue;
@@ -306,20 +317,13 @@ pub fn read_granted(
     topic: &str,
     granted: &[crate::state::Granted],
 ) -> Result<Vec<(StoredMessage, u32, String)>, BrokerError> {
-    let mut cache: Option<(u64, Bytes)> = None;
+    let mut batches = BatchCache::default();
     let mut out = Vec::with_capacity(granted.len());
     for g in granted {
         let Some(e) = store.cq_get(topic, g.queue, g.offset)? else {
             continue;
         };
-        let batch = match &cache {
-            Some((i, b)) if *i == e.log_index => b.clone(),
-            _ => {
-                let b = indexed_batch(log, e.log_index)?;
-                cache = Some((e.log_index, b.clone()));
-                b
-            }
-        };
+        let batch = batches.get(log, e.log_index)?;
         let mut m = message_at(&batch, e.log_index, e.slot, g.offset)?;
         if m.topic != topic {
             mark_dead_letter(store, &mut m, topic, g.queue)?;

@@ -24,6 +24,8 @@ pub struct ConsumerGroupInfo {
     pub consumers: Vec<(String, u64, u64, Vec<String>)>,
     /// Per topic and queue progress.
     pub queues: Vec<QueueProgress>,
+    /// The group's dead-letter topic.
+    pub dlq_topic: String,
     /// Messages in the group's dead-letter topic.
     pub dlq_depth: u64,
 }
@@ -112,8 +114,9 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
             }
         }
     }
+    let dlq_topic = dlq_topic(group);
     let dlq_depth = store
-        .cq_bounds(&dlq_topic(group), 0)?
+        .cq_bounds(&dlq_topic, 0)?
         .map_or(0, |(min, max)| max - min);
     Ok(Some(ConsumerGroupInfo {
         name: group.to_owned(),
@@ -121,6 +124,7 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
         max_attempts: meta.max_attempts,
         consumers,
         queues,
+        dlq_topic,
         dlq_depth,
     }))
 }
