@@ -6,8 +6,11 @@
 //! random prefix of each unsynced tail (a torn write). [`MemFs::flip_bit`] corrupts a byte
 //! that was already durable.
 //!
-//! Simplification, stated so tests do not over-trust it: creating, removing and renaming a
-//! file are durable at once (the real code still calls `sync_dir`, which is a no-op here).
+//! Names are durable as on a POSIX file system: creating, removing, renaming and linking a
+//! file change only the directory as the running system sees it; a crash finds each
+//! directory as its last [`Vfs::sync_dir`] left it (a file whose data was synced but whose
+//! directory entry was not is gone, a removed file whose removal was not synced is back).
+//! Directories themselves are implicit and always exist.
 //!
 //! Must never: be used outside tests and benchmarks' self-checks.
 
@@ -40,10 +43,20 @@ struct FileBytes {
 
 type SharedFile = Arc<Mutex<FileBytes>>;
 
+type Names = BTreeMap<PathBuf, SharedFile>;
+
+/// The directory entries as the running system sees them, and as the last directory syncs
+/// left them on disk.
+#[derive(Debug, Default)]
+struct Namespace {
+    current: Names,
+    durable: Names,
+}
+
 /// The in-memory file system. Clones share the same files.
 #[derive(Clone, Debug, Default)]
 pub struct MemFs {
-    files: Arc<Mutex<BTreeMap<PathBuf, SharedFile>>>,
+    files: Arc<Mutex<Namespace>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,9 +85,19 @@ impl MemFs {
             Crash::Torn { seed } => seed,
             _ => 0,
         });
-        let files = lock(&self.files);
+        let ns = lock(&self.files);
+        let names = match how {
+            Crash::ProcessOnly => &ns.current,
+            Crash::DropUnsynced | Crash::Torn { .. } => &ns.durable,
+        };
+        // Hard links share one file before the crash and must share one after it.
+        let mut copies: Vec<(SharedFile, SharedFile)> = Vec::new();
         let mut out = BTreeMap::new();
-        for (path, file) in files.iter() {
+        for (path, file) in names.iter() {
+            if let Some((_, copy)) = copies.iter().find(|(orig, _)| Arc::ptr_eq(orig, file)) {
+                out.insert(path.clone(), copy.clone());
+                continue;
+            }
             let f = lock(file);
             let survived = match how {
                 Crash::ProcessOnly => f.current.clone(),
@@ -93,10 +116,15 @@ impl MemFs {
                 current: survived.clone(),
                 durable: survived,
             };
-            out.insert(path.clone(), Arc::new(Mutex::new(bytes)));
+            let copy: SharedFile = Arc::new(Mutex::new(bytes));
+            copies.push((file.clone(), copy.clone()));
+            out.insert(path.clone(), copy);
         }
         MemFs {
-            files: Arc::new(Mutex::new(out)),
+            files: Arc::new(Mutex::new(Namespace {
+                current: out.clone(),
+                durable: out,
+            })),
         }
     }
 
@@ -116,7 +144,7 @@ impl MemFs {
 
     /// The paths of all files, sorted.
     pub fn paths(&self) -> Vec<PathBuf> {
-        lock(&self.files).keys().cloned().collect()
+        lock(&self.files).current.keys().cloned().collect()
     }
 
     /// Current length of a file.
@@ -135,6 +163,7 @@ impl MemFs {
 
     fn file(&self, path: &Path) -> io::Result<SharedFile> {
         lock(&self.files)
+            .current
             .get(path)
             .cloned()
             .ok_or_else(|| not_found(path))
@@ -148,6 +177,7 @@ impl Vfs for MemFs {
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         Ok(lock(&self.files)
+            .current
             .keys()
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
@@ -155,7 +185,8 @@ impl Vfs for MemFs {
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
-        let mut files = lock(&self.files);
+        let mut ns = lock(&self.files);
+        let files = &mut ns.current;
         let file = match (files.get(path), mode) {
             (Some(_), OpenMode::CreateNew) => {
                 return Err(io::Error::new(
@@ -179,31 +210,40 @@ impl Vfs for MemFs {
     }
 
     fn exists(&self, path: &Path) -> bool {
-        lock(&self.files).contains_key(path)
+        lock(&self.files).current.contains_key(path)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         lock(&self.files)
+            .current
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| not_found(path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut files = lock(&self.files);
-        let f = files.remove(from).ok_or_else(|| not_found(from))?;
-        // A rename is atomic and (here) durable: the renamed file's synced bytes are what a
-        // crash would find, exactly as with `rename` after `fsync` on a real file system.
-        files.insert(to.to_path_buf(), f);
+        let mut ns = lock(&self.files);
+        let f = ns.current.remove(from).ok_or_else(|| not_found(from))?;
+        // Atomic for the running system; durable once both directories are synced.
+        ns.current.insert(to.to_path_buf(), f);
         Ok(())
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut ns = lock(&self.files);
+        let ns = &mut *ns;
+        ns.durable.retain(|p, _| p.parent() != Some(dir));
+        for (p, f) in &ns.current {
+            if p.parent() == Some(dir) {
+                ns.durable.insert(p.clone(), f.clone());
+            }
+        }
         Ok(())
     }
 
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut files = lock(&self.files);
+        let mut ns = lock(&self.files);
+        let files = &mut ns.current;
         let f = files.get(from).cloned().ok_or_else(|| not_found(from))?;
         if files.contains_key(to) {
             return Err(io::Error::new(
@@ -284,6 +324,7 @@ mod tests {
         let fs = MemFs::new();
         let p = Path::new("/d/f");
         let f = fs.open(p, OpenMode::CreateNew).unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
         f.write_all_at(b"abc", 0).unwrap();
         f.sync_data().unwrap();
         f.write_all_at(b"def", 3).unwrap();
@@ -299,10 +340,36 @@ mod tests {
     }
 
     #[test]
+    fn names_are_durable_only_after_their_directory_is_synced() {
+        let fs = MemFs::new();
+        let d = Path::new("/d");
+        let (a, b) = (Path::new("/d/a"), Path::new("/d/b"));
+        let f = fs.open(a, OpenMode::CreateNew).unwrap();
+        f.write_all_at(b"abc", 0).unwrap();
+        f.sync_data().unwrap();
+        assert!(
+            !fs.crash(Crash::DropUnsynced).exists(a),
+            "a new file's entry is not durable before its directory is synced"
+        );
+        fs.sync_dir(d).unwrap();
+        assert!(fs.crash(Crash::DropUnsynced).exists(a));
+        fs.rename(a, b).unwrap();
+        let after = fs.crash(Crash::DropUnsynced);
+        assert!(after.exists(a) && !after.exists(b), "an unsynced rename is undone");
+        assert!(fs.crash(Crash::ProcessOnly).exists(b));
+        fs.sync_dir(d).unwrap();
+        let after = fs.crash(Crash::DropUnsynced);
+        assert!(!after.exists(a) && after.exists(b));
+        fs.remove_file(b).unwrap();
+        assert!(fs.crash(Crash::DropUnsynced).exists(b), "an unsynced remove is undone");
+    }
+
+    #[test]
     fn flip_bit_changes_durable_bytes() {
         let fs = MemFs::new();
         let p = Path::new("/d/f");
         let f = fs.open(p, OpenMode::CreateNew).unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
         f.write_all_at(&[0u8; 4], 0).unwrap();
         f.sync_data().unwrap();
         fs.flip_bit(p, 2, 1).unwrap();
