@@ -199,6 +199,23 @@ impl CommitLog {
                 fs.remove_file(&idx).at(&idx)?;
             }
             if let Some((position, reason)) = &scan.stop {
+                // Cut only a torn tail: if a valid record follows the bad one, acknowledged
+                // entries would go with it, so refuse to start instead (see ARCHITECTURE.md).
+                let expected = base + scan.positions.len() as u64;
+                if let Some((at, index)) =
+                    segment::valid_record_after(&*file, &path, *position, file_len, expected)?
+                {
+                    return Err(StorageError::Corrupted {
+                        path,
+                        position: *position,
+                        reason: format!(
+                            "{reason}; a valid record (log index {index}) follows at byte {at}, \
+                             so this is corruption inside the log, not a torn write. Refusing \
+                             to cut it: move this node's data directory away and restart it to \
+                             rebuild it from its peers"
+                        ),
+                    });
+                }
                 file.set_len(*position).at(&path)?;
                 file.sync_data().at(&path)?;
                 report.truncated = Some(TruncatedTail {

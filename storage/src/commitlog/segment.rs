@@ -402,6 +402,50 @@ pub(crate) fn scan(
     Ok(out)
 }
 
+/// Looks for a valid record of log index `min_index` or later at or after the bad bytes at
+/// `bad`.
+/// Finding one means the bad bytes are corruption inside the log, not a torn tail (a torn or
+/// unfinished write leaves nothing valid after it). Returns its position and index.
+pub(crate) fn valid_record_after(
+    file: &dyn crate::vfs::VfsFile,
+    path: &Path,
+    bad: u64,
+    file_len: u64,
+    min_index: u64,
+) -> Result<Option<(u64, u64)>> {
+    // A record takes at least HEADER_LEN bytes, which bounds how far its index can be.
+    let max_index = min_index.saturating_add((file_len - bad) / HEADER_LEN as u64);
+    let mut buf = vec![0u8; SCAN_CHUNK + HEADER_LEN];
+    let mut start = bad;
+    while start + HEADER_LEN as u64 <= file_len {
+        let n = file.read_full_at(&mut buf, start).at(path)?;
+        for i in 0..SCAN_CHUNK.min(n.saturating_sub(HEADER_LEN - 1)) {
+            let h = Header::parse(&buf[i..]);
+            let at = start + i as u64;
+            if h.index < min_index
+                || h.index > max_index
+                || h.len as usize > record::MAX_PAYLOAD
+                || at + h.total_len() as u64 > file_len
+            {
+                continue;
+            }
+            let whole = if i + h.total_len() <= n {
+                buf[i..i + h.total_len()].to_vec()
+            } else {
+                let mut rec = vec![0u8; h.total_len()];
+                let got = file.read_full_at(&mut rec, at).at(path)?;
+                rec.truncate(got);
+                rec
+            };
+            if record::check(&whole).is_ok() {
+                return Ok(Some((at, h.index)));
+            }
+        }
+        start += SCAN_CHUNK as u64;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -355,13 +355,19 @@ mod tests {
         assert!(fs.crash(Crash::DropUnsynced).exists(a));
         fs.rename(a, b).unwrap();
         let after = fs.crash(Crash::DropUnsynced);
-        assert!(after.exists(a) && !after.exists(b), "an unsynced rename is undone");
+        assert!(
+            after.exists(a) && !after.exists(b),
+            "an unsynced rename is undone"
+        );
         assert!(fs.crash(Crash::ProcessOnly).exists(b));
         fs.sync_dir(d).unwrap();
         let after = fs.crash(Crash::DropUnsynced);
         assert!(!after.exists(a) && after.exists(b));
         fs.remove_file(b).unwrap();
-        assert!(fs.crash(Crash::DropUnsynced).exists(b), "an unsynced remove is undone");
+        assert!(
+            fs.crash(Crash::DropUnsynced).exists(b),
+            "an unsynced remove is undone"
+        );
     }
 
     #[test]

@@ -54,31 +54,46 @@ fn assert_nothing_invented(log: &CommitLog) -> Vec<u64> {
 }
 
 #[test]
-fn a_flipped_bit_in_the_tail_is_cut_off_and_reported() {
+fn a_flipped_bit_in_the_tail_is_cut_when_torn_and_refused_when_records_follow() {
     let seg = 1 << 20;
     let fs = written(seg, 200);
     let file = log_files(&fs).pop().unwrap();
     let len = fs.file_len(&file).unwrap();
+    let mut refused = 0;
     for k in 0..64u64 {
         // Spread flips over the records (past the 16-byte segment header).
         let byte = 16 + (k * 7919) % (len - 16);
         let damaged = fs.crash(Crash::DropUnsynced);
         damaged.flip_bit(&file, byte, (k % 8) as u8).unwrap();
-        let (log, report) = open(&damaged, seg).unwrap();
-        let cut = report
-            .truncated
-            .expect("the damage must be found and reported");
-        assert!(
-            cut.position <= byte,
-            "cut at {} after the flip at {byte}",
-            cut.position
-        );
-        assert_eq!(cut.segment, file);
-        let last = log.last_index().unwrap_or(0);
-        assert!(last < 200, "the damaged record cannot survive");
-        assert!(assert_nothing_invented(&log).is_empty());
-        assert_eq!(damaged.file_len(&file).unwrap(), cut.position);
+        match open(&damaged, seg) {
+            Ok((log, report)) => {
+                let cut = report
+                    .truncated
+                    .expect("the damage must be found and reported");
+                assert!(
+                    cut.position <= byte,
+                    "cut at {} after the flip at {byte}",
+                    cut.position
+                );
+                assert_eq!(cut.segment, file);
+                let last = log.last_index().unwrap_or(0);
+                assert!(last < 200, "the damaged record cannot survive");
+                assert!(assert_nothing_invented(&log).is_empty());
+                assert_eq!(damaged.file_len(&file).unwrap(), cut.position);
+            }
+            Err(StorageError::Corrupted { path, position, .. }) => {
+                assert_eq!(path, file);
+                assert!(
+                    position <= byte,
+                    "reported {position} after the flip at {byte}"
+                );
+                assert_eq!(damaged.file_len(&file).unwrap(), len, "nothing cut");
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
     }
+    assert!(refused > 0, "flips before the last record are corruption");
 }
 
 #[test]
@@ -174,4 +189,39 @@ fn unsynced_appends_vanish_or_survive_whole_never_half() {
         assert!((50..90).contains(&last), "seed {seed}: last {last}");
         assert!(assert_nothing_invented(&log).is_empty());
     }
+}
+
+#[test]
+fn a_torn_tail_is_cut_but_corruption_followed_by_valid_records_refuses_to_open() {
+    let seg = 1 << 20;
+    let fs = written(seg, 200);
+    let file = log_files(&fs).pop().unwrap();
+    let len = fs.file_len(&file).unwrap();
+    // Where record `i` starts: the 16-byte segment header, then 24-byte record headers.
+    let start_of = |i: u64| 16 + (1..i).map(|j| 24 + payload(j).len() as u64).sum::<u64>();
+    let (last_start, mid_start) = (start_of(200), start_of(100));
+    assert_eq!(last_start + 24 + payload(200).len() as u64, len);
+    // The last record damaged: nothing valid follows, so it is a torn tail and is cut.
+    let damaged = fs.crash(Crash::DropUnsynced);
+    damaged.flip_bit(&file, last_start + 5, 3).unwrap();
+    let (log, report) = open(&damaged, seg).unwrap();
+    assert_eq!(report.truncated.unwrap().position, last_start);
+    assert_eq!(log.last_index(), Some(199));
+    // A record in the middle damaged: 100 valid records follow it, which a torn write
+    // cannot leave behind. Opening refuses and names the file and byte; nothing is cut.
+    let damaged = fs.crash(Crash::DropUnsynced);
+    damaged.flip_bit(&file, mid_start + 5, 3).unwrap();
+    match open(&damaged, seg) {
+        Err(StorageError::Corrupted {
+            path,
+            position,
+            reason,
+        }) => {
+            assert_eq!(path, file);
+            assert_eq!(position, mid_start);
+            assert!(reason.contains("log index 101"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(damaged.file_len(&file).unwrap(), len, "nothing was cut");
 }
