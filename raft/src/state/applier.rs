@@ -9,6 +9,7 @@
 //! Must never: read a clock, a random source or anything local to the replica (apply must
 //! give identical results everywhere), or write a message body to RocksDB.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raftmq_storage::{IndexBatch, IndexStore};
@@ -92,8 +93,15 @@ impl Applier {
                 )),
             },
             Command::Retain { now_ms } => {
-                let oldest_needed = queues.retain(batch, log_index, *now_ms)?;
-                let point = oldest_needed.saturating_sub(1);
+                let retained = queues.retain(batch, log_index, *now_ms)?;
+                let mut moved: BTreeMap<&str, Vec<(u32, u64)>> = BTreeMap::new();
+                for (topic, queue, first) in &retained.moved {
+                    moved.entry(topic).or_default().push((*queue, *first));
+                }
+                for (topic, queues_moved) in moved {
+                    groups.retained(batch, topic, &queues_moved)?;
+                }
+                let point = retained.oldest_needed.saturating_sub(1);
                 if self.retention_point.is_none_or(|p| point > p) {
                     self.retention_point = Some(point);
                     batch.put_meta(META_RETENTION_POINT, &point.to_le_bytes());

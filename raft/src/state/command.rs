@@ -198,17 +198,18 @@ impl Command {
     /// how openraft cut the entries into apply calls.
     pub fn reads_store(&self) -> bool {
         match self {
-            // Topic settings and next offsets come from the applier's caches.
+            // Read only topic settings and next offsets, through the applier's caches
+            // (which fall back to RocksDB on a miss, for state no entry of the batch wrote).
             Command::Produce { .. } | Command::PutTopic { .. } => false,
-            // Writes offsets through the floor overlay; reads only the topic cache.
-            Command::CommitOffsets { .. } => false,
             // Scan the ConsumeQueue, topics or consumer-group records in RocksDB.
             Command::DeleteTopic { .. }
             | Command::Retain { .. }
             | Command::Lease(_)
             | Command::ResetOffsets(_) => true,
-            // Read floors and ConsumeQueue bounds from RocksDB when not cached: kept apart
-            // until that is proved safe in a shared batch.
+            // Read floors (stored offsets, ConsumeQueue bounds) and scan message states.
+            Command::CommitOffsets { .. } => true,
+            // Read floors and scan consumer records through the overlay but fall back to
+            // RocksDB: kept apart until that is proved safe in a shared batch.
             Command::Ack(_) | Command::Heartbeat(_) => true,
         }
     }

@@ -44,6 +44,16 @@ fn check_batch(view: &BatchView<'_>, queues: u32) -> Option<Applied> {
     None
 }
 
+/// What a `Retain` did to the ConsumeQueues.
+#[derive(Debug)]
+pub struct Retained {
+    /// The oldest log index that still holds a retained message (the `Retain` entry's own
+    /// index when none does).
+    pub oldest_needed: u64,
+    /// `(topic, queue, new first offset)` of every queue whose first offset moved.
+    pub moved: Vec<(String, u32, u64)>,
+}
+
 /// Topic settings and next offsets, cached over the store.
 #[derive(Debug)]
 pub struct Queues {
@@ -235,10 +245,17 @@ impl Queues {
     }
 
     /// Drops the ConsumeQueue and time-index entries of messages older than their topic's
-    /// retention (at most [`RETAIN_BATCH`] per queue). Returns the oldest log index that
-    /// still holds a retained message (`log_index` when none does).
-    pub fn retain(&mut self, batch: &mut IndexBatch<'_>, log_index: u64, now_ms: u64) -> R<u64> {
-        let mut oldest_needed = log_index;
+    /// retention (at most [`RETAIN_BATCH`] per queue).
+    pub fn retain(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        log_index: u64,
+        now_ms: u64,
+    ) -> R<Retained> {
+        let mut out = Retained {
+            oldest_needed: log_index,
+            moved: Vec::new(),
+        };
         for (topic, meta) in self.store.topics()? {
             let cutoff = now_ms.saturating_sub(meta.retention_ms);
             batch.delete_time_before(&topic, cutoff)?;
@@ -264,12 +281,13 @@ impl Queues {
                 }
                 if keep_from > first {
                     batch.delete_cq_before(&topic, queue, keep_from)?;
+                    out.moved.push((topic.clone(), queue, keep_from));
                 }
                 if let Some(e) = keep_entry {
-                    oldest_needed = oldest_needed.min(e.log_index);
+                    out.oldest_needed = out.oldest_needed.min(e.log_index);
                 }
             }
         }
-        Ok(oldest_needed)
+        Ok(out)
     }
 }

@@ -1,4 +1,5 @@
 //! Integration tests of raftmq-raft.
 
 mod apply;
+mod groups;
 mod suite;

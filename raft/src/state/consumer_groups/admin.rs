@@ -1,7 +1,10 @@
 //! Applying a consumer group's membership and progress changes: heartbeats (with queue
-//! assignment), offset resets and commits, and forgetting a deleted topic.
+//! assignment), offset resets and commits, retention passing floors, and forgetting a
+//! deleted topic.
 //!
-//! Must never: assign a queue to two live consumers of one topic, or leave a deleted
+//! Must never: assign a queue to two live consumers of one topic; move a floor back except
+//! by a reset; leave a floor below the first retained offset after retention or a reset
+//! (a FIFO queue would wait forever for messages that are gone); or leave a deleted
 //! topic's offsets or message states behind (a re-created topic starts without them).
 
 use raftmq_storage::IndexBatch;
@@ -83,19 +86,26 @@ impl ConsumerGroups {
             ));
         }
         let meta = self.meta_or_create(batch, &c.group, None)?;
-        let gkeys = self.progress_keys(&c.group, meta.mode)?;
+        let gkeys = self.progress_keys(&c.group, meta.mode, &c.topic)?;
         self.touch_topic(batch, &c.group, &c.topic);
-        for gk in &gkeys {
-            for &(queue, offset) in &c.offsets {
+        for &(queue, offset) in &c.offsets {
+            // The leader chose the offset before retention may have passed it.
+            let min = self
+                .store()
+                .cq_bounds(&c.topic, queue)?
+                .map_or(0, |(min, _)| min);
+            for gk in &gkeys {
                 self.delete_prefix(batch, &keys::queue_states(gk, &c.topic, queue))?;
-                self.set_floor(gk, &c.topic, queue, offset);
+                self.set_floor(gk, &c.topic, queue, offset.max(min));
             }
         }
         self.flush_floors(batch)?;
         Ok(Applied::Done)
     }
 
-    /// Applies an offset commit: sets floors as given.
+    /// Applies an offset commit: moves floors up to the offsets given. A commit below a
+    /// floor changes nothing (only a reset moves a floor back), so a late retry of an old
+    /// commit cannot make the group consume acked messages again.
     pub fn commit_offsets(
         &mut self,
         batch: &mut IndexBatch<'_>,
@@ -122,9 +132,9 @@ impl ConsumerGroups {
         // Remembered so deleting the topic forgets these offsets too.
         self.touch_topic(batch, group, topic);
         for &(queue, offset) in offsets {
-            // Later entries of the batch (an ack of this group) must see it.
-            self.put_floor(batch, group, topic, queue, offset)?;
+            self.raise_floor(batch, group, topic, queue, offset)?;
         }
+        self.flush_floors(batch)?;
         Ok(Applied::Done)
     }
 
@@ -146,7 +156,8 @@ impl ConsumerGroups {
                 .view()
                 .meta(&group)?
                 .map_or(ConsumerGroupMode::Clustering, |m| m.mode);
-            gkeys.extend(self.progress_keys(&group, mode)?);
+            gkeys.extend(self.progress_keys(&group, mode, topic)?);
+            self.delete_prefix(batch, &keys::progresses(&group, topic))?;
             self.delete(batch, k);
         }
         for gk in gkeys {
@@ -159,16 +170,53 @@ impl ConsumerGroups {
         Ok(())
     }
 
-    /// The progress keys of a group: the group itself, and in broadcast mode each known
-    /// consumer's own.
-    fn progress_keys(&self, group: &str, mode: ConsumerGroupMode) -> R<Vec<String>> {
+    /// Retention moved the first retained offset of some queues of `topic` (`(queue, new
+    /// first offset)`): every group's floor there moves up to it, dropping the records of
+    /// messages that are gone.
+    pub fn retained(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        topic: &str,
+        moved: &[(u32, u64)],
+    ) -> R<()> {
+        let mut gkeys: Vec<String> = Vec::new();
+        for k in self.view().scan(b"T", None)?.into_keys() {
+            let Some((group, t)) = keys::topic_record(&k) else {
+                continue;
+            };
+            if t != topic {
+                continue;
+            }
+            let mode = self
+                .view()
+                .meta(&group)?
+                .map_or(ConsumerGroupMode::Clustering, |m| m.mode);
+            gkeys.extend(self.progress_keys(&group, mode, topic)?);
+        }
+        for gk in &gkeys {
+            for &(queue, min) in moved {
+                self.raise_floor(batch, gk, topic, queue, min)?;
+            }
+        }
+        self.flush_floors(batch)
+    }
+
+    /// The progress keys of a group in a topic: the group itself, and in broadcast mode
+    /// each consumer's own (those that sent heartbeats and those with progress there).
+    fn progress_keys(&self, group: &str, mode: ConsumerGroupMode, topic: &str) -> R<Vec<String>> {
         let mut gkeys = vec![group.to_owned()];
         if mode == ConsumerGroupMode::Broadcast {
-            for k in self.view().scan(&keys::consumers(group), None)?.keys() {
-                if let Some(name) = keys::consumer_name(k) {
-                    gkeys.push(gkey(group, mode, &name));
-                }
-            }
+            let view = self.view();
+            let heartbeats = view.scan(&keys::consumers(group), None)?;
+            let progress = view.scan(&keys::progresses(group, topic), None)?;
+            let mut names: Vec<String> = heartbeats
+                .keys()
+                .filter_map(|k| keys::consumer_name(k))
+                .chain(progress.keys().filter_map(|k| keys::progress_consumer(k)))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            gkeys.extend(names.iter().map(|c| gkey(group, mode, c)));
         }
         Ok(gkeys)
     }

@@ -8,7 +8,10 @@
 use raftmq_storage::{IndexBatch, TopicMeta};
 
 use super::state::R;
-use super::{ConsumerGroups, DlqOrigin, GroupMeta, MsgState, Receipt, Status, enc, gkey, keys};
+use super::{
+    ConsumerGroupMode, ConsumerGroups, DlqOrigin, GroupMeta, MsgState, Receipt, Status, enc, gkey,
+    keys,
+};
 use crate::state::applied::{Applied, Granted, RejectCode, reject};
 use crate::state::command::LeaseCmd;
 use crate::state::queues::Queues;
@@ -44,6 +47,12 @@ impl ConsumerGroups {
             ));
         };
         self.touch_topic(batch, &c.group, &c.topic);
+        if c.mode == ConsumerGroupMode::Broadcast {
+            let key = keys::progress(&c.group, &c.topic, &c.consumer);
+            if self.view().get(&key)?.is_none() {
+                self.put(batch, key, Vec::new());
+            }
+        }
         let l = Lease {
             c,
             meta,

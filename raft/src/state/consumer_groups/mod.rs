@@ -14,6 +14,8 @@
 //! - `T group topic` → (empty): the topics a group has touched;
 //! - `S gkey topic queue offset` → [`MsgState`]: a message's lease, attempts, ack;
 //! - `C group consumer` → [`ConsumerRec`]: last heartbeat, session, topics;
+//! - `P group topic consumer` → (empty): a broadcast consumer has progress in the topic
+//!   (so resets, retention and topic deletion find it even if it never sent a heartbeat);
 //! - `D dlq-topic offset` → [`DlqOrigin`]: where a dead letter came from.
 //!
 //! `gkey` is the group for clustering mode and `group/consumer` in broadcast mode (each
@@ -247,6 +249,31 @@ pub mod keys {
         String::from_utf8(rest.get(1..1 + clen)?.to_vec()).ok()
     }
 
+    /// `P group topic` (prefix).
+    pub fn progresses(group: &str, topic: &str) -> Vec<u8> {
+        let mut k = vec![b'P'];
+        put_name(&mut k, group);
+        put_name(&mut k, topic);
+        k
+    }
+
+    /// `P group topic consumer`.
+    pub fn progress(group: &str, topic: &str, consumer: &str) -> Vec<u8> {
+        let mut k = progresses(group, topic);
+        put_name(&mut k, consumer);
+        k
+    }
+
+    /// The consumer name at the end of a `P` key.
+    pub fn progress_consumer(key: &[u8]) -> Option<String> {
+        let glen = *key.get(1)? as usize;
+        let rest = key.get(2 + glen..)?;
+        let tlen = *rest.first()? as usize;
+        let rest = rest.get(1 + tlen..)?;
+        let clen = *rest.first()? as usize;
+        String::from_utf8(rest.get(1..1 + clen)?.to_vec()).ok()
+    }
+
     /// `D dlq-topic offset`.
     pub fn dlq_origin(dlq_topic: &str, offset: u64) -> Vec<u8> {
         let mut k = vec![b'D'];
@@ -337,5 +364,9 @@ mod tests {
             Some("c1")
         );
         assert!(keys::state("g", "t", 1, 1) < keys::state("g", "t", 1, 256));
+        assert_eq!(
+            keys::progress_consumer(&keys::progress("g", "t", "c-1")).as_deref(),
+            Some("c-1")
+        );
     }
 }

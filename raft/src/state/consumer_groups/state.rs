@@ -64,14 +64,43 @@ impl ConsumerGroups {
 
     /// Deletes every record under `prefix`, in the batch and as seen through the overlay.
     pub(super) fn delete_prefix(&mut self, batch: &mut IndexBatch<'_>, prefix: &[u8]) -> R<()> {
-        batch.delete_group_range(prefix, &raftmq_storage::prefix_end(prefix));
+        self.delete_below(batch, prefix, &raftmq_storage::prefix_end(prefix))
+    }
+
+    /// Deletes the records under `prefix` whose keys sort before `end`.
+    fn delete_below(&mut self, batch: &mut IndexBatch<'_>, prefix: &[u8], end: &[u8]) -> R<()> {
+        batch.delete_group_range(prefix, end);
         for k in self.overlay.keys_under(prefix) {
-            self.overlay.record(k, None);
+            if k.as_slice() < end {
+                self.overlay.record(k, None);
+            }
         }
         for (k, _) in self.store.group_scan(prefix, None, usize::MAX)? {
+            if k.as_slice() >= end {
+                break;
+            }
             self.overlay.record(k, None);
         }
         Ok(())
+    }
+
+    /// Moves a floor up to `to`, never down, dropping the message records it passes and
+    /// then moving on over what is done; [`Self::flush_floors`] writes it.
+    pub(super) fn raise_floor(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        gk: &str,
+        topic: &str,
+        queue: u32,
+        to: u64,
+    ) -> R<()> {
+        if to <= self.view().floor(gk, topic, queue)? {
+            return Ok(());
+        }
+        let prefix = keys::queue_states(gk, topic, queue);
+        self.delete_below(batch, &prefix, &keys::state(gk, topic, queue, to))?;
+        self.set_floor(gk, topic, queue, to);
+        self.advance_floor(batch, gk, topic, queue)
     }
 
     /// Records that the group has touched `topic` (so deleting the topic forgets it).
@@ -86,21 +115,6 @@ impl ConsumerGroups {
             self.dirty_floors.push(key.clone());
         }
         self.overlay.set_floor(key, floor);
-    }
-
-    /// Sets a floor as written now, outside the dirty-floor tracking (offset commits).
-    pub(super) fn put_floor(
-        &mut self,
-        batch: &mut IndexBatch<'_>,
-        gk: &str,
-        topic: &str,
-        queue: u32,
-        floor: u64,
-    ) -> R<()> {
-        batch.put_offset(gk, topic, queue, floor)?;
-        self.overlay
-            .set_floor((gk.to_owned(), topic.to_owned(), queue), floor);
-        Ok(())
     }
 
     /// Forgets a floor (its offsets were deleted with a topic).

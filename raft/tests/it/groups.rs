@@ -1,0 +1,217 @@
+//! Consumer-group state against retention, offset commits and broadcast consumers: floors
+//! never fall below the first retained offset, never move back without a reset, and every
+//! consumer's progress is found by resets and topic deletion.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raftmq_raft::ConsumerGroupMode;
+use raftmq_raft::state::command::{AckCmd, LeaseCmd, ResetCmd};
+use raftmq_raft::state::{Applied, Applier, Command, TopicSpec};
+use raftmq_storage::message::{BatchEncoder, MessageIn};
+use raftmq_storage::{Durability, IndexStore, IndexStoreOptions};
+
+struct Node {
+    _dir: tempfile::TempDir,
+    store: Arc<IndexStore>,
+    applier: Applier,
+    index: u64,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(IndexStore::open(dir.path(), &IndexStoreOptions::default()).unwrap());
+        Node {
+            _dir: dir,
+            applier: Applier::new(store.clone()),
+            store,
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> Applied {
+        self.index += 1;
+        let store = self.store.clone();
+        let mut b = store.batch();
+        let r = self.applier.apply(&mut b, self.index, &cmd).unwrap();
+        store.write(b, Durability::Wal).unwrap();
+        self.applier.finish_batch();
+        r
+    }
+
+    fn topic(&mut self, fifo: bool, retention_ms: u64) {
+        self.apply(Command::PutTopic {
+            name: "t".into(),
+            spec: TopicSpec {
+                queues: 1,
+                fifo,
+                retention_ms,
+            },
+        });
+    }
+
+    fn produce(&mut self, store_ms: u64, n: usize) {
+        let mut buf = Vec::new();
+        let mut enc = BatchEncoder::new(&mut buf, "t", store_ms).unwrap();
+        for _ in 0..n {
+            enc.push(
+                &MessageIn {
+                    body: b"x",
+                    ..Default::default()
+                },
+                [],
+            )
+            .unwrap();
+        }
+        enc.finish();
+        self.apply(Command::Produce {
+            create_topic: None,
+            batch: Bytes::from(buf),
+        });
+    }
+
+    fn lease(
+        &mut self,
+        mode: ConsumerGroupMode,
+        consumer: &str,
+        now_ms: u64,
+        items: &[u64],
+    ) -> Vec<(u64, String)> {
+        let r = self.apply(Command::Lease(LeaseCmd {
+            group: "g".into(),
+            topic: "t".into(),
+            consumer: consumer.into(),
+            mode,
+            now_ms,
+            invisible_ms: 1000,
+            items: items.iter().map(|&o| (0, o)).collect(),
+            skip: vec![],
+            dead: vec![],
+        }));
+        match r {
+            Applied::Leased { granted } => {
+                granted.into_iter().map(|g| (g.offset, g.receipt)).collect()
+            }
+            other => panic!("not a lease answer: {other:?}"),
+        }
+    }
+
+    fn ack(&mut self, now_ms: u64, receipts: Vec<String>) {
+        let r = self.apply(Command::Ack(AckCmd {
+            group: "g".into(),
+            topic: "t".into(),
+            receipts,
+            now_ms,
+            nack_delay_ms: None,
+        }));
+        assert!(matches!(r, Applied::Acked { .. }), "{r:?}");
+    }
+
+    fn states(&self) -> usize {
+        self.store.group_scan(b"S", None, usize::MAX).unwrap().len()
+    }
+}
+
+const CLUSTERING: ConsumerGroupMode = ConsumerGroupMode::Clustering;
+const BROADCAST: ConsumerGroupMode = ConsumerGroupMode::Broadcast;
+
+#[test]
+fn a_fifo_group_that_lagged_past_retention_receives_again() {
+    let mut n = Node::new();
+    n.topic(true, 100);
+    n.produce(10, 3);
+    // Offset 0 is leased and never acked; all three expire.
+    assert_eq!(n.lease(CLUSTERING, "c", 20, &[0]).len(), 1);
+    n.apply(Command::Retain { now_ms: 5000 });
+    assert_eq!(n.store.cq_bounds("t", 0).unwrap(), Some((3, 3)));
+    n.produce(5000, 1);
+    let got = n.lease(CLUSTERING, "c", 5001, &[3]);
+    assert_eq!(
+        got.len(),
+        1,
+        "the new message after the retained range is delivered"
+    );
+    assert_eq!(
+        n.store.offset_get("g", "t", 0).unwrap(),
+        Some(3),
+        "the floor moved to the first retained offset"
+    );
+}
+
+#[test]
+fn retention_drops_group_records_below_the_first_retained_offset() {
+    let mut n = Node::new();
+    n.topic(false, 100);
+    n.produce(10, 4);
+    let got = n.lease(CLUSTERING, "c", 20, &[0, 1, 2, 3]);
+    // Ack everything but offset 0: three Acked records wait above the floor.
+    n.ack(30, got[1..].iter().map(|(_, r)| r.clone()).collect());
+    assert_eq!(n.states(), 4);
+    n.apply(Command::Retain { now_ms: 5000 });
+    assert_eq!(n.states(), 0, "records of expired messages are dropped");
+    assert_eq!(n.store.offset_get("g", "t", 0).unwrap(), Some(4));
+}
+
+#[test]
+fn an_offset_commit_never_moves_a_floor_back() {
+    let mut n = Node::new();
+    n.topic(false, 1_000_000);
+    n.produce(10, 3);
+    let got = n.lease(CLUSTERING, "c", 20, &[0, 1, 2]);
+    n.ack(30, got.iter().map(|(_, r)| r.clone()).collect());
+    assert_eq!(n.store.offset_get("g", "t", 0).unwrap(), Some(3));
+    let r = n.apply(Command::CommitOffsets {
+        group: "g".into(),
+        topic: "t".into(),
+        offsets: vec![(0, 1)],
+    });
+    assert_eq!(r, Applied::Done);
+    assert_eq!(
+        n.store.offset_get("g", "t", 0).unwrap(),
+        Some(3),
+        "a commit below the floor changes nothing"
+    );
+    assert!(
+        n.lease(CLUSTERING, "c", 40, &[1]).is_empty(),
+        "acked messages are not delivered again"
+    );
+    // Forward is fine, and drops the records it passes.
+    n.produce(50, 3);
+    assert_eq!(n.lease(CLUSTERING, "c", 60, &[3, 4]).len(), 2);
+    n.apply(Command::CommitOffsets {
+        group: "g".into(),
+        topic: "t".into(),
+        offsets: vec![(0, 5)],
+    });
+    assert_eq!(n.store.offset_get("g", "t", 0).unwrap(), Some(5));
+    assert_eq!(n.states(), 0, "no record below the floor");
+}
+
+#[test]
+fn a_broadcast_consumer_without_heartbeats_is_reset_and_forgotten() {
+    let mut n = Node::new();
+    n.topic(false, 1_000_000);
+    n.produce(10, 2);
+    let got = n.lease(BROADCAST, "b1", 20, &[0, 1]);
+    n.ack(30, got.iter().map(|(_, r)| r.clone()).collect());
+    assert_eq!(n.store.offset_get("g/b1", "t", 0).unwrap(), Some(2));
+    n.apply(Command::ResetOffsets(ResetCmd {
+        group: "g".into(),
+        topic: "t".into(),
+        offsets: vec![(0, 0)],
+    }));
+    assert_eq!(
+        n.store.offset_get("g/b1", "t", 0).unwrap(),
+        Some(0),
+        "its progress was reset"
+    );
+    assert_eq!(n.lease(BROADCAST, "b1", 40, &[0]).len(), 1);
+    n.apply(Command::DeleteTopic { name: "t".into() });
+    assert_eq!(
+        n.store.offset_get("g/b1", "t", 0).unwrap(),
+        None,
+        "its progress went with the topic"
+    );
+    assert_eq!(n.states(), 0);
+}
