@@ -155,6 +155,12 @@ where
     io::Error::new(kind, e)
 }
 
+/// An `io::Error` for stored bytes that do not decode as `what`: corruption, which
+/// [`BrokerError::from_io`] keeps apart from I/O.
+pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> io::Error {
+    io_err(CodecError::new(what, e.to_string()))
+}
+
 /// An `io::Error` for a broken invariant or a failed task, with its message.
 pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())

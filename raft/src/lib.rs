@@ -1,7 +1,10 @@
 //! raftmq-raft: a broker group as a Raft cluster whose log is the CommitLog.
 //!
-//! The folders are the architecture, each depending only on those before it:
-//! - [`state::command`]: what an entry asks (the vocabulary everything else speaks);
+//! The folders are the architecture, each depending only on those before it (and on
+//! [`error`], shared by all):
+//! - [`state::command`] and [`state::applied`]: what an entry asks and what applying it
+//!   answers (the vocabulary everything else speaks; they import nothing of the crate but
+//!   [`error`]);
 //! - [`consensus`]: openraft plumbing: type configuration, the log store on the CommitLog
 //!   (one writer thread, group commit), the entry encoding, peer RPC (both ends) and
 //!   snapshot transfer;

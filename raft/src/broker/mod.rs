@@ -42,9 +42,12 @@ use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::network::Network;
 use crate::consensus::peer::PeerService;
 use crate::consensus::types::{Metrics, NodeId, TypeConfig};
-use crate::consensus::{Raft, RaftTiming, raft_config};
+use crate::consensus::{RaftTiming, raft_config};
 use crate::error::BrokerError;
 use crate::state::{Applied, Command, StateMachine};
+
+/// The openraft handle of a broker group member.
+type Raft = openraft::Raft<TypeConfig, StateMachine>;
 
 /// Settings of one broker group member.
 #[derive(Clone, Debug)]
@@ -82,7 +85,7 @@ struct Inner {
     raft: Raft,
     log: LogStore,
     sm: StateMachine,
-    peer: PeerService,
+    peer: PeerService<StateMachine>,
     round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
 }
 
@@ -147,7 +150,7 @@ impl Broker {
     }
 
     /// Serves the peer RPCs of this node (`/raft/...`).
-    pub fn peer(&self) -> &PeerService {
+    pub fn peer(&self) -> &PeerService<StateMachine> {
         &self.inner.peer
     }
 

@@ -19,12 +19,6 @@ pub mod rpc;
 pub(crate) mod snapshot_inbox;
 pub mod types;
 
-use crate::state::StateMachine;
-use types::TypeConfig;
-
-/// The openraft handle of a broker group member.
-pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
-
 /// Timing of a broker group.
 #[derive(Clone, Copy, Debug)]
 pub struct RaftTiming {

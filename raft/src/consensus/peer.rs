@@ -15,21 +15,23 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
-use crate::consensus::Raft;
+use openraft::storage::RaftStateMachine;
+
 use crate::consensus::rpc::{self, InstallRequest, PeerRpc, SnapshotManifest};
 use crate::consensus::snapshot_inbox::SnapshotInbox;
-use crate::consensus::types::TypeConfig;
+use crate::consensus::types::{SnapshotData, TypeConfig};
 use crate::error::{BrokerError, CodecError};
 use crate::state::RejectCode;
 
-/// Serves peer RPCs for one node.
-#[derive(Clone)]
-pub struct PeerService {
-    raft: Raft,
+/// Serves peer RPCs for one node whose state machine is `SM`.
+pub struct PeerService<SM: RaftStateMachine<TypeConfig>> {
+    raft: openraft::Raft<TypeConfig, SM>,
     inbox: SnapshotInbox,
 }
 
-impl std::fmt::Debug for PeerService {
+impl<SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>> std::fmt::Debug
+    for PeerService<SM>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerService")
             .field("inbox", &self.inbox)
@@ -42,12 +44,12 @@ fn bad_request(e: CodecError) -> BrokerError {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("raft: {e}"))
+    BrokerError::Unavailable(e.to_string())
 }
 
-impl PeerService {
+impl<SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>> PeerService<SM> {
     /// Serves `raft`, receiving snapshots under `incoming`.
-    pub fn new(raft: Raft, incoming: &Path) -> Self {
+    pub fn new(raft: openraft::Raft<TypeConfig, SM>, incoming: &Path) -> Self {
         PeerService {
             raft,
             inbox: SnapshotInbox::new(incoming),

@@ -133,7 +133,10 @@ pub(crate) fn decode_append(body: &Bytes) -> Result<AppendEntriesRequest<TypeCon
     let n = u32::from_le_bytes(take(body, &mut pos, 4, "append")?.try_into().expect("4")) as usize;
     let header: AppendHeader = postcard::from_bytes(take(body, &mut pos, n, "append header")?)
         .map_err(codec("append header"))?;
-    let mut entries: Vec<Entry> = Vec::with_capacity(header.entries as usize);
+    // Each entry takes at least 12 bytes (length, index): never reserve for more entries
+    // than the body can hold, whatever the header claims.
+    let room = (body.len() - pos) / 12;
+    let mut entries: Vec<Entry> = Vec::with_capacity((header.entries as usize).min(room));
     for _ in 0..header.entries {
         let len =
             u32::from_le_bytes(take(body, &mut pos, 4, "append")?.try_into().expect("4")) as usize;

@@ -16,7 +16,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CodecError;
-use crate::state::consumer_groups::ConsumerGroupMode;
 
 /// A topic's settings as carried in commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +44,34 @@ impl From<raftmq_storage::TopicMeta> for TopicSpec {
             queues: m.queues,
             fifo: m.fifo,
             retention_ms: m.retention_ms,
+        }
+    }
+}
+
+/// How a consumer group shares a topic among its consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerGroupMode {
+    /// Each message to one consumer of the group.
+    Clustering,
+    /// Each consumer gets every message.
+    Broadcast,
+}
+
+impl ConsumerGroupMode {
+    /// `clustering` / `broadcast`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerGroupMode::Clustering => "clustering",
+            ConsumerGroupMode::Broadcast => "broadcast",
+        }
+    }
+
+    /// Parses `clustering` / `broadcast`.
+    pub fn parse(s: &str) -> Option<ConsumerGroupMode> {
+        match s {
+            "clustering" => Some(ConsumerGroupMode::Clustering),
+            "broadcast" => Some(ConsumerGroupMode::Broadcast),
+            _ => None,
         }
     }
 }

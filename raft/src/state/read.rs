@@ -14,7 +14,7 @@ use raftmq_storage::{CommitLog, CqEntry, IndexStore, LogRecord};
 use crate::consensus::entry_codec;
 use crate::error::BrokerError;
 use crate::state::command::Command;
-use crate::state::consumer_groups::{DlqOrigin, dec, keys};
+use crate::state::consumer_groups::{DlqOrigin, GroupView, dec, keys};
 
 /// A message as stored, ready to be rendered by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +99,8 @@ fn mark_dead_letter(
     topic: &str,
     queue: u32,
 ) -> Result<(), BrokerError> {
-    let origin: Option<DlqOrigin> = store
-        .group_get(&keys::dlq_origin(topic, m.offset))?
+    let origin: Option<DlqOrigin> = GroupView::applied(store)
+        .get(&keys::dlq_origin(topic, m.offset))?
         .and_then(|b| dec(&b));
     m.properties.push(("ORIGIN_TOPIC".into(), m.topic.clone()));
     if let Some(o) = origin {

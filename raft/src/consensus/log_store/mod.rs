@@ -34,7 +34,7 @@ use writer::{Core, Job};
 
 use crate::consensus::entry_codec;
 use crate::consensus::types::{Entry, LogId, TypeConfig, Vote};
-use crate::error::{io_err, io_other};
+use crate::error::{corrupt, io_err, io_other};
 
 /// When appended entries count as flushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,12 +97,12 @@ impl LogStore {
         }
         let vote_cell = DurableCell::new(fs.clone(), dir, "vote");
         let vote = match vote_cell.load().map_err(io_err)? {
-            Some(b) => Some(postcard::from_bytes(&b).map_err(io_other)?),
+            Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("vote", e))?),
             None => None,
         };
         let purged_cell = DurableCell::new(fs.clone(), dir, "purged_log_id");
         let purged: Option<LogId> = match purged_cell.load().map_err(io_err)? {
-            Some(b) => Some(postcard::from_bytes(&b).map_err(io_other)?),
+            Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("purged", e))?),
             None => None,
         };
         let core = Arc::new(Core {

@@ -41,33 +41,7 @@ pub use plan::{ReceiveRequest, ResetTo};
 pub use state::ConsumerGroups;
 pub use view::GroupView;
 
-/// How a consumer group shares a topic among its consumers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConsumerGroupMode {
-    /// Each message to one consumer of the group.
-    Clustering,
-    /// Each consumer gets every message.
-    Broadcast,
-}
-
-impl ConsumerGroupMode {
-    /// `clustering` / `broadcast`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConsumerGroupMode::Clustering => "clustering",
-            ConsumerGroupMode::Broadcast => "broadcast",
-        }
-    }
-
-    /// Parses `clustering` / `broadcast`.
-    pub fn parse(s: &str) -> Option<ConsumerGroupMode> {
-        match s {
-            "clustering" => Some(ConsumerGroupMode::Clustering),
-            "broadcast" => Some(ConsumerGroupMode::Broadcast),
-            _ => None,
-        }
-    }
-}
+pub use crate::state::command::ConsumerGroupMode;
 
 /// Default deliveries before a message goes to the dead-letter topic.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;

@@ -31,7 +31,7 @@ use crate::consensus::log_store::LogStore;
 use crate::consensus::types::{
     Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
-use crate::error::{io_err, io_other};
+use crate::error::{corrupt, io_err, io_other};
 use crate::state::applied::Applied;
 use crate::state::applier::Applier;
 
@@ -71,11 +71,11 @@ fn index_dir(data_dir: &Path, generation: u64) -> PathBuf {
 
 fn load_state(store: &IndexStore) -> io::Result<(Option<LogId>, StoredMembership)> {
     let last = match store.meta_get(META_LAST_APPLIED).map_err(io_err)? {
-        Some(b) => Some(postcard::from_bytes(&b).map_err(io_other)?),
+        Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("last_applied", e))?),
         None => None,
     };
     let membership = match store.meta_get(META_MEMBERSHIP).map_err(io_err)? {
-        Some(b) => postcard::from_bytes(&b).map_err(io_other)?,
+        Some(b) => postcard::from_bytes(&b).map_err(|e| corrupt("membership", e))?,
         None => StoredMembership::default(),
     };
     Ok((last, membership))
@@ -88,7 +88,11 @@ impl StateMachine {
         std::fs::create_dir_all(data_dir)?;
         let gen_cell = DurableCell::new(Arc::new(OsFs), data_dir, "index_gen");
         let generation = match gen_cell.load().map_err(io_err)? {
-            Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(io_other)?),
+            Some(b) => u64::from_le_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|e| corrupt("index_gen", e))?,
+            ),
             None => 0,
         };
         // Older generations were replaced by snapshot installs; nothing reads them now.

@@ -13,7 +13,7 @@ use raftmq_storage::{IndexStore, IndexStoreOptions};
 
 use super::{StateMachine, index_dir, load_state, lock};
 use crate::consensus::types::{Snapshot, SnapshotData, SnapshotMeta, TypeConfig};
-use crate::error::{io_err, io_other};
+use crate::error::{corrupt, io_err, io_other};
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
@@ -93,7 +93,11 @@ impl StateMachine {
             }
             let mut applier = lock(&shared.applier);
             let generation = match shared.gen_cell.load().map_err(io_err)? {
-                Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(io_other)?),
+                Some(b) => u64::from_le_bytes(
+                    b.as_slice()
+                        .try_into()
+                        .map_err(|e| corrupt("index_gen", e))?,
+                ),
                 None => 0,
             } + 1;
             let target = index_dir(&shared.data_dir, generation);

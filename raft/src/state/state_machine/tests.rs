@@ -11,8 +11,8 @@ use raftmq_storage::vfs::MemFs;
 use super::*;
 use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::types::log_id;
+use crate::state::command::ConsumerGroupMode;
 use crate::state::command::{AckCmd, Command, HeartbeatCmd, LeaseCmd, TopicSpec};
-use crate::state::consumer_groups::ConsumerGroupMode;
 
 fn open(dir: &Path) -> StateMachine {
     let log = LogStore::open_on(
