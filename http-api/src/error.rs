@@ -166,6 +166,7 @@ impl From<BrokerError> for ApiError {
                 }
                 RejectCode::InvalidArgument => ApiError::invalid("", message),
                 RejectCode::Conflict => ApiError::conflict(message),
+                RejectCode::TooLarge => ApiError::too_large(message),
             },
             BrokerError::OffsetOutOfRange { offset, min_offset } => {
                 ApiError::offset_out_of_range(offset, min_offset)

@@ -242,8 +242,11 @@ impl NodeConfig {
         if self.heartbeat_ms == 0 || self.election_timeout_ms < 2 * self.heartbeat_ms {
             bail!("election_timeout_ms must be at least twice heartbeat_ms (and heartbeat_ms > 0)");
         }
-        if self.max_request_bytes < 1024 {
-            bail!("max_request_bytes: must be at least 1024");
+        if !(1024..=raftmq_raft::MAX_REQUEST_BYTES).contains(&self.max_request_bytes) {
+            bail!(
+                "max_request_bytes: must be between 1024 and {} (a produce batch must fit in one CommitLog record)",
+                raftmq_raft::MAX_REQUEST_BYTES
+            );
         }
         if self.retention_check_ms == 0 {
             bail!("retention_check_ms: must be positive");
@@ -298,5 +301,21 @@ mod tests {
         assert_eq!(cfg.peers.len(), 1);
         std::fs::write(&file, "node_id = 1\nbogus = 3\n").unwrap();
         assert!(NodeConfig::load(&args, false).is_err());
+    }
+
+    #[test]
+    fn a_request_limit_no_commit_log_record_can_hold_is_refused_at_start() {
+        let args = |max: usize| NodeArgs {
+            node_id: Some(1),
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            data_dir: Some("/tmp/x".into()),
+            max_request_bytes: Some(max),
+            ..NodeArgs::default()
+        };
+        assert!(NodeConfig::load(&args(8 << 20), false).is_ok());
+        let err = NodeConfig::load(&args(200 << 20), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_request_bytes"), "{err}");
     }
 }

@@ -24,8 +24,8 @@ pub mod error;
 pub mod state;
 
 pub use broker::{
-    Broker, BrokerConfig, ClusterStatus, Delivery, MemberRole, MemberStatus, MessageId, NodeStats,
-    Placed, ProduceMessage,
+    Broker, BrokerConfig, ClusterStatus, Delivery, MAX_BATCH_BYTES, MAX_REQUEST_BYTES, MemberRole,
+    MemberStatus, MessageId, NodeStats, Placed, ProduceMessage,
 };
 pub use consensus::RaftTiming;
 pub use consensus::log_store::{FlushPolicy, LogStore};

@@ -26,7 +26,8 @@ pub mod message;
 pub mod vfs;
 
 pub use commitlog::{
-    CommitLog, CommitLogOptions, LogPos, LogRecord, RecordRef, RecoveryReport, TruncatedTail,
+    CommitLog, CommitLogOptions, LogPos, LogRecord, MAX_PAYLOAD, RecordRef, RecoveryReport,
+    TruncatedTail,
 };
 pub use durable_cell::DurableCell;
 pub use error::{Result, StorageError};

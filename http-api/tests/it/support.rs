@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 pub(crate) struct Node {
     pub(crate) router: Router,
+    pub(crate) broker: Broker,
     _dir: tempfile::TempDir,
 }
 
@@ -47,7 +48,11 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let router = raftmq_http_api::router(broker.clone(), cfg);
-        Node { router, _dir: dir }
+        Node {
+            router,
+            broker,
+            _dir: dir,
+        }
     }
 
     pub(crate) async fn auto() -> Node {

@@ -220,3 +220,52 @@ async fn every_peer_route_is_mounted_and_refuses_a_body_that_does_not_decode() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {body}", rpc.path());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_no_log_entry_can_hold_is_413_and_the_node_lives_on() {
+    // A node configured past the safe limit (the binary refuses such a setting at start).
+    let n = Node::start(raftmq_http_api::ApiConfig {
+        auto_create_topics: true,
+        max_request_bytes: 80 << 20,
+        ..raftmq_http_api::ApiConfig::default()
+    })
+    .await;
+    let body = format!(
+        r#"{{"messages": [{{"body": "{}"}}]}}"#,
+        "x".repeat(70 << 20)
+    );
+    assert_error(
+        &n.post("/v1/topics/t/messages", &body).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "messages",
+    );
+    let (status, _) = n.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "Raft is still running");
+    let (status, _) = n
+        .post(
+            "/v1/topics/t/messages",
+            r#"{"messages": [{"body": "small"}]}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_raft_stopped_is_not_ready_and_claims_no_leader() {
+    let n = Node::auto().await;
+    let (status, c) = n.get("/v1/cluster").await;
+    assert_eq!((status, c["leader_id"].as_u64()), (StatusCode::OK, Some(1)));
+    n.broker.shutdown().await;
+    let (status, _) = n.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, c) = n.get("/v1/cluster").await;
+    assert!(c["leader_id"].is_null(), "{c}");
+    assert_error(
+        &n.post("/v1/topics/t/messages", r#"{"messages": [{"body": "x"}]}"#)
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "",
+    );
+}

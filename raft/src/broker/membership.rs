@@ -98,13 +98,15 @@ impl Broker {
     /// A snapshot of the broker group's state for `GET /v1/cluster`.
     pub fn cluster_status(&self) -> ClusterStatus {
         let m = self.metrics();
+        // A stopped Raft core knows no leader, whatever it last saw.
+        let leader = m.current_leader.filter(|_| m.running_state.is_ok());
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let replication = m.replication.clone().unwrap_or_default();
         let members = membership
             .nodes()
             .map(|(id, node)| {
-                let role = if Some(*id) == m.current_leader {
+                let role = if Some(*id) == leader {
                     MemberRole::Leader
                 } else if voters.contains(id) {
                     MemberRole::Follower
@@ -127,7 +129,7 @@ impl Broker {
         ClusterStatus {
             broker_group: self.broker_group().to_owned(),
             node_id: m.id,
-            leader_id: m.current_leader,
+            leader_id: leader,
             term: m.current_term,
             commit_index: m.local_committed.map_or(0, |l| l.index),
             applied_index: m.last_applied.map_or(0, |l| l.index),
@@ -142,7 +144,7 @@ impl Broker {
         let log = self.inner.log.stats();
         NodeStats {
             term: m.current_term,
-            is_leader: m.current_leader == Some(m.id),
+            is_leader: m.running_state.is_ok() && m.current_leader == Some(m.id),
             commit_index: m.local_committed.map_or(0, |l| l.index),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             log_entries: log.entries.load(Relaxed),
@@ -211,10 +213,12 @@ impl Broker {
             .is_ok()
     }
 
-    /// Whether the node knows a leader and has applied what it last saw committed.
+    /// Whether the node's Raft core runs, it knows a leader, and it has applied what it
+    /// last saw committed.
     pub fn is_ready(&self) -> bool {
         let m = self.metrics();
-        m.current_leader.is_some()
+        m.running_state.is_ok()
+            && m.current_leader.is_some()
             && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
     }
 }

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 pub use consumer_groups::Delivery;
 pub use membership::{ClusterStatus, MemberRole, MemberStatus, NodeStats};
 pub use message_id::MessageId;
-pub use produce::{Placed, ProduceMessage};
+pub use produce::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Placed, ProduceMessage};
 
 use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::network::Network;
@@ -173,9 +173,18 @@ impl Broker {
         self.inner.raft.metrics().borrow_watched().clone()
     }
 
-    /// The leader as `(id, address)`, if known.
+    /// Whether the Raft core is running (it stops for good on a fatal storage error).
+    pub fn is_running(&self) -> bool {
+        self.metrics().running_state.is_ok()
+    }
+
+    /// The leader as `(id, address)`, if known (none while this node's Raft core is
+    /// stopped: it can no longer tell, and must not claim to lead).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.metrics();
+        if m.running_state.is_err() {
+            return None;
+        }
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, addr))
@@ -183,7 +192,8 @@ impl Broker {
 
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
-        self.metrics().current_leader == Some(self.node_id())
+        let m = self.metrics();
+        m.running_state.is_ok() && m.current_leader == Some(self.node_id())
     }
 
     /// Proposes a command and waits for it to be applied here.
@@ -242,6 +252,8 @@ fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Broker
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             BrokerError::rejected(crate::state::RejectCode::Conflict, e.to_string())
         }
+        // The Raft core has stopped: nothing was proposed.
+        RaftError::Fatal(f) => BrokerError::Unavailable(format!("raft stopped: {f}")),
         other => BrokerError::OutcomeUnknown(other.to_string()),
     }
 }

@@ -13,6 +13,15 @@ use super::{Broker, MessageId, now_ms};
 use crate::error::BrokerError;
 use crate::state::{Applied, Command, RejectCode, TopicSpec};
 
+/// The largest encoded produce batch: one CommitLog record holds the whole entry (the batch
+/// plus a few dozen bytes of entry and command headers).
+pub const MAX_BATCH_BYTES: usize = raftmq_storage::MAX_PAYLOAD - 4096;
+
+/// The largest request body a node may be configured to accept: a produce request of this
+/// size always encodes to a batch below [`MAX_BATCH_BYTES`] (a message's encoding adds at
+/// most a few dozen bytes to its JSON, and a request holds at most 10,000 messages).
+pub const MAX_REQUEST_BYTES: usize = 48 << 20;
+
 /// One message of a produce request, validated by the API layer.
 #[derive(Clone, Debug, Default)]
 pub struct ProduceMessage {
@@ -108,6 +117,15 @@ impl Broker {
             .map_err(|e| invalid(format!("messages[{i}]: {e}")))?;
         }
         enc.finish();
+        if buf.len() > MAX_BATCH_BYTES {
+            return Err(BrokerError::rejected(
+                RejectCode::TooLarge,
+                format!(
+                    "messages: the batch encodes to {} bytes, more than one entry may hold ({MAX_BATCH_BYTES})",
+                    buf.len()
+                ),
+            ));
+        }
         let cmd = Command::Produce {
             create_topic,
             batch: Bytes::from(buf),

@@ -17,6 +17,8 @@ pub enum RejectCode {
     InvalidArgument,
     /// The command conflicts with the current state.
     Conflict,
+    /// The request is larger than one entry may be.
+    TooLarge,
 }
 
 /// One leased message.

@@ -179,6 +179,36 @@ impl LogStore {
     }
 }
 
+/// Most payload bytes one replication read returns (at least one entry): with entries of up
+/// to 64 MiB, `max_payload_entries` of them must not be read into memory at once.
+pub const REPLICATION_READ_BYTES: usize = 8 << 20;
+
+impl LogStore {
+    /// Entries `start..end` that the log holds, up to `max_bytes` of payload (at least one).
+    async fn read_entries(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
+        let this = self.clone();
+        let purged_next = lock(&self.core.purged).map_or(0, |p| p.index + 1);
+        tokio::task::spawn_blocking(move || {
+            let log = this.read_log();
+            let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
+                return Ok(Vec::new());
+            };
+            let start = start.max(first).max(purged_next);
+            let end = end.min(last + 1);
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let records = log.read_range(start, end, max_bytes).map_err(io_err)?;
+            records
+                .into_iter()
+                .map(|r| entry_codec::decode(r.index, &r.payload).map_err(io_err))
+                .collect()
+        })
+        .await
+        .map_err(io_err)?
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
@@ -194,26 +224,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
         };
-        let this = self.clone();
-        let purged_next = lock(&self.core.purged).map_or(0, |p| p.index + 1);
-        tokio::task::spawn_blocking(move || {
-            let log = this.read_log();
-            let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
-                return Ok(Vec::new());
-            };
-            let start = start.max(first).max(purged_next);
-            let end = end.min(last + 1);
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            let records = log.read_range(start, end, usize::MAX).map_err(io_err)?;
-            records
-                .into_iter()
-                .map(|r| entry_codec::decode(r.index, &r.payload).map_err(io_err))
-                .collect()
-        })
-        .await
-        .map_err(io_err)?
+        self.read_entries(start, end, usize::MAX).await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(start, end, REPLICATION_READ_BYTES).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -301,5 +320,47 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         self.submit(|done| Job::Purge { upto: log_id, done }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::EntryPayload;
+    use openraft::storage::IOFlushed;
+    use raftmq_storage::vfs::MemFs;
+
+    use super::*;
+    use crate::consensus::types::log_id;
+    use crate::state::Command;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replication_reads_are_bounded_by_bytes_and_full_reads_are_not() {
+        let mut log = LogStore::open_on(
+            Arc::new(MemFs::new()),
+            Path::new("/log"),
+            CommitLogOptions::default(),
+            FlushPolicy::Sync,
+        )
+        .unwrap();
+        let big = Bytes::from(vec![7u8; 6 << 20]);
+        let entries: Vec<Entry> = (1..=3)
+            .map(|i| Entry {
+                log_id: log_id(1, 1, i),
+                payload: EntryPayload::Normal(Command::Produce {
+                    create_topic: None,
+                    batch: big.clone(),
+                }),
+            })
+            .collect();
+        log.append(entries, IOFlushed::noop()).await.unwrap();
+        let limited = log.limited_get_log_entries(1, 4).await.unwrap();
+        assert!(
+            (1..3).contains(&limited.len()),
+            "18 MiB of entries in one replication read: {}",
+            limited.len()
+        );
+        assert_eq!(limited[0].log_id.index, 1);
+        assert_eq!(log.try_get_log_entries(1..4).await.unwrap().len(), 3);
     }
 }
