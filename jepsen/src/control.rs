@@ -1,7 +1,8 @@
 //! Cluster control: real `raftmq serve` processes with their own data dirs and logs, each
 //! behind a harness-owned proxy ([`crate::proxy`]). Start, stop, kill -9, pause
-//! (SIGSTOP/SIGCONT), restart, wipe. Every process is killed when the `Cluster` is
-//! dropped, which also happens on panic and when the run is interrupted.
+//! (SIGSTOP/SIGCONT), restart, wipe, and skew a node's wall clock (libfaketime, which reads
+//! each node's offset from a file the harness rewrites). Every process is killed when the
+//! `Cluster` is dropped, which also happens on panic and when the run is interrupted.
 //!
 //! Must never: bind or connect outside 127.0.0.0/8.
 
@@ -36,7 +37,13 @@ pub struct Cluster {
     pub proxies: Proxies,
     peers: String,
     extra: Vec<String>,
+    /// Whether nodes run under libfaketime, so their clocks can be skewed.
+    skewable: bool,
 }
+
+/// Debian's libfaketime (package `libfaketime`, installed by `scripts/setup`), the build
+/// for multithreaded programs.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -51,13 +58,18 @@ fn signal(pid: u32, sig: &str) {
 }
 
 impl Cluster {
-    /// Prepares `n` nodes (proxies started, processes started) under `dir`.
+    /// Prepares `n` nodes (proxies started, processes started) under `dir`; `skewable`:
+    /// run them under libfaketime so [`Cluster::skew_clock`] works.
     pub async fn start(
         bin: &Path,
         dir: &Path,
         n: u64,
         extra: &[String],
+        skewable: bool,
     ) -> anyhow::Result<Cluster> {
+        if skewable && !Path::new(LIBFAKETIME).exists() {
+            anyhow::bail!("the clock nemesis needs {LIBFAKETIME} (scripts/setup installs it)");
+        }
         let mut nodes = Vec::new();
         for id in 1..=n {
             nodes.push(Node {
@@ -81,14 +93,30 @@ impl Cluster {
             proxies: Proxies::default(),
             peers,
             extra: extra.to_vec(),
+            skewable,
         };
         for n in &c.nodes {
             c.proxies.spawn(n.id, n.addr, n.real).await?;
         }
         for id in 1..=n {
+            if skewable {
+                c.skew_clock(id, "+0")?;
+            }
             c.start_node(id, false)?;
         }
         Ok(c)
+    }
+
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("n{id}.faketime"))
+    }
+
+    /// Moves node `id`'s wall clock by `offset` (libfaketime's syntax: `+1h`, `-10m`, `+0`)
+    /// from about a second from now; its monotonic clock is left alone.
+    pub fn skew_clock(&self, id: u64, offset: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.skewable, "nodes were not started skewable");
+        std::fs::write(self.clock_file(id), offset)?;
+        Ok(())
     }
 
     /// Node ids.
@@ -138,6 +166,12 @@ impl Cluster {
             .stderr(log);
         if join {
             cmd.arg("--join");
+        }
+        if self.skewable {
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", self.clock_file(id))
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let child = cmd.spawn()?;
         let node = self.node_mut(id);

@@ -1,9 +1,11 @@
 //! Faults injected from outside the processes, on a schedule drawn from the run's seed:
 //! kill -9 (one node, the leader, a minority), pause (SIGSTOP/SIGCONT), network partitions
 //! through the proxies (isolate one, isolate the leader, halves, bridge, majorities ring),
-//! membership change (remove, wipe, re-add), leader transfer, wipe-and-restart. Each fault
-//! is recorded as a `start` and a `stop` event of process `nemesis`, and every fault is
-//! healed before the run's final phase.
+//! membership change (remove, wipe, re-add), leader transfer, wipe-and-restart, and clock
+//! skew (one node's wall clock, often the leader's, moved hours ahead or behind). Faults
+//! are drawn as from a shuffled deck, so a run meets every kind before any repeats. Each
+//! fault is recorded as a `start` and a `stop` event of process `nemesis`, and every fault
+//! is healed before the run's final phase.
 //!
 //! Must never: leave a fault in place when it returns.
 
@@ -35,6 +37,8 @@ pub enum Fault {
     Transfer,
     /// Kill a node, delete its data, restart it.
     Wipe,
+    /// Move one node's wall clock ahead or behind.
+    Clock,
 }
 
 impl Fault {
@@ -49,6 +53,7 @@ impl Fault {
                 "member" => out.push(Fault::Member),
                 "transfer" => out.push(Fault::Transfer),
                 "wipe" => out.push(Fault::Wipe),
+                "clock" => out.push(Fault::Clock),
                 "all" => out.extend([
                     Fault::Kill,
                     Fault::Pause,
@@ -56,10 +61,11 @@ impl Fault {
                     Fault::Member,
                     Fault::Transfer,
                     Fault::Wipe,
+                    Fault::Clock,
                 ]),
                 "none" => {}
                 other => anyhow::bail!(
-                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, all, none)"
+                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, clock, all, none)"
                 ),
             }
         }
@@ -74,6 +80,7 @@ impl Fault {
             Fault::Member => "member",
             Fault::Transfer => "transfer",
             Fault::Wipe => "wipe",
+            Fault::Clock => "clock",
         }
     }
 }
@@ -96,6 +103,7 @@ pub struct Nemesis {
 enum Undo {
     Restart(Vec<u64>),
     Resume(Vec<u64>),
+    Unskew(Vec<u64>),
     Heal,
     Nothing,
 }
@@ -134,6 +142,7 @@ impl Nemesis {
         if self.faults.is_empty() {
             return;
         }
+        let mut deck: Vec<Fault> = Vec::new();
         loop {
             let wait = Duration::from_millis(self.rng.between(1_500, 4_000));
             let hold = Duration::from_millis(self.rng.between(2_000, 6_000));
@@ -141,7 +150,14 @@ impl Nemesis {
                 break;
             }
             tokio::time::sleep(wait).await;
-            let fault = *self.rng.pick(&self.faults).expect("faults is not empty");
+            if deck.is_empty() {
+                deck = self.faults.clone();
+                for i in (1..deck.len()).rev() {
+                    let j = self.rng.below(i as u64 + 1) as usize;
+                    deck.swap(i, j);
+                }
+            }
+            let fault = deck.pop().expect("the deck was refilled");
             let (value, undo) = self.inject(fault).await;
             self.record("start", json!({"fault": fault.name(), "detail": value}));
             tokio::time::sleep(hold).await;
@@ -264,6 +280,21 @@ impl Nemesis {
                 )
             }
             Fault::Member => self.member_change(&ids, leader).await,
+            Fault::Clock => {
+                let t = match (self.rng.below(2), leader) {
+                    (0, Some(l)) => l,
+                    _ => *self.rng.pick(&ids).expect("nodes"),
+                };
+                let offset = *self
+                    .rng
+                    .pick(&["+2h", "+1d", "-1h", "-10m"])
+                    .expect("offsets");
+                let r = self.cluster.lock().await.skew_clock(t, offset);
+                (
+                    json!({"node": t, "offset": offset, "ok": r.is_ok()}),
+                    Undo::Unskew(vec![t]),
+                )
+            }
         }
     }
 
@@ -344,6 +375,11 @@ impl Nemesis {
                     c.resume(id);
                 }
             }
+            Undo::Unskew(ids) => {
+                for id in ids {
+                    let _ = c.skew_clock(id, "+0");
+                }
+            }
             Undo::Heal => c.proxies.heal(),
             Undo::Nothing => {}
         }
@@ -356,6 +392,9 @@ impl Nemesis {
         for id in c.ids() {
             c.resume(id);
             let _ = c.start_node(id, false);
+            if self.faults.contains(&Fault::Clock) {
+                let _ = c.skew_clock(id, "+0");
+            }
         }
     }
 }

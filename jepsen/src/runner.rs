@@ -117,7 +117,8 @@ pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
         opts.seed,
         dir.display()
     );
-    let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &[]).await?;
+    let skewable = opts.faults.contains(&Fault::Clock);
+    let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &[], skewable).await?;
     let addrs: Vec<(u64, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
     let cluster = Arc::new(Mutex::new(cluster));
     let result = run_in(&opts, &dir, cluster.clone(), &addrs).await;

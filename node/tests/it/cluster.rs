@@ -28,7 +28,29 @@ pub(crate) struct Cluster {
     pub(crate) http: reqwest::Client,
     peers: String,
     extra: Vec<String>,
+    /// Extra environment per node (a skewed clock through libfaketime).
+    env: Vec<(u64, Vec<(String, String)>)>,
     _guard: MutexGuard<'static, ()>,
+}
+
+/// Debian's libfaketime (installed by `scripts/setup`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a node with its wall clock moved by `skew` (libfaketime's
+/// syntax, e.g. `+10d`); its monotonic clock (timers, timeouts) stays true.
+pub(crate) fn skewed_clock(skew: &str) -> Vec<(String, String)> {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: run scripts/setup"
+    );
+    [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME", skew),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 fn free_port() -> u16 {
@@ -47,6 +69,15 @@ impl Cluster {
 
     /// Starts `n` nodes with extra `raftmq serve` flags.
     pub(crate) fn start_with(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(n, extra, Vec::new())
+    }
+
+    /// Starts `n` nodes with extra flags and extra environment for some of them.
+    pub(crate) fn start_with_env(
+        n: u64,
+        extra: &[&str],
+        env: Vec<(u64, Vec<(String, String)>)>,
+    ) -> Cluster {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<Node> = (1..=n)
@@ -72,6 +103,7 @@ impl Cluster {
                 .unwrap(),
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
             _guard: guard,
         };
         for id in 1..=n {
@@ -117,6 +149,11 @@ impl Cluster {
             .open(self.dir.path().join(format!("node{id}.log")))
             .unwrap();
         let node = self.node(id);
+        let env = self
+            .env
+            .iter()
+            .filter(|(n, _)| *n == id)
+            .flat_map(|(_, e)| e.clone());
         let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
             .args([
                 "serve",
@@ -132,6 +169,7 @@ impl Cluster {
             .args(&self.extra)
             .args(extra)
             .env("RAFTMQ_LOG", "info,openraft=info")
+            .envs(env)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -239,6 +277,27 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Hands leadership to `to` and waits until every live node agrees.
+    pub(crate) async fn make_leader(&self, to: u64) {
+        self.wait_for("leadership to move", || async {
+            let leader = self.wait_leader().await;
+            if leader == to {
+                return Some(());
+            }
+            let _ = self
+                .post(leader, "/v1/cluster/leader", &serde_json::json!({"to": to}))
+                .await;
+            None
+        })
+        .await
+    }
+
+    /// The applied index node `id` reports.
+    pub(crate) async fn applied_index(&self, id: u64) -> Option<u64> {
+        let (_, c) = self.get(id, "/v1/cluster").await.ok()?;
+        c["applied_index"].as_u64()
     }
 
     /// Creates `topic` with `queues` queues through `via`.

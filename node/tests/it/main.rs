@@ -8,3 +8,4 @@ mod t35_retention;
 mod t40_membership;
 mod t50_transfer;
 mod t60_unavailable;
+mod t70_clock_skew;

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Broker, now_ms};
+use super::Broker;
 use crate::error::BrokerError;
 use crate::state::command::{AckCmd, HeartbeatCmd, LeaseCmd, ResetCmd};
 use crate::state::consumer_groups::{
@@ -36,13 +36,15 @@ impl Broker {
     pub async fn receive(&self, req: ReceiveRequest) -> Result<Vec<Delivery>, BrokerError> {
         let deadline = Instant::now() + Duration::from_millis(req.wait_ms);
         let mut applied = self.applied();
-        let start_queue =
-            (raftmq_storage::message::tag_hash(Some(&req.consumer)) ^ (now_ms() as u32)) % 1024;
+        let start_queue = (raftmq_storage::message::tag_hash(Some(&req.consumer))
+            ^ (self.group_now_ms() as u32))
+            % 1024;
         loop {
             applied.borrow_and_update();
             let r = req.clone();
+            let now = self.group_time().await?;
             let plan = self
-                .blocking(move |s, _| plan::plan(s, &r, start_queue, now_ms()))
+                .blocking(move |s, _| plan::plan(s, &r, start_queue, now))
                 .await??;
             if !plan.is_empty() {
                 let cmd = Command::Lease(LeaseCmd {
@@ -50,7 +52,7 @@ impl Broker {
                     topic: req.topic.clone(),
                     consumer: req.consumer.clone(),
                     mode: req.mode,
-                    now_ms: now_ms(),
+                    now_ms: self.group_time().await?,
                     invisible_ms: req.invisible_ms,
                     items: plan.items,
                     skip: plan.skip,
@@ -95,7 +97,7 @@ impl Broker {
             group: group.to_owned(),
             topic: topic.to_owned(),
             receipts,
-            now_ms: now_ms(),
+            now_ms: self.group_time().await?,
             nack_delay_ms,
         });
         match self.propose_checked(cmd).await? {
@@ -117,7 +119,7 @@ impl Broker {
             consumer: consumer.to_owned(),
             topics,
             session_ms,
-            now_ms: now_ms(),
+            now_ms: self.group_time().await?,
         });
         match self.propose_checked(cmd).await? {
             Applied::Assigned { assignments } => Ok(assignments),
@@ -182,6 +184,7 @@ impl Broker {
         group: &str,
     ) -> Result<Option<ConsumerGroupInfo>, BrokerError> {
         let group = group.to_owned();
-        self.read(move |s, _| info::info(s, &group, now_ms())).await
+        let now = self.group_now_ms();
+        self.read(move |s, _| info::info(s, &group, now)).await
     }
 }

@@ -13,6 +13,7 @@
 //! Must never: forward HTTP requests (the API layer does that), or block the async runtime
 //! on the disk (reads go to the blocking pool).
 
+mod clock;
 mod consumer_groups;
 mod formation;
 mod membership;
@@ -87,6 +88,9 @@ struct Inner {
     sm: StateMachine,
     peer: PeerService<StateMachine>,
     round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
+    /// For asking members their clocks (peer RPC outside openraft's own).
+    http: reqwest::Client,
+    clock: clock::GroupClock,
 }
 
 impl std::fmt::Debug for Broker {
@@ -95,8 +99,9 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Milliseconds since the Unix epoch: the leader's clock, stamped into entries.
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch by this node's own clock (entries get group time,
+/// [`Broker::group_now_ms`]).
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -132,6 +137,12 @@ impl Broker {
         .await
         .map_err(|e| BrokerError::Internal(format!("raft: {e}")))?;
         let peer = PeerService::new(raft.clone(), &cfg.data_dir.join("incoming-snapshots"));
+        let http = reqwest::Client::builder()
+            .local_address(cfg.peer_source_ip)
+            .no_proxy()
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| BrokerError::Internal(format!("HTTP client: {e}")))?;
         let broker = Broker {
             inner: Arc::new(Inner {
                 cfg,
@@ -140,11 +151,14 @@ impl Broker {
                 sm,
                 peer,
                 round_robin: Mutex::new(HashMap::new()),
+                http,
+                clock: clock::GroupClock::default(),
             }),
         };
         if broker.inner.cfg.form_group {
             broker.spawn_group_formation();
         }
+        broker.spawn_clock_sync();
         broker.spawn_retention();
         Ok(broker)
     }

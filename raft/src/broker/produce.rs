@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use raftmq_storage::message::{BatchEncoder, MessageIn};
 
-use super::{Broker, MessageId, now_ms};
+use super::{Broker, MessageId};
 use crate::error::BrokerError;
 use crate::state::{Applied, Command, RejectCode, TopicSpec};
 
@@ -90,9 +90,10 @@ impl Broker {
         };
         let invalid = |m: String| BrokerError::rejected(RejectCode::InvalidArgument, m);
         let mut buf = Vec::new();
-        let mut enc = BatchEncoder::new(&mut buf, topic, now_ms())
-            .map_err(|e| invalid(format!("topic: {e}")))?;
-        let born = now_ms();
+        let now = self.group_time().await?;
+        let mut enc =
+            BatchEncoder::new(&mut buf, topic, now).map_err(|e| invalid(format!("topic: {e}")))?;
+        let born = now;
         for (i, m) in messages.iter().enumerate() {
             if let Some(q) = m.queue
                 && q >= queues

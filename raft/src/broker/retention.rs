@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{Broker, now_ms};
+use super::Broker;
 use crate::state::Command;
 
 impl Broker {
@@ -26,8 +26,15 @@ impl Broker {
                 if this.metrics().running_state.is_err() {
                     return;
                 }
+                // Retention waits until group time is known: a leader must not expire
+                // messages by its own clock.
                 if this.is_leader()
-                    && let Err(e) = this.propose(Command::Retain { now_ms: now_ms() }).await
+                    && this.clock_synced()
+                    && let Err(e) = this
+                        .propose(Command::Retain {
+                            now_ms: this.group_now_ms(),
+                        })
+                        .await
                 {
                     tracing::debug!(error = %e, "retention proposal failed");
                 }

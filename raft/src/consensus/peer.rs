@@ -101,6 +101,12 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>> PeerService<
                     .map_err(bad_request)?;
                 Ok(rpc::encode(&len))
             }
+            PeerRpc::Clock => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                Ok(rpc::encode(&now))
+            }
             PeerRpc::SnapshotInstall => {
                 let req: InstallRequest =
                     rpc::decode("snapshot install", &body).map_err(bad_request)?;

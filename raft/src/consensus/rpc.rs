@@ -6,6 +6,7 @@
 //!   batch crosses the wire exactly as it is stored, and decodes on the follower as a
 //!   zero-copy slice of the request body;
 //! - `vote`, `transfer-leader`: postcard of openraft's request and response types;
+//! - `clock`: an empty request, answered with the node's wall clock (postcard u64 ms);
 //! - `snapshot/begin`, `snapshot/chunk`, `snapshot/install`: a snapshot directory sent file
 //!   by file in chunks; the receiver keeps what arrived, so a broken transfer resumes where
 //!   it stopped instead of starting over.
@@ -39,17 +40,20 @@ pub enum PeerRpc {
     SnapshotChunk,
     /// Install a completely transferred snapshot.
     SnapshotInstall,
+    /// This node's wall clock (ms since the epoch), for group time.
+    Clock,
 }
 
 impl PeerRpc {
     /// Every peer RPC.
-    pub const ALL: [PeerRpc; 6] = [
+    pub const ALL: [PeerRpc; 7] = [
         PeerRpc::Append,
         PeerRpc::Vote,
         PeerRpc::TransferLeader,
         PeerRpc::SnapshotBegin,
         PeerRpc::SnapshotChunk,
         PeerRpc::SnapshotInstall,
+        PeerRpc::Clock,
     ];
 
     /// The HTTP path it is posted to.
@@ -61,6 +65,7 @@ impl PeerRpc {
             PeerRpc::SnapshotBegin => "/raft/snapshot/begin",
             PeerRpc::SnapshotChunk => "/raft/snapshot/chunk",
             PeerRpc::SnapshotInstall => "/raft/snapshot/install",
+            PeerRpc::Clock => "/raft/clock",
         }
     }
 
@@ -73,6 +78,7 @@ impl PeerRpc {
             PeerRpc::SnapshotBegin => "snapshot begin response",
             PeerRpc::SnapshotChunk => "snapshot chunk response",
             PeerRpc::SnapshotInstall => "snapshot response",
+            PeerRpc::Clock => "clock response",
         }
     }
 }

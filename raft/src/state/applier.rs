@@ -22,6 +22,17 @@ use crate::state::queues::Queues;
 /// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
 pub const META_RETENTION_POINT: &str = "retention_point";
 
+/// `sm_meta` key of apply's clock (u64 LE): the latest time any applied entry carried.
+pub const META_CLOCK: &str = "clock";
+
+fn meta_u64(store: &IndexStore, key: &str) -> Option<u64> {
+    store
+        .meta_get(key)
+        .ok()
+        .flatten()
+        .and_then(|b| Some(u64::from_le_bytes(b.as_slice().try_into().ok()?)))
+}
+
 /// Applies commands; owns the applied state's caches.
 #[derive(Debug)]
 pub struct Applier {
@@ -29,17 +40,18 @@ pub struct Applier {
     queues: Queues,
     groups: ConsumerGroups,
     retention_point: Option<u64>,
+    /// The latest time an applied entry carried: time at apply never goes back, so a
+    /// leader whose clock is behind cannot revive expired leases or sessions.
+    clock: u64,
 }
 
 impl Applier {
     /// An applier over `store`.
     pub fn new(store: Arc<IndexStore>) -> Self {
-        let retention_point = store
-            .meta_get(META_RETENTION_POINT)
-            .ok()
-            .flatten()
-            .and_then(|b| Some(u64::from_le_bytes(b.as_slice().try_into().ok()?)));
+        let retention_point = meta_u64(&store, META_RETENTION_POINT);
+        let clock = meta_u64(&store, META_CLOCK).unwrap_or(0);
         Applier {
+            clock,
             queues: Queues::new(store.clone()),
             groups: ConsumerGroups::new(store.clone()),
             store,
@@ -62,6 +74,15 @@ impl Applier {
         *self = Applier::new(store);
     }
 
+    /// Apply's time for an entry that carries `now_ms`: never before an earlier entry's.
+    fn tick(&mut self, batch: &mut IndexBatch<'_>, now_ms: u64) -> u64 {
+        if now_ms > self.clock {
+            self.clock = now_ms;
+            batch.put_meta(META_CLOCK, &now_ms.to_le_bytes());
+        }
+        self.clock
+    }
+
     /// The store this applier writes to.
     pub fn store(&self) -> &Arc<IndexStore> {
         &self.store
@@ -75,6 +96,17 @@ impl Applier {
         log_index: u64,
         cmd: &Command,
     ) -> raftmq_storage::Result<Applied> {
+        let now = match cmd {
+            Command::Retain { now_ms } => self.tick(batch, *now_ms),
+            Command::Lease(c) => self.tick(batch, c.now_ms),
+            Command::Ack(c) => self.tick(batch, c.now_ms),
+            Command::Heartbeat(c) => self.tick(batch, c.now_ms),
+            Command::Produce { .. }
+            | Command::PutTopic { .. }
+            | Command::DeleteTopic { .. }
+            | Command::ResetOffsets(_)
+            | Command::CommitOffsets { .. } => self.clock,
+        };
         let (queues, groups) = (&mut self.queues, &mut self.groups);
         match cmd {
             Command::Produce {
@@ -92,8 +124,8 @@ impl Applier {
                     format!("topic {name} does not exist"),
                 )),
             },
-            Command::Retain { now_ms } => {
-                let retained = queues.retain(batch, log_index, *now_ms)?;
+            Command::Retain { .. } => {
+                let retained = queues.retain(batch, log_index, now)?;
                 let mut moved: BTreeMap<&str, Vec<(u32, u64)>> = BTreeMap::new();
                 for (topic, queue, first) in &retained.moved {
                     moved.entry(topic).or_default().push((*queue, *first));
@@ -108,9 +140,9 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
-            Command::Lease(c) => groups.lease(batch, queues, log_index, c),
-            Command::Ack(c) => groups.ack(batch, c),
-            Command::Heartbeat(c) => groups.heartbeat(batch, queues, c),
+            Command::Lease(c) => groups.lease(batch, queues, log_index, c, now),
+            Command::Ack(c) => groups.ack(batch, c, now),
+            Command::Heartbeat(c) => groups.heartbeat(batch, queues, c, now),
             Command::ResetOffsets(c) => groups.reset_offsets(batch, queues, c),
             Command::CommitOffsets {
                 group,

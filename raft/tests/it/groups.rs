@@ -215,3 +215,35 @@ fn a_broadcast_consumer_without_heartbeats_is_reset_and_forgotten() {
     );
     assert_eq!(n.states(), 0);
 }
+
+#[test]
+fn time_at_apply_never_goes_back_and_survives_a_restart() {
+    let mut n = Node::new();
+    n.topic(false, 1_000_000);
+    n.apply(Command::Retain { now_ms: 5000 });
+    // A leader whose clock is behind: its heartbeat is applied at the group's latest time.
+    let heartbeat = |now_ms| {
+        Command::Heartbeat(raftmq_raft::state::command::HeartbeatCmd {
+            group: "g".into(),
+            consumer: "c".into(),
+            topics: vec!["t".into()],
+            session_ms: 1000,
+            now_ms,
+        })
+    };
+    n.apply(heartbeat(100));
+    let last_heartbeat = |store: &IndexStore| {
+        let recs = store.group_scan(b"C", None, 10).unwrap();
+        let rec: raftmq_raft::state::consumer_groups::ConsumerRec =
+            postcard::from_bytes(&recs[0].1).unwrap();
+        rec.last_ms
+    };
+    assert_eq!(last_heartbeat(&n.store), 5000);
+    n.applier = Applier::new(n.store.clone());
+    n.apply(heartbeat(200));
+    assert_eq!(
+        last_heartbeat(&n.store),
+        5000,
+        "the clock survived the restart"
+    );
+}

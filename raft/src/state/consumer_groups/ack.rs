@@ -12,8 +12,8 @@ use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::AckCmd;
 
 impl ConsumerGroups {
-    /// Applies an `Ack` command (a nack when it has a delay).
-    pub fn ack(&mut self, batch: &mut IndexBatch<'_>, c: &AckCmd) -> R<Applied> {
+    /// Applies an `Ack` command (a nack when it has a delay) at apply's time `now`.
+    pub fn ack(&mut self, batch: &mut IndexBatch<'_>, c: &AckCmd, now: u64) -> R<Applied> {
         let Some(meta) = self.view().meta(&c.group)? else {
             return Ok(reject(
                 RejectCode::ConsumerGroupNotFound,
@@ -22,7 +22,7 @@ impl ConsumerGroups {
         };
         let mut results = Vec::with_capacity(c.receipts.len());
         for r in &c.receipts {
-            results.push(self.ack_one(batch, &meta, c, r)?);
+            results.push(self.ack_one(batch, &meta, c, r, now)?);
         }
         self.flush_floors(batch)?;
         Ok(Applied::Acked { results })
@@ -34,6 +34,7 @@ impl ConsumerGroups {
         meta: &GroupMeta,
         c: &AckCmd,
         receipt: &str,
+        now: u64,
     ) -> R<Option<String>> {
         let Some(r) = Receipt::parse(receipt) else {
             return Ok(Some("RECEIPT_INVALID".into()));
@@ -53,7 +54,7 @@ impl ConsumerGroups {
         let current = st.status == Status::Leased
             && st.attempt == r.attempt
             && st.lease_index == r.lease_index
-            && st.deadline_ms > c.now_ms;
+            && st.deadline_ms > now;
         if !current {
             return Ok(Some("RECEIPT_EXPIRED".into()));
         }
@@ -61,7 +62,7 @@ impl ConsumerGroups {
         match c.nack_delay_ms {
             Some(delay) => {
                 st.status = Status::Released;
-                st.deadline_ms = c.now_ms.saturating_add(delay);
+                st.deadline_ms = now.saturating_add(delay);
                 self.put(batch, key, enc(&st));
             }
             None if r.offset == floor => {

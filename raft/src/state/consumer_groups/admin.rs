@@ -23,10 +23,11 @@ impl ConsumerGroups {
         batch: &mut IndexBatch<'_>,
         queues: &mut Queues,
         c: &HeartbeatCmd,
+        now: u64,
     ) -> R<Applied> {
         self.meta_or_create(batch, &c.group, None)?;
         let rec = ConsumerRec {
-            last_ms: c.now_ms,
+            last_ms: now,
             session_ms: c.session_ms,
             topics: c.topics.clone(),
         };
@@ -39,7 +40,7 @@ impl ConsumerGroups {
             let (Some(name), Some(rec)) = (keys::consumer_name(&k), dec::<ConsumerRec>(&v)) else {
                 continue;
             };
-            if rec.last_ms.saturating_add(rec.session_ms) > c.now_ms {
+            if rec.last_ms.saturating_add(rec.session_ms) > now {
                 live.push((name, rec));
             } else {
                 self.delete(batch, k);

@@ -16,22 +16,25 @@ use crate::state::applied::{Applied, Granted, RejectCode, reject};
 use crate::state::command::LeaseCmd;
 use crate::state::queues::Queues;
 
-/// What one lease works on: the command, its group's settings and progress key, the topic.
+/// What one lease works on: the command, apply's time, its group's settings and progress
+/// key, the topic.
 struct Lease<'c> {
     c: &'c LeaseCmd,
+    now: u64,
     meta: GroupMeta,
     gk: String,
     topic: TopicMeta,
 }
 
 impl ConsumerGroups {
-    /// Applies a `Lease` command at `log_index`.
+    /// Applies a `Lease` command at `log_index`, at apply's time `now`.
     pub fn lease(
         &mut self,
         batch: &mut IndexBatch<'_>,
         queues: &mut Queues,
         log_index: u64,
         c: &LeaseCmd,
+        now: u64,
     ) -> R<Applied> {
         let meta = self.meta_or_create(batch, &c.group, Some(c.mode))?;
         if meta.mode != c.mode {
@@ -55,6 +58,7 @@ impl ConsumerGroups {
         }
         let l = Lease {
             c,
+            now,
             meta,
             gk: gkey(&c.group, meta.mode, &c.consumer),
             topic,
@@ -80,10 +84,7 @@ impl ConsumerGroups {
                 continue;
             }
             let st = self.view().state(gk, &c.topic, queue, offset)?;
-            if st
-                .as_ref()
-                .is_some_and(|s| s.done() || s.in_flight(c.now_ms))
-            {
+            if st.as_ref().is_some_and(|s| s.done() || s.in_flight(l.now)) {
                 continue;
             }
             let mut st = st.unwrap_or_else(|| fresh(&c.consumer));
@@ -110,7 +111,7 @@ impl ConsumerGroups {
             let Some(mut st) = self.view().state(gk, &c.topic, queue, offset)? else {
                 continue;
             };
-            if st.done() || st.in_flight(c.now_ms) || st.attempt < l.meta.max_attempts {
+            if st.done() || st.in_flight(l.now) || st.attempt < l.meta.max_attempts {
                 continue;
             }
             if self.dead_letter(batch, queues, l, queue, offset, st.attempt)? {
@@ -130,7 +131,7 @@ impl ConsumerGroups {
         l: &Lease<'_>,
     ) -> R<Vec<Granted>> {
         let (c, gk) = (l.c, l.gk.as_str());
-        let now = c.now_ms;
+        let now = l.now;
         let mut granted = Vec::new();
         // Per queue, once per command: (floor, first retained offset, next offset).
         let mut bounds: Vec<(u32, u64, u64, u64)> = Vec::new();
@@ -235,8 +236,7 @@ impl ConsumerGroups {
             return Ok(false);
         };
         let dlq = super::dlq_topic(&c.group);
-        let dlq_offset =
-            queues.append_dead_letter(batch, &dlq, l.topic.retention_ms, e, c.now_ms)?;
+        let dlq_offset = queues.append_dead_letter(batch, &dlq, l.topic.retention_ms, e, l.now)?;
         let origin = DlqOrigin {
             topic: c.topic.clone(),
             queue,
