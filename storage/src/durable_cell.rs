@@ -87,6 +87,17 @@ impl DurableCell {
     }
 }
 
+impl DurableCell {
+    /// Removes the value durably (a later `load` finds nothing).
+    pub fn clear(&self) -> Result<()> {
+        if self.fs.exists(&self.path) {
+            self.fs.remove_file(&self.path).at(&self.path)?;
+            self.fs.sync_dir(&self.dir).at(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +114,16 @@ mod tests {
         let after = fs.crash(Crash::DropUnsynced);
         let cell2 = DurableCell::new(Arc::new(after.clone()), dir, "vote");
         assert_eq!(cell2.load().unwrap().as_deref(), Some(&b"term=4"[..]));
+        cell2.clear().unwrap();
+        assert_eq!(cell2.load().unwrap(), None);
+        assert_eq!(
+            DurableCell::new(Arc::new(after.crash(Crash::DropUnsynced)), dir, "vote")
+                .load()
+                .unwrap(),
+            None,
+            "the removal is durable"
+        );
+        cell2.store(b"term=5").unwrap();
         after.flip_bit(&dir.join("vote"), 13, 0).unwrap();
         assert!(matches!(cell2.load(), Err(StorageError::Corrupted { .. })));
     }

@@ -111,6 +111,13 @@ impl Broker {
     /// Opens storage, starts Raft and, on a node whose log is empty, forms the group from
     /// `peers` (see [`formation`]); starts the retention loop.
     pub async fn start(cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        // A snapshot install the node stopped in is finished (or discarded) before either
+        // the log or the state opens, so they always match.
+        crate::state::state_machine::recover_install(
+            &cfg.data_dir.join("state"),
+            &cfg.data_dir.join("log"),
+        )
+        .map_err(BrokerError::from_io)?;
         let log = LogStore::open(
             &cfg.data_dir.join("log"),
             CommitLogOptions {

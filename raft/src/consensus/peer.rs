@@ -114,13 +114,12 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>> PeerService<
                     .inbox
                     .complete(&req.id, req.meta)
                     .map_err(bad_request)?;
-                let dir = snapshot.snapshot.dir.clone();
+                // The transfer's directory goes when the install lets go of it.
                 let resp: SnapshotResponse<TypeConfig> = self
                     .raft
                     .install_full_snapshot(req.vote, snapshot)
                     .await
                     .map_err(unavailable)?;
-                let _ = std::fs::remove_dir_all(&dir);
                 Ok(rpc::encode(&resp))
             }
         }

@@ -1,11 +1,15 @@
 //! The receiving side of snapshot transfers: a snapshot directory arrives file by file in
 //! chunks under `incoming/<id>/`, so an interrupted transfer resumes where it stopped
-//! instead of starting over.
+//! instead of starting over. One directory per snapshot id: starting a new transfer removes
+//! the others' leftovers, but never one an install is reading (a completed snapshot holds
+//! its directory until the install lets go of it, which then removes it).
 //!
-//! Must never: write outside its own directory (ids and file names are checked), or accept
-//! a chunk that does not continue its file.
+//! Must never: write outside its own directory (ids and file names are checked), accept a
+//! chunk that does not continue its file, or remove a directory an install is reading.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::consensus::rpc::{ChunkHeader, SnapshotManifest, decode, encode};
 use crate::consensus::types::{Snapshot, SnapshotData, SnapshotMeta};
@@ -59,7 +63,27 @@ fn safe_id(id: &str) -> bool {
 /// interrupted transfer resumes where it stopped.
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotInbox {
-    incoming: std::path::PathBuf,
+    incoming: PathBuf,
+    /// Ids of completed transfers an install holds.
+    in_use: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Holds a completed transfer's directory for an install; removes it when dropped.
+#[derive(Debug)]
+struct Claim {
+    inbox: SnapshotInbox,
+    id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.inbox.incoming.join(&self.id));
+        self.inbox.in_use().remove(&self.id);
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 const MANIFEST: &str = ".manifest";
@@ -69,7 +93,12 @@ impl SnapshotInbox {
     pub(crate) fn new(incoming: &Path) -> Self {
         SnapshotInbox {
             incoming: incoming.to_path_buf(),
+            in_use: Arc::default(),
         }
+    }
+
+    fn in_use(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_use.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn dir(&self, id: &str) -> Result<std::path::PathBuf, CodecError> {
@@ -96,13 +125,28 @@ impl SnapshotInbox {
             ));
         }
         let dir = self.dir(&m.id)?;
+        // Other transfers' leftovers go, unless an install is reading them.
+        if let Ok(entries) = std::fs::read_dir(&self.incoming) {
+            let in_use = self.in_use();
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != m.id && !in_use.contains(&name) {
+                    std::fs::remove_dir_all(entry.path()).map_err(io)?;
+                }
+            }
+        }
         if self.manifest(&m.id).ok().as_ref() != Some(m) {
-            // A different snapshot: nothing here is reusable.
-            if self.incoming.exists() {
-                std::fs::remove_dir_all(&self.incoming).map_err(io)?;
+            // Nothing here is reusable.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io)?;
             }
             std::fs::create_dir_all(&dir).map_err(io)?;
-            std::fs::write(dir.join(MANIFEST), encode(m)).map_err(io)?;
+            let path = dir.join(MANIFEST);
+            std::fs::write(&path, encode(m)).map_err(io)?;
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            sync_dir(&dir).map_err(io)?;
         }
         Ok(m.files
             .iter()
@@ -135,11 +179,23 @@ impl SnapshotInbox {
         f.write_all(data).map_err(io)?;
         if have + data.len() as u64 == *size {
             f.sync_data().map_err(io)?;
+            if let Some(parent) = path.parent() {
+                sync_dir(parent).map_err(io)?;
+            }
         }
         Ok(have + data.len() as u64)
     }
 
-    /// The complete snapshot of transfer `id`, ready to install.
+    fn claim(&self, id: &str) -> Claim {
+        self.in_use().insert(id.to_owned());
+        Claim {
+            inbox: self.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// The complete snapshot of transfer `id`, ready to install; its directory stays until
+    /// the last handle to it goes.
     pub(crate) fn complete(&self, id: &str, meta: SnapshotMeta) -> Result<Snapshot, CodecError> {
         let m = self.manifest(id)?;
         let dir = self.dir(id)?;
@@ -154,7 +210,7 @@ impl SnapshotInbox {
         }
         Ok(Snapshot {
             meta,
-            snapshot: SnapshotData { dir },
+            snapshot: SnapshotData::with_keeper(dir, Arc::new(self.claim(id))),
         })
     }
 }
@@ -199,13 +255,28 @@ mod tests {
             std::fs::read(snap.snapshot.dir.join("state/CURRENT")).unwrap(),
             b"abcdef"
         );
-        // A different snapshot starts afresh.
+        // A different snapshot starts afresh, but the completed one stays while an install
+        // holds it, and goes when the install lets go.
         let other = SnapshotManifest {
             id: "9-1-1".into(),
             files: vec![("a".into(), 1)],
         };
         assert_eq!(inbox.begin(&other).unwrap(), [0]);
+        assert!(
+            snap.snapshot.dir.join("state/CURRENT").exists(),
+            "an install is reading it"
+        );
+        let held = snap.snapshot.clone();
+        drop(snap);
+        assert!(held.dir.exists(), "a clone still holds it");
+        let dir = held.dir.clone();
+        drop(held);
+        assert!(!dir.exists(), "removed with the last handle");
         assert!(inbox.complete(&m.id, Default::default()).is_err());
+        // Without a holder, another transfer's leftovers go at the next begin.
+        assert_eq!(inbox.begin(&m).unwrap(), [0, 0]);
+        assert_eq!(inbox.begin(&other).unwrap(), [0]);
+        assert!(!tmp.path().join("in").join(&m.id).exists());
         // Names that would escape the inbox are refused.
         let evil = SnapshotManifest {
             id: "x".into(),

@@ -39,12 +39,42 @@ pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
 }
 
 /// A snapshot on disk: a directory holding `state/` (a RocksDB checkpoint) and `log/` (the
-/// retained CommitLog up to the snapshot's index).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// retained CommitLog up to the snapshot's index). Clones share a keeper, which removes
+/// the directory when the last clone goes, so a snapshot being sent is never deleted under
+/// the sender.
+#[derive(Debug, Clone)]
 pub struct SnapshotData {
     /// The snapshot directory.
     pub dir: std::path::PathBuf,
+    /// Held only for its `Drop`.
+    _keeper: Option<std::sync::Arc<dyn std::fmt::Debug + Send + Sync>>,
 }
+
+impl SnapshotData {
+    /// A snapshot directory whose lifetime someone else manages.
+    pub fn at(dir: std::path::PathBuf) -> Self {
+        SnapshotData { dir, _keeper: None }
+    }
+
+    /// A snapshot directory kept until `keeper`'s last clone drops (its `Drop` cleans up).
+    pub fn with_keeper(
+        dir: std::path::PathBuf,
+        keeper: std::sync::Arc<dyn std::fmt::Debug + Send + Sync>,
+    ) -> Self {
+        SnapshotData {
+            dir,
+            _keeper: Some(keeper),
+        }
+    }
+}
+
+impl PartialEq for SnapshotData {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir
+    }
+}
+
+impl Eq for SnapshotData {}
 
 /// A snapshot with its metadata.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;

@@ -663,7 +663,8 @@ impl CommitLog {
 impl CommitLog {
     /// Writes a copy of the log up to and including `upto` into `dest` (a new directory),
     /// as a log directory [`CommitLog::open`] accepts: the purge point, sealed segments
-    /// wholly at or below `upto` as hard links (they never change again: everything in them
+    /// wholly at or below `upto` and their `.idx` files as hard links (they never change
+    /// again: everything in them
     /// is at or below a committed index), and the segment holding `upto` copied up to the
     /// end of that record. Used to ship retained messages inside a snapshot.
     pub fn export(&self, upto: u64, dest: &Path) -> Result<()> {
@@ -681,6 +682,12 @@ impl CommitLog {
             let target = dest.join(&name);
             if seg.end_index() <= upto + 1 && i < last {
                 fs.hard_link(&seg.path, &target).at(&target)?;
+                // Its position index too, so the receiver opens it without a scan.
+                let idx = self.dir.join(segment::idx_name(seg.base));
+                if fs.exists(&idx) {
+                    let idx_target = dest.join(segment::idx_name(seg.base));
+                    fs.hard_link(&idx, &idx_target).at(&idx_target)?;
+                }
                 continue;
             }
             // The active segment, or the one holding `upto`: copy the prefix.

@@ -226,7 +226,12 @@ fn export_copies_the_log_up_to_an_index_and_nothing_after() {
     // The original keeps growing; the export must not see it (the active segment is copied).
     append_range(&mut log, 120, 130, 2);
     log.sync().unwrap();
-    let copy = open(&fs, Path::new("/export"));
+    let (copy, report) = CommitLog::open(fs.clone(), Path::new("/export"), small()).unwrap();
+    assert!(
+        report.rebuilt_indexes.is_empty(),
+        "sealed segments travel with their .idx files: {:?}",
+        report.rebuilt_indexes
+    );
     assert_eq!(copy.first_index(), log.first_index());
     assert_eq!(copy.last_record(), Some(LogPos { index: 90, term: 1 }));
     assert_eq!(copy.last_purged(), Some(LogPos { index: 20, term: 1 }));

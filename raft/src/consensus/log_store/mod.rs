@@ -28,6 +28,7 @@ use raftmq_storage::vfs::{OsFs, Vfs};
 use raftmq_storage::{CommitLog, CommitLogOptions, DurableCell};
 use tokio::sync::oneshot;
 
+mod install;
 mod writer;
 
 use writer::{Core, Job};
@@ -100,7 +101,7 @@ impl LogStore {
             Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("vote", e))?),
             None => None,
         };
-        let purged_cell = DurableCell::new(fs.clone(), dir, "purged_log_id");
+        let purged_cell = DurableCell::new(fs.clone(), dir, install::PURGED_LOG_ID);
         let purged: Option<LogId> = match purged_cell.load().map_err(io_err)? {
             Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("purged", e))?),
             None => None,
@@ -143,10 +144,37 @@ impl LogStore {
         self.read_log().export(upto, dest).map_err(io_err)
     }
 
-    /// Replaces the whole log with the log directory `from` (shipped in a snapshot).
-    pub async fn adopt(&self, from: &Path) -> io::Result<()> {
-        let from = from.to_path_buf();
-        self.submit(|done| Job::Adopt { from, done }).await
+    /// Stages the log directory `from` (shipped in a snapshot) durably beside the log, for
+    /// [`LogStore::finish_install`] once the install is decided; returns the staged names.
+    /// Blocking: call it on the blocking pool.
+    pub fn stage_install(&self, from: &Path) -> io::Result<Vec<String>> {
+        install::stage(&*self.core.fs, &self.core.dir, from)
+    }
+
+    /// Replaces the whole log with the staged `names` and sets the Raft purge point to the
+    /// snapshot's `purged` (on the writer thread, after everything queued before it).
+    pub async fn finish_install(
+        &self,
+        names: Vec<String>,
+        purged: Option<LogId>,
+    ) -> io::Result<()> {
+        self.submit(|done| Job::Install {
+            names,
+            purged,
+            done,
+        })
+        .await
+    }
+
+    /// Finishes, before the log is opened, an install decided before a crash (see
+    /// [`LogStore::finish_install`]).
+    pub fn recover_install(dir: &Path, names: &[String], purged: Option<LogId>) -> io::Result<()> {
+        install::finish(&(Arc::new(OsFs) as Arc<dyn Vfs>), dir, names, purged)
+    }
+
+    /// Drops, before the log is opened, what an install never decided had staged.
+    pub fn discard_staged(dir: &Path) -> io::Result<()> {
+        install::discard(&OsFs, dir)
     }
 
     /// Write-path counters.
@@ -362,5 +390,30 @@ mod tests {
         );
         assert_eq!(limited[0].log_id.index, 1);
         assert_eq!(log.try_get_log_entries(1..4).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_past_the_end_of_the_log_lets_it_continue_after_the_purge_point() {
+        let mut log = LogStore::open_on(
+            Arc::new(MemFs::new()),
+            Path::new("/log"),
+            CommitLogOptions::default(),
+            FlushPolicy::Sync,
+        )
+        .unwrap();
+        let entry = |i| Entry {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Blank,
+        };
+        log.append((1..=3).map(entry), IOFlushed::noop())
+            .await
+            .unwrap();
+        log.set_retention_point(1);
+        // The state machine installed a snapshot at 10 (a crash left the old log behind).
+        log.purge(log_id(1, 1, 10)).await.unwrap();
+        log.append([entry(11)], IOFlushed::noop()).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(11));
+        assert_eq!(log.try_get_log_entries(11..12).await.unwrap().len(), 1);
     }
 }

@@ -7,7 +7,6 @@
 //! retry a failed fsync (the log is poisoned instead).
 
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,8 +54,9 @@ pub(super) enum Job {
         vote: Vote,
         done: oneshot::Sender<io::Result<()>>,
     },
-    Adopt {
-        from: std::path::PathBuf,
+    Install {
+        names: Vec<String>,
+        purged: Option<LogId>,
         done: oneshot::Sender<io::Result<()>>,
     },
 }
@@ -167,21 +167,13 @@ fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {
 
 /// Swaps the log's segments for those in `from`: old segment files go, the shipped ones
 /// move in, and the CommitLog is reopened on them.
-fn adopt(core: &Core, from: &Path) -> io::Result<()> {
+fn install(core: &Core, names: &[String], purged: Option<LogId>) -> io::Result<()> {
     let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
-    let fs = &*core.fs;
-    for name in fs.list_dir(&core.dir)? {
-        if name.ends_with(".log") || name.ends_with(".idx") || name == "purged" {
-            fs.remove_file(&core.dir.join(&name))?;
-        }
-    }
-    for name in fs.list_dir(from)? {
-        fs.rename(&from.join(&name), &core.dir.join(&name))?;
-    }
-    core.fs.sync_dir(&core.dir)?;
+    super::install::finish(&core.fs, &core.dir, names, purged)?;
     let (fresh, _) =
         CommitLog::open(core.fs.clone(), &core.dir, core.opts.clone()).map_err(io_err)?;
     *log = fresh;
+    *lock(&core.purged) = purged;
     Ok(())
 }
 
@@ -202,12 +194,28 @@ fn run_other(core: &Core, job: Job) {
                 let bytes = postcard::to_allocvec(&upto).map_err(io_other)?;
                 core.purged_cell.store(&bytes).map_err(io_err)?;
                 *lock(&core.purged) = Some(upto);
+                let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
+                // The log ends before the purge point (the state is already past it): the
+                // next entry is `upto + 1`, so the log must start over after it.
+                if log.last_index().is_none_or(|l| l < upto.index) {
+                    if let Some(last) = log.last_index() {
+                        tracing::warn!(
+                            last,
+                            purge = upto.index,
+                            "the log ends before the purge point; it restarts after it"
+                        );
+                    }
+                    let pos = LogPos {
+                        index: upto.index,
+                        term: upto.leader_id.term,
+                    };
+                    return log.purge(pos).map_err(io_err);
+                }
                 // Delete data only as far as retention allows: below a snapshot's index,
                 // messages stay readable until they expire.
                 let Some(point) = LogStore::retention_point(core).map(|r| r.min(upto.index)) else {
                     return Ok(());
                 };
-                let mut log = core.log.write().unwrap_or_else(|e| e.into_inner());
                 let term = if point == upto.index {
                     upto.leader_id.term
                 } else {
@@ -217,8 +225,12 @@ fn run_other(core: &Core, job: Job) {
             })();
             let _ = done.send(r);
         }
-        Job::Adopt { from, done } => {
-            let r = adopt(core, &from);
+        Job::Install {
+            names,
+            purged,
+            done,
+        } => {
+            let r = install(core, &names, purged);
             let _ = done.send(r);
         }
         Job::SaveVote { vote, done } => {

@@ -16,6 +16,10 @@
 
 mod snapshot;
 
+#[cfg(test)]
+pub(crate) use snapshot::InstallStep;
+pub use snapshot::recover_install;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -86,16 +90,18 @@ impl StateMachine {
     /// group's log store, which snapshots export and retention purges.
     pub fn open(data_dir: &Path, log: LogStore) -> io::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let gen_cell = DurableCell::new(Arc::new(OsFs), data_dir, "index_gen");
-        let generation = match gen_cell.load().map_err(io_err)? {
-            Some(b) => u64::from_le_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|e| corrupt("index_gen", e))?,
-            ),
-            None => 0,
-        };
-        // Older generations were replaced by snapshot installs; nothing reads them now.
+        let gen_cell = DurableCell::new(Arc::new(OsFs), data_dir, snapshot::INDEX_GEN);
+        let generation = snapshot::current_generation(&gen_cell)?;
+        let store = Arc::new(
+            IndexStore::open(
+                &index_dir(data_dir, generation),
+                &IndexStoreOptions::default(),
+            )
+            .map_err(io_err)?,
+        );
+        // Only once the current generation opened: other generations (replaced by an
+        // install, or staged by one that was never decided) and snapshot directories
+        // (nothing sends or reads them after a restart) go.
         for entry in std::fs::read_dir(data_dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
@@ -107,13 +113,10 @@ impl StateMachine {
                 std::fs::remove_dir_all(data_dir.join(name.as_ref()))?;
             }
         }
-        let store = Arc::new(
-            IndexStore::open(
-                &index_dir(data_dir, generation),
-                &IndexStoreOptions::default(),
-            )
-            .map_err(io_err)?,
-        );
+        let snapshots = data_dir.join("snapshots");
+        if snapshots.exists() {
+            std::fs::remove_dir_all(&snapshots)?;
+        }
         let state = load_state(&store)?;
         let applied = state.0.map_or(0, |l| l.index);
         let applier = Applier::new(store.clone());
@@ -304,5 +307,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+#[cfg(test)]
+mod install_tests;
 #[cfg(test)]
 mod tests;
