@@ -175,6 +175,7 @@ impl From<BrokerError> for ApiError {
                 ApiError::unavailable("leadership changed before the write was accepted; retry")
             }
             BrokerError::Unavailable(m) => ApiError::unavailable(m),
+            BrokerError::DiskFull { .. } => ApiError::disk_full(),
             BrokerError::OutcomeUnknown(m) => ApiError::outcome_unknown(m),
             e @ (BrokerError::Corrupted(_) | BrokerError::Io(_) | BrokerError::Internal(_)) => {
                 ApiError::internal(e)

@@ -78,6 +78,10 @@ pub(crate) struct NodeArgs {
     /// How often retention runs, ms.
     #[arg(long, env = "RAFTMQ_RETENTION_CHECK_MS")]
     pub(crate) retention_check_ms: Option<u64>,
+    /// Refuse new writes (507 DISK_FULL) while the data volume has less free space than
+    /// this, bytes (default: 1 GiB, or 5 % of the volume if that is smaller).
+    #[arg(long, env = "RAFTMQ_MIN_FREE_BYTES")]
+    pub(crate) min_free_bytes: Option<u64>,
     /// Join an existing group (wait to be added with POST /v1/cluster/members) instead of
     /// forming one from --peers.
     #[arg(long, env = "RAFTMQ_JOIN")]
@@ -105,6 +109,7 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     retention_check_ms: Option<u64>,
+    min_free_bytes: Option<u64>,
     join: Option<bool>,
 }
 
@@ -147,6 +152,8 @@ pub(crate) struct NodeConfig {
     pub(crate) join: bool,
     /// Retention period check, ms.
     pub(crate) retention_check_ms: u64,
+    /// Free-space floor for new writes, bytes (`None`: the default for the volume).
+    pub(crate) min_free_bytes: Option<u64>,
 }
 
 /// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
@@ -216,6 +223,7 @@ impl NodeConfig {
             election_timeout_ms: pick!(election_timeout_ms).unwrap_or(300),
             join: args.join || file.join.unwrap_or(false),
             retention_check_ms: pick!(retention_check_ms).unwrap_or(60_000),
+            min_free_bytes: pick!(min_free_bytes),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -119,6 +119,7 @@ fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
         segment_size: cfg.segment_size,
         form_group: !cfg.join,
         retention_check: Duration::from_millis(cfg.retention_check_ms),
+        min_free_bytes: cfg.min_free_bytes,
         peer_source_ip: cfg.peer_source_ip,
         timing: RaftTiming {
             heartbeat_ms: cfg.heartbeat_ms,

@@ -43,6 +43,15 @@ pub enum BrokerError {
         /// The leader, if known: id and HTTP address.
         leader: Option<(NodeId, String)>,
     },
+    /// The node's data volume has less free space than its floor: new writes are refused
+    /// (nothing was written); reads, acks and admin go on.
+    #[error("disk full: {free} bytes free, the floor is {floor}")]
+    DiskFull {
+        /// Free bytes on the data volume.
+        free: u64,
+        /// The floor new writes need.
+        floor: u64,
+    },
     /// Raft cannot serve the request now (stopped, or refused before anything was done).
     #[error("unavailable: {0}")]
     Unavailable(String),

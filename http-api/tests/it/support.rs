@@ -31,6 +31,7 @@ impl Node {
             segment_size: 1 << 20,
             form_group: true,
             retention_check: Duration::from_secs(3600),
+            min_free_bytes: Some(0),
             peer_source_ip: None,
             timing: RaftTiming {
                 heartbeat_ms: 50,

@@ -78,13 +78,28 @@ impl Cluster {
         extra: &[&str],
         env: Vec<(u64, Vec<(String, String)>)>,
     ) -> Cluster {
+        Cluster::start_full(n, extra, env, None)
+    }
+
+    /// Starts `n` nodes whose data directories live under `data_root`.
+    pub(crate) fn start_in(n: u64, extra: &[&str], data_root: &std::path::Path) -> Cluster {
+        Cluster::start_full(n, extra, Vec::new(), Some(data_root))
+    }
+
+    fn start_full(
+        n: u64,
+        extra: &[&str],
+        env: Vec<(u64, Vec<(String, String)>)>,
+        data_root: Option<&std::path::Path>,
+    ) -> Cluster {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
+        let root = data_root.map_or_else(|| dir.path().to_path_buf(), |r| r.to_path_buf());
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
                 id,
                 addr: format!("127.0.0.1:{}", free_port()),
-                data_dir: dir.path().join(format!("node{id}")),
+                data_dir: root.join(format!("node{id}")),
                 child: None,
             })
             .collect();
@@ -102,7 +117,14 @@ impl Cluster {
                 .build()
                 .unwrap(),
             peers,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: {
+                let mut e: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+                // Tests must not depend on how full the machine's disk is.
+                if !e.iter().any(|a| a == "--min-free-bytes") {
+                    e.extend(["--min-free-bytes".to_owned(), "0".to_owned()]);
+                }
+                e
+            },
             env,
             _guard: guard,
         };

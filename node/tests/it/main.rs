@@ -9,3 +9,4 @@ mod t40_membership;
 mod t50_transfer;
 mod t60_unavailable;
 mod t70_clock_skew;
+mod t80_disk_full;

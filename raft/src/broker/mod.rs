@@ -15,6 +15,7 @@
 
 mod clock;
 mod consumer_groups;
+mod disk;
 mod formation;
 mod membership;
 mod message_id;
@@ -71,6 +72,9 @@ pub struct BrokerConfig {
     pub retention_check: Duration,
     /// Source IP of connections to peers, if it must be a particular one.
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// New writes are refused while the data volume has less free space than this
+    /// (`None`: 1 GiB, or 5 % of the volume if that is smaller).
+    pub min_free_bytes: Option<u64>,
     /// Raft timing.
     pub timing: RaftTiming,
 }
@@ -91,6 +95,7 @@ struct Inner {
     /// For asking members their clocks (peer RPC outside openraft's own).
     http: reqwest::Client,
     clock: clock::GroupClock,
+    disk: disk::DiskGuard,
 }
 
 impl std::fmt::Debug for Broker {
@@ -160,8 +165,10 @@ impl Broker {
                 round_robin: Mutex::new(HashMap::new()),
                 http,
                 clock: clock::GroupClock::default(),
+                disk: disk::DiskGuard::default(),
             }),
         };
+        broker.watch_disk();
         if broker.inner.cfg.form_group {
             broker.spawn_group_formation();
         }

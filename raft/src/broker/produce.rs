@@ -78,6 +78,7 @@ impl Broker {
         messages: &[ProduceMessage],
         auto_create: Option<TopicSpec>,
     ) -> Result<Vec<Placed>, BrokerError> {
+        self.check_disk()?;
         let (queues, create_topic) = match (self.topic(topic).await?, auto_create) {
             (Some(t), _) => (t.queues, None),
             (None, Some(spec)) => (spec.queues, Some(spec)),
