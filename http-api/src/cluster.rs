@@ -151,6 +151,13 @@ pub(crate) async fn transfer_leader(
     )))
 }
 
+/// `POST /v1/cluster/compact`: this node (not forwarded) snapshots its applied state and
+/// lets Raft forget the log up to it.
+pub(crate) async fn compact(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let index = app.broker.compact().await?;
+    Ok(Json(json!({"node_id": app.broker.node_id(), "snapshot_index": index})).into_response())
+}
+
 /// `GET /healthz`.
 pub(crate) async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()

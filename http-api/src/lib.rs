@@ -14,6 +14,8 @@ mod cluster;
 pub mod dto;
 pub mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 mod groups;
 mod messages;
 mod peer;
@@ -131,6 +133,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
             axum::routing::delete(cluster::remove_member),
         )
         .route("/v1/cluster/leader", post(cluster::transfer_leader))
+        .route("/v1/cluster/compact", post(cluster::compact))
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))

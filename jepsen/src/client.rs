@@ -3,7 +3,7 @@
 //! `info` (unknown).
 //!
 //! Must never: call an unknown outcome a failure: timeouts, lost connections after
-//! sending, 5xx other than 503 are `info`.
+//! sending, 5xx other than 503 and 507 (refused before anything was written) are `info`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -75,7 +75,7 @@ impl Client {
         let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
         match status {
             200 => Outcome::Ok(body),
-            400..=499 | 503 => Outcome::Fail(format!("{status} {code}")),
+            400..=499 | 503 | 507 => Outcome::Fail(format!("{status} {code}")),
             _ => Outcome::Info(format!("{status} {code}")),
         }
     }

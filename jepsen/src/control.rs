@@ -1,8 +1,10 @@
 //! Cluster control: real `raftmq serve` processes with their own data dirs and logs, each
 //! behind a harness-owned proxy ([`crate::proxy`]). Start, stop, kill -9, pause
-//! (SIGSTOP/SIGCONT), restart, wipe, and skew a node's wall clock (libfaketime, which reads
-//! each node's offset from a file the harness rewrites). Every process is killed when the
-//! `Cluster` is dropped, which also happens on panic and when the run is interrupted.
+//! (SIGSTOP/SIGCONT), restart, wipe, skew a node's wall clock (libfaketime, which reads
+//! each node's offset from a file the harness rewrites), corrupt a byte of a sealed
+//! segment, and fill a node's disk (each node's data directory its own small tmpfs, which
+//! needs root). Every process is killed (and every tmpfs unmounted) when the `Cluster` is
+//! dropped, which also happens on panic and when the run is interrupted.
 //!
 //! Must never: bind or connect outside 127.0.0.0/8.
 
@@ -39,6 +41,22 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Whether nodes run under libfaketime, so their clocks can be skewed.
     skewable: bool,
+    /// Whether each node's data directory is a tmpfs of its own, so its disk can fill.
+    disks: bool,
+}
+
+/// The size of a node's tmpfs when the disk nemesis runs.
+const DISK_MIB: u64 = 256;
+/// The free-space floor nodes get then.
+pub const MIN_FREE_BYTES: u64 = 16 << 20;
+
+/// What to run with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Run nodes under libfaketime (the clock nemesis).
+    pub skewable: bool,
+    /// Give each node a tmpfs of its own (the disk nemesis; needs root).
+    pub disks: bool,
 }
 
 /// Debian's libfaketime (package `libfaketime`, installed by `scripts/setup`), the build
@@ -65,8 +83,9 @@ impl Cluster {
         dir: &Path,
         n: u64,
         extra: &[String],
-        skewable: bool,
+        opts: Options,
     ) -> anyhow::Result<Cluster> {
+        let Options { skewable, disks } = opts;
         if skewable && !Path::new(LIBFAKETIME).exists() {
             anyhow::bail!("the clock nemesis needs {LIBFAKETIME} (scripts/setup installs it)");
         }
@@ -94,7 +113,13 @@ impl Cluster {
             peers,
             extra: extra.to_vec(),
             skewable,
+            disks,
         };
+        if disks {
+            for node in &c.nodes {
+                mount_tmpfs(&node.data_dir)?;
+            }
+        }
         for n in &c.nodes {
             c.proxies.spawn(n.id, n.addr, n.real).await?;
         }
@@ -159,6 +184,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--peers", &self.peers])
+            .args(["--min-free-bytes", &self.min_free().to_string()])
             .args(&self.extra)
             .env("RAFTMQ_LOG", "info,openraft=info")
             .stdin(Stdio::null())
@@ -210,14 +236,81 @@ impl Cluster {
         }
     }
 
-    /// Kills the node and deletes its data.
+    /// Kills the node and deletes its data (the directory's contents: it may be a mount).
     pub fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
         self.kill(id);
         let dir = self.node(id).data_dir.clone();
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(path)?;
+                } else {
+                    std::fs::remove_file(path)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    fn min_free(&self) -> u64 {
+        // Without the disk nemesis, runs must not depend on how full the machine is.
+        if self.disks { MIN_FREE_BYTES } else { 0 }
+    }
+
+    /// Flips one byte in the middle of a sealed segment of node `id` (not the newest
+    /// segment); returns the file and position, or `None` if it has no sealed segment.
+    pub fn corrupt_sealed(&self, id: u64, pick: u64) -> anyhow::Result<Option<(PathBuf, u64)>> {
+        let log = self.node(id).data_dir.join("log");
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(&log)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        segs.sort();
+        segs.pop();
+        let Some(seg) = segs.get(pick as usize % segs.len().max(1)).cloned() else {
+            return Ok(None);
+        };
+        let len = std::fs::metadata(&seg)?.len();
+        if len <= 64 {
+            return Ok(None);
+        }
+        // Past the 16-byte segment header, somewhere in its records.
+        let pos = 16 + pick % (len - 16);
+        let mut bytes = std::fs::read(&seg)?;
+        bytes[pos as usize] ^= 0x5a;
+        std::fs::write(&seg, bytes)?;
+        Ok(Some((seg, pos)))
+    }
+
+    /// Fills node `id`'s disk so that `leave` bytes stay free (0: full).
+    pub fn fill_disk(&self, id: u64, leave: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(self.disks, "nodes were not started with disks of their own");
+        let dir = &self.node(id).data_dir;
+        let free = free_bytes(dir)?;
+        let ballast = dir.join("ballast");
+        let size = free.saturating_sub(leave);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ballast)?;
+        // Write zeros until full: tmpfs allocates as it is written.
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = size;
+        let mut f = f;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if std::io::Write::write_all(&mut f, &chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Frees what [`Cluster::fill_disk`] took.
+    pub fn free_disk(&self, id: u64) {
+        let _ = std::fs::remove_file(self.node(id).data_dir.join("ballast"));
     }
 
     /// Stops every process (SIGCONT first, so paused ones can die).
@@ -232,5 +325,41 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
+        if self.disks {
+            for node in &self.nodes {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&node.data_dir)
+                    .status();
+            }
+        }
     }
+}
+
+fn mount_tmpfs(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={DISK_MIB}m"), "tmpfs"])
+        .arg(dir)
+        .status()?
+        .success();
+    anyhow::ensure!(
+        ok,
+        "the disk nemesis mounts a tmpfs per node, which needs root"
+    );
+    Ok(())
+}
+
+/// Free bytes of the volume holding `dir`.
+fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let avail = text
+        .lines()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("df printed nothing for {}", dir.display()))?;
+    Ok(avail.trim().parse()?)
 }

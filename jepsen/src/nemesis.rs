@@ -1,9 +1,14 @@
 //! Faults injected from outside the processes, on a schedule drawn from the run's seed:
 //! kill -9 (one node, the leader, a minority), pause (SIGSTOP/SIGCONT), network partitions
 //! through the proxies (isolate one, isolate the leader, halves, bridge, majorities ring),
-//! membership change (remove, wipe, re-add), leader transfer, wipe-and-restart, and clock
-//! skew (one node's wall clock, often the leader's, moved hours ahead or behind). Faults
-//! are drawn as from a shuffled deck, so a run meets every kind before any repeats. Each
+//! membership change (remove, wipe, re-add), leader transfer, wipe-and-restart, clock
+//! skew (one node's wall clock, often the leader's, moved hours ahead or behind), a kill
+//! during a snapshot install (the leader compacts its log, a wiped follower starts catching
+//! up by snapshot and is killed part-way), a flipped byte in a follower's sealed segment
+//! (repaired by wiping the node), and a full disk (the leader's, below its free-space floor,
+//! or a node's, to the last byte). Faults are dealt like cards, so a run meets every
+//! chosen kind before any repeats: the first round in the order given, later rounds
+//! shuffled. Each
 //! fault is recorded as a `start` and a `stop` event of process `nemesis`, and every fault
 //! is healed before the run's final phase.
 //!
@@ -39,6 +44,12 @@ pub enum Fault {
     Wipe,
     /// Move one node's wall clock ahead or behind.
     Clock,
+    /// Kill a node while it installs a snapshot.
+    InstallKill,
+    /// Flip a byte in a follower's sealed segment.
+    Corrupt,
+    /// Fill a node's disk.
+    Disk,
 }
 
 impl Fault {
@@ -54,6 +65,9 @@ impl Fault {
                 "transfer" => out.push(Fault::Transfer),
                 "wipe" => out.push(Fault::Wipe),
                 "clock" => out.push(Fault::Clock),
+                "install-kill" => out.push(Fault::InstallKill),
+                "corrupt" => out.push(Fault::Corrupt),
+                "disk" => out.push(Fault::Disk),
                 "all" => out.extend([
                     Fault::Kill,
                     Fault::Pause,
@@ -62,10 +76,13 @@ impl Fault {
                     Fault::Transfer,
                     Fault::Wipe,
                     Fault::Clock,
+                    Fault::InstallKill,
+                    Fault::Corrupt,
+                    Fault::Disk,
                 ]),
                 "none" => {}
                 other => anyhow::bail!(
-                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, clock, all, none)"
+                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, clock, install-kill, corrupt, disk, all, none)"
                 ),
             }
         }
@@ -81,6 +98,9 @@ impl Fault {
             Fault::Transfer => "transfer",
             Fault::Wipe => "wipe",
             Fault::Clock => "clock",
+            Fault::InstallKill => "install-kill",
+            Fault::Corrupt => "corrupt",
+            Fault::Disk => "disk",
         }
     }
 }
@@ -104,6 +124,10 @@ enum Undo {
     Restart(Vec<u64>),
     Resume(Vec<u64>),
     Unskew(Vec<u64>),
+    /// Wipe and restart (the repair of a corrupted node).
+    Rewipe(u64),
+    /// Free the disk; restart the node if it stopped.
+    FreeDisk(u64),
     Heal,
     Nothing,
 }
@@ -143,6 +167,7 @@ impl Nemesis {
             return;
         }
         let mut deck: Vec<Fault> = Vec::new();
+        let mut dealt = 0u64;
         loop {
             let wait = Duration::from_millis(self.rng.between(1_500, 4_000));
             let hold = Duration::from_millis(self.rng.between(2_000, 6_000));
@@ -152,11 +177,17 @@ impl Nemesis {
             tokio::time::sleep(wait).await;
             if deck.is_empty() {
                 deck = self.faults.clone();
-                for i in (1..deck.len()).rev() {
-                    let j = self.rng.below(i as u64 + 1) as usize;
-                    deck.swap(i, j);
+                deck.reverse();
+                // The first round goes in the order given (a short run meets the kinds it
+                // lists first); later rounds are shuffled.
+                if dealt > 0 {
+                    for i in (1..deck.len()).rev() {
+                        let j = self.rng.below(i as u64 + 1) as usize;
+                        deck.swap(i, j);
+                    }
                 }
             }
+            dealt += 1;
             let fault = deck.pop().expect("the deck was refilled");
             let (value, undo) = self.inject(fault).await;
             self.record("start", json!({"fault": fault.name(), "detail": value}));
@@ -280,6 +311,37 @@ impl Nemesis {
                 )
             }
             Fault::Member => self.member_change(&ids, leader).await,
+            Fault::InstallKill => self.install_kill(&ids, leader).await,
+            Fault::Corrupt => {
+                let followers: Vec<u64> =
+                    ids.iter().copied().filter(|&i| Some(i) != leader).collect();
+                let t = *self.rng.pick(&followers).expect("nodes");
+                let pick = self.rng.next_u64();
+                let r = self.cluster.lock().await.corrupt_sealed(t, pick);
+                match r {
+                    Ok(Some((file, pos))) => (
+                        json!({"node": t, "file": file.display().to_string(), "byte": pos}),
+                        Undo::Rewipe(t),
+                    ),
+                    other => (
+                        json!({"node": t, "skipped": format!("{other:?}")}),
+                        Undo::Nothing,
+                    ),
+                }
+            }
+            Fault::Disk => {
+                // The leader just below its floor (writes refused, then resumed), or any
+                // node to the last byte (its log fails and stops it).
+                let (t, leave) = match (self.rng.below(2), leader) {
+                    (0, Some(l)) => (l, crate::control::MIN_FREE_BYTES / 2),
+                    _ => (*self.rng.pick(&ids).expect("nodes"), 0),
+                };
+                let r = self.cluster.lock().await.fill_disk(t, leave);
+                (
+                    json!({"node": t, "leave": leave, "ok": r.is_ok()}),
+                    Undo::FreeDisk(t),
+                )
+            }
             Fault::Clock => {
                 let t = match (self.rng.below(2), leader) {
                     (0, Some(l)) => l,
@@ -296,6 +358,37 @@ impl Nemesis {
                 )
             }
         }
+    }
+
+    /// The leader compacts its log; a wiped follower restarts, must catch up by snapshot,
+    /// and is killed part-way (during the transfer, the install, or just after).
+    async fn install_kill(&mut self, ids: &[u64], leader: Option<u64>) -> (Value, Undo) {
+        let Some(l) = leader else {
+            return (json!({"skipped": "no leader"}), Undo::Nothing);
+        };
+        let followers: Vec<u64> = ids.iter().copied().filter(|&i| i != l).collect();
+        let t = *self.rng.pick(&followers).expect("nodes");
+        let leader_addr = self.addrs().await.iter().find(|a| a.0 == l).map(|a| a.1);
+        let compacted = match leader_addr {
+            Some(addr) => {
+                self.client
+                    .admin(reqwest::Method::POST, addr, "/v1/cluster/compact", None)
+                    .await
+            }
+            None => Outcome::Fail("leader not found".into()),
+        };
+        let after = Duration::from_millis(self.rng.between(100, 1500));
+        {
+            let mut c = self.cluster.lock().await;
+            let _ = c.wipe(t);
+            let _ = c.start_node(t, false);
+        }
+        tokio::time::sleep(after).await;
+        self.cluster.lock().await.kill(t);
+        (
+            json!({"node": t, "compact": format!("{compacted:?}"), "killed_after_ms": after.as_millis()}),
+            Undo::Restart(vec![t]),
+        )
     }
 
     /// Kill targets: one node, the leader, or a minority.
@@ -380,6 +473,17 @@ impl Nemesis {
                     let _ = c.skew_clock(id, "+0");
                 }
             }
+            Undo::Rewipe(id) => {
+                let _ = c.wipe(id);
+                let _ = c.start_node(id, false);
+            }
+            Undo::FreeDisk(id) => {
+                c.free_disk(id);
+                // A node whose log failed on the full disk has stopped for good: restart it
+                // (a running one keeps running; its refused writes resume by themselves).
+                c.kill(id);
+                let _ = c.start_node(id, false);
+            }
             Undo::Heal => c.proxies.heal(),
             Undo::Nothing => {}
         }
@@ -394,6 +498,9 @@ impl Nemesis {
             let _ = c.start_node(id, false);
             if self.faults.contains(&Fault::Clock) {
                 let _ = c.skew_clock(id, "+0");
+            }
+            if self.faults.contains(&Fault::Disk) {
+                c.free_disk(id);
             }
         }
     }

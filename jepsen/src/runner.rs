@@ -117,8 +117,13 @@ pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
         opts.seed,
         dir.display()
     );
-    let skewable = opts.faults.contains(&Fault::Clock);
-    let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &[], skewable).await?;
+    let control = crate::control::Options {
+        skewable: opts.faults.contains(&Fault::Clock),
+        disks: opts.faults.contains(&Fault::Disk),
+    };
+    // Small segments, so runs seal, purge and ship many of them.
+    let extra = ["--segment-size".to_owned(), "1048576".to_owned()];
+    let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &extra, control).await?;
     let addrs: Vec<(u64, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
     let cluster = Arc::new(Mutex::new(cluster));
     let result = run_in(&opts, &dir, cluster.clone(), &addrs).await;

@@ -21,6 +21,8 @@
 pub mod broker;
 pub mod consensus;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod state;
 
 pub use broker::{

@@ -21,6 +21,8 @@
 pub mod commitlog;
 mod durable_cell;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod index_store;
 pub mod message;
 pub mod vfs;

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::Broker;
+use crate::error::BrokerError;
 use crate::state::Command;
 
 impl Broker {
@@ -53,6 +54,13 @@ impl Broker {
         if m.purged.is_some_and(|p| p.index >= point) || point == 0 {
             return Ok(());
         }
+        self.snapshot_and_purge(point).await
+    }
+
+    /// Snapshots (if the last snapshot does not cover `point`) and lets openraft purge its
+    /// log up to `point`: the log store deletes data only as far as retention allows.
+    async fn snapshot_and_purge(&self, point: u64) -> Result<(), String> {
+        let m = self.metrics();
         // openraft purges only what a snapshot covers.
         if m.snapshot.is_none_or(|s| s.index < point) {
             self.inner
@@ -66,7 +74,7 @@ impl Broker {
                 .wait(Some(Duration::from_secs(30)))
                 .metrics(
                     |m| m.snapshot.is_some_and(|s| s.index >= point),
-                    "snapshot covering the retention point",
+                    "snapshot covering the purge point",
                 )
                 .await
                 .map_err(|e| e.to_string())?;
@@ -77,5 +85,19 @@ impl Broker {
             .purge_log(point)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Compacts this node's Raft log: snapshots the applied state and lets Raft forget the
+    /// log up to it, so a member further behind catches up by snapshot. Messages stay
+    /// readable: their segments go only when retention removes them. Returns the index.
+    pub async fn compact(&self) -> Result<u64, BrokerError> {
+        let applied = self.metrics().last_applied.map_or(0, |l| l.index);
+        if applied == 0 {
+            return Ok(0);
+        }
+        self.snapshot_and_purge(applied)
+            .await
+            .map_err(BrokerError::Unavailable)?;
+        Ok(applied)
     }
 }

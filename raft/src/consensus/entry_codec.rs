@@ -43,7 +43,6 @@ pub(crate) fn encode_into(entry: &Entry, out: &mut BytesMut) {
 }
 
 /// The payload encoding of `entry`.
-#[cfg(test)]
 pub(crate) fn encode(entry: &Entry) -> Bytes {
     let mut out = BytesMut::new();
     encode_into(entry, &mut out);

@@ -2,5 +2,6 @@
 
 mod commitlog;
 mod crash;
+mod fuzz;
 mod index_store;
 mod model;

@@ -1,0 +1,5 @@
+//! cargo-fuzz target `command`: arbitrary bytes into `raftmq_raft::fuzz::command` (the same function the test suite's
+//! property tests run on stable).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| raftmq_raft::fuzz::command(data));
