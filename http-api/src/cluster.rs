@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::AppState;
 use crate::dto::{AddMemberRequest, TransferLeaderRequest, parse_json};
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::forward::{Route, WriteReq};
 use crate::messages::with_write_timeout;
 use raftmq_raft::MemberRole;
@@ -73,23 +74,26 @@ pub(crate) async fn add_member(
         }
     }
     // Catching up a new learner can take a while: allow more than a plain write.
-    let limit = app.cfg.write_timeout * 6;
-    match tokio::time::timeout(limit, app.broker.add_member(req.id, &req.addr, req.voter)).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(ApiError::outcome_unknown(format!(
-                "node {} did not catch up within {limit:?}; it stays a learner",
-                req.id
-            )));
+    let limit = match req.catch_up_ms {
+        None => app.cfg.write_timeout * 6,
+        Some(ms) if (100..=3_600_000).contains(&ms) => Duration::from_millis(ms),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "catch_up_ms",
+                "must be between 100 and 3600000",
+            ));
         }
-    }
+    };
+    app.broker
+        .add_member(req.id, &req.addr, req.voter, limit)
+        .await?;
     Ok(Json(json!({"id": req.id, "addr": req.addr, "voter": req.voter})).into_response())
 }
 
 /// `DELETE /v1/cluster/members/{id}`.
 pub(crate) async fn remove_member(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let id: u64 = id

@@ -26,14 +26,44 @@ pub const MAX_PROPERTIES: usize = 64;
 /// Most messages per produce request.
 pub const MAX_BATCH: usize = 10_000;
 
-/// Parses a JSON body, naming the offending field on error.
+/// Parses a JSON body, naming the offending field on error. The body must be one JSON
+/// object and nothing after it.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: Object<T> = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".to_owned() } else { path };
         ApiError::invalid(&field, e.into_inner())
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid("body", format!("text after the JSON object: {e}")))?;
+    Ok(value.0)
+}
+
+/// A JSON object, never an array in its place (serde's derived structs also take an array
+/// of their fields in order, which the contract does not allow).
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
 }
 
 /// Checks a topic, group or consumer name.
@@ -62,7 +92,7 @@ pub fn is_system_topic(name: &str) -> bool {
 #[derive(Deserialize, Debug)]
 pub struct ProduceRequest {
     /// The batch.
-    pub messages: Vec<ProduceItem>,
+    pub messages: Vec<Object<ProduceItem>>,
     /// Transactional produce (not supported yet).
     #[serde(default)]
     pub transaction: Option<Value>,
@@ -107,7 +137,7 @@ impl ProduceRequest {
         self.messages
             .into_iter()
             .enumerate()
-            .map(|(i, m)| m.validate(i, max_message_bytes))
+            .map(|(i, m)| m.0.validate(i, max_message_bytes))
             .collect()
     }
 }
@@ -289,6 +319,9 @@ pub struct AddMemberRequest {
     /// Promote to voter once caught up.
     #[serde(default)]
     pub voter: bool,
+    /// How long the node may take to catch up before it is promoted, ms (an addition to
+    /// the contract; default six write timeouts).
+    pub catch_up_ms: Option<u64>,
 }
 
 /// `POST /v1/cluster/leader`.

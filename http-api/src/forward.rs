@@ -1,8 +1,11 @@
 //! Forwarding writes from a follower to the leader.
 //!
 //! A follower re-sends the request (method, path, query, body) to the leader it knows and
-//! relays the answer. A forwarded request carries `x-raftmq-forwarded`, and is never
-//! forwarded again: a node that is not the leader either answers it or says 503.
+//! relays the answer. A forwarded request carries `x-raftmq-forwarded: <hops>`; a node that
+//! is not the leader forwards it again while it has made fewer than [`MAX_HOPS`] hops (a
+//! leader change while it travelled), and says 503 after that. A value that is not a hop
+//! count (a client's own header, say) counts as none, so a client cannot make a follower
+//! refuse its request.
 //!
 //! Must never: answer a forwarded write whose outcome it cannot know (timeout, lost
 //! connection after sending) with anything but 504 `OUTCOME_UNKNOWN`.
@@ -19,6 +22,19 @@ use crate::AppState;
 use crate::error::ApiError;
 
 const FORWARDED: &str = "x-raftmq-forwarded";
+
+/// Most times one request is forwarded.
+const MAX_HOPS: u32 = 2;
+
+/// How often a request was forwarded already.
+fn hops(headers: &HeaderMap) -> u32 {
+    headers
+        .get(FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&h| h <= MAX_HOPS)
+        .unwrap_or(0)
+}
 
 /// What a handler should do with a write.
 pub(crate) enum Route {
@@ -88,7 +104,8 @@ async fn route_write(
     if app.broker.is_leader() {
         return Ok(Route::Local);
     }
-    if headers.contains_key(FORWARDED) {
+    let hops = hops(headers);
+    if hops >= MAX_HOPS {
         return Err(ApiError::unavailable(
             "this node is no longer the leader; retry",
         ));
@@ -106,7 +123,7 @@ async fn route_write(
     let mut req = app
         .http
         .request(method, format!("http://{addr}{path}"))
-        .header(FORWARDED, app.broker.node_id().to_string())
+        .header(FORWARDED, (hops + 1).to_string())
         .timeout(app.cfg.write_timeout + wait)
         .body(body);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {

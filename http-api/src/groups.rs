@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use raftmq_raft::{ConsumerGroupMode, ReceiveRequest, ResetTo, TagFilter};
 use serde::Deserialize;
@@ -17,13 +17,14 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::dto::{check_name, message_json, parse_json};
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::forward::{Route, WriteReq};
 use crate::messages::with_write_timeout;
 
 #[derive(Deserialize)]
 pub(crate) struct CommitRequest {
     topic: String,
-    offsets: Vec<QueueOffset>,
+    offsets: Vec<crate::dto::Object<QueueOffset>>,
 }
 
 #[derive(Deserialize)]
@@ -35,7 +36,7 @@ struct QueueOffset {
 /// `PUT /v1/groups/{group}/offsets`.
 pub(crate) async fn commit(
     State(app): State<AppState>,
-    Path(group): Path<String>,
+    ApiPath(group): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let body = &write.body;
@@ -48,7 +49,11 @@ pub(crate) async fn commit(
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
-    let offsets = req.offsets.iter().map(|o| (o.queue, o.offset)).collect();
+    let offsets = req
+        .offsets
+        .iter()
+        .map(|o| (o.0.queue, o.0.offset))
+        .collect();
     with_write_timeout(&app, async {
         Ok(app
             .broker
@@ -62,8 +67,8 @@ pub(crate) async fn commit(
 /// `GET /v1/groups/{group}/offsets?topic=t`.
 pub(crate) async fn offsets(
     State(app): State<AppState>,
-    Path(group): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    ApiPath(group): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     check_name("group", &group)?;
     let topic = params
@@ -111,7 +116,7 @@ pub(crate) struct ReceiveBody {
 /// `POST /v1/groups/{group}/topics/{topic}/receive`.
 pub(crate) async fn receive(
     State(app): State<AppState>,
-    Path((group, topic)): Path<(String, String)>,
+    ApiPath((group, topic)): ApiPath<(String, String)>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let body = &write.body;
@@ -238,7 +243,7 @@ async fn ack_or_nack(
 /// `POST /v1/groups/{group}/topics/{topic}/ack`.
 pub(crate) async fn ack(
     State(app): State<AppState>,
-    Path((group, topic)): Path<(String, String)>,
+    ApiPath((group, topic)): ApiPath<(String, String)>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     ack_or_nack(app, group, topic, write, false).await
@@ -247,7 +252,7 @@ pub(crate) async fn ack(
 /// `POST /v1/groups/{group}/topics/{topic}/nack`.
 pub(crate) async fn nack(
     State(app): State<AppState>,
-    Path((group, topic)): Path<(String, String)>,
+    ApiPath((group, topic)): ApiPath<(String, String)>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     ack_or_nack(app, group, topic, write, true).await
@@ -263,7 +268,7 @@ pub(crate) struct HeartbeatBody {
 /// `POST /v1/groups/{group}/heartbeat`.
 pub(crate) async fn heartbeat(
     State(app): State<AppState>,
-    Path(group): Path<String>,
+    ApiPath(group): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let body = &write.body;
@@ -306,7 +311,7 @@ pub(crate) struct ResetBody {
 /// `POST /v1/groups/{group}/offsets/reset`.
 pub(crate) async fn reset(
     State(app): State<AppState>,
-    Path(group): Path<String>,
+    ApiPath(group): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let body = &write.body;
@@ -364,7 +369,7 @@ pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiErr
 /// `GET /v1/groups/{group}`.
 pub(crate) async fn get(
     State(app): State<AppState>,
-    Path(group): Path<String>,
+    ApiPath(group): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     check_name("group", &group)?;
     let info = app.broker.consumer_group(&group).await?.ok_or_else(|| {

@@ -13,6 +13,7 @@
 mod cluster;
 pub mod dto;
 pub mod error;
+mod extract;
 mod forward;
 #[doc(hidden)]
 pub mod fuzz;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use raftmq_raft::Broker;
 use tower_http::trace::TraceLayer;
@@ -79,6 +81,24 @@ pub(crate) struct AppState {
     pub(crate) cfg: Arc<ApiConfig>,
     pub(crate) http: reqwest::Client,
     pub(crate) stats: Arc<ApiStats>,
+}
+
+/// Data routes answer 503 on a node that is not a member of its group (removed, or waiting
+/// to be added): what it holds may be stale and it takes no writes. Health, readiness,
+/// metrics and cluster admin stay open.
+async fn members_only(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    // Cluster admin stays open too: it forwards to the leader or answers for itself.
+    let open =
+        matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/v1/cluster");
+    if !open && path.starts_with("/v1/") && !app.broker.is_member() {
+        return ApiError::unavailable("this node is not a member of its group").into_response();
+    }
+    next.run(req).await
 }
 
 /// The whole HTTP surface of a node.
@@ -138,6 +158,11 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            members_only,
+        ))
         .layer(DefaultBodyLimit::max(limit));
     let peer = peer::routes().layer(DefaultBodyLimit::disable());
     public

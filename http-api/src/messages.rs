@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use raftmq_raft::{BrokerError, MessageId, QueueQuery, QueueRead, TagFilter, TopicSpec};
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::dto::{ProduceRequest, check_name, is_system_topic, message_json, parse_json};
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::forward::{Route, WriteReq};
 
 /// Longest long poll accepted, ms.
@@ -40,7 +41,7 @@ pub(crate) async fn with_write_timeout<T>(
 /// `POST /v1/topics/{topic}/messages`.
 pub(crate) async fn produce(
     State(app): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let body = &write.body;
@@ -102,8 +103,8 @@ async fn existing_topic(app: &AppState, topic: &str) -> Result<TopicSpec, ApiErr
 /// `GET /v1/topics/{topic}/queues/{queue}/messages`.
 pub(crate) async fn read(
     State(app): State<AppState>,
-    Path((topic, queue)): Path<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    ApiPath((topic, queue)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     app.stats.read_requests.fetch_add(1, Ordering::Relaxed);
     let spec = existing_topic(&app, &topic).await?;
@@ -187,7 +188,7 @@ fn render_read(app: &AppState, r: QueueRead) -> Response {
 /// `GET /v1/messages/{msg_id}`.
 pub(crate) async fn by_id(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("MESSAGE_NOT_FOUND", format!("no message {id}"));
     let Some(msg_id) = MessageId::parse(&id) else {
@@ -207,19 +208,29 @@ pub(crate) async fn by_id(
 /// `GET /v1/topics/{topic}/messages?key=…` or `?from_ms=…&to_ms=…`.
 pub(crate) async fn query(
     State(app): State<AppState>,
-    Path(topic): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    ApiPath(topic): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     existing_topic(&app, &topic).await?;
     let max = parse_u64(&params, "max", 32, MAX_READ as u64)? as usize;
+    if max == 0 {
+        return Err(ApiError::invalid("max", "must be at least 1"));
+    }
+    // Every parameter given is checked, whichever index answers.
+    let from = parse_u64(&params, "from_ms", 0, u64::MAX)?;
+    let to = parse_u64(&params, "to_ms", u64::MAX, u64::MAX)?;
+    if to < from {
+        return Err(ApiError::invalid("to_ms", "must not be before from_ms"));
+    }
     let hits = if let Some(key) = params.get("key") {
+        if key.is_empty() || key.len() > crate::dto::MAX_KEY_BYTES {
+            return Err(ApiError::invalid(
+                "key",
+                format!("must be 1 to {} bytes", crate::dto::MAX_KEY_BYTES),
+            ));
+        }
         app.broker.find_by_key(&topic, key, max).await
     } else if params.contains_key("from_ms") || params.contains_key("to_ms") {
-        let from = parse_u64(&params, "from_ms", 0, u64::MAX)?;
-        let to = parse_u64(&params, "to_ms", u64::MAX, u64::MAX)?;
-        if to < from {
-            return Err(ApiError::invalid("to_ms", "must not be before from_ms"));
-        }
         app.broker.find_by_time(&topic, from, to, max).await
     } else {
         return Err(ApiError::invalid("key", "give key, or from_ms and to_ms"));

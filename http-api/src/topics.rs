@@ -3,7 +3,7 @@
 //! Must never: let a topic shrink its queue count, or create a system topic by hand.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use raftmq_raft::TopicSpec;
 use serde_json::json;
@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::AppState;
 use crate::dto::{PutTopicRequest, QueueStat, TopicJson, check_name, is_system_topic, parse_json};
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::forward::{Route, WriteReq};
 use crate::messages::with_write_timeout;
 
@@ -30,7 +31,7 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
 /// `PUT /v1/topics/{topic}`.
 pub(crate) async fn put(
     State(app): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     let body = &write.body;
@@ -102,7 +103,7 @@ pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiErr
 /// `GET /v1/topics/{topic}`.
 pub(crate) async fn get(
     State(app): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     check_name("topic", &topic)?;
     let spec = app
@@ -129,7 +130,7 @@ pub(crate) async fn get(
 /// `DELETE /v1/topics/{topic}`.
 pub(crate) async fn delete(
     State(app): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     write: WriteReq,
 ) -> Result<Response, ApiError> {
     check_name("topic", &topic)?;

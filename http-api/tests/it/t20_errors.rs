@@ -275,3 +275,77 @@ async fn a_node_whose_raft_stopped_is_not_ready_and_claims_no_leader() {
         "",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_is_one_json_object_and_nothing_else() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    let p = "/v1/topics/t/messages";
+    for body in [
+        r#"{"messages":[{"body":"first"}]}{"messages":[{"body":"second"}]}"#,
+        r#"{"messages":[{"body":"first"}]} garbage"#,
+        r#"[[["arr",null,"k"]]]"#,
+        r#"{"messages": [["a body in an array", null]]}"#,
+    ] {
+        let (status, v) = n.post(p, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"]["code"], "INVALID_ARGUMENT", "{body}");
+    }
+    assert_eq!(max_offset(&n, "t", 0).await, 0, "nothing was written");
+    let (status, _) = n.put("/v1/topics/u", r#"{"queues":2} garbage"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = n.get("/v1/topics/u").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_parameter_is_checked_and_every_error_has_the_body() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    for (uri, field) in [
+        ("/v1/topics/t/messages?key=k&max=0", "max"),
+        ("/v1/topics/t/messages?key=k&to_ms=banana", "to_ms"),
+        ("/v1/topics/t/messages?key=k&from_ms=9&to_ms=1", "to_ms"),
+    ] {
+        assert_error(
+            &n.get(uri).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            field,
+        );
+    }
+    let (status, v) = n.get("/v1/topics/%FF%FE/messages?key=k").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "INVALID_ARGUMENT");
+    let (status, v) = n.call(Method::DELETE, "/v1/topics/t/messages", "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    assert_eq!(v["error"]["code"], "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_must_exist_and_the_group_then_does() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    n.post("/v1/topics/t/messages", r#"{"messages": [{"body": "a"}]}"#)
+        .await;
+    assert_error(
+        &n.put(
+            "/v1/groups/g/offsets",
+            r#"{"topic": "t", "offsets": [{"queue": 0, "offset": 18446744073709551615}]}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "offsets",
+    );
+    let (status, v) = n
+        .put(
+            "/v1/groups/g/offsets",
+            r#"{"topic": "t", "offsets": [{"queue": 0, "offset": 1}]}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = n.get("/v1/groups/g").await;
+    assert_eq!(status, StatusCode::OK, "a group with offsets exists: {v}");
+    assert_eq!(v["queues"][0]["committed"], 1, "{v}");
+}

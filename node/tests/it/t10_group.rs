@@ -101,3 +101,21 @@ async fn an_async_flush_group_acknowledges_and_serves_the_same() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_make_a_follower_refuse_by_sending_the_forwarding_header() {
+    let c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
+    for value in ["1", "yes", "999"] {
+        let r = c
+            .http
+            .post(c.url(follower, "/v1/topics/t/messages"))
+            .header("x-raftmq-forwarded", value)
+            .json(&serde_json::json!({"messages": [{"body": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "x-raftmq-forwarded: {value}");
+    }
+}

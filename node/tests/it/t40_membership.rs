@@ -99,3 +99,72 @@ async fn add_a_voter_then_remove_a_member() {
         .unwrap();
     assert_eq!(s, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_never_becomes_a_voter_and_a_removed_leader_steps_aside() {
+    let c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    // Nothing listens at port 9 (discard): the node cannot catch up, so it is not promoted.
+    let (s, v) = c
+        .post(
+            leader,
+            "/v1/cluster/members",
+            &json!({"id": 5, "addr": "127.0.0.1:9", "voter": true, "catch_up_ms": 1500}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{v}"
+    );
+    let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
+    assert!(
+        roles(&status).contains(&(5, "learner".to_owned())),
+        "{status}"
+    );
+    assert!(
+        c.produce(leader, "t", "with-a-learner").await.is_some(),
+        "the group keeps its quorum"
+    );
+    let (s, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            leader,
+            "/v1/cluster/members/5",
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "the way out: {v}");
+
+    // The leader removes itself: it applies the change and stops acting as a member.
+    let (s, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            leader,
+            &format!("/v1/cluster/members/{leader}"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    c.wait_for("the removed node to report not ready", || async {
+        let (s, _) = c.get(leader, "/readyz").await.ok()?;
+        (s == 503).then_some(())
+    })
+    .await;
+    let (s, v) = c.get(leader, "/v1/topics").await.unwrap();
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{v}"
+    );
+    let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
+    assert!(status["leader_id"].is_null(), "{status}");
+    let other = c.live().into_iter().find(|&id| id != leader).unwrap();
+    c.wait_for("the rest of the group to take writes", || async {
+        c.produce(other, "t", "after").await
+    })
+    .await;
+}

@@ -98,8 +98,12 @@ impl Broker {
     /// A snapshot of the broker group's state for `GET /v1/cluster`.
     pub fn cluster_status(&self) -> ClusterStatus {
         let m = self.metrics();
-        // A stopped Raft core knows no leader, whatever it last saw.
-        let leader = m.current_leader.filter(|_| m.running_state.is_ok());
+        // A stopped Raft core, or a node outside the group, knows no leader, whatever it
+        // last saw.
+        let member = m.membership_config.membership().get_node(&m.id).is_some();
+        let leader = m
+            .current_leader
+            .filter(|_| m.running_state.is_ok() && member);
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let replication = m.replication.clone().unwrap_or_default();
@@ -153,20 +157,52 @@ impl Broker {
         }
     }
 
-    /// Adds a node: as a learner (waits until it caught up), then as a voter if asked.
-    pub async fn add_member(&self, id: NodeId, addr: &str, voter: bool) -> Result<(), BrokerError> {
-        self.inner
+    /// Adds a node as a learner; if `voter`, waits until it has caught up with the log (at
+    /// most `catch_up`) and only then promotes it. A node that does not catch up in time
+    /// stays a learner, so an unreachable node can never become a voter and take the
+    /// group's quorum with it.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        addr: &str,
+        voter: bool,
+        catch_up: Duration,
+    ) -> Result<(), BrokerError> {
+        let added = self
+            .inner
             .raft
-            .add_learner(id, BasicNode::new(addr), true)
+            .add_learner(id, BasicNode::new(addr), false)
             .await
             .map_err(write_error)?;
-        if voter {
-            self.inner
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(write_error)?;
+        if !voter {
+            return Ok(());
         }
+        let target = added.log_id.index;
+        let caught_up = self
+            .inner
+            .raft
+            .wait(Some(catch_up))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|matched| matched.index >= target)
+                },
+                "the new member to catch up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(BrokerError::Unavailable(format!(
+                "node {id} did not catch up within {catch_up:?}; it stays a learner \
+                 (check that it runs at {addr}, or remove it)"
+            )));
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
         Ok(())
     }
 
@@ -218,6 +254,7 @@ impl Broker {
     pub fn is_ready(&self) -> bool {
         let m = self.metrics();
         m.running_state.is_ok()
+            && self.is_member()
             && m.current_leader.is_some()
             && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
     }

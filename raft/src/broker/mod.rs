@@ -201,6 +201,15 @@ impl Broker {
         self.inner.raft.metrics().borrow_watched().clone()
     }
 
+    /// Whether this node is in its group's membership (a voter or a learner).
+    pub fn is_member(&self) -> bool {
+        let m = self.metrics();
+        m.membership_config
+            .membership()
+            .get_node(&self.node_id())
+            .is_some()
+    }
+
     /// Whether the Raft core is running (it stops for good on a fatal storage error).
     pub fn is_running(&self) -> bool {
         self.metrics().running_state.is_ok()
@@ -210,7 +219,7 @@ impl Broker {
     /// stopped: it can no longer tell, and must not claim to lead).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.metrics();
-        if m.running_state.is_err() {
+        if m.running_state.is_err() || !self.is_member() {
             return None;
         }
         let id = m.current_leader?;
@@ -221,7 +230,7 @@ impl Broker {
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
         let m = self.metrics();
-        m.running_state.is_ok() && m.current_leader == Some(self.node_id())
+        m.running_state.is_ok() && m.current_leader == Some(self.node_id()) && self.is_member()
     }
 
     /// Proposes a command and waits for it to be applied here.

@@ -130,6 +130,22 @@ impl ConsumerGroups {
                 ),
             ));
         }
+        for &(queue, offset) in offsets {
+            let next = self
+                .store()
+                .cq_bounds(topic, queue)?
+                .map_or(0, |(_, max)| max);
+            if offset > next {
+                return Ok(reject(
+                    RejectCode::InvalidArgument,
+                    format!(
+                        "offsets: {offset} is beyond the end of queue {queue} (max_offset {next})"
+                    ),
+                ));
+            }
+        }
+        // A group is created on first use, committing offsets included.
+        self.meta_or_create(batch, group, None)?;
         // Remembered so deleting the topic forgets these offsets too.
         self.touch_topic(batch, group, topic);
         for &(queue, offset) in offsets {
