@@ -195,3 +195,37 @@ async fn group_offsets_commit_and_read_back() {
         "group",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_topic_deleted_and_created_again_starts_empty_and_takes_writes() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/big", r#"{"queues": 1024}"#).await;
+    let batch: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"body": "m{i}"}}"#))
+        .collect();
+    let body = format!(r#"{{"messages": [{}]}}"#, batch.join(","));
+    for _ in 0..10 {
+        let (status, _) = n.post("/v1/topics/big/messages", &body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = n.call(Method::DELETE, "/v1/topics/big", "").await;
+    assert_eq!(status, StatusCode::OK);
+    n.put("/v1/topics/big", r#"{"queues": 1024}"#).await;
+    let (status, v) = n
+        .post(
+            "/v1/topics/big/messages",
+            r#"{"messages": [{"body": "x"}]}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["offset"], 0, "offsets start over");
+    let (status, t) = n.get("/v1/topics/big").await;
+    assert_eq!(status, StatusCode::OK);
+    let total: u64 = t["queue_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1, "{t}");
+}

@@ -366,9 +366,13 @@ impl IndexStore {
     pub fn cq_bounds(&self, topic: &str, queue: u32) -> Result<Option<(u64, u64)>> {
         let prefix = queue_prefix(topic, queue);
         let first = self.cq_first(topic, queue)?.map(|(o, _)| o);
-        let max = match self.queue_next(topic, queue)? {
-            Some(n) => Some(n),
-            None => match self
+        let max = match (self.queue_next(topic, queue)?, first) {
+            (Some(n), _) => Some(n),
+            // Never held a message (or deleted with its topic): no reverse scan, which
+            // RocksDB makes slow over an empty or range-deleted stretch.
+            (None, None) => None,
+            // Entries without a recorded next offset: the last entry says.
+            (None, Some(_)) => match self
                 .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, true)
                 .next()
             {
