@@ -362,15 +362,19 @@ mod tests {
     use crate::consensus::types::log_id;
     use crate::state::Command;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn replication_reads_are_bounded_by_bytes_and_full_reads_are_not() {
-        let mut log = LogStore::open_on(
+    fn mem_log() -> LogStore {
+        LogStore::open_on(
             Arc::new(MemFs::new()),
             Path::new("/log"),
             CommitLogOptions::default(),
             FlushPolicy::Sync,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replication_reads_are_bounded_by_bytes_and_full_reads_are_not() {
+        let mut log = mem_log();
         let big = Bytes::from(vec![7u8; 6 << 20]);
         let entries: Vec<Entry> = (1..=3)
             .map(|i| Entry {
@@ -394,13 +398,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_purge_past_the_end_of_the_log_lets_it_continue_after_the_purge_point() {
-        let mut log = LogStore::open_on(
-            Arc::new(MemFs::new()),
-            Path::new("/log"),
-            CommitLogOptions::default(),
-            FlushPolicy::Sync,
-        )
-        .unwrap();
+        let mut log = mem_log();
         let entry = |i| Entry {
             log_id: log_id(1, 1, i),
             payload: EntryPayload::Blank,

@@ -15,6 +15,9 @@ use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::{HeartbeatCmd, ResetCmd};
 use crate::state::queues::Queues;
 
+/// A group that touched a topic: its `T` record's key, its name, its progress keys there.
+type TopicGroup = (Vec<u8>, String, Vec<String>);
+
 impl ConsumerGroups {
     /// Applies a heartbeat: records the consumer, drops expired ones, and answers the
     /// consumer's queues per topic (live members sorted by name share queues round-robin).
@@ -159,23 +162,11 @@ impl ConsumerGroups {
     /// topic re-created under the same name starts with no consumer progress (as Kafka
     /// drops a deleted topic's offsets).
     pub fn forget_topic(&mut self, batch: &mut IndexBatch<'_>, topic: &str, queues: u32) -> R<()> {
-        // Every group that touched the topic (received, committed, heartbeated) has a
-        // `T group topic` record.
         let mut gkeys: Vec<String> = Vec::new();
-        for k in self.view().scan(b"T", None)?.into_keys() {
-            let Some((group, t)) = keys::topic_record(&k) else {
-                continue;
-            };
-            if t != topic {
-                continue;
-            }
-            let mode = self
-                .view()
-                .meta(&group)?
-                .map_or(ConsumerGroupMode::Clustering, |m| m.mode);
-            gkeys.extend(self.progress_keys(&group, mode, topic)?);
+        for (record, group, progress) in self.groups_of_topic(topic)? {
+            gkeys.extend(progress);
             self.delete_prefix(batch, &keys::progresses(&group, topic))?;
-            self.delete(batch, k);
+            self.delete(batch, record);
         }
         for gk in gkeys {
             batch.delete_offsets(&gk, topic, queues)?;
@@ -196,7 +187,23 @@ impl ConsumerGroups {
         topic: &str,
         moved: &[(u32, u64)],
     ) -> R<()> {
-        let mut gkeys: Vec<String> = Vec::new();
+        let gkeys: Vec<String> = self
+            .groups_of_topic(topic)?
+            .into_iter()
+            .flat_map(|(_, _, progress)| progress)
+            .collect();
+        for gk in &gkeys {
+            for &(queue, min) in moved {
+                self.raise_floor(batch, gk, topic, queue, min)?;
+            }
+        }
+        self.flush_floors(batch)
+    }
+
+    /// Every group that touched `topic` (received, committed, heartbeated: it has a `T group
+    /// topic` record): that record's key, the group, and its progress keys in the topic.
+    fn groups_of_topic(&self, topic: &str) -> R<Vec<TopicGroup>> {
+        let mut out = Vec::new();
         for k in self.view().scan(b"T", None)?.into_keys() {
             let Some((group, t)) = keys::topic_record(&k) else {
                 continue;
@@ -208,14 +215,10 @@ impl ConsumerGroups {
                 .view()
                 .meta(&group)?
                 .map_or(ConsumerGroupMode::Clustering, |m| m.mode);
-            gkeys.extend(self.progress_keys(&group, mode, topic)?);
+            let progress = self.progress_keys(&group, mode, topic)?;
+            out.push((k, group, progress));
         }
-        for gk in &gkeys {
-            for &(queue, min) in moved {
-                self.raise_floor(batch, gk, topic, queue, min)?;
-            }
-        }
-        self.flush_floors(batch)
+        Ok(out)
     }
 
     /// The progress keys of a group in a topic: the group itself, and in broadcast mode
