@@ -1,7 +1,7 @@
 //! raftmq-http-api: every axum router of a node.
 //!
 //! - the public `/v1` API of `shared/API.md` ([`messages`], [`topics`], [`cluster`]);
-//! - `/healthz`, `/readyz`, `/metrics`;
+//! - `/healthz`, `/readyz`, `/metrics`, and `/openapi.json` (this API described);
 //! - the internal peer RPC under `/raft` ([`peer`]).
 //!
 //! A follower forwards writes to its leader itself ([`forward`]), so clients may talk to any
@@ -83,6 +83,19 @@ pub(crate) struct AppState {
     pub(crate) stats: Arc<ApiStats>,
 }
 
+/// The OpenAPI 3.1 description of this API (written by hand from shared/API.md and
+/// docs/api.md; a test checks that every operation it lists is routed).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+async fn openapi() -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 /// Data routes answer 503 on a node that is not a member of its group (removed, or waiting
 /// to be added): what it holds may be stale and it takes no writes. Health, readiness,
 /// metrics and cluster admin stay open.
@@ -157,6 +170,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(

@@ -229,3 +229,32 @@ async fn a_large_topic_deleted_and_created_again_starts_empty_and_takes_writes()
         .sum();
     assert_eq!(total, 1, "{t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_of_the_openapi_document_is_routed() {
+    let n = Node::auto().await;
+    let (status, doc) = n.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{}", paths.len());
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{topic}", "t")
+            .replace("{group}", "g")
+            .replace("{queue}", "0")
+            .replace("{msg_id}", "g1.1.0")
+            .replace("{id}", "99");
+        for method in ["get", "post", "put", "delete"] {
+            if ops.get(method).is_none() {
+                continue;
+            }
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            // An empty body: whatever the answer, it must come from a route.
+            let (status, v) = n.call(m, &concrete, "").await;
+            let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+                || (status == StatusCode::NOT_FOUND && v["error"]["message"] == "no such endpoint");
+            assert!(!unrouted, "{method} {path}: {status} {v}");
+        }
+    }
+}
