@@ -282,6 +282,24 @@ impl IndexStore {
         Ok(())
     }
 
+    /// Compacts away what deleting topic `name` left behind (its range tombstones and the
+    /// keys they cover), so reads that pass where it was stay cheap. Slow: run it off the
+    /// apply path.
+    pub fn compact_topic(&self, name: &str) -> Result<()> {
+        let prefix = name_prefix(name);
+        let end = prefix_end(&prefix);
+        for cf in [
+            CF_CONSUME_QUEUE,
+            CF_KEY_INDEX,
+            CF_TIME_INDEX,
+            CF_QUEUE_STATE,
+        ] {
+            self.db
+                .compact_range_cf(self.cf(cf), Some(&prefix[..]), Some(&end[..]));
+        }
+        Ok(())
+    }
+
     /// Iterates `cf` over keys starting with `prefix`, from `start` (or the prefix start).
     fn scan_prefix(
         &self,

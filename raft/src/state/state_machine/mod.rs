@@ -37,6 +37,7 @@ use crate::consensus::types::{
 };
 use crate::error::{corrupt, io_err, io_other};
 use crate::state::applied::Applied;
+use crate::state::command::Command;
 use crate::state::applier::Applier;
 
 const META_LAST_APPLIED: &str = "last_applied";
@@ -275,10 +276,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
+        let deleted: Vec<(usize, String)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.payload {
+                EntryPayload::Normal(Command::DeleteTopic { name }) => Some((i, name.clone())),
+                _ => None,
+            })
+            .collect();
         let this = self.clone();
         let (results, last) = tokio::task::spawn_blocking(move || this.apply_blocking(&batch))
             .await
             .map_err(io_err)??;
+        // A deleted topic's range tombstones slow down reads that pass where it was until
+        // RocksDB compacts them: compact them now, in the background.
+        for (i, name) in deleted {
+            if results[i] == Applied::Done {
+                let store = self.store();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = store.compact_topic(&name) {
+                        tracing::warn!(error = %e, topic = name, "compacting a deleted topic");
+                    }
+                });
+            }
+        }
         for (r, responder) in results.into_iter().zip(responders) {
             if let Some(responder) = responder {
                 responder.send(r);
