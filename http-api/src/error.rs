@@ -81,6 +81,24 @@ impl ApiError {
         )
     }
 
+    /// 414 `URI_TOO_LONG`.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "URI_TOO_LONG",
+            format!("the request URI is longer than {limit} bytes"),
+        )
+    }
+
+    /// 431 `HEADERS_TOO_LARGE`.
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HEADERS_TOO_LARGE",
+            format!("the request headers are larger than {limit} bytes"),
+        )
+    }
+
     /// 413 `PAYLOAD_TOO_LARGE`.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)

@@ -96,6 +96,30 @@ async fn openapi() -> axum::response::Response {
         .into_response()
 }
 
+/// Longest request URI, bytes.
+const MAX_URI_BYTES: usize = 16 << 10;
+/// Largest set of request headers, bytes.
+const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Oversized URIs and header sets get the API's error body (414, 431).
+async fn head_limits(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::uri_too_long(MAX_URI_BYTES).into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::headers_too_large(MAX_HEADER_BYTES).into_response();
+    }
+    next.run(req).await
+}
+
 /// Data routes answer 503 on a node that is not a member of its group (removed, or waiting
 /// to be added): what it holds may be stale and it takes no writes. Health, readiness,
 /// metrics and cluster admin stay open.
@@ -181,6 +205,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
     let peer = peer::routes().layer(DefaultBodyLimit::disable());
     public
         .merge(peer)
+        .layer(axum::middleware::from_fn(head_limits))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

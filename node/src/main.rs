@@ -161,6 +161,35 @@ async fn shutdown_signal() {
     }
 }
 
+/// Serves `app` on `listener` until `stop` turns true, then lets open requests finish (at
+/// most 5 s). HTTP/1 heads of up to 1 MiB reach the router, which answers an oversized URI
+/// or set of headers with the API's error body (hyper's own 431 carries none).
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(1 << 20);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
 /// Runs the given nodes until a shutdown signal, then stops them gracefully.
 async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
     let mut brokers = Vec::new();
@@ -174,14 +203,7 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
         let app = raftmq_http_api::router(broker.clone(), api_config(cfg));
-        let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        }));
+        servers.push(tokio::spawn(serve_http(listener, app, stop_rx.clone())));
         tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "node started");
         brokers.push(broker);
     }

@@ -349,3 +349,21 @@ async fn a_committed_offset_must_exist_and_the_group_then_does() {
     assert_eq!(status, StatusCode::OK, "a group with offsets exists: {v}");
     assert_eq!(v["queues"][0]["committed"], 1, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_uri_or_header_set_gets_the_error_body() {
+    let n = Node::auto().await;
+    let long = format!("/v1/topics/t/messages?key={}", "k".repeat(20_000));
+    let (status, v) = n.get(&long).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG, "{v}");
+    assert_eq!(v["error"]["code"], "URI_TOO_LONG");
+    let req = axum::http::Request::builder()
+        .uri("/v1/topics")
+        .header("x-big", "v".repeat(70_000))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(n.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}

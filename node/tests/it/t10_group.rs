@@ -119,3 +119,21 @@ async fn a_client_cannot_make_a_follower_refuse_by_sending_the_forwarding_header
         assert_eq!(r.status().as_u16(), 200, "x-raftmq-forwarded: {value}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_past_the_limits_gets_the_error_body_from_a_real_server() {
+    let c = Cluster::start(1);
+    c.wait_leader().await;
+    // 500 KB of headers: past hyper's default head buffer (its own 431 has no body), within
+    // the server's, so the router answers with the API's error body.
+    let r = c
+        .http
+        .get(c.url(1, "/v1/topics"))
+        .header("x-pad", "p".repeat(500_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "HEADERS_TOO_LARGE", "{v}");
+}

@@ -37,8 +37,8 @@ use crate::consensus::types::{
 };
 use crate::error::{corrupt, io_err, io_other};
 use crate::state::applied::Applied;
-use crate::state::command::Command;
 use crate::state::applier::Applier;
+use crate::state::command::Command;
 
 const META_LAST_APPLIED: &str = "last_applied";
 const META_MEMBERSHIP: &str = "membership";
