@@ -194,6 +194,9 @@ impl From<BrokerError> for ApiError {
                 RejectCode::InvalidArgument => ApiError::invalid("", message),
                 RejectCode::Conflict => ApiError::conflict(message),
                 RejectCode::TooLarge => ApiError::too_large(message),
+                RejectCode::Unauthenticated => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+                }
             },
             BrokerError::OffsetOutOfRange { offset, min_offset } => {
                 ApiError::offset_out_of_range(offset, min_offset)

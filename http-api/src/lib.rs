@@ -202,7 +202,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
             members_only,
         ))
         .layer(DefaultBodyLimit::max(limit));
-    let peer = peer::routes().layer(DefaultBodyLimit::disable());
+    let peer = peer::routes();
     public
         .merge(peer)
         .layer(axum::middleware::from_fn(head_limits))

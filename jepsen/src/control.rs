@@ -45,6 +45,9 @@ pub struct Cluster {
     disks: bool,
 }
 
+/// The cluster secret every node of a run shares.
+const CLUSTER_SECRET: &str = "raftmq-jepsen-cluster-secret";
+
 /// The size of a node's tmpfs when the disk nemesis runs.
 const DISK_MIB: u64 = 256;
 /// The free-space floor nodes get then.
@@ -187,6 +190,8 @@ impl Cluster {
             .args(["--min-free-bytes", &self.min_free().to_string()])
             .args(&self.extra)
             .env("RAFTMQ_LOG", "info,openraft=info")
+            // Runs cover an authenticated peer protocol (a cluster secret, as deployed).
+            .env("RAFTMQ_CLUSTER_SECRET", CLUSTER_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -82,6 +82,13 @@ pub(crate) struct NodeArgs {
     /// this, bytes (default: 1 GiB, or 5 % of the volume if that is smaller).
     #[arg(long, env = "RAFTMQ_MIN_FREE_BYTES")]
     pub(crate) min_free_bytes: Option<u64>,
+    /// A file holding the cluster secret (the same on every node) that authenticates peer
+    /// requests; `RAFTMQ_CLUSTER_SECRET` gives the secret itself.
+    #[arg(long, env = "RAFTMQ_CLUSTER_SECRET_FILE")]
+    pub(crate) cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret itself (for `raftmq dev`; prefer the file or the variable).
+    #[arg(skip)]
+    pub(crate) cluster_secret: Option<String>,
     /// Join an existing group (wait to be added with POST /v1/cluster/members) instead of
     /// forming one from --peers.
     #[arg(long, env = "RAFTMQ_JOIN")]
@@ -110,6 +117,7 @@ struct FileConfig {
     election_timeout_ms: Option<u64>,
     retention_check_ms: Option<u64>,
     min_free_bytes: Option<u64>,
+    cluster_secret_file: Option<PathBuf>,
     join: Option<bool>,
 }
 
@@ -154,6 +162,8 @@ pub(crate) struct NodeConfig {
     pub(crate) retention_check_ms: u64,
     /// Free-space floor for new writes, bytes (`None`: the default for the volume).
     pub(crate) min_free_bytes: Option<u64>,
+    /// The cluster secret (never logged).
+    pub(crate) cluster_secret: Option<Vec<u8>>,
 }
 
 /// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
@@ -224,6 +234,7 @@ impl NodeConfig {
             join: args.join || file.join.unwrap_or(false),
             retention_check_ms: pick!(retention_check_ms).unwrap_or(60_000),
             min_free_bytes: pick!(min_free_bytes),
+            cluster_secret: cluster_secret(args, &file)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -263,6 +274,32 @@ impl NodeConfig {
             bail!("flush_interval_ms: must be positive");
         }
         Ok(())
+    }
+}
+
+/// The cluster secret: given directly (dev), by `RAFTMQ_CLUSTER_SECRET`, or in a file
+/// (flag, variable, or config), trimmed; an empty one is refused.
+fn cluster_secret(args: &NodeArgs, file: &FileConfig) -> anyhow::Result<Option<Vec<u8>>> {
+    let secret = if let Some(s) = &args.cluster_secret {
+        Some(s.clone())
+    } else if let Ok(s) = std::env::var("RAFTMQ_CLUSTER_SECRET") {
+        Some(s)
+    } else if let Some(path) = args
+        .cluster_secret_file
+        .as_ref()
+        .or(file.cluster_secret_file.as_ref())
+    {
+        Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cluster_secret_file: reading {}", path.display()))?,
+        )
+    } else {
+        None
+    };
+    match secret.map(|s| s.trim().to_owned()) {
+        Some(s) if s.is_empty() => bail!("cluster secret: must not be empty"),
+        Some(s) => Ok(Some(s.into_bytes())),
+        None => Ok(None),
     }
 }
 

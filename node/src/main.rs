@@ -120,6 +120,7 @@ fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
         form_group: !cfg.join,
         retention_check: Duration::from_millis(cfg.retention_check_ms),
         min_free_bytes: cfg.min_free_bytes,
+        cluster_secret: cfg.cluster_secret.clone(),
         peer_source_ip: cfg.peer_source_ip,
         timing: RaftTiming {
             heartbeat_ms: cfg.heartbeat_ms,
@@ -175,9 +176,13 @@ async fn serve_http(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, remote)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                // Peer routes check who connected when there is no cluster secret.
+                let app = app
+                    .clone()
+                    .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
+                let service = hyper_util::service::TowerToHyperService::new(app);
                 let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -236,9 +241,14 @@ async fn dev(data_dir: Option<PathBuf>, base_port: u16) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, a)| (i as u64 + 1, a.to_string()))
         .collect();
+    // One secret for the three nodes, made here: their peer requests are authenticated.
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let args = NodeArgs {
+            cluster_secret: Some(secret.clone()),
             node_id: Some(i as u64 + 1),
             listen: Some(*addr),
             data_dir: Some(root.join(format!("node{}", i + 1))),

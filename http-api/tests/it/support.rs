@@ -32,6 +32,7 @@ impl Node {
             form_group: true,
             retention_check: Duration::from_secs(3600),
             min_free_bytes: Some(0),
+            cluster_secret: None,
             peer_source_ip: None,
             timing: RaftTiming {
                 heartbeat_ms: 50,

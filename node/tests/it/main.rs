@@ -10,3 +10,4 @@ mod t50_transfer;
 mod t60_unavailable;
 mod t70_clock_skew;
 mod t80_disk_full;
+mod t90_peer_security;

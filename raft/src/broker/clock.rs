@@ -34,7 +34,7 @@ const WAIT_FOR_TIME: Duration = Duration::from_secs(5);
 
 /// Group time, anchored at the last measurement.
 #[derive(Debug)]
-pub(super) struct GroupClock {
+pub(crate) struct GroupClock {
     /// `(monotonic instant, group time then)` of the last measurement.
     anchor: Mutex<Option<(Instant, u64)>>,
     synced: AtomicBool,
@@ -51,6 +51,18 @@ impl Default for GroupClock {
     }
 }
 
+impl GroupClock {
+    /// Group time in ms since the epoch (this node's own clock before the first
+    /// measurement).
+    pub(crate) fn now_ms(&self) -> u64 {
+        let anchor = *self.anchor.lock().unwrap_or_else(|e| e.into_inner());
+        match anchor {
+            Some((at, ms)) => ms.saturating_add(at.elapsed().as_millis() as u64),
+            None => now_ms(),
+        }
+    }
+}
+
 /// The lower median of `offsets` (which holds at least this node's own 0).
 fn lower_median(mut offsets: Vec<i64>) -> i64 {
     offsets.sort_unstable();
@@ -61,16 +73,7 @@ impl Broker {
     /// Group time in ms since the epoch (this node's own clock before the first
     /// measurement; see [`Broker::group_time`] for writes).
     pub(crate) fn group_now_ms(&self) -> u64 {
-        let anchor = *self
-            .inner
-            .clock
-            .anchor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match anchor {
-            Some((at, ms)) => ms.saturating_add(at.elapsed().as_millis() as u64),
-            None => now_ms(),
-        }
+        self.inner.clock.now_ms()
     }
 
     /// Whether group time has been measured against a majority at least once.
@@ -158,14 +161,19 @@ impl Broker {
     /// One member's clock minus ours, in ms, if it answered in time.
     async fn ask_clock(&self, addr: &str) -> Option<i64> {
         let sent = Instant::now();
-        let resp = self
+        let mut req = self
             .inner
             .http
             .post(format!("http://{addr}{}", PeerRpc::Clock.path()))
-            .timeout(ASK_TIMEOUT)
-            .send()
-            .await
-            .ok()?;
+            .timeout(ASK_TIMEOUT);
+        if let Some(h) =
+            self.inner
+                .peer_auth
+                .sign(PeerRpc::Clock, self.node_id(), self.group_now_ms(), b"")
+        {
+            req = req.header(crate::consensus::peer_auth::PEER_HEADER, h);
+        }
+        let resp = req.send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }

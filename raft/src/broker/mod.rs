@@ -43,6 +43,8 @@ pub use produce::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Placed, ProduceMessage};
 use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::network::Network;
 use crate::consensus::peer::PeerService;
+use crate::consensus::peer_auth::PeerAuth;
+use crate::consensus::rpc::PeerRpc;
 use crate::consensus::types::{Metrics, NodeId, TypeConfig};
 use crate::consensus::{RaftTiming, raft_config};
 use crate::error::BrokerError;
@@ -75,6 +77,9 @@ pub struct BrokerConfig {
     /// New writes are refused while the data volume has less free space than this
     /// (`None`: 1 GiB, or 5 % of the volume if that is smaller).
     pub min_free_bytes: Option<u64>,
+    /// The cluster secret that authenticates peer requests (`None`: peers are recognised
+    /// by address only).
+    pub cluster_secret: Option<Vec<u8>>,
     /// Raft timing.
     pub timing: RaftTiming,
 }
@@ -94,8 +99,9 @@ struct Inner {
     round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
     /// For asking members their clocks (peer RPC outside openraft's own).
     http: reqwest::Client,
-    clock: clock::GroupClock,
+    clock: Arc<clock::GroupClock>,
     disk: disk::DiskGuard,
+    peer_auth: Arc<PeerAuth>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -139,10 +145,22 @@ impl Broker {
                 format!("raft configuration: {e}"),
             )
         })?;
+        let clock = Arc::new(clock::GroupClock::default());
+        let peer_auth = Arc::new(PeerAuth::new(cfg.cluster_secret.clone()));
+        if !peer_auth.has_secret() {
+            tracing::warn!(
+                "no cluster secret: peer requests are taken from the group's member hosts only; \
+                 set --cluster-secret-file to authenticate them"
+            );
+        }
+        let signer = {
+            let (clock, auth) = (clock.clone(), peer_auth.clone());
+            Arc::new(move |rpc, body: &[u8]| auth.sign(rpc, cfg.node_id, clock.now_ms(), body))
+        };
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(config),
-            Network::new(cfg.node_id, cfg.peer_source_ip),
+            Network::new(cfg.node_id, cfg.peer_source_ip, signer),
             log.clone(),
             sm.clone(),
         )
@@ -164,8 +182,9 @@ impl Broker {
                 peer,
                 round_robin: Mutex::new(HashMap::new()),
                 http,
-                clock: clock::GroupClock::default(),
+                clock,
                 disk: disk::DiskGuard::default(),
+                peer_auth,
             }),
         };
         broker.watch_disk();
@@ -177,9 +196,50 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Serves the peer RPCs of this node (`/raft/...`).
-    pub fn peer(&self) -> &PeerService<StateMachine> {
-        &self.inner.peer
+    /// Serves one peer RPC of this node (`/raft/...`): checks who sent it (its credentials
+    /// header, or its address without a cluster secret) before decoding anything.
+    pub async fn serve_peer(
+        &self,
+        rpc: PeerRpc,
+        credentials: Option<&str>,
+        from: Option<std::net::IpAddr>,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, BrokerError> {
+        let members = if self.inner.peer_auth.has_secret() {
+            Vec::new()
+        } else {
+            self.member_hosts()
+        };
+        self.inner.peer_auth.verify(
+            rpc,
+            credentials,
+            from,
+            &members,
+            self.group_now_ms(),
+            &body,
+        )?;
+        self.inner.peer.serve(rpc, body).await
+    }
+
+    /// The hosts of the group's members and configured peers (loopback when they are
+    /// named by a name rather than an address).
+    fn member_hosts(&self) -> Vec<std::net::IpAddr> {
+        let m = self.metrics();
+        let addrs = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.addr.clone())
+            .chain(self.inner.cfg.peers.values().cloned())
+            .collect::<Vec<_>>();
+        let mut hosts: Vec<std::net::IpAddr> = addrs
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+            .collect();
+        if let Some(ip) = self.inner.cfg.peer_source_ip {
+            hosts.push(ip);
+        }
+        hosts
     }
 
     /// This node's id.

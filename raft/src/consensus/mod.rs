@@ -5,7 +5,8 @@
 //! - [`entry_codec`]: an entry as a CommitLog payload (and on the wire).
 //! - [`log_store`]: openraft's log store, one writer thread, group commit.
 //! - [`rpc`]: the peer wire format and the `/raft/...` paths ([`rpc::PeerRpc`]).
-//! - [`network`]: the client side of peer RPC; [`peer`]: the serving side.
+//! - [`network`]: the client side of peer RPC; [`peer`]: the serving side;
+//!   [`peer_auth`]: who may speak it (cluster secret, or member hosts).
 //! - [`snapshot_inbox`]: where a snapshot being received lands, resumably.
 //!
 //! Must never: decide what a command means (that is [`crate::state`]), or purge the log on
@@ -15,6 +16,7 @@ pub(crate) mod entry_codec;
 pub mod log_store;
 pub mod network;
 pub mod peer;
+pub mod peer_auth;
 pub mod rpc;
 pub(crate) mod snapshot_inbox;
 pub mod types;

@@ -19,6 +19,9 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 
+use std::sync::Arc;
+
+use crate::consensus::peer_auth::PEER_HEADER;
 use crate::consensus::rpc::{self, PeerRpc};
 use crate::consensus::snapshot_inbox::manifest_of;
 use crate::consensus::types::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
@@ -34,16 +37,27 @@ fn read_chunk(path: &std::path::Path, offset: u64, n: usize) -> std::io::Result<
     Ok(buf)
 }
 
+/// Signs a peer request body: the credentials header's value (`None`: no cluster secret).
+pub type Signer = Arc<dyn Fn(PeerRpc, &[u8]) -> Option<String> + Send + Sync>;
+
 /// Builds peer clients.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Network {
     me: NodeId,
     http: reqwest::Client,
+    sign: Signer,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Network(node {})", self.me)
+    }
 }
 
 impl Network {
-    /// A network for node `me`, connecting from `source_ip` if given.
-    pub fn new(me: NodeId, source_ip: Option<std::net::IpAddr>) -> Self {
+    /// A network for node `me`, connecting from `source_ip` if given, signing requests
+    /// with `sign`.
+    pub fn new(me: NodeId, source_ip: Option<std::net::IpAddr>, sign: Signer) -> Self {
         let http = reqwest::Client::builder()
             .local_address(source_ip)
             .no_proxy()
@@ -52,7 +66,7 @@ impl Network {
             .connect_timeout(Duration::from_millis(500))
             .build()
             .expect("HTTP client builds");
-        Network { me, http }
+        Network { me, http, sign }
     }
 }
 
@@ -65,17 +79,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base: format!("http://{}", node.addr),
             http: self.http.clone(),
+            sign: self.sign.clone(),
         }
     }
 }
 
 /// RPCs to one peer.
-#[derive(Debug)]
 pub struct PeerClient {
     me: NodeId,
     target: NodeId,
     base: String,
     http: reqwest::Client,
+    sign: Signer,
 }
 
 enum PostError {
@@ -86,23 +101,23 @@ enum PostError {
 
 impl PeerClient {
     async fn post(&self, rpc: PeerRpc, body: Bytes, ttl: Duration) -> Result<Bytes, PostError> {
-        let resp = self
+        let mut req = self
             .http
             .post(format!("{}{}", self.base, rpc.path()))
             .header("content-type", "application/octet-stream")
-            .timeout(ttl)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    PostError::Unreachable(e.to_string())
-                } else if e.is_timeout() {
-                    PostError::Timeout
-                } else {
-                    PostError::Other(e.to_string())
-                }
-            })?;
+            .timeout(ttl);
+        if let Some(h) = (self.sign)(rpc, &body) {
+            req = req.header(PEER_HEADER, h);
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            if e.is_connect() {
+                PostError::Unreachable(e.to_string())
+            } else if e.is_timeout() {
+                PostError::Timeout
+            } else {
+                PostError::Other(e.to_string())
+            }
+        })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| {
             if e.is_timeout() {

@@ -19,6 +19,8 @@ pub enum RejectCode {
     Conflict,
     /// The request is larger than one entry may be.
     TooLarge,
+    /// The caller could not be authenticated (never an apply result: peer requests).
+    Unauthenticated,
 }
 
 /// One leased message.
