@@ -47,6 +47,14 @@ const CF_OFFSETS: &str = "consumer_offsets";
 const CF_TOPICS: &str = "topics";
 const CF_META: &str = "sm_meta";
 const CF_QUEUE_STATE: &str = "queue_state";
+
+/// The column families keyed by topic first, which deleting a topic clears.
+const TOPIC_CFS: [&str; 4] = [
+    CF_CONSUME_QUEUE,
+    CF_KEY_INDEX,
+    CF_TIME_INDEX,
+    CF_QUEUE_STATE,
+];
 const CF_GROUP_STATE: &str = "group_state";
 const ALL_CFS: [&str; 8] = [
     CF_CONSUME_QUEUE,
@@ -288,12 +296,7 @@ impl IndexStore {
     pub fn compact_topic(&self, name: &str) -> Result<()> {
         let prefix = name_prefix(name);
         let end = prefix_end(&prefix);
-        for cf in [
-            CF_CONSUME_QUEUE,
-            CF_KEY_INDEX,
-            CF_TIME_INDEX,
-            CF_QUEUE_STATE,
-        ] {
+        for cf in TOPIC_CFS {
             self.db
                 .compact_range_cf(self.cf(cf), Some(&prefix[..]), Some(&end[..]));
         }
@@ -637,12 +640,7 @@ impl IndexBatch<'_> {
         check_name("topic", name)?;
         let prefix = name_prefix(name);
         let end = prefix_end(&prefix);
-        for cf in [
-            CF_CONSUME_QUEUE,
-            CF_KEY_INDEX,
-            CF_TIME_INDEX,
-            CF_QUEUE_STATE,
-        ] {
+        for cf in TOPIC_CFS {
             let cf = self.store.cf(cf);
             self.wb.delete_range_cf(cf, &prefix, &end);
         }
