@@ -67,6 +67,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// 401 `UNAUTHENTICATED`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    }
+
+    /// 403 `PERMISSION_DENIED`.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
+    }
+
     /// 409 `CONFLICT`.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "CONFLICT", message)
@@ -194,6 +204,7 @@ impl From<BrokerError> for ApiError {
                 RejectCode::InvalidArgument => ApiError::invalid("", message),
                 RejectCode::Conflict => ApiError::conflict(message),
                 RejectCode::TooLarge => ApiError::too_large(message),
+                RejectCode::NotFound => ApiError::not_found("NOT_FOUND", message),
                 RejectCode::Unauthenticated => {
                     ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
                 }

@@ -129,6 +129,11 @@ async fn route_write(
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         req = req.header(header::CONTENT_TYPE, ct);
     }
+    // The caller's token travels with the request: the leader checks it again, so a
+    // follower is never a way to gain rights.
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
     let resp = req.send().await.map_err(|e| {
         if e.is_connect() {
             ApiError::unavailable(format!("the leader (node {leader}) is unreachable; retry"))

@@ -10,6 +10,7 @@
 //! Must never: touch storage files directly (it goes through `raftmq_raft::Broker`), or read
 //! the process environment (configuration arrives from `raftmq-node`).
 
+mod acl;
 mod cluster;
 pub mod dto;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct ApiConfig {
     pub write_timeout: Duration,
     /// Source IP of forwarded requests (node-to-node traffic).
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// The admin token: authentication is on when it is set.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
             max_request_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
             peer_source_ip: None,
+            admin_token: None,
         }
     }
 }
@@ -191,6 +195,11 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         )
         .route("/v1/cluster/leader", post(cluster::transfer_leader))
         .route("/v1/cluster/compact", post(cluster::compact))
+        .route("/v1/acl/users", get(acl::list_users))
+        .route(
+            "/v1/acl/users/{name}",
+            put(acl::put_user).delete(acl::delete_user),
+        )
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))
@@ -200,6 +209,10 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             members_only,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            acl::authorize,
         ))
         .layer(DefaultBodyLimit::max(limit));
     let peer = peer::routes();

@@ -89,6 +89,10 @@ pub(crate) struct NodeArgs {
     /// The cluster secret itself (for `raftmq dev`; prefer the file or the variable).
     #[arg(skip)]
     pub(crate) cluster_secret: Option<String>,
+    /// A file holding the admin token: with one, every `/v1` request and `/metrics` needs a
+    /// bearer token (this one or a user's); `RAFTMQ_ADMIN_TOKEN` gives the token itself.
+    #[arg(long, env = "RAFTMQ_ADMIN_TOKEN_FILE")]
+    pub(crate) admin_token_file: Option<PathBuf>,
     /// Join an existing group (wait to be added with POST /v1/cluster/members) instead of
     /// forming one from --peers.
     #[arg(long, env = "RAFTMQ_JOIN")]
@@ -118,6 +122,7 @@ struct FileConfig {
     retention_check_ms: Option<u64>,
     min_free_bytes: Option<u64>,
     cluster_secret_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
     join: Option<bool>,
 }
 
@@ -164,6 +169,8 @@ pub(crate) struct NodeConfig {
     pub(crate) min_free_bytes: Option<u64>,
     /// The cluster secret (never logged).
     pub(crate) cluster_secret: Option<Vec<u8>>,
+    /// The admin token (never logged): client authentication is on when it is set.
+    pub(crate) admin_token: Option<String>,
 }
 
 /// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
@@ -234,7 +241,25 @@ impl NodeConfig {
             join: args.join || file.join.unwrap_or(false),
             retention_check_ms: pick!(retention_check_ms).unwrap_or(60_000),
             min_free_bytes: pick!(min_free_bytes),
-            cluster_secret: cluster_secret(args, &file)?,
+            cluster_secret: secret(
+                "cluster secret",
+                args.cluster_secret.clone(),
+                "RAFTMQ_CLUSTER_SECRET",
+                args.cluster_secret_file
+                    .as_ref()
+                    .or(file.cluster_secret_file.as_ref()),
+                1,
+            )?
+            .map(String::into_bytes),
+            admin_token: secret(
+                "admin token",
+                None,
+                "RAFTMQ_ADMIN_TOKEN",
+                args.admin_token_file
+                    .as_ref()
+                    .or(file.admin_token_file.as_ref()),
+                16,
+            )?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -277,28 +302,32 @@ impl NodeConfig {
     }
 }
 
-/// The cluster secret: given directly (dev), by `RAFTMQ_CLUSTER_SECRET`, or in a file
-/// (flag, variable, or config), trimmed; an empty one is refused.
-fn cluster_secret(args: &NodeArgs, file: &FileConfig) -> anyhow::Result<Option<Vec<u8>>> {
-    let secret = if let Some(s) = &args.cluster_secret {
-        Some(s.clone())
-    } else if let Ok(s) = std::env::var("RAFTMQ_CLUSTER_SECRET") {
+/// A secret (the cluster secret, the admin token): given directly (dev), by the variable
+/// `env`, or in a file (flag, variable, or config), trimmed; an empty or short one is
+/// refused.
+fn secret(
+    what: &str,
+    direct: Option<String>,
+    env: &str,
+    path: Option<&PathBuf>,
+    min_len: usize,
+) -> anyhow::Result<Option<String>> {
+    let secret = if let Some(s) = direct {
         Some(s)
-    } else if let Some(path) = args
-        .cluster_secret_file
-        .as_ref()
-        .or(file.cluster_secret_file.as_ref())
-    {
+    } else if let Ok(s) = std::env::var(env) {
+        Some(s)
+    } else if let Some(path) = path {
         Some(
             std::fs::read_to_string(path)
-                .with_context(|| format!("cluster_secret_file: reading {}", path.display()))?,
+                .with_context(|| format!("{what}: reading {}", path.display()))?,
         )
     } else {
         None
     };
     match secret.map(|s| s.trim().to_owned()) {
-        Some(s) if s.is_empty() => bail!("cluster secret: must not be empty"),
-        Some(s) => Ok(Some(s.into_bytes())),
+        Some(s) if s.is_empty() => bail!("{what}: must not be empty"),
+        Some(s) if s.len() < min_len => bail!("{what}: must be at least {min_len} bytes"),
+        Some(s) => Ok(Some(s)),
         None => Ok(None),
     }
 }

@@ -136,6 +136,7 @@ fn api_config(cfg: &NodeConfig) -> ApiConfig {
         default_retention_ms: cfg.default_retention_ms,
         max_request_bytes: cfg.max_request_bytes,
         peer_source_ip: cfg.peer_source_ip,
+        admin_token: cfg.admin_token.clone(),
         ..ApiConfig::default()
     }
 }

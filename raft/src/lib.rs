@@ -34,6 +34,7 @@ pub use consensus::log_store::{FlushPolicy, LogStore};
 pub use consensus::rpc::PeerRpc;
 pub use consensus::types::{NodeId, TypeConfig};
 pub use error::BrokerError;
+pub use state::command::{Permission, User};
 pub use state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, QueueProgress, ReceiveRequest, ResetTo,
 };

@@ -11,3 +11,4 @@ mod t60_unavailable;
 mod t70_clock_skew;
 mod t80_disk_full;
 mod t90_peer_security;
+mod t95_client_auth;

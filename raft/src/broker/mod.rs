@@ -13,6 +13,7 @@
 //! Must never: forward HTTP requests (the API layer does that), or block the async runtime
 //! on the disk (reads go to the blocking pool).
 
+pub mod acl;
 mod clock;
 mod consumer_groups;
 mod disk;

@@ -21,6 +21,8 @@ pub enum RejectCode {
     TooLarge,
     /// The caller could not be authenticated (never an apply result: peer requests).
     Unauthenticated,
+    /// The thing named does not exist (a user).
+    NotFound,
 }
 
 /// One leased message.

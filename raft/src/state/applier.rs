@@ -1,6 +1,6 @@
 //! Applying committed commands to the IndexStore: the deterministic heart of the state
 //! machine. The [`Applier`] owns the two parts of the applied state, [`Queues`] (topics and
-//! ConsumeQueues) and [`ConsumerGroups`], and the retention point, and dispatches each
+//! ConsumeQueues) and [`ConsumerGroups`], the retention point and the users, and dispatches each
 //! command to them.
 //!
 //! All writes of one apply go into the caller's `IndexBatch`, committed by the state
@@ -12,15 +12,29 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use raftmq_storage::{IndexBatch, IndexStore};
+use raftmq_storage::{IndexBatch, IndexStore, StorageError};
 
 use crate::state::applied::{Applied, RejectCode, reject};
-use crate::state::command::Command;
+use crate::state::command::{Command, User};
 use crate::state::consumer_groups::ConsumerGroups;
 use crate::state::queues::Queues;
 
 /// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
 pub const META_RETENTION_POINT: &str = "retention_point";
+
+/// `sm_meta` key of the users (postcard `Vec<User>`, sorted by name).
+pub const META_USERS: &str = "acl_users";
+
+/// The users in `store`.
+pub fn users(store: &IndexStore) -> raftmq_storage::Result<Vec<User>> {
+    match store.meta_get(META_USERS)? {
+        None => Ok(Vec::new()),
+        Some(b) => postcard::from_bytes(&b).map_err(|e| StorageError::Malformed {
+            what: "users",
+            reason: e.to_string(),
+        }),
+    }
+}
 
 /// `sm_meta` key of apply's clock (u64 LE): the latest time any applied entry carried.
 pub const META_CLOCK: &str = "clock";
@@ -43,6 +57,9 @@ pub struct Applier {
     /// The latest time an applied entry carried: time at apply never goes back, so a
     /// leader whose clock is behind cannot revive expired leases or sessions.
     clock: u64,
+    /// The users, read from the store on first change: entries applied in one batch see
+    /// each other's changes, which the store does not show until the batch is written.
+    users: Option<Vec<User>>,
 }
 
 impl Applier {
@@ -56,6 +73,7 @@ impl Applier {
             groups: ConsumerGroups::new(store.clone()),
             store,
             retention_point,
+            users: None,
         }
     }
 
@@ -72,6 +90,14 @@ impl Applier {
     /// Forgets cached state (after the store was replaced by a snapshot).
     pub fn reset(&mut self, store: Arc<IndexStore>) {
         *self = Applier::new(store);
+    }
+
+    /// The users as of the entries applied so far.
+    fn users_mut(&mut self) -> raftmq_storage::Result<&mut Vec<User>> {
+        if self.users.is_none() {
+            self.users = Some(users(&self.store)?);
+        }
+        Ok(self.users.get_or_insert_default())
     }
 
     /// Apply's time for an entry that carries `now_ms`: never before an earlier entry's.
@@ -105,7 +131,9 @@ impl Applier {
             | Command::PutTopic { .. }
             | Command::DeleteTopic { .. }
             | Command::ResetOffsets(_)
-            | Command::CommitOffsets { .. } => self.clock,
+            | Command::CommitOffsets { .. }
+            | Command::PutUser(_)
+            | Command::DeleteUser { .. } => self.clock,
         };
         let (queues, groups) = (&mut self.queues, &mut self.groups);
         match cmd {
@@ -149,6 +177,33 @@ impl Applier {
                 topic,
                 offsets,
             } => groups.commit_offsets(batch, queues, group, topic, offsets),
+            Command::PutUser(user) => {
+                let all = self.users_mut()?;
+                all.retain(|u| u.name != user.name);
+                all.push(user.clone());
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                batch.put_meta(
+                    META_USERS,
+                    &postcard::to_allocvec(all).expect("users encode"),
+                );
+                Ok(Applied::Done)
+            }
+            Command::DeleteUser { name } => {
+                let all = self.users_mut()?;
+                let before = all.len();
+                all.retain(|u| &u.name != name);
+                if all.len() == before {
+                    return Ok(reject(
+                        RejectCode::NotFound,
+                        format!("user {name} does not exist"),
+                    ));
+                }
+                batch.put_meta(
+                    META_USERS,
+                    &postcard::to_allocvec(all).expect("users encode"),
+                );
+                Ok(Applied::Done)
+            }
         }
     }
 }

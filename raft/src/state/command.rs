@@ -140,6 +140,31 @@ pub struct ResetCmd {
     pub offsets: Vec<(u32, u64)>,
 }
 
+/// One permission of a user: actions on a topic or a consumer group, named exactly or by a
+/// prefix with one trailing `*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    /// Topic pattern (or `None` for a group permission).
+    pub topic: Option<String>,
+    /// Consumer-group pattern (or `None` for a topic permission).
+    pub group: Option<String>,
+    /// `produce`, `consume`, `admin`, `metrics`.
+    pub actions: Vec<String>,
+}
+
+/// A user: the SHA-256 of its token (tokens are never stored), and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Name.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+    /// May do everything.
+    pub admin: bool,
+    /// What it may do otherwise.
+    pub permissions: Vec<Permission>,
+}
+
 /// A state change, replicated through the log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -185,6 +210,13 @@ pub enum Command {
         /// `(queue, offset)` pairs.
         offsets: Vec<(u32, u64)>,
     },
+    /// Create or replace a user.
+    PutUser(User),
+    /// Delete a user.
+    DeleteUser {
+        /// User name.
+        name: String,
+    },
 }
 
 const TAG_PRODUCE: u8 = 1;
@@ -196,6 +228,8 @@ const TAG_LEASE: u8 = 6;
 const TAG_ACK: u8 = 7;
 const TAG_HEARTBEAT: u8 = 8;
 const TAG_RESET: u8 = 9;
+const TAG_PUT_USER: u8 = 10;
+const TAG_DELETE_USER: u8 = 11;
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
@@ -235,6 +269,8 @@ impl Command {
             | Command::ResetOffsets(_) => true,
             // Read floors (stored offsets, ConsumeQueue bounds) and scan message states.
             Command::CommitOffsets { .. } => true,
+            // Read the stored users.
+            Command::PutUser(_) | Command::DeleteUser { .. } => true,
             // Read floors and scan consumer records through the overlay but fall back to
             // RocksDB: kept apart until that is proved safe in a shared batch.
             Command::Ack(_) | Command::Heartbeat(_) => true,
@@ -270,6 +306,8 @@ impl Command {
             Command::Ack(c) => postcard_into(out, TAG_ACK, c),
             Command::Heartbeat(c) => postcard_into(out, TAG_HEARTBEAT, c),
             Command::ResetOffsets(c) => postcard_into(out, TAG_RESET, c),
+            Command::PutUser(u) => postcard_into(out, TAG_PUT_USER, u),
+            Command::DeleteUser { name } => postcard_into(out, TAG_DELETE_USER, name),
             Command::CommitOffsets {
                 group,
                 topic,
@@ -344,6 +382,15 @@ impl Command {
             TAG_RESET => Ok(Command::ResetOffsets(
                 postcard::from_bytes(rest).map_err(de("reset"))?,
             )),
+            TAG_PUT_USER => Ok(Command::PutUser(
+                postcard::from_bytes(rest).map_err(de("put-user"))?,
+            )),
+            TAG_DELETE_USER => {
+                let name: &str = postcard::from_bytes(rest).map_err(de("delete-user"))?;
+                Ok(Command::DeleteUser {
+                    name: name.to_owned(),
+                })
+            }
             TAG_RETAIN => Ok(Command::Retain {
                 now_ms: postcard::from_bytes(rest).map_err(de("retain"))?,
             }),
@@ -402,6 +449,8 @@ impl std::fmt::Display for Command {
             Command::CommitOffsets { group, topic, .. } => {
                 write!(f, "commit-offsets({group}, {topic})")
             }
+            Command::PutUser(u) => write!(f, "put-user({})", u.name),
+            Command::DeleteUser { name } => write!(f, "delete-user({name})"),
         }
     }
 }

@@ -11,8 +11,10 @@ use raftmq_storage::vfs::MemFs;
 use super::*;
 use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::types::log_id;
+use crate::state::applied::RejectCode;
+use crate::state::applier::users;
 use crate::state::command::ConsumerGroupMode;
-use crate::state::command::{AckCmd, Command, HeartbeatCmd, LeaseCmd, TopicSpec};
+use crate::state::command::{AckCmd, Command, HeartbeatCmd, LeaseCmd, TopicSpec, User};
 
 fn open(dir: &Path) -> StateMachine {
     let log = LogStore::open_on(
@@ -23,6 +25,15 @@ fn open(dir: &Path) -> StateMachine {
     )
     .unwrap();
     StateMachine::open(dir, log).unwrap()
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        token_sha256: [7; 32],
+        admin: false,
+        permissions: vec![],
+    }
 }
 
 fn entries() -> Vec<Entry> {
@@ -100,6 +111,10 @@ fn entries() -> Vec<Entry> {
             }
         }),
         Command::Retain { now_ms: 300 },
+        Command::PutUser(user("a")),
+        Command::PutUser(user("b")),
+        Command::DeleteUser { name: "a".into() },
+        Command::DeleteUser { name: "a".into() },
     ]
     .into_iter()
     .enumerate()
@@ -168,4 +183,18 @@ fn results_do_not_depend_on_how_entries_are_cut_into_apply_calls() {
         Some(0),
         "entry 1 holds a retained message"
     );
+    // Users changed within one batch see each other's changes.
+    assert_eq!(together[10], Applied::Done);
+    assert!(
+        matches!(
+            &together[11],
+            Applied::Rejected {
+                code: RejectCode::NotFound,
+                ..
+            }
+        ),
+        "{together:?}"
+    );
+    assert_eq!(users(&sa).unwrap(), vec![user("b")]);
+    assert_eq!(users(&sb).unwrap(), vec![user("b")]);
 }

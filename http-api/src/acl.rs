@@ -1,0 +1,352 @@
+//! Authentication and permissions (off unless an admin token is configured): every `/v1`
+//! request needs `Authorization: Bearer <token>`, the configured admin token or a user's;
+//! a missing or unknown token is 401 `UNAUTHENTICATED`, a known one without the permission
+//! 403 `PERMISSION_DENIED`. Users (`/v1/acl/users`) are replicated state managed by admins.
+//! A forwarded request carries the caller's token, and the leader checks it again.
+//!
+//! Must never: log or return a token, compare the admin token in variable time, or let a
+//! request through without the permission its route needs.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use raftmq_raft::broker::acl::same_bytes;
+use raftmq_raft::{Permission, User};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+use crate::dto::{check_name, parse_json};
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::forward::{Route, WriteReq};
+use crate::messages::with_write_timeout;
+
+/// What a route needs.
+#[derive(Debug, PartialEq, Eq)]
+enum Need {
+    /// Any known caller.
+    Known,
+    /// An admin.
+    Admin,
+    /// `metrics`.
+    Metrics,
+    /// `produce` on a topic.
+    Produce(String),
+    /// `consume` on a topic (and on a group, if given).
+    Consume(Option<String>, Option<String>),
+    /// `consume` on some topic (a message by id names no topic up front).
+    ConsumeAny,
+    /// `admin` on a topic (create, update, delete it).
+    TopicAdmin(String),
+}
+
+/// The permission a request needs, from its method and path.
+fn need(method: &axum::http::Method, path: &str) -> Need {
+    use axum::http::Method;
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (_, ["metrics"]) => Need::Metrics,
+        (&Method::GET, ["v1", "cluster"]) => Need::Known,
+        (_, ["v1", "cluster", ..]) | (_, ["v1", "acl", ..]) => Need::Admin,
+        (&Method::GET, ["v1", "topics"]) | (&Method::GET, ["v1", "groups"]) => Need::Known,
+        (&Method::POST, ["v1", "topics", t, "messages"]) => Need::Produce((*t).to_owned()),
+        (&Method::GET, ["v1", "topics", t, ..]) => Need::Consume(Some((*t).to_owned()), None),
+        (_, ["v1", "topics", t]) => Need::TopicAdmin((*t).to_owned()),
+        (_, ["v1", "messages", _]) => Need::ConsumeAny,
+        (_, ["v1", "groups", g, "topics", t, _]) => {
+            Need::Consume(Some((*t).to_owned()), Some((*g).to_owned()))
+        }
+        (_, ["v1", "groups", g, ..]) => Need::Consume(None, Some((*g).to_owned())),
+        _ => Need::Admin,
+    }
+}
+
+/// Whether `name` matches `pattern` (exact, or a prefix with one trailing `*`).
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// Whether a permission's pattern (if it has one) covers `name`.
+fn on(pattern: Option<&str>, name: &str) -> bool {
+    pattern.is_some_and(|pat| matches(pat, name))
+}
+
+/// Whether `user` holds what `need` asks for (admins hold everything).
+fn allows(user: &User, need: &Need) -> bool {
+    if user.admin {
+        return true;
+    }
+    let has = |action: &str, pick: &dyn Fn(&Permission) -> bool| {
+        user.permissions
+            .iter()
+            .any(|p| pick(p) && p.actions.iter().any(|a| a == action))
+    };
+    match need {
+        Need::Known => true,
+        Need::Admin => false,
+        Need::Metrics => has("metrics", &|_| true),
+        Need::Produce(t) => has("produce", &|p| on(p.topic.as_deref(), t)),
+        Need::Consume(t, g) => {
+            t.as_deref()
+                .is_none_or(|t| has("consume", &|p| on(p.topic.as_deref(), t)))
+                && g.as_deref()
+                    .is_none_or(|g| has("consume", &|p| on(p.group.as_deref(), g)))
+        }
+        Need::ConsumeAny => has("consume", &|p| p.topic.is_some()),
+        Need::TopicAdmin(t) => has("admin", &|p| on(p.topic.as_deref(), t)),
+    }
+}
+
+/// The middleware: lets a request through only with the permission its route needs.
+pub(crate) async fn authorize(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(admin_token) = app.cfg.admin_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/openapi.json") || path.starts_with("/raft/") {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return unauthenticated("missing `Authorization: Bearer <token>`");
+    };
+    let need = need(req.method(), path);
+    if same_bytes(token.as_bytes(), admin_token.as_bytes()) {
+        return next.run(req).await;
+    }
+    let user = match app.broker.authenticate(&token).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return unauthenticated("unknown token"),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if !allows(&user, &need) {
+        return ApiError::permission_denied(format!(
+            "user {} may not do this ({need:?})",
+            user.name
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn unauthenticated(message: &str) -> Response {
+    ApiError::unauthenticated(message).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UserBody {
+    token: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    permissions: Vec<crate::dto::Object<PermissionBody>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PermissionBody {
+    topic: Option<String>,
+    group: Option<String>,
+    actions: Vec<String>,
+}
+
+fn check_pattern(field: &str, pattern: &str) -> Result<(), ApiError> {
+    check_name(field, pattern.strip_suffix('*').unwrap_or(pattern))
+        .or_else(|e| if pattern == "*" { Ok(()) } else { Err(e) })
+}
+
+/// `PUT /v1/acl/users/{name}`.
+pub(crate) async fn put_user(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    write: WriteReq,
+) -> Result<Response, ApiError> {
+    check_name("name", &name)?;
+    let req: UserBody = parse_json(&write.body)?;
+    if req.token.len() < 16 || req.token.len() > 512 {
+        return Err(ApiError::invalid("token", "must be 16 to 512 bytes"));
+    }
+    let mut permissions = Vec::new();
+    for (i, p) in req.permissions.into_iter().enumerate() {
+        let p = p.0;
+        let field = |f: &str| format!("permissions[{i}].{f}");
+        if p.actions.is_empty() {
+            return Err(ApiError::invalid(
+                &field("actions"),
+                "must name at least one action",
+            ));
+        }
+        let only_metrics = p.actions.iter().all(|a| a == "metrics");
+        match (&p.topic, &p.group) {
+            (Some(t), None) => check_pattern(&field("topic"), t)?,
+            (None, Some(g)) => check_pattern(&field("group"), g)?,
+            (None, None) if only_metrics => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    &field("topic"),
+                    "give a topic or a group (not both; neither only for metrics)",
+                ));
+            }
+        }
+        if let Some(a) = p
+            .actions
+            .iter()
+            .find(|a| !matches!(a.as_str(), "produce" | "consume" | "admin" | "metrics"))
+        {
+            return Err(ApiError::invalid(
+                &field("actions"),
+                format!("`{a}` is not produce, consume, admin or metrics"),
+            ));
+        }
+        permissions.push(Permission {
+            topic: p.topic,
+            group: p.group,
+            actions: p.actions,
+        });
+    }
+    if let Route::Relayed(resp) = write.route(&app).await? {
+        return Ok(resp);
+    }
+    let admin = req.admin;
+    with_write_timeout(&app, async {
+        Ok(app
+            .broker
+            .put_user(&name, &req.token, admin, permissions)
+            .await?)
+    })
+    .await?;
+    Ok(Json(json!({"name": name, "admin": admin})).into_response())
+}
+
+/// `GET /v1/acl/users` (never with tokens).
+pub(crate) async fn list_users(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let users: Vec<_> = app
+        .broker
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| {
+            json!({"name": u.name, "admin": u.admin, "permissions": u.permissions.iter().map(|p| {
+            let mut v = json!({"actions": p.actions});
+            if let Some(t) = &p.topic { v["topic"] = json!(t); }
+            if let Some(g) = &p.group { v["group"] = json!(g); }
+            v
+        }).collect::<Vec<_>>()})
+        })
+        .collect();
+    Ok(Json(json!({ "users": users })).into_response())
+}
+
+/// `DELETE /v1/acl/users/{name}`.
+pub(crate) async fn delete_user(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    write: WriteReq,
+) -> Result<Response, ApiError> {
+    check_name("name", &name)?;
+    if let Route::Relayed(resp) = write.route(&app).await? {
+        return Ok(resp);
+    }
+    with_write_timeout(&app, async { Ok(app.broker.delete_user(&name).await?) }).await?;
+    Ok(Json(json!({"deleted": name})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    fn user(admin: bool, permissions: Vec<(Option<&str>, Option<&str>, &[&str])>) -> User {
+        User {
+            name: "u".into(),
+            token_sha256: [0; 32],
+            admin,
+            permissions: permissions
+                .into_iter()
+                .map(|(t, g, a)| Permission {
+                    topic: t.map(str::to_owned),
+                    group: g.map(str::to_owned),
+                    actions: a.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn may(u: &User, method: Method, path: &str) -> bool {
+        allows(u, &need(&method, path))
+    }
+
+    #[test]
+    fn patterns_match_exactly_or_by_one_trailing_star() {
+        assert!(matches("orders", "orders"));
+        assert!(!matches("orders", "orders2"));
+        assert!(matches("ord*", "orders"));
+        assert!(matches("*", "anything"));
+        assert!(!matches("ord*", "audit"));
+    }
+
+    #[test]
+    fn each_route_needs_its_permission() {
+        let alice = user(
+            false,
+            vec![
+                (Some("ord*"), None, &["produce", "consume"]),
+                (None, Some("billing"), &["consume"]),
+                (Some("scratch"), None, &["admin"]),
+            ],
+        );
+        assert!(may(&alice, Method::POST, "/v1/topics/orders/messages"));
+        assert!(!may(&alice, Method::POST, "/v1/topics/audit/messages"));
+        assert!(may(
+            &alice,
+            Method::GET,
+            "/v1/topics/orders/queues/0/messages"
+        ));
+        assert!(may(&alice, Method::GET, "/v1/topics"));
+        assert!(may(&alice, Method::GET, "/v1/cluster"));
+        assert!(may(
+            &alice,
+            Method::POST,
+            "/v1/groups/billing/topics/orders/receive"
+        ));
+        assert!(!may(
+            &alice,
+            Method::POST,
+            "/v1/groups/other/topics/orders/receive"
+        ));
+        assert!(!may(
+            &alice,
+            Method::POST,
+            "/v1/groups/billing/topics/audit/ack"
+        ));
+        assert!(may(&alice, Method::GET, "/v1/groups/billing/offsets"));
+        assert!(may(&alice, Method::PUT, "/v1/topics/scratch"));
+        assert!(!may(&alice, Method::PUT, "/v1/topics/orders"));
+        assert!(!may(&alice, Method::DELETE, "/v1/topics/orders"));
+        assert!(may(&alice, Method::GET, "/v1/messages/abc"));
+        for (m, p) in [
+            (Method::POST, "/v1/cluster/members"),
+            (Method::POST, "/v1/cluster/leader"),
+            (Method::GET, "/v1/acl/users"),
+            (Method::PUT, "/v1/acl/users/bob"),
+            (Method::GET, "/metrics"),
+            (Method::POST, "/v1//topics/orders/messages"),
+        ] {
+            assert!(!may(&alice, m.clone(), p), "{m} {p}");
+        }
+        let watcher = user(false, vec![(None, None, &["metrics"])]);
+        assert!(may(&watcher, Method::GET, "/metrics"));
+        assert!(!may(&watcher, Method::GET, "/v1/messages/abc"));
+        assert!(may(&user(true, vec![]), Method::PUT, "/v1/acl/users/bob"));
+    }
+}
