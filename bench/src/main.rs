@@ -116,6 +116,10 @@ struct BenchArgs {
     /// Send to the leader only (default: random nodes; followers forward).
     #[arg(long)]
     leader_only: bool,
+    /// Bearer token sent with every request; with --spawn the nodes are started with it as
+    /// their admin token (authentication on).
+    #[arg(long, env = "RAFTMQ_TOKEN")]
+    token: Option<String>,
 }
 
 struct Stats {
@@ -161,11 +165,17 @@ struct Spawned {
     peers: String,
     bin: PathBuf,
     flush: String,
+    /// The admin token the nodes are started with (authentication on), if any.
+    token: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Spawned {
-    fn start(flush: &str, server_bin: Option<&Path>) -> anyhow::Result<Spawned> {
+    fn start(
+        flush: &str,
+        server_bin: Option<&Path>,
+        token: Option<&str>,
+    ) -> anyhow::Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("raftmq-bench-").tempdir()?;
         let bin = match server_bin {
             Some(b) => b.to_path_buf(),
@@ -193,6 +203,7 @@ impl Spawned {
             peers,
             bin,
             flush: flush.to_owned(),
+            token: token.map(str::to_owned),
             _dir: dir,
         };
         for (i, a) in addrs.iter().enumerate() {
@@ -210,7 +221,11 @@ impl Spawned {
             .iter_mut()
             .find(|c| c.0 == id)
             .context("node")?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(t) = &self.token {
+            cmd.env("RAFTMQ_ADMIN_TOKEN", t);
+        }
+        let child = cmd
             .args([
                 "serve",
                 "--node-id",
@@ -279,14 +294,23 @@ impl Drop for Spawned {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut value: reqwest::header::HeaderValue = format!("Bearer {t}")
+            .parse()
+            .context("--token: not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(256)
         .build()
-        .expect("HTTP client")
+        .expect("HTTP client"))
 }
 
 async fn cluster(http: &reqwest::Client, url: &str) -> Option<Value> {
@@ -345,9 +369,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.mode
         );
     }
-    let http = client();
+    let http = client(args.token.as_deref())?;
     let mut spawned = if args.spawn {
-        Some(Spawned::start(&args.flush, args.server_bin.as_deref())?)
+        Some(Spawned::start(
+            &args.flush,
+            args.server_bin.as_deref(),
+            args.token.as_deref(),
+        )?)
     } else {
         None
     };
