@@ -39,10 +39,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client whose requests give up after `timeout`.
+    /// A client whose requests give up after `timeout`; it sends the run's admin token.
     pub fn new(timeout: Duration) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", crate::control::ADMIN_TOKEN)
+                .parse()
+                .expect("the token is a valid header value"),
+        );
         Client {
             http: reqwest::Client::builder()
+                .default_headers(headers)
                 .no_proxy()
                 .timeout(timeout)
                 .connect_timeout(Duration::from_secs(1))

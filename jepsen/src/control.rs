@@ -48,6 +48,9 @@ pub struct Cluster {
 /// The cluster secret every node of a run shares.
 const CLUSTER_SECRET: &str = "raftmq-jepsen-cluster-secret";
 
+/// The admin token every node of a run requires of clients (authentication on, as deployed).
+pub const ADMIN_TOKEN: &str = "raftmq-jepsen-admin-token";
+
 /// The size of a node's tmpfs when the disk nemesis runs.
 const DISK_MIB: u64 = 256;
 /// The free-space floor nodes get then.
@@ -192,6 +195,7 @@ impl Cluster {
             .env("RAFTMQ_LOG", "info,openraft=info")
             // Runs cover an authenticated peer protocol (a cluster secret, as deployed).
             .env("RAFTMQ_CLUSTER_SECRET", CLUSTER_SECRET)
+            .env("RAFTMQ_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
