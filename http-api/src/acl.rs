@@ -45,7 +45,22 @@ enum Need {
 /// The permission a request needs, from its method and path.
 fn need(method: &axum::http::Method, path: &str) -> Need {
     use axum::http::Method;
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Names as the handlers will see them: decoded, so that an encoded name cannot match a
+    // pattern its decoded form does not (an undecodable one needs an admin).
+    let decoded: Option<Vec<String>> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|c| c.into_owned())
+        })
+        .collect();
+    let Some(decoded) = decoded else {
+        return Need::Admin;
+    };
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match (method, parts.as_slice()) {
         (_, ["metrics"]) => Need::Metrics,
         (&Method::GET, ["v1", "cluster"]) => Need::Known,
@@ -307,6 +322,10 @@ mod tests {
         );
         assert!(may(&alice, Method::POST, "/v1/topics/orders/messages"));
         assert!(!may(&alice, Method::POST, "/v1/topics/audit/messages"));
+        // Names are matched decoded, as the handlers see them.
+        assert!(may(&alice, Method::POST, "/v1/topics/%6Frders/messages"));
+        assert!(!may(&alice, Method::POST, "/v1/topics/%61udit/messages"));
+        assert!(!may(&alice, Method::POST, "/v1/topics/ord%FF/messages"));
         assert!(may(
             &alice,
             Method::GET,
