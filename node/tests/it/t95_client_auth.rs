@@ -32,6 +32,27 @@ async fn call(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits until every live node answers alice's `GET /v1/topics` with `status` (users are
+/// applied on each node in its own time).
+async fn alice_answered_everywhere(c: &Cluster, plain: &reqwest::Client, status: u16) {
+    for id in c.live() {
+        c.wait_for(&format!("{status} for alice on node {id}"), || async {
+            let (s, _) = call(
+                c,
+                plain,
+                Some(ALICE),
+                Method::GET,
+                id,
+                "/v1/topics",
+                Value::Null,
+            )
+            .await;
+            (s == status).then_some(())
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_permissions_guard_every_route() {
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -150,22 +171,7 @@ async fn tokens_and_permissions_guard_every_route() {
     );
 
     // Every node knows alice once the user is applied there.
-    for id in c.live() {
-        c.wait_for("alice known on every node", || async {
-            let (s, _) = call(
-                &c,
-                &plain,
-                Some(ALICE),
-                Method::GET,
-                id,
-                "/v1/topics",
-                Value::Null,
-            )
-            .await;
-            (s == 200).then_some(())
-        })
-        .await;
-    }
+    alice_answered_everywhere(&c, &plain, 200).await;
     let produce = json!({"messages": [{"body": "x"}]});
     let (s, v) = call(
         &c,
@@ -245,20 +251,5 @@ async fn tokens_and_permissions_guard_every_route() {
     )
     .await;
     assert_eq!(s, 404, "{v}");
-    for id in c.live() {
-        c.wait_for("alice gone on every node", || async {
-            let (s, _) = call(
-                &c,
-                &plain,
-                Some(ALICE),
-                Method::GET,
-                id,
-                "/v1/topics",
-                Value::Null,
-            )
-            .await;
-            (s == 401).then_some(())
-        })
-        .await;
-    }
+    alice_answered_everywhere(&c, &plain, 401).await;
 }
