@@ -130,8 +130,9 @@ pub(crate) async fn authorize(State(app): State<AppState>, req: Request, next: N
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
     let Some(token) = token else {
         return unauthenticated("missing `Authorization: Bearer <token>`");
     };

@@ -205,9 +205,7 @@ impl From<BrokerError> for ApiError {
                 RejectCode::Conflict => ApiError::conflict(message),
                 RejectCode::TooLarge => ApiError::too_large(message),
                 RejectCode::NotFound => ApiError::not_found("NOT_FOUND", message),
-                RejectCode::Unauthenticated => {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
-                }
+                RejectCode::Unauthenticated => ApiError::unauthenticated(message),
             },
             BrokerError::OffsetOutOfRange { offset, min_offset } => {
                 ApiError::offset_out_of_range(offset, min_offset)

@@ -109,6 +109,16 @@ async fn tokens_and_permissions_guard_every_route() {
         .status();
     assert_eq!(s, 200);
 
+    // The scheme is case-insensitive (RFC 9110).
+    let s = plain
+        .get(c.url(follower, "/v1/topics"))
+        .header(reqwest::header::AUTHORIZATION, format!("bearer {ADMIN}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 200);
+
     c.create_topic(leader, "orders", 2).await;
     c.create_topic(leader, "audit", 1).await;
     let alice = json!({"token": ALICE, "permissions": [
