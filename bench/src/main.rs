@@ -13,9 +13,7 @@
 //! Must never: send traffic outside 127.0.0.0/8 when it spawns the cluster, or leave a
 //! process it started running.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +22,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, ValueEnum};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+mod cluster;
+use cluster::{Spawned, client, cluster, leader};
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,194 +158,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// A cluster the bench started.
-struct Spawned {
-    children: Vec<(u64, Option<Child>, SocketAddr, PathBuf)>,
-    peers: String,
-    bin: PathBuf,
-    flush: String,
-    /// The admin token the nodes are started with (authentication on), if any.
-    token: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Spawned {
-    fn start(
-        flush: &str,
-        server_bin: Option<&Path>,
-        token: Option<&str>,
-    ) -> anyhow::Result<Spawned> {
-        let dir = tempfile::Builder::new().prefix("raftmq-bench-").tempdir()?;
-        let bin = match server_bin {
-            Some(b) => b.to_path_buf(),
-            None => std::env::current_exe()?.with_file_name("raftmq"),
-        };
-        if !bin.exists() {
-            bail!(
-                "--spawn needs the raftmq binary at {} (build it with `cargo build --release -p raftmq-node`, or pass --server-bin)",
-                bin.display()
-            );
-        }
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|_| -> anyhow::Result<SocketAddr> {
-                Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut s = Spawned {
-            children: Vec::new(),
-            peers,
-            bin,
-            flush: flush.to_owned(),
-            token: token.map(str::to_owned),
-            _dir: dir,
-        };
-        for (i, a) in addrs.iter().enumerate() {
-            let data = s._dir.path().join(format!("n{}", i + 1));
-            s.children.push((i as u64 + 1, None, *a, data));
-            s.spawn(i as u64 + 1)?;
-        }
-        Ok(s)
-    }
-
-    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
-        let (bin, peers, flush) = (self.bin.clone(), self.peers.clone(), self.flush.clone());
-        let entry = self
-            .children
-            .iter_mut()
-            .find(|c| c.0 == id)
-            .context("node")?;
-        let mut cmd = Command::new(bin);
-        if let Some(t) = &self.token {
-            cmd.env("RAFTMQ_ADMIN_TOKEN", t);
-        }
-        let child = cmd
-            .args([
-                "serve",
-                "--node-id",
-                &id.to_string(),
-                "--listen",
-                &entry.2.to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(&entry.3)
-            .args([
-                "--peers",
-                &peers,
-                "--flush",
-                &flush,
-                "--auto-create-topics",
-                "true",
-            ])
-            .env("RAFTMQ_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        entry.1 = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self, id: u64) {
-        if let Some(c) = self.children.iter_mut().find(|c| c.0 == id)
-            && let Some(mut child) = c.1.take()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
-        self.kill(id);
-        if let Some(c) = self.children.iter().find(|c| c.0 == id)
-            && c.3.exists()
-        {
-            std::fs::remove_dir_all(&c.3)?;
-        }
-        Ok(())
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.children
-            .iter()
-            .map(|c| format!("http://{}", c.2))
-            .collect()
-    }
-
-    fn url_of(&self, id: u64) -> Option<String> {
-        self.children
-            .iter()
-            .find(|c| c.0 == id)
-            .map(|c| format!("http://{}", c.2))
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        for id in 1..=3 {
-            self.kill(id);
-        }
-    }
-}
-
-fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(t) = token {
-        let mut value: reqwest::header::HeaderValue = format!("Bearer {t}")
-            .parse()
-            .context("--token: not a valid header value")?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(15))
-        .pool_max_idle_per_host(256)
-        .build()
-        .expect("HTTP client"))
-}
-
-async fn cluster(http: &reqwest::Client, url: &str) -> Option<Value> {
-    http.get(format!("{url}/v1/cluster"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-/// Waits for a leader; returns its id and URL.
-async fn leader(
-    http: &reqwest::Client,
-    urls: &[String],
-    within: Duration,
-) -> anyhow::Result<(u64, String)> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        for u in urls {
-            if let Some(c) = cluster(http, u).await
-                && let Some(l) = c["leader_id"].as_u64()
-                && let Some(m) = c["members"]
-                    .as_array()
-                    .and_then(|ms| ms.iter().find(|m| m["id"] == l))
-            {
-                let addr = m["addr"].as_str().unwrap_or_default();
-                return Ok((l, format!("http://{addr}")));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("no leader within {within:?}")
 }
 
 fn produce_body(size: usize, batch: usize, keys: u64, seq: u64) -> String {
