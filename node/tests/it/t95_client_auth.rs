@@ -11,45 +11,38 @@ use crate::cluster::Cluster;
 const ADMIN: &str = "admin-token-0123456789";
 const ALICE: &str = "alice-token-0123456789";
 
-async fn call(
-    c: &Cluster,
-    plain: &reqwest::Client,
-    token: Option<&str>,
-    method: Method,
-    id: u64,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let mut req = plain.request(method.clone(), c.url(id, path));
-    if method != Method::GET {
-        req = req.json(&body);
-    }
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+/// A client speaking with one token (or none), without the harness's admin header.
+struct Caller<'a> {
+    c: &'a Cluster,
+    plain: &'a reqwest::Client,
+    token: Option<&'a str>,
 }
 
-/// Waits until every live node answers alice's `GET /v1/topics` with `status` (users are
-/// applied on each node in its own time).
-async fn alice_answered_everywhere(c: &Cluster, plain: &reqwest::Client, status: u16) {
-    for id in c.live() {
-        c.wait_for(&format!("{status} for alice on node {id}"), || async {
-            let (s, _) = call(
-                c,
-                plain,
-                Some(ALICE),
-                Method::GET,
-                id,
-                "/v1/topics",
-                Value::Null,
-            )
-            .await;
-            (s == status).then_some(())
-        })
-        .await;
+impl Caller<'_> {
+    async fn call(&self, method: Method, id: u64, path: &str, body: Value) -> (u16, Value) {
+        let mut req = self.plain.request(method.clone(), self.c.url(id, path));
+        if method != Method::GET {
+            req = req.json(&body);
+        }
+        if let Some(t) = self.token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until every live node answers `GET /v1/topics` with `status` (users are
+    /// applied on each node in its own time).
+    async fn answered_everywhere(&self, status: u16) {
+        for id in self.c.live() {
+            self.c
+                .wait_for(&format!("{status} on node {id}"), || async {
+                    let (s, _) = self.call(Method::GET, id, "/v1/topics", Value::Null).await;
+                    (s == status).then_some(())
+                })
+                .await;
+        }
     }
 }
 
@@ -72,33 +65,25 @@ async fn tokens_and_permissions_guard_every_route() {
     let plain = std::mem::replace(&mut c.http, admin_http);
     let leader = c.wait_leader().await;
     let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
+    let caller = |token| Caller {
+        c: &c,
+        plain: &plain,
+        token,
+    };
+    let (admin, alice) = (caller(Some(ADMIN)), caller(Some(ALICE)));
 
     // Without a token, or with an unknown one: 401; health stays open.
     for token in [None, Some("not-a-known-token-at-all")] {
-        let (s, v) = call(
-            &c,
-            &plain,
-            token,
-            Method::GET,
-            follower,
-            "/v1/topics",
-            Value::Null,
-        )
-        .await;
+        let (s, v) = caller(token)
+            .call(Method::GET, follower, "/v1/topics", Value::Null)
+            .await;
         assert_eq!(
             (s, v["error"]["code"].as_str()),
             (401, Some("UNAUTHENTICATED"))
         );
-        let (s, _) = call(
-            &c,
-            &plain,
-            token,
-            Method::GET,
-            follower,
-            "/metrics",
-            Value::Null,
-        )
-        .await;
+        let (s, _) = caller(token)
+            .call(Method::GET, follower, "/metrics", Value::Null)
+            .await;
         assert_eq!(s, 401);
     }
     let s = plain
@@ -121,7 +106,7 @@ async fn tokens_and_permissions_guard_every_route() {
 
     c.create_topic(leader, "orders", 2).await;
     c.create_topic(leader, "audit", 1).await;
-    let alice = json!({"token": ALICE, "permissions": [
+    let alice_user = json!({"token": ALICE, "permissions": [
         {"topic": "ord*", "actions": ["produce", "consume"]},
         {"group": "billing", "actions": ["consume"]},
     ]});
@@ -137,42 +122,21 @@ async fn tokens_and_permissions_guard_every_route() {
             "permissions[0].actions",
         ),
     ] {
-        let (s, v) = call(
-            &c,
-            &plain,
-            Some(ADMIN),
-            Method::PUT,
-            follower,
-            "/v1/acl/users/alice",
-            bad,
-        )
-        .await;
+        let (s, v) = admin
+            .call(Method::PUT, follower, "/v1/acl/users/alice", bad)
+            .await;
         assert_eq!(s, 400, "{v}");
         let message = v["error"]["message"].as_str().unwrap_or_default();
         assert!(message.starts_with(field), "{v}");
     }
     // Made through a follower (forwarded to the leader, checked there again).
-    let (s, v) = call(
-        &c,
-        &plain,
-        Some(ADMIN),
-        Method::PUT,
-        follower,
-        "/v1/acl/users/alice",
-        alice,
-    )
-    .await;
+    let (s, v) = admin
+        .call(Method::PUT, follower, "/v1/acl/users/alice", alice_user)
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(
-        &c,
-        &plain,
-        Some(ADMIN),
-        Method::GET,
-        leader,
-        "/v1/acl/users",
-        Value::Null,
-    )
-    .await;
+    let (s, v) = admin
+        .call(Method::GET, leader, "/v1/acl/users", Value::Null)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["users"][0]["name"], "alice");
     assert!(
@@ -181,30 +145,26 @@ async fn tokens_and_permissions_guard_every_route() {
     );
 
     // Every node knows alice once the user is applied there.
-    alice_answered_everywhere(&c, &plain, 200).await;
+    alice.answered_everywhere(200).await;
     let produce = json!({"messages": [{"body": "x"}]});
-    let (s, v) = call(
-        &c,
-        &plain,
-        Some(ALICE),
-        Method::POST,
-        follower,
-        "/v1/topics/orders/messages",
-        produce.clone(),
-    )
-    .await;
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            follower,
+            "/v1/topics/orders/messages",
+            produce.clone(),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     let receive = json!({"consumer": "c1", "max": 4, "wait_ms": 0});
-    let (s, v) = call(
-        &c,
-        &plain,
-        Some(ALICE),
-        Method::POST,
-        follower,
-        "/v1/groups/billing/topics/orders/receive",
-        receive.clone(),
-    )
-    .await;
+    let (s, v) = alice
+        .call(
+            Method::POST,
+            follower,
+            "/v1/groups/billing/topics/orders/receive",
+            receive.clone(),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     for (method, path, body) in [
         (Method::POST, "/v1/topics/audit/messages", produce.clone()),
@@ -224,42 +184,19 @@ async fn tokens_and_permissions_guard_every_route() {
         (Method::POST, "/v1/cluster/leader", json!({"to": follower})),
         (Method::GET, "/metrics", Value::Null),
     ] {
-        let (s, v) = call(
-            &c,
-            &plain,
-            Some(ALICE),
-            method.clone(),
-            follower,
-            path,
-            body,
-        )
-        .await;
+        let (s, v) = alice.call(method.clone(), follower, path, body).await;
         assert_eq!(s, 403, "{method} {path}: {v}");
         assert_eq!(v["error"]["code"], "PERMISSION_DENIED", "{v}");
     }
 
     // Deleted, her token is unknown everywhere.
-    let (s, v) = call(
-        &c,
-        &plain,
-        Some(ADMIN),
-        Method::DELETE,
-        follower,
-        "/v1/acl/users/alice",
-        Value::Null,
-    )
-    .await;
+    let (s, v) = admin
+        .call(Method::DELETE, follower, "/v1/acl/users/alice", Value::Null)
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(
-        &c,
-        &plain,
-        Some(ADMIN),
-        Method::DELETE,
-        leader,
-        "/v1/acl/users/alice",
-        Value::Null,
-    )
-    .await;
+    let (s, v) = admin
+        .call(Method::DELETE, leader, "/v1/acl/users/alice", Value::Null)
+        .await;
     assert_eq!(s, 404, "{v}");
-    alice_answered_everywhere(&c, &plain, 401).await;
+    alice.answered_everywhere(401).await;
 }
