@@ -57,9 +57,6 @@ pub struct Applier {
     /// The latest time an applied entry carried: time at apply never goes back, so a
     /// leader whose clock is behind cannot revive expired leases or sessions.
     clock: u64,
-    /// The users, read from the store on first change: entries applied in one batch see
-    /// each other's changes, which the store does not show until the batch is written.
-    users: Option<Vec<User>>,
 }
 
 impl Applier {
@@ -73,7 +70,6 @@ impl Applier {
             groups: ConsumerGroups::new(store.clone()),
             store,
             retention_point,
-            users: None,
         }
     }
 
@@ -90,14 +86,6 @@ impl Applier {
     /// Forgets cached state (after the store was replaced by a snapshot).
     pub fn reset(&mut self, store: Arc<IndexStore>) {
         *self = Applier::new(store);
-    }
-
-    /// The users as of the entries applied so far.
-    fn users_mut(&mut self) -> raftmq_storage::Result<&mut Vec<User>> {
-        if self.users.is_none() {
-            self.users = Some(users(&self.store)?);
-        }
-        Ok(self.users.get_or_insert_default())
     }
 
     /// Apply's time for an entry that carries `now_ms`: never before an earlier entry's.
@@ -177,19 +165,21 @@ impl Applier {
                 topic,
                 offsets,
             } => groups.commit_offsets(batch, queues, group, topic, offsets),
+            // A user command reads the store, so it has a batch of its own
+            // (`Command::reads_store`): the store shows every earlier user command.
             Command::PutUser(user) => {
-                let all = self.users_mut()?;
+                let mut all = users(&self.store)?;
                 all.retain(|u| u.name != user.name);
                 all.push(user.clone());
                 all.sort_by(|a, b| a.name.cmp(&b.name));
                 batch.put_meta(
                     META_USERS,
-                    &postcard::to_allocvec(all).expect("users encode"),
+                    &postcard::to_allocvec(&all).expect("users encode"),
                 );
                 Ok(Applied::Done)
             }
             Command::DeleteUser { name } => {
-                let all = self.users_mut()?;
+                let mut all = users(&self.store)?;
                 let before = all.len();
                 all.retain(|u| &u.name != name);
                 if all.len() == before {
@@ -200,7 +190,7 @@ impl Applier {
                 }
                 batch.put_meta(
                     META_USERS,
-                    &postcard::to_allocvec(all).expect("users encode"),
+                    &postcard::to_allocvec(&all).expect("users encode"),
                 );
                 Ok(Applied::Done)
             }

@@ -183,7 +183,7 @@ fn results_do_not_depend_on_how_entries_are_cut_into_apply_calls() {
         Some(0),
         "entry 1 holds a retained message"
     );
-    // Users changed within one batch see each other's changes.
+    // User commands applied in one call see each other's changes (each reads the store).
     assert_eq!(together[10], Applied::Done);
     assert!(
         matches!(
