@@ -122,7 +122,8 @@ async fn route_write(
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let mut req = app
         .http
-        .request(method, format!("http://{addr}{path}"))
+        .client()
+        .request(method, app.http.url(&addr, path))
         .header(FORWARDED, (hops + 1).to_string())
         .timeout(app.cfg.write_timeout + wait)
         .body(body);

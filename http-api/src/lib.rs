@@ -36,6 +36,14 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+/// What the server learned of a connection's TLS session, put in each request's extensions
+/// by whoever accepts connections (absent on plain HTTP).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionTls {
+    /// The client presented a certificate that chains to the configured CA.
+    pub client_verified: bool,
+}
+
 /// Settings of the API layer.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -49,8 +57,9 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// How long a write may wait for commit before answering 504 `OUTCOME_UNKNOWN`.
     pub write_timeout: Duration,
-    /// Source IP of forwarded requests (node-to-node traffic).
-    pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Peer routes take only connections that presented a client certificate the TLS
+    /// layer verified against the cluster's CA (`--tls-ca`): see [`ConnectionTls`].
+    pub require_peer_certificate: bool,
     /// The admin token: authentication is on when it is set.
     pub admin_token: Option<String>,
 }
@@ -63,7 +72,7 @@ impl Default for ApiConfig {
             default_retention_ms: 72 * 3600 * 1000,
             max_request_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
-            peer_source_ip: None,
+            require_peer_certificate: false,
             admin_token: None,
         }
     }
@@ -83,7 +92,8 @@ pub(crate) struct ApiStats {
 pub(crate) struct AppState {
     pub(crate) broker: Broker,
     pub(crate) cfg: Arc<ApiConfig>,
-    pub(crate) http: reqwest::Client,
+    /// The node's peer client: forwarding goes over the same pool and TLS as Raft's RPC.
+    pub(crate) http: raftmq_raft::consensus::transport::PeerHttp,
     pub(crate) stats: Arc<ApiStats>,
 }
 
@@ -144,13 +154,7 @@ async fn members_only(
 
 /// The whole HTTP surface of a node.
 pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
-    let http = reqwest::Client::builder()
-        .local_address(cfg.peer_source_ip)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_millis(500))
-        .build()
-        .expect("HTTP client builds");
+    let http = broker.peer_http().clone();
     let limit = cfg.max_request_bytes;
     let state = AppState {
         broker,

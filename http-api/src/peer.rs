@@ -2,8 +2,9 @@
 //! `raftmq_raft::Broker::serve_peer`, mounted once per `PeerRpc` (whose paths are declared
 //! in raft, beside the client that posts to them). It hands over the credentials header and
 //! the sender's address (from the connection, when the server records it), so the broker
-//! authenticates a request before anything decodes it. Peer routes have their own body
-//! limit.
+//! authenticates a request before anything decodes it. With TLS and a CA, a peer request
+//! must also come over a connection whose client certificate the CA signed. Peer routes
+//! have their own body limit.
 //!
 //! Must never: be reachable through forwarding, or decode anything itself.
 
@@ -21,7 +22,7 @@ use raftmq_raft::{BrokerError, PeerRpc, RejectCode};
 /// to 8 MiB otherwise), a 4 MiB snapshot chunk, plus framing.
 const MAX_PEER_BODY: usize = 72 << 20;
 
-use crate::AppState;
+use crate::{AppState, ConnectionTls};
 
 fn respond(r: Result<Bytes, BrokerError>) -> Response {
     match r {
@@ -61,6 +62,18 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 async fn serve(app: AppState, rpc: PeerRpc, req: Request) -> Response {
+    if app.cfg.require_peer_certificate
+        && !req
+            .extensions()
+            .get::<ConnectionTls>()
+            .is_some_and(|t| t.client_verified)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "peer requests need a client certificate signed by the cluster's CA (--tls-ca)",
+        )
+            .into_response();
+    }
     let from = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::tls::TlsFiles;
+
 /// When an entry counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +95,17 @@ pub(crate) struct NodeArgs {
     /// bearer token (this one or a user's); `RAFTMQ_ADMIN_TOKEN` gives the token itself.
     #[arg(long, env = "RAFTMQ_ADMIN_TOKEN_FILE")]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain: with --tls-key, the node serves HTTPS only (clients and
+    /// peers) and reaches its peers over HTTPS. SIGHUP reloads it.
+    #[arg(long, env = "RAFTMQ_TLS_CERT")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RAFTMQ_TLS_KEY")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM CA certificates: peers verify each other's certificates against them (server
+    /// and client side); without it peer links are encrypted but not verified.
+    #[arg(long, env = "RAFTMQ_TLS_CA")]
+    pub(crate) tls_ca: Option<PathBuf>,
     /// Join an existing group (wait to be added with POST /v1/cluster/members) instead of
     /// forming one from --peers.
     #[arg(long, env = "RAFTMQ_JOIN")]
@@ -123,6 +136,9 @@ struct FileConfig {
     min_free_bytes: Option<u64>,
     cluster_secret_file: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     join: Option<bool>,
 }
 
@@ -171,6 +187,8 @@ pub(crate) struct NodeConfig {
     pub(crate) cluster_secret: Option<Vec<u8>>,
     /// The admin token (never logged): client authentication is on when it is set.
     pub(crate) admin_token: Option<String>,
+    /// TLS files (`None`: plain HTTP).
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 /// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
@@ -260,6 +278,7 @@ impl NodeConfig {
                     .or(file.admin_token_file.as_ref()),
                 16,
             )?,
+            tls: tls_files(pick!(tls_cert), pick!(tls_key), pick!(tls_ca))?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -299,6 +318,21 @@ impl NodeConfig {
             bail!("flush_interval_ms: must be positive");
         }
         Ok(())
+    }
+}
+
+/// TLS is on with a certificate and its key; a CA alone, or one of the pair, is an error.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key, ca })),
+        (None, None) if ca.is_some() => bail!("tls_ca: needs tls_cert and tls_key"),
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!("tls_cert: needs tls_key"),
+        (None, Some(_)) => bail!("tls_key: needs tls_cert"),
     }
 }
 

@@ -5,11 +5,14 @@
 //! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
 //! Raft and HTTP together, and shuts them down on SIGTERM or Ctrl-C.
 
+mod certs;
 mod config;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +22,7 @@ use raftmq_raft::{Broker, BrokerConfig, FlushPolicy, RaftTiming};
 use tokio::net::TcpListener;
 
 use config::{Flush, NodeArgs, NodeConfig};
+use tls::Tls;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +48,18 @@ enum Command {
     },
     /// Run one node of a broker group.
     Serve(Box<NodeArgs>),
+    /// Make a private CA in DIR (once) and issue a certificate and key from it, for test
+    /// and development clusters (`--tls-cert`, `--tls-key`, `--tls-ca`).
+    Certs {
+        /// Directory for `ca.pem`, `ca-key.pem`, `NAME.pem` and `NAME-key.pem`.
+        dir: PathBuf,
+        /// IP addresses and DNS names the certificate is valid for.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        hosts: Vec<String>,
+        /// File name stem of the new certificate.
+        #[arg(long, default_value = "node")]
+        name: String,
+    },
     /// Measure throughput, latency, failover and catch-up over the HTTP API (runs the
     /// `raftmq-bench` program beside this one; `raftmq bench --help` lists its options).
     #[command(disable_help_flag = true)]
@@ -66,8 +82,16 @@ fn init_tracing() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Bench { args } = &cli.command {
-        return bench(args);
+    match &cli.command {
+        Command::Bench { args } => return bench(args),
+        Command::Certs { dir, hosts, name } => {
+            let issued = certs::issue(dir, name, hosts)?;
+            println!("--tls-cert {}", issued.cert.display());
+            println!("--tls-key {}", issued.key.display());
+            println!("--tls-ca {}", issued.ca.display());
+            return Ok(());
+        }
+        _ => {}
     }
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -84,7 +108,9 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 base_port,
             } => dev(data_dir, base_port).await,
-            Command::Bench { .. } => unreachable!("handled before the runtime starts"),
+            Command::Bench { .. } | Command::Certs { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     })
 }
@@ -106,8 +132,8 @@ fn bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
-    BrokerConfig {
+fn broker_config(cfg: &NodeConfig, tls: Option<&Tls>) -> anyhow::Result<BrokerConfig> {
+    Ok(BrokerConfig {
         node_id: cfg.node_id,
         broker_group: cfg.broker_group.clone(),
         data_dir: cfg.data_dir.clone(),
@@ -122,20 +148,21 @@ fn broker_config(cfg: &NodeConfig) -> BrokerConfig {
         min_free_bytes: cfg.min_free_bytes,
         cluster_secret: cfg.cluster_secret.clone(),
         peer_source_ip: cfg.peer_source_ip,
+        peer_tls: tls.map(Tls::client_config).transpose()?,
         timing: RaftTiming {
             heartbeat_ms: cfg.heartbeat_ms,
             election_timeout_ms: cfg.election_timeout_ms,
         },
-    }
+    })
 }
 
-fn api_config(cfg: &NodeConfig) -> ApiConfig {
+fn api_config(cfg: &NodeConfig, tls: Option<&Tls>) -> ApiConfig {
     ApiConfig {
         auto_create_topics: cfg.auto_create_topics,
         default_queues: cfg.default_queues,
         default_retention_ms: cfg.default_retention_ms,
         max_request_bytes: cfg.max_request_bytes,
-        peer_source_ip: cfg.peer_source_ip,
+        require_peer_certificate: tls.is_some_and(Tls::verifies_peers),
         admin_token: cfg.admin_token.clone(),
         ..ApiConfig::default()
     }
@@ -163,12 +190,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets open requests finish (at
-/// most 5 s). HTTP/1 heads of up to 1 MiB reach the router, which answers an oversized URI
-/// or set of headers with the API's error body (hyper's own 431 carries none).
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then lets open
+/// requests finish (at most 5 s). HTTP/1 heads of up to 1 MiB reach the router, which
+/// answers an oversized URI or set of headers with the API's error body (hyper's own 431
+/// carries none).
 async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<Arc<Tls>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -183,11 +215,26 @@ async fn serve_http(
                 let app = app
                     .clone()
                     .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let (http, watcher) = (http.clone(), graceful.watcher());
+                let Some(tls) = &tls else {
+                    tokio::spawn(serve_connection(http, app, stream, watcher));
+                    continue;
+                };
+                // The handshake runs in the connection's own task: a slow client never
+                // holds up the accept loop.
+                let acceptor = tls.acceptor();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    // A client certificate, if any, passed the CA's verifier in the handshake.
+                    let client_verified = stream.get_ref().1.peer_certificates().is_some();
+                    let app = app.layer(axum::Extension(raftmq_http_api::ConnectionTls {
+                        client_verified,
+                    }));
+                    serve_connection(http, app, stream, watcher).await;
                 });
             }
             _ = stop.wait_for(|s| *s) => break,
@@ -196,23 +243,82 @@ async fn serve_http(
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
+/// Serves HTTP/1 on one accepted connection until it closes or shutdown ends it.
+async fn serve_connection<S>(
+    http: hyper::server::conn::http1::Builder,
+    app: axum::Router,
+    stream: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = watcher.watch(conn).await;
+}
+
+/// Reloads every node's TLS files on each SIGHUP, for as long as the process runs.
+fn reload_tls_on_sighup(nodes: Vec<(u64, Arc<Tls>)>) -> anyhow::Result<()> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            for (node_id, tls) in &nodes {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(node_id, "TLS certificate, key and CA reloaded"),
+                    Err(e) => tracing::error!(
+                        node_id,
+                        "TLS reload failed, keeping the loaded certificate: {e:#}"
+                    ),
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Runs the given nodes until a shutdown signal, then stops them gracefully.
 async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
     let mut brokers = Vec::new();
     let mut servers = Vec::new();
+    let mut reloadable = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for cfg in &nodes {
+        let tls = match &cfg.tls {
+            Some(files) => Some(Arc::new(Tls::load(files.clone())?)),
+            None => None,
+        };
+        if tls.as_ref().is_some_and(|t| !t.verifies_peers()) {
+            tracing::warn!(
+                node_id = cfg.node_id,
+                "TLS without --tls-ca: peer links are encrypted but peers do not verify each \
+                 other's certificates (the cluster secret still authenticates requests)"
+            );
+        }
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
-        let broker = Broker::start(broker_config(cfg))
+        let broker = Broker::start(broker_config(cfg, tls.as_deref())?)
             .await
             .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
-        let app = raftmq_http_api::router(broker.clone(), api_config(cfg));
-        servers.push(tokio::spawn(serve_http(listener, app, stop_rx.clone())));
-        tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "node started");
+        let app = raftmq_http_api::router(broker.clone(), api_config(cfg, tls.as_deref()));
+        servers.push(tokio::spawn(serve_http(
+            listener,
+            app,
+            tls.clone(),
+            stop_rx.clone(),
+        )));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, scheme, data_dir = %cfg.data_dir.display(), "node started");
+        if let Some(tls) = tls {
+            reloadable.push((cfg.node_id, tls));
+        }
         brokers.push(broker);
     }
+    reload_tls_on_sighup(reloadable)?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

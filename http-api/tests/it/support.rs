@@ -34,6 +34,7 @@ impl Node {
             min_free_bytes: Some(0),
             cluster_secret: None,
             peer_source_ip: None,
+            peer_tls: None,
             timing: RaftTiming {
                 heartbeat_ms: 50,
                 election_timeout_ms: 200,

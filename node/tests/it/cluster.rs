@@ -26,6 +26,8 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Node>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) http: reqwest::Client,
+    /// With TLS: where `raftmq certs` put the CA and the nodes' certificate.
+    pub(crate) tls_dir: Option<PathBuf>,
     peers: String,
     extra: Vec<String>,
     /// Extra environment per node (a skewed clock through libfaketime).
@@ -53,6 +55,31 @@ pub(crate) fn skewed_clock(skew: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// Runs `raftmq certs DIR --name NAME`: the directory's CA (made on first use) issues a
+/// certificate for 127.0.0.1.
+pub(crate) fn make_certs(dir: &std::path::Path, name: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        .arg("certs")
+        .arg(dir)
+        .args(["--name", name, "--hosts", "127.0.0.1"])
+        .output()
+        .expect("run raftmq certs");
+    assert!(out.status.success(), "raftmq certs: {out:?}");
+}
+
+fn client_builder(tls_dir: Option<&std::path::Path>) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20));
+    if let Some(d) = tls_dir {
+        let ca = std::fs::read(d.join("ca.pem")).unwrap();
+        b = b
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    }
+    b
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -78,12 +105,18 @@ impl Cluster {
         extra: &[&str],
         env: Vec<(u64, Vec<(String, String)>)>,
     ) -> Cluster {
-        Cluster::start_full(n, extra, env, None)
+        Cluster::start_full(n, extra, env, None, false)
+    }
+
+    /// Starts `n` nodes serving HTTPS with one certificate from a CA made for the test
+    /// (peers verify each other); the harness's client trusts that CA.
+    pub(crate) fn start_tls(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_full(n, extra, Vec::new(), None, true)
     }
 
     /// Starts `n` nodes whose data directories live under `data_root`.
     pub(crate) fn start_in(n: u64, extra: &[&str], data_root: &std::path::Path) -> Cluster {
-        Cluster::start_full(n, extra, Vec::new(), Some(data_root))
+        Cluster::start_full(n, extra, Vec::new(), Some(data_root), false)
     }
 
     fn start_full(
@@ -91,9 +124,15 @@ impl Cluster {
         extra: &[&str],
         env: Vec<(u64, Vec<(String, String)>)>,
         data_root: Option<&std::path::Path>,
+        tls: bool,
     ) -> Cluster {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
+        let tls_dir = tls.then(|| {
+            let tls_dir = dir.path().join("tls");
+            make_certs(&tls_dir, "node");
+            tls_dir
+        });
         let root = data_root.map_or_else(|| dir.path().to_path_buf(), |r| r.to_path_buf());
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
@@ -111,14 +150,19 @@ impl Cluster {
         let mut c = Cluster {
             nodes,
             dir,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
+            http: client_builder(tls_dir.as_deref()).build().unwrap(),
             peers,
             extra: {
                 let mut e: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+                if let Some(d) = &tls_dir {
+                    for (flag, file) in [
+                        ("--tls-cert", "node.pem"),
+                        ("--tls-key", "node-key.pem"),
+                        ("--tls-ca", "ca.pem"),
+                    ] {
+                        e.extend([flag.to_owned(), d.join(file).display().to_string()]);
+                    }
+                }
                 // Tests must not depend on how full the machine's disk is.
                 if !e.iter().any(|a| a == "--min-free-bytes") {
                     e.extend(["--min-free-bytes".to_owned(), "0".to_owned()]);
@@ -126,6 +170,7 @@ impl Cluster {
                 e
             },
             env,
+            tls_dir,
             _guard: guard,
         };
         for id in 1..=n {
@@ -229,7 +274,22 @@ impl Cluster {
     }
 
     pub(crate) fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{}", self.node(id).addr, path)
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.node(id).addr, path)
+    }
+
+    /// A client builder for this cluster (trusting its CA when it runs TLS).
+    pub(crate) fn client_builder(&self) -> reqwest::ClientBuilder {
+        client_builder(self.tls_dir.as_deref())
+    }
+
+    /// The OS process id of node `id`.
+    pub(crate) fn pid(&self, id: u64) -> u32 {
+        self.node(id).child.as_ref().expect("a live node").id()
     }
 
     pub(crate) async fn get(&self, id: u64, path: &str) -> Result<(u16, Value), reqwest::Error> {

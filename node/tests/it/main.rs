@@ -12,3 +12,4 @@ mod t70_clock_skew;
 mod t80_disk_full;
 mod t90_peer_security;
 mod t95_client_auth;
+mod t97_tls;

@@ -58,10 +58,7 @@ async fn tokens_and_permissions_guard_every_route() {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {ADMIN}").parse().unwrap(),
     );
-    let admin_http = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let admin_http = c.client_builder().default_headers(headers).build().unwrap();
     let plain = std::mem::replace(&mut c.http, admin_http);
     let leader = c.wait_leader().await;
     let follower = c.live().into_iter().find(|&id| id != leader).unwrap();

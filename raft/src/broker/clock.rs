@@ -164,7 +164,8 @@ impl Broker {
         let mut req = self
             .inner
             .http
-            .post(format!("http://{addr}{}", PeerRpc::Clock.path()))
+            .client()
+            .post(self.inner.http.url(addr, PeerRpc::Clock.path()))
             .timeout(ASK_TIMEOUT);
         if let Some(h) =
             self.inner

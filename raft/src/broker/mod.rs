@@ -46,6 +46,7 @@ use crate::consensus::network::Network;
 use crate::consensus::peer::PeerService;
 use crate::consensus::peer_auth::PeerAuth;
 use crate::consensus::rpc::PeerRpc;
+use crate::consensus::transport::PeerHttp;
 use crate::consensus::types::{Metrics, NodeId, TypeConfig};
 use crate::consensus::{RaftTiming, raft_config};
 use crate::error::BrokerError;
@@ -75,6 +76,8 @@ pub struct BrokerConfig {
     pub retention_check: Duration,
     /// Source IP of connections to peers, if it must be a particular one.
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// TLS for connections to peers (`None`: plain HTTP).
+    pub peer_tls: Option<rustls::ClientConfig>,
     /// New writes are refused while the data volume has less free space than this
     /// (`None`: 1 GiB, or 5 % of the volume if that is smaller).
     pub min_free_bytes: Option<u64>,
@@ -98,8 +101,8 @@ struct Inner {
     sm: StateMachine,
     peer: PeerService<StateMachine>,
     round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
-    /// For asking members their clocks (peer RPC outside openraft's own).
-    http: reqwest::Client,
+    /// Every request to a peer: Raft's own, clock samples, and the API's forwarding.
+    http: PeerHttp,
     clock: Arc<clock::GroupClock>,
     disk: disk::DiskGuard,
     peer_auth: Arc<PeerAuth>,
@@ -158,22 +161,18 @@ impl Broker {
             let (clock, auth) = (clock.clone(), peer_auth.clone());
             Arc::new(move |rpc, body: &[u8]| auth.sign(rpc, cfg.node_id, clock.now_ms(), body))
         };
+        let http = PeerHttp::new(cfg.peer_source_ip, cfg.peer_tls.clone())
+            .map_err(|e| BrokerError::Internal(format!("HTTP client: {e}")))?;
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(config),
-            Network::new(cfg.node_id, cfg.peer_source_ip, signer),
+            Network::new(cfg.node_id, http.clone(), signer),
             log.clone(),
             sm.clone(),
         )
         .await
         .map_err(|e| BrokerError::Internal(format!("raft: {e}")))?;
         let peer = PeerService::new(raft.clone(), &cfg.data_dir.join("incoming-snapshots"));
-        let http = reqwest::Client::builder()
-            .local_address(cfg.peer_source_ip)
-            .no_proxy()
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .map_err(|e| BrokerError::Internal(format!("HTTP client: {e}")))?;
         let broker = Broker {
             inner: Arc::new(Inner {
                 cfg,
@@ -241,6 +240,12 @@ impl Broker {
             hosts.push(ip);
         }
         hosts
+    }
+
+    /// The client this node reaches its peers with (plain or TLS); the API forwards to the
+    /// leader through it.
+    pub fn peer_http(&self) -> &PeerHttp {
+        &self.inner.http
     }
 
     /// This node's id.

@@ -8,6 +8,7 @@
 //! - [`network`]: the client side of peer RPC; [`peer`]: the serving side;
 //!   [`peer_auth`]: who may speak it (cluster secret, or member hosts).
 //! - [`snapshot_inbox`]: where a snapshot being received lands, resumably.
+//! - [`transport`]: the HTTP client (plain or TLS) every request to a peer goes through.
 //!
 //! Must never: decide what a command means (that is [`crate::state`]), or purge the log on
 //! its own (openraft's snapshot-driven purge is disabled in [`raft_config`]).
@@ -19,6 +20,7 @@ pub mod peer;
 pub mod peer_auth;
 pub mod rpc;
 pub(crate) mod snapshot_inbox;
+pub mod transport;
 pub mod types;
 
 /// Timing of a broker group.

@@ -1,7 +1,7 @@
 //! The peer network, client side: openraft's RPCs as HTTP `POST`s of [`super::rpc`] bodies.
 //!
-//! One shared HTTP client (a connection pool per peer) serves every replication and
-//! heartbeat stream, so a heartbeat never waits behind a large append on the same
+//! One shared HTTP client ([`PeerHttp`]: a connection pool per peer, plain or TLS) serves
+//! every replication and heartbeat stream, so a heartbeat never waits behind a large append on the same
 //! connection: concurrent requests use separate pooled connections.
 //!
 //! Must never: use a proxy from the environment, or retry on its own (openraft decides).
@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::consensus::peer_auth::PEER_HEADER;
 use crate::consensus::rpc::{self, PeerRpc};
 use crate::consensus::snapshot_inbox::manifest_of;
+use crate::consensus::transport::PeerHttp;
 use crate::consensus::types::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Bytes per snapshot chunk request.
@@ -44,7 +45,7 @@ pub type Signer = Arc<dyn Fn(PeerRpc, &[u8]) -> Option<String> + Send + Sync>;
 #[derive(Clone)]
 pub struct Network {
     me: NodeId,
-    http: reqwest::Client,
+    http: PeerHttp,
     sign: Signer,
 }
 
@@ -55,17 +56,9 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    /// A network for node `me`, connecting from `source_ip` if given, signing requests
-    /// with `sign`.
-    pub fn new(me: NodeId, source_ip: Option<std::net::IpAddr>, sign: Signer) -> Self {
-        let http = reqwest::Client::builder()
-            .local_address(source_ip)
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .expect("HTTP client builds");
+    /// A network for node `me`, reaching peers through `http`, signing requests with
+    /// `sign`.
+    pub fn new(me: NodeId, http: PeerHttp, sign: Signer) -> Self {
         Network { me, http, sign }
     }
 }
@@ -77,8 +70,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             me: self.me,
             target,
-            base: format!("http://{}", node.addr),
-            http: self.http.clone(),
+            base: self.http.url(&node.addr, ""),
+            http: self.http.client().clone(),
             sign: self.sign.clone(),
         }
     }
