@@ -20,6 +20,8 @@ pub(crate) struct Spawned {
     flush: String,
     /// The admin token the nodes are started with (authentication on), if any.
     token: Option<String>,
+    /// With TLS: `raftmq certs` made a CA and the nodes' certificate here.
+    tls_dir: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,6 +30,7 @@ impl Spawned {
         flush: &str,
         server_bin: Option<&Path>,
         token: Option<&str>,
+        tls: bool,
     ) -> anyhow::Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("raftmq-bench-").tempdir()?;
         let bin = match server_bin {
@@ -51,12 +54,27 @@ impl Spawned {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        let tls_dir = if tls {
+            let certs = dir.path().join("tls");
+            let out = Command::new(&bin)
+                .arg("certs")
+                .arg(&certs)
+                .args(["--hosts", "127.0.0.1"])
+                .output()?;
+            if !out.status.success() {
+                bail!("raftmq certs: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Some(certs)
+        } else {
+            None
+        };
         let mut s = Spawned {
             children: Vec::new(),
             peers,
             bin,
             flush: flush.to_owned(),
             token: token.map(str::to_owned),
+            tls_dir,
             _dir: dir,
         };
         for (i, a) in addrs.iter().enumerate() {
@@ -77,6 +95,14 @@ impl Spawned {
         let mut cmd = Command::new(bin);
         if let Some(t) = &self.token {
             cmd.env("RAFTMQ_ADMIN_TOKEN", t);
+        }
+        if let Some(d) = &self.tls_dir {
+            cmd.arg("--tls-cert")
+                .arg(d.join("node.pem"))
+                .arg("--tls-key")
+                .arg(d.join("node-key.pem"))
+                .arg("--tls-ca")
+                .arg(d.join("ca.pem"));
         }
         let child = cmd
             .args([
@@ -124,10 +150,18 @@ impl Spawned {
         Ok(())
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub(crate) fn urls(&self) -> Vec<String> {
         self.children
             .iter()
-            .map(|c| format!("http://{}", c.2))
+            .map(|c| format!("{}://{}", self.scheme(), c.2))
             .collect()
     }
 
@@ -135,7 +169,15 @@ impl Spawned {
         self.children
             .iter()
             .find(|c| c.0 == id)
-            .map(|c| format!("http://{}", c.2))
+            .map(|c| format!("{}://{}", self.scheme(), c.2))
+    }
+
+    /// The CA the nodes' certificate chains to, when they serve HTTPS.
+    pub(crate) fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.tls_dir
+            .as_ref()
+            .map(|d| std::fs::read(d.join("ca.pem")).context("reading the run's CA"))
+            .transpose()
     }
 }
 
@@ -147,7 +189,11 @@ impl Drop for Spawned {
     }
 }
 
-pub(crate) fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+/// The bench's client: it sends `token`, and trusts only `ca_pem` for HTTPS if given.
+pub(crate) fn client(
+    token: Option<&str>,
+    ca_pem: Option<&[u8]>,
+) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         let mut value: reqwest::header::HeaderValue = format!("Bearer {t}")
@@ -156,14 +202,18 @@ pub(crate) fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .no_proxy()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(15))
-        .pool_max_idle_per_host(256)
-        .build()
-        .expect("HTTP client"))
+        .pool_max_idle_per_host(256);
+    if let Some(ca) = ca_pem {
+        builder = builder.tls_built_in_root_certs(false).add_root_certificate(
+            reqwest::Certificate::from_pem(ca).context("--tls-ca: not a PEM certificate")?,
+        );
+    }
+    Ok(builder.build()?)
 }
 
 pub(crate) async fn cluster(http: &reqwest::Client, url: &str) -> Option<Value> {
@@ -191,8 +241,10 @@ pub(crate) async fn leader(
                     .as_array()
                     .and_then(|ms| ms.iter().find(|m| m["id"] == l))
             {
+                // The leader is reached the way the given URL was (http or https).
+                let scheme = u.split_once("://").map_or("http", |(s, _)| s);
                 let addr = m["addr"].as_str().unwrap_or_default();
-                return Ok((l, format!("http://{addr}")));
+                return Ok((l, format!("{scheme}://{addr}")));
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

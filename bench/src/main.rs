@@ -121,6 +121,13 @@ struct BenchArgs {
     /// their admin token (authentication on).
     #[arg(long, env = "RAFTMQ_TOKEN")]
     token: Option<String>,
+    /// With --spawn: nodes serve HTTPS with certificates from a CA made for the run
+    /// (`raftmq certs`), and peers verify each other.
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA certificate to trust for https:// node URLs (not with --spawn).
+    #[arg(long, env = "RAFTMQ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 struct Stats {
@@ -182,16 +189,27 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.mode
         );
     }
-    let http = client(args.token.as_deref())?;
+    if args.tls && !args.spawn {
+        bail!("--tls needs --spawn (give --tls-ca and https:// URLs for a running cluster)");
+    }
     let mut spawned = if args.spawn {
         Some(Spawned::start(
             &args.flush,
             args.server_bin.as_deref(),
             args.token.as_deref(),
+            args.tls,
         )?)
     } else {
         None
     };
+    let ca = match (&spawned, &args.tls_ca) {
+        (Some(s), _) => s.ca_pem()?,
+        (None, Some(path)) => Some(
+            std::fs::read(path).with_context(|| format!("--tls-ca: reading {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let http = client(args.token.as_deref(), ca.as_deref())?;
     let urls: Vec<String> = match &spawned {
         Some(s) => s.urls(),
         None => args

@@ -32,31 +32,49 @@ impl<T> Outcome<T> {
     }
 }
 
+/// How clients reach a run's nodes: the admin token the nodes require, and the CA of their
+/// certificates when they serve HTTPS.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// Bearer token of every request.
+    pub token: String,
+    /// PEM CA certificate (`None`: plain HTTP).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 /// The client.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    scheme: &'static str,
 }
 
 impl Client {
-    /// A client whose requests give up after `timeout`; it sends the run's admin token.
-    pub fn new(timeout: Duration) -> Self {
+    /// A client whose requests give up after `timeout`, reaching nodes as `access` says.
+    pub fn new(timeout: Duration, access: &Access) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", crate::control::ADMIN_TOKEN)
-                .parse()
-                .expect("the token is a valid header value"),
+            format!("Bearer {}", access.token).parse()?,
         );
-        Client {
-            http: reqwest::Client::builder()
-                .default_headers(headers)
-                .no_proxy()
-                .timeout(timeout)
-                .connect_timeout(Duration::from_secs(1))
-                .build()
-                .expect("HTTP client builds"),
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(ca) = &access.ca_pem {
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(ca)?);
         }
+        Ok(Client {
+            http: builder.build()?,
+            scheme: if access.ca_pem.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+        })
     }
 
     async fn call(
@@ -66,7 +84,10 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Outcome<Value> {
-        let mut req = self.http.request(method, format!("http://{node}{path}"));
+        let scheme = self.scheme;
+        let mut req = self
+            .http
+            .request(method, format!("{scheme}://{node}{path}"));
         if let Some(b) = body {
             req = req.json(b);
         }

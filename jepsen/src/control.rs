@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::client::Access;
 use crate::proxy::{Proxies, source_ip};
 
 /// One node.
@@ -39,6 +40,8 @@ pub struct Cluster {
     pub proxies: Proxies,
     peers: String,
     extra: Vec<String>,
+    /// How clients reach the nodes.
+    pub access: Access,
     /// Whether nodes run under libfaketime, so their clocks can be skewed.
     skewable: bool,
     /// Whether each node's data directory is a tmpfs of its own, so its disk can fill.
@@ -48,7 +51,8 @@ pub struct Cluster {
 /// The cluster secret every node of a run shares.
 const CLUSTER_SECRET: &str = "raftmq-jepsen-cluster-secret";
 
-/// The admin token every node of a run requires of clients (authentication on, as deployed).
+/// The admin token every node of a run requires of clients unless the run names its own
+/// (authentication is always on, as deployed).
 pub const ADMIN_TOKEN: &str = "raftmq-jepsen-admin-token";
 
 /// The size of a node's tmpfs when the disk nemesis runs.
@@ -57,12 +61,27 @@ const DISK_MIB: u64 = 256;
 pub const MIN_FREE_BYTES: u64 = 16 << 20;
 
 /// What to run with.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Run nodes under libfaketime (the clock nemesis).
     pub skewable: bool,
     /// Give each node a tmpfs of its own (the disk nemesis; needs root).
     pub disks: bool,
+    /// The admin token nodes require.
+    pub token: String,
+    /// Serve HTTPS: `raftmq certs` makes a CA for the run, and peers verify each other.
+    pub tls: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            skewable: false,
+            disks: false,
+            token: ADMIN_TOKEN.to_owned(),
+            tls: false,
+        }
+    }
 }
 
 /// Debian's libfaketime (package `libfaketime`, installed by `scripts/setup`), the build
@@ -91,7 +110,36 @@ impl Cluster {
         extra: &[String],
         opts: Options,
     ) -> anyhow::Result<Cluster> {
-        let Options { skewable, disks } = opts;
+        let Options {
+            skewable,
+            disks,
+            token,
+            tls,
+        } = opts;
+        let mut extra = extra.to_vec();
+        let ca = if tls {
+            let certs = dir.join("tls");
+            let out = Command::new(bin)
+                .arg("certs")
+                .arg(&certs)
+                .args(["--hosts", "127.0.0.1"])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "raftmq certs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for (flag, file) in [
+                ("--tls-cert", "node.pem"),
+                ("--tls-key", "node-key.pem"),
+                ("--tls-ca", "ca.pem"),
+            ] {
+                extra.extend([flag.to_owned(), certs.join(file).display().to_string()]);
+            }
+            Some(std::fs::read(certs.join("ca.pem"))?)
+        } else {
+            None
+        };
         if skewable && !Path::new(LIBFAKETIME).exists() {
             anyhow::bail!("the clock nemesis needs {LIBFAKETIME} (scripts/setup installs it)");
         }
@@ -117,7 +165,8 @@ impl Cluster {
             nodes,
             proxies: Proxies::default(),
             peers,
-            extra: extra.to_vec(),
+            extra,
+            access: Access { token, ca_pem: ca },
             skewable,
             disks,
         };
@@ -195,7 +244,7 @@ impl Cluster {
             .env("RAFTMQ_LOG", "info,openraft=info")
             // Runs cover an authenticated peer protocol (a cluster secret, as deployed).
             .env("RAFTMQ_CLUSTER_SECRET", CLUSTER_SECRET)
-            .env("RAFTMQ_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RAFTMQ_ADMIN_TOKEN", &self.access.token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -61,6 +61,14 @@ enum Command {
         /// Make the test topic FIFO (checked for fifo-violation in the queue workload).
         #[arg(long)]
         fifo: bool,
+        /// The admin token nodes require and clients send (default: the harness's own;
+        /// authentication is always on).
+        #[arg(long, env = "RAFTMQ_TOKEN")]
+        token: Option<String>,
+        /// Nodes serve HTTPS with certificates from a CA made for the run (`raftmq certs`);
+        /// peers verify each other.
+        #[arg(long)]
+        tls: bool,
     },
     /// Check a recorded history (history.jsonl) and print the results.
     Check {
@@ -123,6 +131,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             think_ms,
             workload,
             fifo,
+            token,
+            tls,
         } => {
             let kind = match workload.as_str() {
                 "log" => Kind::Log,
@@ -162,6 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     keys: 8,
                     think: Duration::from_millis(think_ms),
                 },
+                token,
+                tls,
             };
             let out = runner::run(opts).await?;
             let counts: Vec<String> = out

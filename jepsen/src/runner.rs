@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::checker::{self, Results};
-use crate::client::{Client, Outcome};
+use crate::client::{Access, Client, Outcome};
 use crate::control::Cluster;
 use crate::history::Recorder;
 use crate::nemesis::{Fault, Nemesis};
@@ -40,6 +40,10 @@ pub struct TestOpts {
     pub name: String,
     /// The workload.
     pub workload: LogWorkload,
+    /// The admin token the nodes require (`None`: the harness's own).
+    pub token: Option<String>,
+    /// Nodes serve HTTPS with certificates from a CA made for the run.
+    pub tls: bool,
 }
 
 /// The outcome of a run.
@@ -117,16 +121,22 @@ pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
         opts.seed,
         dir.display()
     );
-    let control = crate::control::Options {
+    let mut control = crate::control::Options {
         skewable: opts.faults.contains(&Fault::Clock),
         disks: opts.faults.contains(&Fault::Disk),
+        tls: opts.tls,
+        ..crate::control::Options::default()
     };
+    if let Some(token) = &opts.token {
+        control.token = token.clone();
+    }
     // Small segments, so runs seal, purge and ship many of them.
     let extra = ["--segment-size".to_owned(), "1048576".to_owned()];
     let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &extra, control).await?;
     let addrs: Vec<(u64, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
+    let access = cluster.access.clone();
     let cluster = Arc::new(Mutex::new(cluster));
-    let result = run_in(&opts, &dir, cluster.clone(), &addrs).await;
+    let result = run_in(&opts, &dir, cluster.clone(), &addrs, &access).await;
     cluster.lock().await.stop_all();
     let results = result?;
     Ok(RunOutcome { dir, results })
@@ -137,9 +147,10 @@ async fn run_in(
     dir: &Path,
     cluster: Arc<Mutex<Cluster>>,
     addrs: &[(u64, SocketAddr)],
+    access: &Access,
 ) -> anyhow::Result<Results> {
-    let client = Client::new(Duration::from_secs(5));
-    let admin = Client::new(Duration::from_secs(60));
+    let client = Client::new(Duration::from_secs(5), access)?;
+    let admin = Client::new(Duration::from_secs(60), access)?;
     settled(&client, addrs)
         .await
         .ok_or(())
@@ -225,7 +236,7 @@ async fn run_in(
     if settled_leader.is_none() {
         eprintln!("raftmq-jepsen: the cluster did not settle after healing; draining anyway");
     }
-    let drain_client = Client::new(Duration::from_secs(10));
+    let drain_client = Client::new(Duration::from_secs(10), access)?;
     match w.kind {
         workload::Kind::Log => workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await,
         workload::Kind::Queue => {

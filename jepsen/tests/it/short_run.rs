@@ -1,5 +1,5 @@
-//! The short chaos run of the test suite: a real 3-node cluster under kill, pause,
-//! partition, membership, leader-transfer and wipe faults for 45 s, then the checker.
+//! The short chaos runs of the test suite: a real 3-node cluster under faults (the log
+//! workload for 45 s; a FIFO queue workload over TLS for 30 s), then the checker.
 //! Longer runs: `raftmq-jepsen test` (docs/jepsen.md).
 
 use std::path::PathBuf;
@@ -102,8 +102,10 @@ fn short_log_run_finds_no_anomalies() {
 #[test]
 fn short_queue_run_finds_no_anomalies() {
     // Leases are what a wrong clock would break: clock skew is always part of this run.
+    // It also runs a secured cluster as deployed: HTTPS with peers verifying each other,
+    // and the admin token (authentication is on in every run).
     run_with(
-        &["--time", "30", "--workload", "queue", "--fifo"],
+        &["--time", "30", "--workload", "queue", "--fifo", "--tls"],
         "receive",
         "clock,kill,partition,transfer",
     );
