@@ -96,6 +96,13 @@ impl Spawned {
         if let Some(t) = &self.token {
             cmd.env("RAFTMQ_ADMIN_TOKEN", t);
         }
+        cmd.args([
+            "serve",
+            "--node-id",
+            &id.to_string(),
+            "--listen",
+            &entry.2.to_string(),
+        ]);
         if let Some(d) = &self.tls_dir {
             cmd.arg("--tls-cert")
                 .arg(d.join("node.pem"))
@@ -105,13 +112,6 @@ impl Spawned {
                 .arg(d.join("ca.pem"));
         }
         let child = cmd
-            .args([
-                "serve",
-                "--node-id",
-                &id.to_string(),
-                "--listen",
-                &entry.2.to_string(),
-            ])
             .arg("--data-dir")
             .arg(&entry.3)
             .args([
