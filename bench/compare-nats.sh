@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # raftmq vs NATS JetStream R3 (file store) on this machine, side by side, in one run:
 # installs nats-server from Debian if missing, starts a 3-node JetStream cluster and a
-# 3-node raftmq group (flush=sync) on 127.0.0.1, runs the same loads against both, prints
-# one table with the ratio, and stops every process it started.
+# 3-node raftmq group (three `raftmq serve` processes, flush=sync, as deployed) on
+# 127.0.0.1, runs the same loads against both (publish, consume, consume with a per-message
+# ack, one message at a time), prints one table with the ratio, and stops every process it
+# started.
 # Usage: bench/compare-nats.sh [seconds per case, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +45,12 @@ CONF
   nats-server -c "$tmp/n$i.conf" >"$tmp/nats$i.log" 2>&1 &
   pids+=($!)
 done
-"$raftmq" dev --base-port 18081 --data-dir "$tmp/raftmq" >"$tmp/raftmq.log" 2>&1 &
-pids+=($!)
+peers=1=127.0.0.1:18081,2=127.0.0.1:18082,3=127.0.0.1:18083
+for i in 1 2 3; do
+  "$raftmq" serve --node-id "$i" --listen "127.0.0.1:1808$i" --peers "$peers" \
+    --data-dir "$tmp/raftmq$i" --auto-create-topics true >"$tmp/raftmq$i.log" 2>&1 &
+  pids+=($!)
+done
 
 # Wait for JetStream to have a meta leader (creating the stream succeeds) and for raftmq.
 for _ in $(seq 60); do
@@ -59,10 +65,12 @@ row() { printf '%s\t%s\t%s\n' "$1" "$2" "$(run "${@:3}")"; }
   row nats "100B publish" "$natsload" --mode publish --size 100 --inflight 256 --duration "$secs" --stream P100
   row nats "1KiB publish" "$natsload" --mode publish --size 1024 --inflight 256 --duration "$secs" --stream P1K
   row nats "100B consume" "$natsload" --mode consume --size 100 --duration "$secs" --stream P100
+  row nats "100B acked" "$natsload" --mode acked --size 100 --duration "$secs" --stream P100
   row nats "latency" "$natsload" --mode latency --size 100 --duration "$secs" --stream LAT
   row raftmq "100B publish" "$raftmq" bench --url "$urls" --mode produce --size 100 --batch 100 --concurrency 16 --duration "$secs" --topic p100
   row raftmq "1KiB publish" "$raftmq" bench --url "$urls" --mode produce --size 1024 --batch 100 --concurrency 16 --duration "$secs" --topic p1k
   row raftmq "100B consume" "$raftmq" bench --url "$urls" --mode consume --size 100 --batch 1000 --concurrency 8 --duration "$secs" --topic p100
+  row raftmq "100B acked" "$raftmq" bench --url "$urls" --mode group --size 100 --batch 256 --concurrency 16 --duration "$secs" --topic p100
   row raftmq "latency" "$raftmq" bench --url "$urls" --mode latency --size 100 --duration "$secs" --topic lat
 } > "$tmp/results.tsv"
 
@@ -73,7 +81,7 @@ for line in open(sys.argv[1]):
     system, case, data = line.rstrip("\n").split("\t", 2)
     rows[(system, case)] = json.loads(data)
 print(f"{'case':<14} {'NATS JetStream R3':>18} {'raftmq (sync)':>16} {'raftmq/NATS':>12}")
-for case in ["100B publish", "1KiB publish", "100B consume"]:
+for case in ["100B publish", "1KiB publish", "100B consume", "100B acked"]:
     n, r = rows[("nats", case)], rows[("raftmq", case)]
     print(f"{case:<14} {n['msgs_per_s']:>12.0f} msg/s {r['msgs_per_s']:>10.0f} msg/s {r['msgs_per_s'] / n['msgs_per_s']:>11.2f}x")
     if case == "1KiB publish":
@@ -81,5 +89,7 @@ for case in ["100B publish", "1KiB publish", "100B consume"]:
 n, r = rows[("nats", "latency")]["latency_ms"], rows[("raftmq", "latency")]["latency_ms"]
 for p in ["p50", "p99"]:
     print(f"{'latency ' + p:<14} {n[p]:>15.2f} ms {r[p]:>13.2f} ms")
-print("(NATS JetStream acks before fsync; raftmq acks after fsync on a majority.)")
+print("(NATS JetStream acks before fsync; raftmq acks after fsync on a majority.")
+print(" 'acked': NATS pull consumer with explicit per-message acks vs raftmq consumer-group")
+print(" receive + ack of every message.)")
 PY

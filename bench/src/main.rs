@@ -273,6 +273,8 @@ where
     Fut: Future<Output = anyhow::Result<(u64, u64)>> + Send,
 {
     let stats = Stats::new();
+    // Consuming modes stop when the backlog is drained (see `drained`).
+    let consuming = matches!(label, "group" | "consume");
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let op = Arc::new(op);
@@ -303,6 +305,16 @@ where
     while !stop.load(Ordering::Relaxed) && (limit.is_some() || start.elapsed() < duration) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let m = stats.msgs.load(Ordering::Relaxed);
+        let now = start.elapsed().as_secs_f64();
+        if consuming
+            && drained(
+                &stats.samples.lock().unwrap_or_else(|e| e.into_inner()),
+                now,
+            )
+        {
+            eprintln!("{label}: the backlog is drained; stopping");
+            break;
+        }
         eprintln!(
             "{label}: {:>4.0}s {:>10} msgs {:>9} msgs/s  errors {}",
             start.elapsed().as_secs_f64(),
@@ -316,13 +328,23 @@ where
     for t in tasks {
         let _ = t.await;
     }
-    let secs = start.elapsed().as_secs_f64();
     let samples = stats
         .samples
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut lats: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    // A consuming run that drained its backlog is measured up to its last message, not
+    // over the idle time after it.
+    let secs = if consuming && drained(&samples, start.elapsed().as_secs_f64()) {
+        samples
+            .iter()
+            .filter(|s| s.2 > 0)
+            .map(|s| s.0 + s.1 / 1e3)
+            .fold(0.0, f64::max)
+    } else {
+        start.elapsed().as_secs_f64()
+    };
+    let mut lats: Vec<f64> = samples.iter().filter(|s| s.2 > 0).map(|s| s.1).collect();
     lats.sort_by(f64::total_cmp);
     let msgs = stats.msgs.load(Ordering::Relaxed);
     let bytes = stats.bytes.load(Ordering::Relaxed);
@@ -341,6 +363,17 @@ where
         },
     });
     Ok((summary, samples))
+}
+
+/// Whether a run has stopped making progress: it moved messages, but none in the last two
+/// seconds (a consumer that emptied its backlog).
+fn drained(samples: &[(f64, f64, u64)], now: f64) -> bool {
+    let last = samples
+        .iter()
+        .filter(|s| s.2 > 0)
+        .map(|s| s.0 + s.1 / 1e3)
+        .fold(f64::NAN, f64::max);
+    last.is_finite() && now - last > 2.0
 }
 
 async fn produce(

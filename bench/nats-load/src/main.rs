@@ -11,7 +11,7 @@ use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
-    /// publish, consume or latency.
+    /// publish, consume (no acks), acked (explicit ack of every message) or latency.
     #[arg(long, default_value = "publish")]
     mode: String,
     #[arg(long, default_value = "nats://127.0.0.1:14222")]
@@ -71,13 +71,19 @@ async fn main() -> anyhow::Result<()> {
                 n += 1;
             }
         }
-        "consume" => {
+        "consume" | "acked" => {
+            let acked = a.mode == "acked";
+            let name = if acked { "bench-acker" } else { "bench-reader" };
             let c = st
                 .get_or_create_consumer(
-                    "bench-reader",
+                    name,
                     consumer::pull::Config {
-                        durable_name: Some("bench-reader".into()),
-                        ack_policy: consumer::AckPolicy::None,
+                        durable_name: Some(name.into()),
+                        ack_policy: if acked {
+                            consumer::AckPolicy::Explicit
+                        } else {
+                            consumer::AckPolicy::None
+                        },
                         ..Default::default()
                     },
                 )
@@ -86,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
             while Instant::now() < until {
                 match tokio::time::timeout(Duration::from_secs(1), msgs.next()).await {
                     Ok(Some(m)) => {
-                        m?;
+                        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                        if acked {
+                            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                        }
                         n += 1;
                     }
                     _ => break,

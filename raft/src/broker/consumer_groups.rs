@@ -43,10 +43,15 @@ impl Broker {
             applied.borrow_and_update();
             let r = req.clone();
             let now = self.group_time().await?;
-            let plan = self
-                .blocking(move |s, _| plan::plan(s, &r, start_queue, now))
-                .await??;
+            let (sm, reserved) = (self.inner.sm.clone(), self.inner.reserved.clone());
+            let plan = tokio::task::spawn_blocking(move || {
+                sm.plan_receive(&r, start_queue, now, &reserved)
+            })
+            .await
+            .map_err(|e| BrokerError::Internal(format!("blocking task: {e}")))??;
             if !plan.is_empty() {
+                // Held until the lease below is applied (or fails, or this is abandoned).
+                let _reservation = plan.reservation;
                 let cmd = Command::Lease(LeaseCmd {
                     group: req.group.clone(),
                     topic: req.topic.clone(),

@@ -101,6 +101,8 @@ struct Inner {
     sm: StateMachine,
     peer: PeerService<StateMachine>,
     round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
+    /// Offsets this leader proposed to lease whose leases are not applied yet.
+    reserved: Arc<Mutex<crate::state::consumer_groups::plan::Reserved>>,
     /// Every request to a peer: Raft's own, clock samples, and the API's forwarding.
     http: PeerHttp,
     clock: Arc<clock::GroupClock>,
@@ -181,6 +183,7 @@ impl Broker {
                 sm,
                 peer,
                 round_robin: Mutex::new(HashMap::new()),
+                reserved: Arc::default(),
                 http,
                 clock,
                 disk: disk::DiskGuard::default(),

@@ -17,6 +17,8 @@ use raftmq_storage::{IndexBatch, IndexStore, StorageError};
 use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::{Command, User};
 use crate::state::consumer_groups::ConsumerGroups;
+use crate::state::consumer_groups::ReceiveRequest;
+use crate::state::consumer_groups::plan::{self, Plan, Reserved};
 use crate::state::queues::Queues;
 
 /// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
@@ -95,6 +97,18 @@ impl Applier {
             batch.put_meta(META_CLOCK, &now_ms.to_le_bytes());
         }
         self.clock
+    }
+
+    /// The leader's plan for a receive, from the in-memory progress apply keeps (see
+    /// [`crate::state::consumer_groups::plan`]).
+    pub fn plan_receive(
+        &mut self,
+        req: &ReceiveRequest,
+        start_queue: u32,
+        now: u64,
+        reserved: &Arc<std::sync::Mutex<Reserved>>,
+    ) -> Result<Plan, crate::error::BrokerError> {
+        plan::plan(&mut self.groups, req, start_queue, now, reserved)
     }
 
     /// The store this applier writes to.

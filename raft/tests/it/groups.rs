@@ -108,8 +108,15 @@ impl Node {
         assert!(matches!(r, Applied::Acked { .. }), "{r:?}");
     }
 
+    /// Message states stored (in the queues' checkpoint records).
     fn states(&self) -> usize {
-        self.store.group_scan(b"S", None, usize::MAX).unwrap().len()
+        use raftmq_raft::state::consumer_groups::{MsgState, dec};
+        self.store
+            .group_scan(b"Q", None, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|(_, v)| dec::<Vec<(u64, MsgState)>>(v).unwrap().len())
+            .sum()
     }
 }
 
@@ -246,4 +253,113 @@ fn time_at_apply_never_goes_back_and_survives_a_restart() {
         5000,
         "the clock survived the restart"
     );
+}
+
+impl Node {
+    fn nack(&mut self, now_ms: u64, receipts: Vec<String>, delay_ms: u64) -> Applied {
+        self.apply(Command::Ack(AckCmd {
+            group: "g".into(),
+            topic: "t".into(),
+            receipts,
+            now_ms,
+            nack_delay_ms: Some(delay_ms),
+        }))
+    }
+}
+
+#[test]
+fn in_flight_progress_rebuilt_from_checkpoints_after_a_restart_decides_the_same() {
+    // Two replicas apply the same commands; one restarts its applier half way, so its
+    // in-flight state comes back from the checkpoint records. Every answer must match.
+    let (mut a, mut b) = (Node::new(), Node::new());
+    let mut both = |f: &mut dyn FnMut(&mut Node) -> String| {
+        let (ra, rb) = (f(&mut a), f(&mut b));
+        assert_eq!(ra, rb);
+        ra
+    };
+    both(&mut |n| {
+        n.topic(false, 1_000_000);
+        n.produce(10, 700);
+        String::new()
+    });
+    // Leases over three checkpoint records; acks at and above the floor; a nack.
+    let all: Vec<u64> = (0..700).collect();
+    both(&mut |n| format!("{:?}", n.lease(CLUSTERING, "c1", 20, &all[..300])));
+    both(&mut |n| format!("{:?}", n.lease(CLUSTERING, "c2", 21, &all[250..700])));
+    both(&mut |n| {
+        let got = n.lease(CLUSTERING, "c3", 22, &all);
+        assert!(got.is_empty(), "everything is in flight");
+        String::new()
+    });
+    let receipts = |n: &mut Node, now: u64, items: &[u64]| -> Vec<String> {
+        // A lease that expired is leased again: its receipts are the current ones.
+        n.lease(CLUSTERING, "c4", now, items)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    };
+    both(&mut |n| {
+        let r = receipts(n, 2000, &all[..]);
+        assert_eq!(r.len(), 700, "every lease expired at 1020-1021");
+        n.ack(2001, r[..10].to_vec());
+        n.ack(2001, r[100..400].to_vec());
+        // The floor passes a whole checkpoint record and part of the next.
+        n.ack(2001, r[10..100].to_vec());
+        format!("{:?}", n.nack(2001, r[500..510].to_vec(), 50))
+    });
+    b.applier = Applier::new(b.store.clone());
+    let mut both = |f: &mut dyn FnMut(&mut Node) -> String| {
+        let (ra, rb) = (f(&mut a), f(&mut b));
+        assert_eq!(ra, rb);
+        ra
+    };
+    // Before the leases of 2000 expire only the nacked ones come back; after, all the
+    // unacked ones, with their attempts counted.
+    let early = both(&mut |n| format!("{:?}", n.lease(CLUSTERING, "c5", 2100, &all)));
+    assert_eq!(early.matches("-c5").count(), 10, "{early}");
+    let late = both(&mut |n| format!("{:?}", n.lease(CLUSTERING, "c6", 5000, &all)));
+    // 400 acked; the 10 nacked ones (leased again at 2100) come back a fourth time.
+    assert_eq!(late.matches("-c6").count(), 700 - 400, "{late}");
+    assert!(late.contains("0-500-4-"), "fourth delivery: {late}");
+    assert_eq!(a.states(), b.states());
+    assert_eq!(
+        a.store.offset_get("g", "t", 0).unwrap(),
+        Some(400),
+        "acks at the floor moved it"
+    );
+}
+
+#[test]
+fn concurrent_plans_propose_different_messages_until_a_reservation_is_dropped() {
+    use raftmq_raft::state::consumer_groups::ReceiveRequest;
+    use raftmq_raft::state::consumer_groups::plan::Reserved;
+    let mut n = Node::new();
+    n.topic(false, 1_000_000);
+    n.produce(10, 20);
+    let reserved = Arc::new(std::sync::Mutex::new(Reserved::default()));
+    let req = ReceiveRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        consumer: "c".into(),
+        max: 8,
+        wait_ms: 0,
+        invisible_ms: 1000,
+        tag: None,
+        mode: CLUSTERING,
+    };
+    let first = n.applier.plan_receive(&req, 0, 20, &reserved).unwrap();
+    let second = n.applier.plan_receive(&req, 0, 20, &reserved).unwrap();
+    let offsets = |p: &raftmq_raft::state::consumer_groups::plan::Plan| -> Vec<u64> {
+        p.items.iter().map(|(_, o)| *o).collect()
+    };
+    assert_eq!(offsets(&first), (0..8).collect::<Vec<_>>());
+    assert_eq!(offsets(&second), (8..16).collect::<Vec<_>>());
+    drop(first);
+    let third = n.applier.plan_receive(&req, 0, 20, &reserved).unwrap();
+    assert_eq!(offsets(&third), (0..8).collect::<Vec<_>>(), "released");
+    // What apply leased is out of later plans without any reservation.
+    drop((second, third));
+    n.lease(CLUSTERING, "c", 20, &(0..12).collect::<Vec<_>>());
+    let after = n.applier.plan_receive(&req, 0, 30, &reserved).unwrap();
+    assert_eq!(offsets(&after), (12..20).collect::<Vec<_>>());
 }

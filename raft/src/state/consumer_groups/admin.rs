@@ -99,11 +99,10 @@ impl ConsumerGroups {
                 .cq_bounds(&c.topic, queue)?
                 .map_or(0, |(min, _)| min);
             for gk in &gkeys {
-                self.delete_prefix(batch, &keys::queue_states(gk, &c.topic, queue))?;
-                self.set_floor(gk, &c.topic, queue, offset.max(min));
+                self.clear_queue(batch, gk, &c.topic, queue, Some(offset.max(min)));
             }
         }
-        self.flush_floors(batch)?;
+        self.flush(batch)?;
         Ok(Applied::Done)
     }
 
@@ -152,9 +151,9 @@ impl ConsumerGroups {
         // Remembered so deleting the topic forgets these offsets too.
         self.touch_topic(batch, group, topic);
         for &(queue, offset) in offsets {
-            self.raise_floor(batch, group, topic, queue, offset)?;
+            self.raise_floor(group, topic, queue, offset)?;
         }
-        self.flush_floors(batch)?;
+        self.flush(batch)?;
         Ok(Applied::Done)
     }
 
@@ -171,10 +170,10 @@ impl ConsumerGroups {
         for gk in gkeys {
             batch.delete_offsets(&gk, topic, queues)?;
             for queue in 0..queues {
-                self.drop_floor(&gk, topic, queue);
-                self.delete_prefix(batch, &keys::queue_states(&gk, topic, queue))?;
+                self.clear_queue(batch, &gk, topic, queue, None);
             }
         }
+        self.forget_progress(topic);
         Ok(())
     }
 
@@ -194,10 +193,10 @@ impl ConsumerGroups {
             .collect();
         for gk in &gkeys {
             for &(queue, min) in moved {
-                self.raise_floor(batch, gk, topic, queue, min)?;
+                self.raise_floor(gk, topic, queue, min)?;
             }
         }
-        self.flush_floors(batch)
+        self.flush(batch)
     }
 
     /// Every group that touched `topic` (received, committed, heartbeated: it has a `T group

@@ -5,9 +5,7 @@
 
 use raftmq_storage::IndexStore;
 
-use super::{
-    ConsumerGroupMode, ConsumerRec, GroupMeta, GroupView, MsgState, dec, dlq_topic, gkey, keys,
-};
+use super::{ConsumerGroupMode, ConsumerRec, GroupMeta, GroupView, dec, dlq_topic, gkey, keys};
 
 type R<T> = raftmq_storage::Result<T>;
 
@@ -98,16 +96,17 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
         for q in 0..t.queues {
             let max = store.cq_bounds(topic, q)?.map_or(0, |(_, max)| max);
             for (gk, consumer) in &progress_keys {
-                let in_flight = view
-                    .scan(&keys::queue_states(gk, topic, q), None)?
+                let progress = view.queue_state(gk, topic, q)?;
+                let in_flight = progress
+                    .states
                     .values()
-                    .filter(|v| dec::<MsgState>(v).is_some_and(|st| st.in_flight(now)))
+                    .filter(|st| st.in_flight(now))
                     .count() as u64;
                 queues.push(QueueProgress {
                     topic: topic.clone(),
                     queue: q,
                     consumer: consumer.clone(),
-                    committed: view.floor(gk, topic, q)?,
+                    committed: progress.floor,
                     max_offset: max,
                     in_flight,
                 });

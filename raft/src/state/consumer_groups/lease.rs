@@ -63,33 +63,33 @@ impl ConsumerGroups {
             gk: gkey(&c.group, meta.mode, &c.consumer),
             topic,
         };
-        let mut touched = self.skip_filtered(batch, &l)?;
+        let mut touched = self.skip_filtered(&l)?;
         touched.extend(self.dead_letter_spent(batch, queues, &l)?);
-        let granted = self.grant(batch, log_index, &l)?;
+        let granted = self.grant(log_index, &l)?;
         touched.sort_unstable();
         touched.dedup();
         for queue in touched {
-            self.advance_floor(batch, &l.gk, &c.topic, queue)?;
+            self.advance_floor(&l.gk, &c.topic, queue)?;
         }
-        self.flush_floors(batch)?;
+        self.flush(batch)?;
         Ok(Applied::Leased { granted })
     }
 
     /// Marks messages the consumer's tag filter excludes as done; returns their queues.
-    fn skip_filtered(&mut self, batch: &mut IndexBatch<'_>, l: &Lease<'_>) -> R<Vec<u32>> {
+    fn skip_filtered(&mut self, l: &Lease<'_>) -> R<Vec<u32>> {
         let (c, gk) = (l.c, l.gk.as_str());
         let mut touched = Vec::new();
         for &(queue, offset) in &c.skip {
-            if queue >= l.topic.queues || offset < self.view().floor(gk, &c.topic, queue)? {
+            if queue >= l.topic.queues || offset < self.floor(gk, &c.topic, queue)? {
                 continue;
             }
-            let st = self.view().state(gk, &c.topic, queue, offset)?;
+            let st = self.state(gk, &c.topic, queue, offset)?;
             if st.as_ref().is_some_and(|s| s.done() || s.in_flight(l.now)) {
                 continue;
             }
             let mut st = st.unwrap_or_else(|| fresh(&c.consumer));
             st.status = Status::Acked;
-            self.put(batch, keys::state(gk, &c.topic, queue, offset), enc(&st));
+            self.set_state(gk, &c.topic, queue, offset, st)?;
             touched.push(queue);
         }
         Ok(touched)
@@ -105,10 +105,10 @@ impl ConsumerGroups {
         let (c, gk) = (l.c, l.gk.as_str());
         let mut touched = Vec::new();
         for &(queue, offset) in &c.dead {
-            if queue >= l.topic.queues || offset < self.view().floor(gk, &c.topic, queue)? {
+            if queue >= l.topic.queues || offset < self.floor(gk, &c.topic, queue)? {
                 continue;
             }
-            let Some(mut st) = self.view().state(gk, &c.topic, queue, offset)? else {
+            let Some(mut st) = self.state(gk, &c.topic, queue, offset)? else {
                 continue;
             };
             if st.done() || st.in_flight(l.now) || st.attempt < l.meta.max_attempts {
@@ -116,7 +116,7 @@ impl ConsumerGroups {
             }
             if self.dead_letter(batch, queues, l, queue, offset, st.attempt)? {
                 st.status = Status::Dead;
-                self.put(batch, keys::state(gk, &c.topic, queue, offset), enc(&st));
+                self.set_state(gk, &c.topic, queue, offset, st)?;
                 touched.push(queue);
             }
         }
@@ -124,12 +124,7 @@ impl ConsumerGroups {
     }
 
     /// Leases what is still leasable; returns what was granted.
-    fn grant(
-        &mut self,
-        batch: &mut IndexBatch<'_>,
-        log_index: u64,
-        l: &Lease<'_>,
-    ) -> R<Vec<Granted>> {
+    fn grant(&mut self, log_index: u64, l: &Lease<'_>) -> R<Vec<Granted>> {
         let (c, gk) = (l.c, l.gk.as_str());
         let now = l.now;
         let mut granted = Vec::new();
@@ -142,7 +137,7 @@ impl ConsumerGroups {
             let (floor, min, next) = match bounds.iter().find(|b| b.0 == queue) {
                 Some(&(_, f, lo, hi)) => (f, lo, hi),
                 None => {
-                    let f = self.view().floor(gk, &c.topic, queue)?;
+                    let f = self.floor(gk, &c.topic, queue)?;
                     let (lo, hi) = self.store().cq_bounds(&c.topic, queue)?.unwrap_or((0, 0));
                     bounds.push((queue, f, lo, hi));
                     (f, lo, hi)
@@ -153,7 +148,6 @@ impl ConsumerGroups {
                 continue;
             }
             let st = self
-                .view()
                 .state(gk, &c.topic, queue, offset)?
                 .unwrap_or_else(|| fresh(&c.consumer));
             if !st.deliverable(now) || st.attempt >= l.meta.max_attempts {
@@ -169,22 +163,19 @@ impl ConsumerGroups {
                 lease_index: log_index,
                 consumer: c.consumer.clone(),
             };
-            self.put(
-                batch,
-                keys::state(gk, &c.topic, queue, offset),
-                enc(&leased),
-            );
+            let attempt = leased.attempt;
+            self.set_state(gk, &c.topic, queue, offset, leased)?;
             let receipt = Receipt {
                 queue,
                 offset,
-                attempt: leased.attempt,
+                attempt,
                 lease_index: log_index,
                 consumer: c.consumer.clone(),
             };
             granted.push(Granted {
                 queue,
                 offset,
-                attempt: leased.attempt,
+                attempt,
                 receipt: receipt.encode(),
             });
         }
@@ -194,7 +185,7 @@ impl ConsumerGroups {
     /// FIFO: deliver `offset` only if every earlier message of the queue is done and none is
     /// in flight.
     fn fifo_may_deliver(
-        &self,
+        &mut self,
         gk: &str,
         topic: &str,
         queue: u32,
@@ -202,14 +193,8 @@ impl ConsumerGroups {
         offset: u64,
         now: u64,
     ) -> R<bool> {
-        let states = self
-            .view()
-            .scan(&keys::queue_states(gk, topic, queue), None)?;
         let mut done_before = 0u64;
-        for (k, v) in &states {
-            let (Some(o), Some(st)) = (keys::state_offset(k), super::dec::<MsgState>(v)) else {
-                continue;
-            };
+        for (&o, st) in &self.queue(gk, topic, queue)?.states {
             if o != offset && st.in_flight(now) {
                 return Ok(false);
             }

@@ -12,7 +12,9 @@
 //! Records (keys start with a kind byte; names are length-prefixed, numbers big-endian):
 //! - `M group` → [`GroupMeta`]: mode and `max_attempts`, set on first use;
 //! - `T group topic` → (empty): the topics a group has touched;
-//! - `S gkey topic queue offset` → [`MsgState`]: a message's lease, attempts, ack;
+//! - `Q gkey topic queue chunk` → `Vec<(offset, MsgState)>`: a checkpoint of the states
+//!   of up to [`progress::CHUNK`] consecutive offsets (lease, attempts, ack), the persisted
+//!   form of [`progress::Progress`], which apply works on in memory;
 //! - `C group consumer` → [`ConsumerRec`]: last heartbeat, session, topics;
 //! - `P group topic consumer` → (empty): a broadcast consumer has progress in the topic
 //!   (so resets, retention and topic deletion find it even if it never sent a heartbeat);
@@ -20,17 +22,18 @@
 //!
 //! `gkey` is the group for clustering mode and `group/consumer` in broadcast mode (each
 //! consumer has its own progress). A queue's *floor* (every offset below it acked or dead)
-//! is the group's committed offset in the `consumer_offsets` column family; `S` records
+//! is the group's committed offset in the `consumer_offsets` column family; message states
 //! exist only at or above it.
 //!
 //! Must never: hold a deadline from a replica's clock (deadlines come from `now_ms` in the
-//! entry), or keep `S` records below the floor.
+//! entry), or keep message states below the floor.
 
 pub mod ack;
 pub mod admin;
 pub mod info;
 pub mod lease;
 pub mod plan;
+pub mod progress;
 pub mod state;
 pub mod view;
 
@@ -179,26 +182,20 @@ pub mod keys {
         k
     }
 
-    /// `S gkey topic queue` (prefix).
-    pub fn queue_states(gkey: &str, topic: &str, queue: u32) -> Vec<u8> {
-        let mut k = vec![b'S'];
+    /// `Q gkey topic queue` (prefix of a queue's checkpoint records).
+    pub fn chunks(gkey: &str, topic: &str, queue: u32) -> Vec<u8> {
+        let mut k = vec![b'Q'];
         put_name(&mut k, gkey);
         put_name(&mut k, topic);
         k.extend_from_slice(&queue.to_be_bytes());
         k
     }
 
-    /// `S gkey topic queue offset`.
-    pub fn state(gkey: &str, topic: &str, queue: u32, offset: u64) -> Vec<u8> {
-        let mut k = queue_states(gkey, topic, queue);
-        k.extend_from_slice(&offset.to_be_bytes());
+    /// `Q gkey topic queue chunk`: the states of offsets `chunk * CHUNK ..`.
+    pub fn chunk(gkey: &str, topic: &str, queue: u32, chunk: u64) -> Vec<u8> {
+        let mut k = chunks(gkey, topic, queue);
+        k.extend_from_slice(&chunk.to_be_bytes());
         k
-    }
-
-    /// The offset at the end of an `S` key.
-    pub fn state_offset(key: &[u8]) -> Option<u64> {
-        let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-        Some(u64::from_be_bytes(tail))
     }
 
     /// `C group` (prefix).
@@ -332,12 +329,12 @@ mod tests {
         };
         assert_eq!(Receipt::parse(&r.encode()), Some(r));
         assert_eq!(Receipt::parse("1-2-3"), None);
-        assert_eq!(keys::state_offset(&keys::state("g", "t", 1, 42)), Some(42));
         assert_eq!(
             keys::consumer_name(&keys::consumer("g", "c1")).as_deref(),
             Some("c1")
         );
-        assert!(keys::state("g", "t", 1, 1) < keys::state("g", "t", 1, 256));
+        assert!(keys::chunk("g", "t", 1, 1) < keys::chunk("g", "t", 1, 256));
+        assert!(keys::chunk("g", "t", 1, 9).starts_with(&keys::chunks("g", "t", 1)));
         assert_eq!(
             keys::progress_consumer(&keys::progress("g", "t", "c-1")).as_deref(),
             Some("c-1")

@@ -1,12 +1,18 @@
-//! The leader's side of consumer-group writes, computed from the applied state: what a
-//! receive proposes to lease, skip or dead-letter, and where an offset reset moves floors.
+//! The leader's side of consumer-group writes: what a receive proposes to lease, skip or
+//! dead-letter, planned from the in-memory progress apply keeps (no scan of RocksDB), and
+//! where an offset reset moves floors. Offsets a plan proposes are [`Reserved`] until their
+//! lease is applied, so concurrent receives propose different messages instead of racing
+//! for the same ones.
 //!
 //! Must never: hand anything to a consumer: a plan is only a proposal, and what apply
 //! grants (see [`super::lease`]) is what gets delivered.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
 use raftmq_storage::IndexStore;
 
-use super::{ConsumerGroupMode, GroupMeta, GroupView, MsgState, gkey};
+use super::{ConsumerGroupMode, ConsumerGroups, GroupMeta, gkey};
 use crate::error::BrokerError;
 use crate::state::applied::RejectCode;
 use crate::state::read::TagFilter;
@@ -43,6 +49,56 @@ pub enum ResetTo {
     Timestamp(u64),
 }
 
+/// Offsets proposed for leasing whose lease is not applied yet, per (progress key, topic):
+/// leader-local, never part of the replicated state.
+#[derive(Debug, Default)]
+pub struct Reserved(HashMap<(String, String), HashSet<(u32, u64)>>);
+
+impl Reserved {
+    /// What is reserved for a progress key in a topic.
+    fn of(&self, gk: &str, topic: &str) -> Option<&HashSet<(u32, u64)>> {
+        self.0.get(&(gk.to_owned(), topic.to_owned()))
+    }
+
+    fn add(&mut self, gk: &str, topic: &str, items: &[(u32, u64)]) {
+        self.0
+            .entry((gk.to_owned(), topic.to_owned()))
+            .or_default()
+            .extend(items.iter().copied());
+    }
+
+    fn release(&mut self, gk: &str, topic: &str, items: &[(u32, u64)]) {
+        let key = (gk.to_owned(), topic.to_owned());
+        if let Some(set) = self.0.get_mut(&key) {
+            for item in items {
+                set.remove(item);
+            }
+            if set.is_empty() {
+                self.0.remove(&key);
+            }
+        }
+    }
+}
+
+/// Releases a plan's reservations when dropped: after its lease was applied, failed, or
+/// the receive was abandoned.
+#[derive(Debug)]
+pub struct Reservation {
+    reserved: Arc<Mutex<Reserved>>,
+    gk: String,
+    topic: String,
+    items: Vec<(u32, u64)>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(&self.gk, &self.topic, &self.items);
+    }
+}
+
 /// What a receive proposes, as `(queue, offset)` lists.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -52,6 +108,8 @@ pub struct Plan {
     pub skip: Vec<(u32, u64)>,
     /// Out of attempts: to the dead-letter topic.
     pub dead: Vec<(u32, u64)>,
+    /// Holds `items` back from other plans until dropped.
+    pub reservation: Option<Reservation>,
 }
 
 impl Plan {
@@ -68,16 +126,20 @@ fn topic_not_found(topic: &str) -> BrokerError {
     )
 }
 
+/// States a plan looks at per queue at most (a bound on the leader's work when a queue has
+/// very many messages in flight).
+const MAX_SCAN: usize = 65_536;
+
 /// Chooses what to lease (and to skip or dead-letter) at `now`, scanning queues from
-/// `start_queue` on.
+/// `start_queue` on, and reserves what it proposes to lease.
 pub fn plan(
-    store: &IndexStore,
+    groups: &mut ConsumerGroups,
     req: &ReceiveRequest,
     start_queue: u32,
     now: u64,
+    reserved: &Arc<Mutex<Reserved>>,
 ) -> Result<Plan, BrokerError> {
-    let view = GroupView::applied(store);
-    let meta = view.meta(&req.group)?;
+    let meta = groups.view().meta(&req.group)?;
     if let Some(m) = meta
         && m.mode != req.mode
     {
@@ -87,43 +149,53 @@ pub fn plan(
         ));
     }
     let max_attempts = meta.unwrap_or(GroupMeta::new(req.mode)).max_attempts;
+    let store = groups.shared_store();
     let topic = store
         .topic_get(&req.topic)?
         .ok_or_else(|| topic_not_found(&req.topic))?;
     let gk = gkey(&req.group, req.mode, &req.consumer);
-    let scan = (req.max * 4).clamp(64, 2048);
     let mut plan = Plan::default();
+    let mut held = reserved.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = held.of(&gk, &req.topic);
     for i in 0..topic.queues {
         let q = (start_queue + i) % topic.queues;
-        let f = view.floor(&gk, &req.topic, q)?;
-        let entries = store.cq_range(&req.topic, q, f, scan)?;
-        if entries.is_empty() {
+        let Some((min, next)) = store.cq_bounds(&req.topic, q)? else {
             continue;
-        }
-        let states = view.states_from(&gk, &req.topic, q, f)?;
-        for (off, e) in entries {
-            let st = states.get(&off);
-            if st.is_some_and(MsgState::done) {
+        };
+        let progress = groups.queue(&gk, &req.topic, q)?;
+        let mut offset = progress.floor.max(min);
+        let mut states = progress.states.range(offset..).peekable();
+        let mut looked = 0;
+        while offset < next && looked < MAX_SCAN {
+            looked += 1;
+            // Skip what this offset's state rules out; an offset without one is new.
+            let st = states.next_if(|(o, _)| **o == offset).map(|(_, st)| st);
+            let o = offset;
+            offset += 1;
+            if st.is_some_and(|s| s.done()) {
                 continue;
             }
-            let deliverable = st.is_none_or(|s| s.deliverable(now));
-            if !deliverable {
+            let free = st.is_none_or(|s| s.deliverable(now))
+                && !taken.is_some_and(|t| t.contains(&(q, o)));
+            if !free {
                 if topic.fifo {
                     break;
                 }
                 continue;
             }
             if st.is_some_and(|s| s.attempt >= max_attempts) {
-                plan.dead.push((q, off));
+                plan.dead.push((q, o));
                 continue;
             }
             if let Some(tag) = &req.tag
-                && !tag.may_match(e.tag_hash)
+                && !store
+                    .cq_get(&req.topic, q, o)?
+                    .is_some_and(|e| tag.may_match(e.tag_hash))
             {
-                plan.skip.push((q, off));
+                plan.skip.push((q, o));
                 continue;
             }
-            plan.items.push((q, off));
+            plan.items.push((q, o));
             if topic.fifo || plan.items.len() >= req.max {
                 break;
             }
@@ -131,6 +203,15 @@ pub fn plan(
         if plan.items.len() >= req.max {
             break;
         }
+    }
+    if !plan.items.is_empty() {
+        held.add(&gk, &req.topic, &plan.items);
+        plan.reservation = Some(Reservation {
+            reserved: reserved.clone(),
+            gk,
+            topic: req.topic.clone(),
+            items: plan.items.clone(),
+        });
     }
     Ok(plan)
 }

@@ -1,19 +1,22 @@
 //! [`ConsumerGroups`]: the consumer-group part of the applied state, owned by the
-//! [`crate::state::Applier`]. It keeps an overlay of the records and floors written through
-//! it (the batch being built sees them; once written they stay as a write-through cache, so
-//! hot leases and acks rarely reach RocksDB) and the floors the current command moved.
+//! [`crate::state::Applier`]. It keeps the in-flight state of every queue in memory
+//! ([`Progress`]: floors and message states, written as checkpoint records once per
+//! command) and an overlay of the other records written through it (the batch being built
+//! sees them; once written they stay as a write-through cache).
 //!
-//! Its operations live beside it: [`super::lease`], [`super::ack`], [`super::admin`].
+//! Its operations live beside it: [`super::lease`], [`super::ack`], [`super::admin`], and
+//! the leader's [`super::plan`], which reads the same memory.
 //!
 //! Must never: write a record without putting it in the overlay (later entries of the batch
-//! would not see it), or keep `S` records below a floor it moved.
+//! would not see it), or end a command without [`ConsumerGroups::flush`].
 
 use std::sync::Arc;
 
 use raftmq_storage::{IndexBatch, IndexStore};
 
-use super::view::{FloorKey, GroupView, Overlay};
-use super::{ConsumerGroupMode, GroupMeta, enc, keys};
+use super::progress::{Progress, QueueState};
+use super::view::{GroupView, Overlay};
+use super::{ConsumerGroupMode, GroupMeta, MsgState, enc, keys};
 
 pub(super) type R<T> = raftmq_storage::Result<T>;
 
@@ -22,27 +25,31 @@ pub(super) type R<T> = raftmq_storage::Result<T>;
 pub struct ConsumerGroups {
     store: Arc<IndexStore>,
     overlay: Overlay,
-    /// Floors moved by the command being applied, written once when it ends.
-    dirty_floors: Vec<FloorKey>,
+    progress: Progress,
 }
 
 impl ConsumerGroups {
-    /// Consumer groups over `store`, nothing cached yet.
+    /// Consumer groups over `store`, nothing loaded yet.
     pub fn new(store: Arc<IndexStore>) -> Self {
         ConsumerGroups {
             store,
             overlay: Overlay::default(),
-            dirty_floors: Vec::new(),
+            progress: Progress::default(),
         }
     }
 
-    /// Reads through the overlay.
+    /// Reads records through the overlay.
     pub fn view(&self) -> GroupView<'_> {
         GroupView::with_overlay(&self.store, &self.overlay)
     }
 
     pub(super) fn store(&self) -> &IndexStore {
         &self.store
+    }
+
+    /// The store, to read beside the in-memory progress.
+    pub(super) fn shared_store(&self) -> Arc<IndexStore> {
+        self.store.clone()
     }
 
     /// Call after writing a batch. What it wrote is in RocksDB now, so the overlay stays as
@@ -64,96 +71,90 @@ impl ConsumerGroups {
 
     /// Deletes every record under `prefix`, in the batch and as seen through the overlay.
     pub(super) fn delete_prefix(&mut self, batch: &mut IndexBatch<'_>, prefix: &[u8]) -> R<()> {
-        self.delete_below(batch, prefix, &raftmq_storage::prefix_end(prefix))
-    }
-
-    /// Deletes the records under `prefix` whose keys sort before `end`.
-    fn delete_below(&mut self, batch: &mut IndexBatch<'_>, prefix: &[u8], end: &[u8]) -> R<()> {
-        batch.delete_group_range(prefix, end);
+        batch.delete_group_range(prefix, &raftmq_storage::prefix_end(prefix));
         for k in self.overlay.keys_under(prefix) {
-            if k.as_slice() < end {
-                self.overlay.record(k, None);
-            }
+            self.overlay.record(k, None);
         }
         for (k, _) in self.store.group_scan(prefix, None, usize::MAX)? {
-            if k.as_slice() >= end {
-                break;
-            }
             self.overlay.record(k, None);
         }
         Ok(())
     }
 
-    /// Moves a floor up to `to`, never down, dropping the message records it passes and
-    /// then moving on over what is done; [`Self::flush_floors`] writes it.
-    pub(super) fn raise_floor(
+    /// A queue's progress (floor and message states), loaded on first use.
+    pub(super) fn queue(&mut self, gk: &str, topic: &str, queue: u32) -> R<&mut QueueState> {
+        self.progress.queue(&self.store, gk, topic, queue)
+    }
+
+    /// A queue's floor.
+    pub(super) fn floor(&mut self, gk: &str, topic: &str, queue: u32) -> R<u64> {
+        Ok(self.queue(gk, topic, queue)?.floor)
+    }
+
+    /// One message's state, if it was ever handed out (and is at or above the floor).
+    pub(super) fn state(
+        &mut self,
+        gk: &str,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+    ) -> R<Option<MsgState>> {
+        Ok(self.queue(gk, topic, queue)?.states.get(&offset).cloned())
+    }
+
+    /// Sets one message's state.
+    pub(super) fn set_state(
+        &mut self,
+        gk: &str,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        st: MsgState,
+    ) -> R<()> {
+        self.progress.set(&self.store, gk, topic, queue, offset, st)
+    }
+
+    /// Moves a floor up to `to`, never down, dropping the states it passes and then moving
+    /// on over what is done.
+    pub(super) fn raise_floor(&mut self, gk: &str, topic: &str, queue: u32, to: u64) -> R<()> {
+        if to <= self.floor(gk, topic, queue)? {
+            return Ok(());
+        }
+        self.progress.set_floor(&self.store, gk, topic, queue, to)
+    }
+
+    /// Moves the floor over offsets that are done, and stores it.
+    pub(super) fn advance_floor(&mut self, gk: &str, topic: &str, queue: u32) -> R<()> {
+        self.progress.advance(&self.store, gk, topic, queue)
+    }
+
+    /// Forgets a queue's message states; with `floor`, sets it there (a reset), without,
+    /// forgets the queue (its topic was deleted; the caller deletes its offsets).
+    pub(super) fn clear_queue(
         &mut self,
         batch: &mut IndexBatch<'_>,
         gk: &str,
         topic: &str,
         queue: u32,
-        to: u64,
-    ) -> R<()> {
-        if to <= self.view().floor(gk, topic, queue)? {
-            return Ok(());
-        }
-        let prefix = keys::queue_states(gk, topic, queue);
-        self.delete_below(batch, &prefix, &keys::state(gk, topic, queue, to))?;
-        self.set_floor(gk, topic, queue, to);
-        self.advance_floor(batch, gk, topic, queue)
+        floor: Option<u64>,
+    ) {
+        self.progress.clear(batch, gk, topic, queue, floor);
+    }
+
+    /// Forgets the in-memory progress of every queue of a deleted topic.
+    pub(super) fn forget_progress(&mut self, topic: &str) {
+        self.progress.forget_topic(topic);
+    }
+
+    /// Writes what the command changed in the queues' progress (checkpoint records and
+    /// floors, once each).
+    pub(super) fn flush(&mut self, batch: &mut IndexBatch<'_>) -> R<()> {
+        self.progress.flush(batch)
     }
 
     /// Records that the group has touched `topic` (so deleting the topic forgets it).
     pub(super) fn touch_topic(&mut self, batch: &mut IndexBatch<'_>, group: &str, topic: &str) {
         self.put(batch, keys::topic(group, topic), Vec::new());
-    }
-
-    /// Moves a floor; [`Self::flush_floors`] writes it when the command ends.
-    pub(super) fn set_floor(&mut self, gk: &str, topic: &str, queue: u32, floor: u64) {
-        let key = (gk.to_owned(), topic.to_owned(), queue);
-        if !self.dirty_floors.contains(&key) {
-            self.dirty_floors.push(key.clone());
-        }
-        self.overlay.set_floor(key, floor);
-    }
-
-    /// Forgets a floor (its offsets were deleted with a topic).
-    pub(super) fn drop_floor(&mut self, gk: &str, topic: &str, queue: u32) {
-        self.overlay
-            .drop_floor(&(gk.to_owned(), topic.to_owned(), queue));
-    }
-
-    /// Writes the floors the current command moved (once each, however often they moved).
-    pub(super) fn flush_floors(&mut self, batch: &mut IndexBatch<'_>) -> R<()> {
-        for key in std::mem::take(&mut self.dirty_floors) {
-            if let Some(floor) = self.overlay.floor(&key) {
-                batch.put_offset(&key.0, &key.1, key.2, floor)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves the floor over offsets that are done, dropping their records.
-    pub(super) fn advance_floor(
-        &mut self,
-        batch: &mut IndexBatch<'_>,
-        gk: &str,
-        topic: &str,
-        queue: u32,
-    ) -> R<()> {
-        let start = self.view().floor(gk, topic, queue)?;
-        let mut floor = start;
-        while let Some(st) = self.view().state(gk, topic, queue, floor)? {
-            if !st.done() {
-                break;
-            }
-            self.delete(batch, keys::state(gk, topic, queue, floor));
-            floor += 1;
-        }
-        if floor != start || self.store.offset_get(gk, topic, queue)?.is_none() {
-            self.set_floor(gk, topic, queue, floor);
-        }
-        Ok(())
     }
 
     /// The group's settings, created with `mode` (clustering if `None`) on first use.

@@ -1,10 +1,11 @@
-//! [`GroupView`]: the one way consumer-group state is read, from RocksDB plus, while
-//! applying, the applier's overlay of writes made through it (the batch being built, and
-//! earlier batches kept as a write-through cache).
+//! [`GroupView`]: the one way consumer-group records are read, from RocksDB plus, while
+//! applying, the applier's overlay of records written through it (the batch being built,
+//! and earlier batches kept as a write-through cache). Message states and floors are read
+//! by apply from [`super::progress::Progress`], which loads a queue through
+//! [`GroupView::queue_state`]; the group views read them here from the applied state.
 //!
 //! Apply reads with the overlay, so an entry sees the writes of earlier entries in the same
-//! batch; the leader's receive planning and the group views read the applied state without
-//! one. Both compute floors and settings here, so they cannot drift apart.
+//! batch; group views read the applied state without one.
 //!
 //! Must never: write anything.
 
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use raftmq_storage::IndexStore;
 
+use super::progress::QueueState;
 use super::{GroupMeta, MsgState, dec, keys};
 
 type R<T> = raftmq_storage::Result<T>;
@@ -19,11 +21,10 @@ type R<T> = raftmq_storage::Result<T>;
 /// A floor's key: (progress key, topic, queue).
 pub(crate) type FloorKey = (String, String, u32);
 
-/// Consumer-group writes made through the applier: records (`None`: deleted) and floors.
+/// Consumer-group records written through the applier (`None`: deleted).
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     records: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    floors: HashMap<FloorKey, u64>,
 }
 
 impl Overlay {
@@ -41,28 +42,10 @@ impl Overlay {
             .collect()
     }
 
-    /// A floor as set through the applier.
-    pub(super) fn floor(&self, key: &FloorKey) -> Option<u64> {
-        self.floors.get(key).copied()
-    }
-
-    /// Records a floor.
-    pub(super) fn set_floor(&mut self, key: FloorKey, floor: u64) {
-        self.floors.insert(key, floor);
-    }
-
-    /// Forgets a floor.
-    pub(super) fn drop_floor(&mut self, key: &FloorKey) {
-        self.floors.remove(key);
-    }
-
     /// Drops the cache when it has grown past `max` entries (RocksDB has it all).
     pub(super) fn trim(&mut self, max: usize) {
         if self.records.len() > max {
             self.records.clear();
-        }
-        if self.floors.len() > max {
-            self.floors.clear();
         }
     }
 }
@@ -129,38 +112,26 @@ impl<'a> GroupView<'a> {
         Ok(self.get(&keys::meta(group))?.and_then(|b| dec(&b)))
     }
 
-    /// One message's state for a progress key.
-    pub fn state(&self, gk: &str, topic: &str, queue: u32, offset: u64) -> R<Option<MsgState>> {
-        Ok(self
-            .get(&keys::state(gk, topic, queue, offset))?
-            .and_then(|b| dec(&b)))
-    }
-
-    /// The message states of a queue from `from` on, by offset.
-    pub fn states_from(
-        &self,
-        gk: &str,
-        topic: &str,
-        queue: u32,
-        from: u64,
-    ) -> R<BTreeMap<u64, MsgState>> {
-        let prefix = keys::queue_states(gk, topic, queue);
-        let start = keys::state(gk, topic, queue, from);
-        Ok(self
-            .scan(&prefix, Some(&start))?
-            .into_iter()
-            .filter_map(|(k, v)| Some((keys::state_offset(&k)?, dec(&v)?)))
-            .collect())
-    }
-
-    /// The floor of a queue for a progress key: below it everything is acked or dead.
-    pub fn floor(&self, gk: &str, topic: &str, queue: u32) -> R<u64> {
-        if let Some(f) = self
-            .overlay
-            .and_then(|o| o.floor(&(gk.to_owned(), topic.to_owned(), queue)))
+    /// A queue's progress for a progress key as stored: its floor and the states in its
+    /// checkpoint records at or above it.
+    pub fn queue_state(&self, gk: &str, topic: &str, queue: u32) -> R<QueueState> {
+        let floor = self.floor(gk, topic, queue)?;
+        let mut states = BTreeMap::new();
+        for (_, v) in self
+            .store
+            .group_scan(&keys::chunks(gk, topic, queue), None, usize::MAX)?
         {
-            return Ok(f);
+            let Some(chunk) = dec::<Vec<(u64, MsgState)>>(&v) else {
+                continue;
+            };
+            states.extend(chunk.into_iter().filter(|(o, _)| *o >= floor));
         }
+        Ok(QueueState { floor, states })
+    }
+
+    /// The stored floor of a queue for a progress key: below it everything is acked or
+    /// dead.
+    pub fn floor(&self, gk: &str, topic: &str, queue: u32) -> R<u64> {
         if let Some(f) = self.store.offset_get(gk, topic, queue)? {
             return Ok(f);
         }

@@ -162,6 +162,18 @@ impl StateMachine {
         lock(&self.shared.state).clone()
     }
 
+    /// The leader's plan for a receive, made under the applier's lock from the progress it
+    /// keeps in memory (the plan is short: no RocksDB scan).
+    pub fn plan_receive(
+        &self,
+        req: &crate::state::consumer_groups::ReceiveRequest,
+        start_queue: u32,
+        now: u64,
+        reserved: &Arc<Mutex<crate::state::consumer_groups::plan::Reserved>>,
+    ) -> Result<crate::state::consumer_groups::plan::Plan, crate::error::BrokerError> {
+        lock(&self.shared.applier).plan_receive(req, start_queue, now, reserved)
+    }
+
     /// Applies entries, writing RocksDB batches as it goes. Entries whose command does not
     /// read the store ([`crate::state::Command::reads_store`]) share a batch; for every other
     /// command the batch before it is written first and it gets a batch of its own. Apply's
