@@ -13,7 +13,7 @@ use bytes::Bytes;
 use raftmq_raft::{ProduceMessage, StoredMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -236,39 +236,86 @@ impl ProduceItem {
     }
 }
 
+/// A message as JSON, serialized straight from the stored message (no `Value` tree: a
+/// receive or a read of hundreds of messages allocates little). Fields are in the order a
+/// JSON object map would sort them, as before.
+#[derive(Serialize, Debug)]
+pub struct MessageJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+    born_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    msg_id: String,
+    offset: u64,
+    properties: Properties<'a>,
+    queue: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<&'a str>,
+    stored_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<&'a str>,
+    topic: &'a str,
+}
+
+/// A message's properties as a JSON object.
+#[derive(Debug)]
+struct Properties<'a>(&'a [(String, String)]);
+
+impl Serialize for Properties<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'a> MessageJson<'a> {
+    /// As handed to a consumer: with its delivery number and receipt.
+    pub fn delivered(mut self, attempt: u32, receipt: &'a str) -> Self {
+        self.attempt = Some(attempt);
+        self.receipt = Some(receipt);
+        self
+    }
+}
+
 /// A message as JSON.
-pub fn message_json(m: &StoredMessage, msg_id: String) -> Value {
-    let mut o = Map::new();
-    o.insert("msg_id".into(), json!(msg_id));
-    o.insert("topic".into(), json!(m.topic));
-    o.insert("queue".into(), json!(m.queue));
-    o.insert("offset".into(), json!(m.offset));
-    if m.binary {
-        o.insert(
-            "body_base64".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(&m.body)),
-        );
+pub fn message_json(m: &StoredMessage, msg_id: String) -> MessageJson<'_> {
+    let (body, body_base64) = if m.binary {
+        (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&m.body)),
+        )
     } else {
-        o.insert("body".into(), json!(String::from_utf8_lossy(&m.body)));
+        (Some(String::from_utf8_lossy(&m.body)), None)
+    };
+    MessageJson {
+        attempt: None,
+        body,
+        body_base64,
+        born_ms: m.born_ms,
+        deliver_at_ms: m.deliver_at_ms,
+        key: m.key.as_deref(),
+        msg_id,
+        offset: m.offset,
+        properties: Properties(&m.properties),
+        queue: m.queue,
+        receipt: None,
+        stored_ms: m.stored_ms,
+        tag: m.tag.as_deref(),
+        topic: &m.topic,
     }
-    if let Some(k) = &m.key {
-        o.insert("key".into(), json!(k));
-    }
-    if let Some(t) = &m.tag {
-        o.insert("tag".into(), json!(t));
-    }
-    let props: Map<String, Value> = m
-        .properties
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
-    o.insert("properties".into(), Value::Object(props));
-    o.insert("born_ms".into(), json!(m.born_ms));
-    o.insert("stored_ms".into(), json!(m.stored_ms));
-    if let Some(at) = m.deliver_at_ms {
-        o.insert("deliver_at_ms".into(), json!(at));
-    }
-    Value::Object(o)
+}
+
+/// `{"messages": [...]}`.
+#[derive(Serialize, Debug)]
+pub struct Messages<'a> {
+    /// The messages.
+    pub messages: Vec<MessageJson<'a>>,
 }
 
 /// `PUT /v1/topics/{topic}`.

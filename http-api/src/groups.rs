@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::dto::{check_name, message_json, parse_json};
+use crate::dto::{Messages, check_name, message_json, parse_json};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::forward::{Route, WriteReq};
@@ -174,16 +174,28 @@ pub(crate) async fn receive(
                 ));
             }
         };
-    let messages: Vec<_> = deliveries
+    let messages = deliveries
         .iter()
         .map(|d| {
-            let mut m = message_json(&d.message, app.broker.message_id(&d.message).to_string());
-            m["attempt"] = json!(d.attempt);
-            m["receipt"] = json!(d.receipt);
-            m
+            message_json(&d.message, app.broker.message_id(&d.message).to_string())
+                .delivered(d.attempt, &d.receipt)
         })
         .collect();
-    Ok(Json(json!({ "messages": messages })).into_response())
+    Ok(Json(Messages { messages }).into_response())
+}
+
+/// One receipt's answer (fields in sorted order, as a JSON object map would give them).
+#[derive(serde::Serialize)]
+struct AckResult<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    ok: bool,
+    receipt: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct AckResults<'a> {
+    results: Vec<AckResult<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -228,16 +240,17 @@ async fn ack_or_nack(
             .map_err(ApiError::from)
     })
     .await?;
-    let rows: Vec<_> = req
+    let results = req
         .receipts
         .iter()
         .zip(results)
-        .map(|(r, res)| match res {
-            None => json!({"receipt": r, "ok": true}),
-            Some(code) => json!({"receipt": r, "ok": false, "code": code}),
+        .map(|(receipt, code)| AckResult {
+            ok: code.is_none(),
+            code,
+            receipt,
         })
         .collect();
-    Ok(Json(json!({ "results": rows })).into_response())
+    Ok(Json(AckResults { results }).into_response())
 }
 
 /// `POST /v1/groups/{group}/topics/{topic}/ack`.

@@ -14,7 +14,9 @@ use raftmq_raft::{BrokerError, MessageId, QueueQuery, QueueRead, TagFilter, Topi
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::dto::{ProduceRequest, check_name, is_system_topic, message_json, parse_json};
+use crate::dto::{
+    MessageJson, Messages, ProduceRequest, check_name, is_system_topic, message_json, parse_json,
+};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::forward::{Route, WriteReq};
@@ -170,18 +172,27 @@ pub(crate) async fn read(
     }
 }
 
+/// A read's answer (fields in sorted order, as a JSON object map would give them).
+#[derive(serde::Serialize)]
+struct ReadJson<'a> {
+    max_offset: u64,
+    messages: Vec<MessageJson<'a>>,
+    min_offset: u64,
+    next_offset: u64,
+}
+
 fn render_read(app: &AppState, r: QueueRead) -> Response {
-    let messages: Vec<Value> = r
+    let messages = r
         .messages
         .iter()
         .map(|m| message_json(m, app.broker.message_id(m).to_string()))
         .collect();
-    Json(json!({
-        "messages": messages,
-        "next_offset": r.next_offset,
-        "min_offset": r.min_offset,
-        "max_offset": r.max_offset,
-    }))
+    Json(ReadJson {
+        max_offset: r.max_offset,
+        messages,
+        min_offset: r.min_offset,
+        next_offset: r.next_offset,
+    })
     .into_response()
 }
 
@@ -235,9 +246,9 @@ pub(crate) async fn query(
     } else {
         return Err(ApiError::invalid("key", "give key, or from_ms and to_ms"));
     }?;
-    let messages: Vec<Value> = hits
+    let messages = hits
         .iter()
         .map(|m| message_json(m, app.broker.message_id(m).to_string()))
         .collect();
-    Ok(Json(json!({ "messages": messages })).into_response())
+    Ok(Json(Messages { messages }).into_response())
 }

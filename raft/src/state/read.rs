@@ -319,16 +319,30 @@ pub fn read_granted(
 ) -> Result<Vec<(StoredMessage, u32, String)>, BrokerError> {
     let mut batches = BatchCache::default();
     let mut out = Vec::with_capacity(granted.len());
-    for g in granted {
-        let Some(e) = store.cq_get(topic, g.queue, g.offset)? else {
-            continue;
-        };
-        let batch = batches.get(log, e.log_index)?;
-        let mut m = message_at(&batch, e.log_index, e.slot, g.offset)?;
-        if m.topic != topic {
-            mark_dead_letter(store, &mut m, topic, g.queue)?;
+    // Grants come in runs of consecutive offsets of a queue: one ConsumeQueue scan per
+    // run instead of a point lookup per message.
+    let mut i = 0;
+    while i < granted.len() {
+        let first = &granted[i];
+        let run = granted[i..]
+            .iter()
+            .zip(0u64..)
+            .take_while(|(g, k)| g.queue == first.queue && g.offset == first.offset + k)
+            .count();
+        let entries = store.cq_range(topic, first.queue, first.offset, run)?;
+        for g in &granted[i..i + run] {
+            let Ok(at) = entries.binary_search_by_key(&g.offset, |(o, _)| *o) else {
+                continue;
+            };
+            let e = entries[at].1;
+            let batch = batches.get(log, e.log_index)?;
+            let mut m = message_at(&batch, e.log_index, e.slot, g.offset)?;
+            if m.topic != topic {
+                mark_dead_letter(store, &mut m, topic, g.queue)?;
+            }
+            out.push((m, g.attempt, g.receipt.clone()));
         }
-        out.push((m, g.attempt, g.receipt.clone()));
+        i += run;
     }
     Ok(out)
 }

@@ -137,8 +137,11 @@ impl ConsumerGroups {
             let (floor, min, next) = match bounds.iter().find(|b| b.0 == queue) {
                 Some(&(_, f, lo, hi)) => (f, lo, hi),
                 None => {
-                    let f = self.floor(gk, &c.topic, queue)?;
                     let (lo, hi) = self.store().cq_bounds(&c.topic, queue)?.unwrap_or((0, 0));
+                    // A floor retention passed before this group touched the topic (so
+                    // `Retain` did not raise it) is raised here, and plans move on.
+                    self.raise_floor(gk, &c.topic, queue, lo)?;
+                    let f = self.floor(gk, &c.topic, queue)?;
                     bounds.push((queue, f, lo, hi));
                     (f, lo, hi)
                 }

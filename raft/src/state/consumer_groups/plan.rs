@@ -159,11 +159,16 @@ pub fn plan(
     let taken = held.of(&gk, &req.topic);
     for i in 0..topic.queues {
         let q = (start_queue + i) % topic.queues;
-        let Some((min, next)) = store.cq_bounds(&req.topic, q)? else {
-            continue;
+        // One point lookup; a floor that retention passed is raised by apply.
+        let next = match store.queue_next(&req.topic, q)? {
+            Some(next) => next,
+            None => match store.cq_bounds(&req.topic, q)? {
+                Some((_, next)) => next,
+                None => continue,
+            },
         };
         let progress = groups.queue(&gk, &req.topic, q)?;
-        let mut offset = progress.floor.max(min);
+        let mut offset = progress.floor;
         let mut states = progress.states.range(offset..).peekable();
         let mut looked = 0;
         while offset < next && looked < MAX_SCAN {
