@@ -7,7 +7,7 @@
 use raftmq_storage::IndexBatch;
 
 use super::state::R;
-use super::{ConsumerGroups, GroupMeta, Receipt, Status, gkey};
+use super::{ConsumerGroupMode, ConsumerGroups, GroupMeta, Receipt, Status, gkey};
 use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::AckCmd;
 
@@ -38,13 +38,21 @@ impl ConsumerGroups {
         let Some(r) = Receipt::parse(receipt) else {
             return Ok(Some("RECEIPT_INVALID".into()));
         };
-        let gk = gkey(&c.group, meta.mode, &r.consumer);
-        let floor = self.floor(&gk, &c.topic, r.queue)?;
+        // Clustering groups share one progress key: no allocation per receipt.
+        let broadcast_key;
+        let gk = match meta.mode {
+            ConsumerGroupMode::Clustering => c.group.as_str(),
+            ConsumerGroupMode::Broadcast => {
+                broadcast_key = gkey(&c.group, meta.mode, &r.consumer);
+                broadcast_key.as_str()
+            }
+        };
+        let floor = self.floor(gk, &c.topic, r.queue)?;
         if r.offset < floor {
             // Everything below the floor is done; a repeated ack is harmless.
             return Ok(c.nack_delay_ms.map(|_| "RECEIPT_EXPIRED".into()));
         }
-        let Some(mut st) = self.state(&gk, &c.topic, r.queue, r.offset)? else {
+        let Some(mut st) = self.state(gk, &c.topic, r.queue, r.offset)? else {
             return Ok(Some("RECEIPT_INVALID".into()));
         };
         if st.status == Status::Acked && st.attempt == r.attempt && c.nack_delay_ms.is_none() {
@@ -61,15 +69,15 @@ impl ConsumerGroups {
             Some(delay) => {
                 st.status = Status::Released;
                 st.deadline_ms = now.saturating_add(delay);
-                self.set_state(&gk, &c.topic, r.queue, r.offset, st)?;
+                self.set_state(gk, &c.topic, r.queue, r.offset, st)?;
             }
             None => {
                 // Acking the oldest open message moves the floor past it (and on over what
                 // is done), dropping the states it passes.
                 st.status = Status::Acked;
-                self.set_state(&gk, &c.topic, r.queue, r.offset, st)?;
+                self.set_state(gk, &c.topic, r.queue, r.offset, st)?;
                 if r.offset == floor {
-                    self.advance_floor(&gk, &c.topic, r.queue)?;
+                    self.advance_floor(gk, &c.topic, r.queue)?;
                 }
             }
         }

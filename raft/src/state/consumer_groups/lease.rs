@@ -5,6 +5,8 @@
 //! Must never: lease a message that is in flight or done for the group, or hand out a FIFO
 //! queue's next message while an earlier one is in flight or not done.
 
+use std::sync::Arc;
+
 use raftmq_storage::{IndexBatch, TopicMeta};
 
 use super::state::R;
@@ -20,6 +22,8 @@ use crate::state::queues::Queues;
 /// key, the topic.
 struct Lease<'c> {
     c: &'c LeaseCmd,
+    /// The consumer, allocated once for every state the lease writes.
+    consumer: Arc<str>,
     now: u64,
     meta: GroupMeta,
     gk: String,
@@ -58,6 +62,7 @@ impl ConsumerGroups {
         }
         let l = Lease {
             c,
+            consumer: Arc::from(c.consumer.as_str()),
             now,
             meta,
             gk: gkey(&c.group, meta.mode, &c.consumer),
@@ -87,7 +92,7 @@ impl ConsumerGroups {
             if st.as_ref().is_some_and(|s| s.done() || s.in_flight(l.now)) {
                 continue;
             }
-            let mut st = st.unwrap_or_else(|| fresh(&c.consumer));
+            let mut st = st.unwrap_or_else(|| fresh(&l.consumer));
             st.status = Status::Acked;
             self.set_state(gk, &c.topic, queue, offset, st)?;
             touched.push(queue);
@@ -152,7 +157,7 @@ impl ConsumerGroups {
             }
             let st = self
                 .state(gk, &c.topic, queue, offset)?
-                .unwrap_or_else(|| fresh(&c.consumer));
+                .unwrap_or_else(|| fresh(&l.consumer));
             if !st.deliverable(now) || st.attempt >= l.meta.max_attempts {
                 continue;
             }
@@ -164,7 +169,7 @@ impl ConsumerGroups {
                 attempt: st.attempt + 1,
                 deadline_ms: now.saturating_add(c.invisible_ms),
                 lease_index: log_index,
-                consumer: c.consumer.clone(),
+                consumer: l.consumer.clone(),
             };
             let attempt = leased.attempt;
             self.set_state(gk, &c.topic, queue, offset, leased)?;
@@ -237,12 +242,12 @@ impl ConsumerGroups {
 }
 
 /// The state of a message never delivered to the group.
-fn fresh(consumer: &str) -> MsgState {
+fn fresh(consumer: &Arc<str>) -> MsgState {
     MsgState {
         status: Status::Released,
         attempt: 0,
         deadline_ms: 0,
         lease_index: 0,
-        consumer: consumer.to_owned(),
+        consumer: consumer.clone(),
     }
 }

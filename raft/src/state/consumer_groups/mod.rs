@@ -92,8 +92,8 @@ pub struct MsgState {
     pub deadline_ms: u64,
     /// Log index of the entry that leased it (part of the receipt).
     pub lease_index: u64,
-    /// The consumer holding it.
-    pub consumer: String,
+    /// The consumer holding it (shared by every message of one lease).
+    pub consumer: std::sync::Arc<str>,
 }
 
 impl MsgState {

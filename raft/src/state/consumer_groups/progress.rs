@@ -5,7 +5,8 @@
 //! to [`CHUNK`] consecutive offsets (`Q gkey topic queue chunk`), each rewritten once per
 //! command that changed it, so a receive or an ack costs a few record writes however many
 //! messages it covers (after RocketMQ's pop checkpoints). A queue's state is loaded from
-//! them on first use after a start or a snapshot install.
+//! them on first use after a start or a snapshot install. Lookups by name allocate nothing
+//! (maps nested by progress key, topic and queue), as they run once per message.
 //!
 //! Must never: change a message's state or a floor without marking what must be written
 //! ([`Progress::flush`] writes it with the command), or keep a state below its floor.
@@ -30,19 +31,71 @@ pub struct QueueState {
     /// The states of offsets at or above the floor that were ever handed out; an offset
     /// without one was never delivered.
     pub states: BTreeMap<u64, MsgState>,
+    /// Checkpoint records the command being applied changed.
+    dirty_chunks: BTreeSet<u64>,
+    /// The command being applied moved (or first set) the floor.
+    dirty_floor: bool,
+    /// Listed in [`Progress::dirty`].
+    listed: bool,
 }
 
-/// The in-memory progress of every queue touched since the start, and what the command
-/// being applied changed in it.
+impl QueueState {
+    /// A queue's progress as stored.
+    pub fn stored(floor: u64, states: BTreeMap<u64, MsgState>) -> Self {
+        QueueState {
+            floor,
+            states,
+            ..QueueState::default()
+        }
+    }
+}
+
+/// progress key → topic → queue → progress.
+type Queues = HashMap<String, HashMap<String, HashMap<u32, QueueState>>>;
+
+/// The in-memory progress of every queue touched since the start, and which of them the
+/// command being applied changed.
 #[derive(Debug, Default)]
 pub struct Progress {
-    queues: HashMap<FloorKey, QueueState>,
-    dirty_chunks: BTreeSet<(FloorKey, u64)>,
-    dirty_floors: BTreeSet<FloorKey>,
+    queues: Queues,
+    dirty: Vec<FloorKey>,
 }
 
-fn key(gk: &str, topic: &str, queue: u32) -> FloorKey {
-    (gk.to_owned(), topic.to_owned(), queue)
+fn lookup<'a>(
+    queues: &'a mut Queues,
+    gk: &str,
+    topic: &str,
+    queue: u32,
+) -> Option<&'a mut QueueState> {
+    queues.get_mut(gk)?.get_mut(topic)?.get_mut(&queue)
+}
+
+/// A queue's progress, loaded from the store on first use.
+fn load<'a>(
+    queues: &'a mut Queues,
+    store: &IndexStore,
+    gk: &str,
+    topic: &str,
+    queue: u32,
+) -> R<&'a mut QueueState> {
+    if lookup(queues, gk, topic, queue).is_none() {
+        let loaded = GroupView::applied(store).queue_state(gk, topic, queue)?;
+        queues
+            .entry(gk.to_owned())
+            .or_default()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(queue, loaded);
+    }
+    Ok(lookup(queues, gk, topic, queue).expect("inserted above"))
+}
+
+/// Lists a queue as changed by the command (once).
+fn list(dirty: &mut Vec<FloorKey>, q: &mut QueueState, gk: &str, topic: &str, queue: u32) {
+    if !q.listed {
+        q.listed = true;
+        dirty.push((gk.to_owned(), topic.to_owned(), queue));
+    }
 }
 
 impl Progress {
@@ -54,12 +107,7 @@ impl Progress {
         topic: &str,
         queue: u32,
     ) -> R<&mut QueueState> {
-        let k = key(gk, topic, queue);
-        if !self.queues.contains_key(&k) {
-            let loaded = GroupView::applied(store).queue_state(gk, topic, queue)?;
-            self.queues.insert(k.clone(), loaded);
-        }
-        Ok(self.queues.get_mut(&k).expect("inserted above"))
+        load(&mut self.queues, store, gk, topic, queue)
     }
 
     /// Sets a message's state.
@@ -72,16 +120,14 @@ impl Progress {
         offset: u64,
         st: MsgState,
     ) -> R<()> {
-        self.queue(store, gk, topic, queue)?
-            .states
-            .insert(offset, st);
-        self.dirty_chunks
-            .insert((key(gk, topic, queue), offset / CHUNK));
+        let q = load(&mut self.queues, store, gk, topic, queue)?;
+        q.states.insert(offset, st);
+        q.dirty_chunks.insert(offset / CHUNK);
+        list(&mut self.dirty, q, gk, topic, queue);
         Ok(())
     }
 
-    /// Moves a floor to `to` (up, or down by a reset), dropping the states below it, then
-    /// on over what is done.
+    /// Moves a floor to `to`, dropping the states below it, then on over what is done.
     pub fn set_floor(
         &mut self,
         store: &IndexStore,
@@ -90,36 +136,34 @@ impl Progress {
         queue: u32,
         to: u64,
     ) -> R<()> {
-        let k = key(gk, topic, queue);
-        let q = self.queue(store, gk, topic, queue)?;
+        let q = load(&mut self.queues, store, gk, topic, queue)?;
         let below: Vec<u64> = q.states.range(..to).map(|(o, _)| *o).collect();
-        for o in &below {
-            q.states.remove(o);
+        for o in below {
+            q.states.remove(&o);
+            q.dirty_chunks.insert(o / CHUNK);
         }
         q.floor = to;
-        let mut passed = below;
         while q.states.get(&q.floor).is_some_and(MsgState::done) {
-            passed.push(q.floor);
             let f = q.floor;
             q.states.remove(&f);
+            q.dirty_chunks.insert(f / CHUNK);
             q.floor += 1;
         }
-        for o in passed {
-            self.dirty_chunks.insert((k.clone(), o / CHUNK));
-        }
-        self.dirty_floors.insert(k);
+        q.dirty_floor = true;
+        list(&mut self.dirty, q, gk, topic, queue);
         Ok(())
     }
 
     /// Moves a queue's floor over what is done and writes it (a group's floor is stored
     /// from its first use, so it no longer follows the oldest retained message).
     pub fn advance(&mut self, store: &IndexStore, gk: &str, topic: &str, queue: u32) -> R<()> {
-        let floor = self.queue(store, gk, topic, queue)?.floor;
+        let floor = load(&mut self.queues, store, gk, topic, queue)?.floor;
         self.set_floor(store, gk, topic, queue, floor)
     }
 
-    /// Forgets every state of a queue and sets its floor (a reset, or a deleted topic
-    /// when `floor` is `None`: the queue's records and offsets are deleted by the caller).
+    /// Forgets every state of a queue and deletes its checkpoint records; with `floor`,
+    /// sets it there (a reset), without, forgets the queue (its topic was deleted; the
+    /// caller deletes its offsets).
     pub fn clear(
         &mut self,
         batch: &mut IndexBatch<'_>,
@@ -128,24 +172,28 @@ impl Progress {
         queue: u32,
         floor: Option<u64>,
     ) {
-        let k = key(gk, topic, queue);
         let prefix = keys::chunks(gk, topic, queue);
         batch.delete_group_range(&prefix, &raftmq_storage::prefix_end(&prefix));
-        self.dirty_chunks.retain(|(dk, _)| *dk != k);
+        let listed = lookup(&mut self.queues, gk, topic, queue).is_some_and(|q| q.listed);
         match floor {
             Some(f) => {
-                self.queues.insert(
-                    k.clone(),
-                    QueueState {
-                        floor: f,
-                        states: BTreeMap::new(),
-                    },
-                );
-                self.dirty_floors.insert(k);
+                let mut q = QueueState::stored(f, BTreeMap::new());
+                q.dirty_floor = true;
+                q.listed = listed;
+                list(&mut self.dirty, &mut q, gk, topic, queue);
+                self.queues
+                    .entry(gk.to_owned())
+                    .or_default()
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .insert(queue, q);
             }
             None => {
-                self.queues.remove(&k);
-                self.dirty_floors.remove(&k);
+                if let Some(topics) = self.queues.get_mut(gk)
+                    && let Some(queues) = topics.get_mut(topic)
+                {
+                    queues.remove(&queue);
+                }
             }
         }
     }
@@ -154,36 +202,37 @@ impl Progress {
     /// for a group that never leased there: a topic created again under the name must not
     /// inherit a floor.
     pub fn forget_topic(&mut self, topic: &str) {
-        self.queues.retain(|k, _| k.1 != topic);
-        self.dirty_chunks.retain(|(k, _)| k.1 != topic);
-        self.dirty_floors.retain(|k| k.1 != topic);
+        for topics in self.queues.values_mut() {
+            topics.remove(topic);
+        }
     }
 
     /// Writes what the command changed: each changed checkpoint record once (deleted when
     /// nothing at or above the floor is left in it) and each moved floor.
     pub fn flush(&mut self, batch: &mut IndexBatch<'_>) -> R<()> {
-        for (k, chunk) in std::mem::take(&mut self.dirty_chunks) {
-            let record = keys::chunk(&k.0, &k.1, k.2, chunk);
-            let Some(q) = self.queues.get(&k) else {
-                batch.delete_group(&record);
+        for (gk, topic, queue) in std::mem::take(&mut self.dirty) {
+            // A queue forgotten since (its topic deleted) has nothing left to write.
+            let Some(q) = lookup(&mut self.queues, &gk, &topic, queue) else {
                 continue;
             };
-            // A floor past the whole record leaves nothing in it.
-            let (from, end) = ((chunk * CHUNK).max(q.floor), (chunk + 1) * CHUNK);
-            let states: Vec<(u64, &MsgState)> = if from < end {
-                q.states.range(from..end).map(|(o, s)| (*o, s)).collect()
-            } else {
-                Vec::new()
-            };
-            if states.is_empty() {
-                batch.delete_group(&record);
-            } else {
-                batch.put_group(&record, &enc(&states));
+            q.listed = false;
+            for chunk in std::mem::take(&mut q.dirty_chunks) {
+                let record = keys::chunk(&gk, &topic, queue, chunk);
+                // A floor past the whole record leaves nothing in it.
+                let (from, end) = ((chunk * CHUNK).max(q.floor), (chunk + 1) * CHUNK);
+                let states: Vec<(u64, &MsgState)> = if from < end {
+                    q.states.range(from..end).map(|(o, s)| (*o, s)).collect()
+                } else {
+                    Vec::new()
+                };
+                if states.is_empty() {
+                    batch.delete_group(&record);
+                } else {
+                    batch.put_group(&record, &enc(&states));
+                }
             }
-        }
-        for k in std::mem::take(&mut self.dirty_floors) {
-            if let Some(q) = self.queues.get(&k) {
-                batch.put_offset(&k.0, &k.1, k.2, q.floor)?;
+            if std::mem::take(&mut q.dirty_floor) {
+                batch.put_offset(&gk, &topic, queue, q.floor)?;
             }
         }
         Ok(())

@@ -126,7 +126,7 @@ impl<'a> GroupView<'a> {
             };
             states.extend(chunk.into_iter().filter(|(o, _)| *o >= floor));
         }
-        Ok(QueueState { floor, states })
+        Ok(QueueState::stored(floor, states))
     }
 
     /// The stored floor of a queue for a progress key: below it everything is acked or
