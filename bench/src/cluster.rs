@@ -172,6 +172,35 @@ impl Spawned {
             .map(|c| format!("{}://{}", self.scheme(), c.2))
     }
 
+    /// The process ids of the running nodes.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter_map(|c| c.1.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Bytes in a node's data directory (its log and indexes).
+    pub(crate) fn data_bytes(&self, id: u64) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            match std::fs::read_dir(p) {
+                Ok(entries) => entries
+                    .flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum(),
+                Err(_) => 0,
+            }
+        }
+        self.children
+            .iter()
+            .find(|c| c.0 == id)
+            .map_or(0, |c| walk(&c.3))
+    }
+
     /// The CA the nodes' certificate chains to, when they serve HTTPS.
     pub(crate) fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
         self.tls_dir

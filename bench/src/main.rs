@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 mod cluster;
+mod scale;
 use cluster::{Spawned, client, cluster, leader};
 
 /// What to measure.
@@ -41,6 +42,12 @@ enum Mode {
     Failover,
     /// Wipe a replica and time its catch-up (needs --spawn).
     Catchup,
+    /// Produce and group throughput and node memory as topics and consumer groups grow
+    /// (`--scale-topics`, `--scale-groups`; needs --spawn).
+    Scale,
+    /// Time a follower's restart to ready with the log it holds (fill with `--count` and
+    /// `--size`; needs --spawn).
+    Restart,
 }
 
 #[derive(Parser, Debug)]
@@ -128,6 +135,12 @@ struct BenchArgs {
     /// PEM CA certificate to trust for https:// node URLs (not with --spawn).
     #[arg(long, env = "RAFTMQ_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// With --mode scale: topic counts to measure at (each with --queues queues).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+    scale_topics: Vec<u64>,
+    /// With --mode scale: consumer-group counts to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    scale_groups: Vec<u64>,
 }
 
 struct Stats {
@@ -183,7 +196,11 @@ fn produce_body(size: usize, batch: usize, keys: u64, seq: u64) -> String {
 
 /// Runs the bench.
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if matches!(args.mode, Mode::Failover | Mode::Catchup) && !args.spawn {
+    if matches!(
+        args.mode,
+        Mode::Failover | Mode::Catchup | Mode::Scale | Mode::Restart
+    ) && !args.spawn
+    {
         bail!(
             "--mode {:?} needs --spawn (the bench must own the processes)",
             args.mode
@@ -251,6 +268,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Mode::Failover => failover(&http, spawned.as_mut().expect("spawned"), &args).await?,
         Mode::Catchup => catchup(&http, spawned.as_mut().expect("spawned"), &args).await?,
+        Mode::Scale => scale::scale(&http, spawned.as_ref().expect("spawned"), &args).await?,
+        Mode::Restart => scale::restart(&http, spawned.as_mut().expect("spawned"), &args).await?,
     };
     println!("{}", serde_json::to_string_pretty(&result.0)?);
     if let Some(p) = &args.json {
