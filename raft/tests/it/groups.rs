@@ -363,3 +363,38 @@ fn concurrent_plans_propose_different_messages_until_a_reservation_is_dropped() 
     let after = n.applier.plan_receive(&req, 0, 30, &reserved).unwrap();
     assert_eq!(offsets(&after), (12..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_plan_looks_no_further_than_the_in_flight_window_past_the_floor() {
+    use raftmq_raft::state::consumer_groups::ReceiveRequest;
+    use raftmq_raft::state::consumer_groups::plan::{MAX_IN_FLIGHT_PER_QUEUE, Reserved};
+    let window = MAX_IN_FLIGHT_PER_QUEUE as u64;
+    let mut n = Node::new();
+    n.topic(false, 1_000_000);
+    for _ in 0..(window / 5000 + 1) {
+        n.produce(10, 5000);
+    }
+    // A silent consumer holds the whole window; the messages after it must wait.
+    let held: Vec<u64> = (0..window).collect();
+    assert_eq!(
+        n.lease(CLUSTERING, "silent", 20, &held).len() as u64,
+        window
+    );
+    let reserved = Arc::new(std::sync::Mutex::new(Reserved::default()));
+    let req = ReceiveRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        consumer: "c".into(),
+        max: 8,
+        wait_ms: 0,
+        invisible_ms: 1000,
+        tag: None,
+        mode: CLUSTERING,
+    };
+    let plan = n.applier.plan_receive(&req, 0, 30, &reserved).unwrap();
+    assert!(plan.items.is_empty(), "{:?}", plan.items);
+    // Once the held messages' leases expire they come back first, in order.
+    let plan = n.applier.plan_receive(&req, 0, 2000, &reserved).unwrap();
+    let offsets: Vec<u64> = plan.items.iter().map(|(_, o)| *o).collect();
+    assert_eq!(offsets, (0..8).collect::<Vec<_>>());
+}

@@ -126,9 +126,11 @@ fn topic_not_found(topic: &str) -> BrokerError {
     )
 }
 
-/// States a plan looks at per queue at most (a bound on the leader's work when a queue has
-/// very many messages in flight).
-const MAX_SCAN: usize = 65_536;
+/// Offsets a plan looks at per queue, from the floor: the most messages of a queue a group
+/// has in flight or done above its floor (like RocketMQ's per-queue pull threshold), and a
+/// bound on the leader's work under the applier's lock when a slow consumer holds the
+/// floor back. Receives wait until the floor moves.
+pub const MAX_IN_FLIGHT_PER_QUEUE: usize = 16_384;
 
 /// Chooses what to lease (and to skip or dead-letter) at `now`, scanning queues from
 /// `start_queue` on, and reserves what it proposes to lease.
@@ -171,7 +173,7 @@ pub fn plan(
         let mut offset = progress.floor;
         let mut states = progress.states.range(offset..).peekable();
         let mut looked = 0;
-        while offset < next && looked < MAX_SCAN {
+        while offset < next && looked < MAX_IN_FLIGHT_PER_QUEUE {
             looked += 1;
             // Skip what this offset's state rules out; an offset without one is new.
             let st = states.next_if(|(o, _)| **o == offset).map(|(_, st)| st);
