@@ -513,6 +513,44 @@ async fn consume(
     .await
 }
 
+/// One consumer-group receive through `base` and the ack of everything it got; returns
+/// (messages, bytes).
+async fn receive_and_ack(
+    http: &reqwest::Client,
+    base: &str,
+    group: &str,
+    topic: &str,
+    consumer: usize,
+    max: usize,
+    size: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let v: Value = http
+        .post(format!("{base}/v1/groups/{group}/topics/{topic}/receive"))
+        .json(&json!({"consumer": format!("c{consumer}"), "max": max, "invisible_ms": 60000}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let receipts: Vec<Value> = v["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["receipt"].clone()).collect())
+        .unwrap_or_default();
+    if receipts.is_empty() {
+        return Ok((0, 0));
+    }
+    let n = receipts.len() as u64;
+    let r = http
+        .post(format!("{base}/v1/groups/{group}/topics/{topic}/ack"))
+        .json(&json!({ "receipts": receipts }))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("ack: {}", r.status());
+    }
+    r.bytes().await?;
+    Ok((n, n * size))
+}
+
 async fn group(
     http: &reqwest::Client,
     targets: &[String],
@@ -525,33 +563,7 @@ async fn group(
     drive(args, "group", args.concurrency, move |seq, w| {
         let base = targets[(seq as usize + w) % targets.len()].clone();
         let (http, topic, group) = (http.clone(), topic.clone(), group.clone());
-        async move {
-            let v: Value = http
-                .post(format!("{base}/v1/groups/{group}/topics/{topic}/receive"))
-                .json(&json!({"consumer": format!("c{w}"), "max": max, "invisible_ms": 60000}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let receipts: Vec<Value> = v["messages"]
-                .as_array()
-                .map(|m| m.iter().map(|m| m["receipt"].clone()).collect())
-                .unwrap_or_default();
-            if receipts.is_empty() {
-                return Ok((0, 0));
-            }
-            let n = receipts.len() as u64;
-            let r = http
-                .post(format!("{base}/v1/groups/{group}/topics/{topic}/ack"))
-                .json(&json!({ "receipts": receipts }))
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("ack: {}", r.status());
-            }
-            r.bytes().await?;
-            Ok((n, n * size))
-        }
+        async move { receive_and_ack(&http, &base, &group, &topic, w, max, size).await }
     })
     .await
 }

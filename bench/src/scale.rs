@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{BenchArgs, Outcome, drive, produce_body};
+use super::{BenchArgs, Outcome, drive, produce_body, receive_and_ack};
 use crate::cluster::{Spawned, cluster, leader};
 
 /// The spawned nodes' resident memory, MiB each.
@@ -129,33 +129,7 @@ pub(crate) async fn scale(
             let http = http2.clone();
             async move {
                 let topic = scale_topic(0);
-                let v: Value = http
-                    .post(format!("{base}/v1/groups/{group}/topics/{topic}/receive"))
-                    .json(
-                        &json!({"consumer": format!("c{w}"), "max": batch, "invisible_ms": 60000}),
-                    )
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                let receipts: Vec<Value> = v["messages"]
-                    .as_array()
-                    .map(|m| m.iter().map(|m| m["receipt"].clone()).collect())
-                    .unwrap_or_default();
-                if receipts.is_empty() {
-                    return Ok((0, 0));
-                }
-                let n = receipts.len() as u64;
-                let r = http
-                    .post(format!("{base}/v1/groups/{group}/topics/{topic}/ack"))
-                    .json(&json!({ "receipts": receipts }))
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("ack: {}", r.status());
-                }
-                r.bytes().await?;
-                Ok((n, n * size as u64))
+                receive_and_ack(&http, &base, &group, &topic, w, batch, size as u64).await
             }
         })
         .await?;

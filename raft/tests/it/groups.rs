@@ -329,24 +329,28 @@ fn in_flight_progress_rebuilt_from_checkpoints_after_a_restart_decides_the_same(
     );
 }
 
+/// A receive of up to `max` by consumer `c` of group `g` on topic `t`.
+fn receive_request(max: usize) -> raftmq_raft::state::consumer_groups::ReceiveRequest {
+    raftmq_raft::state::consumer_groups::ReceiveRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        consumer: "c".into(),
+        max,
+        wait_ms: 0,
+        invisible_ms: 1000,
+        tag: None,
+        mode: CLUSTERING,
+    }
+}
+
 #[test]
 fn concurrent_plans_propose_different_messages_until_a_reservation_is_dropped() {
-    use raftmq_raft::state::consumer_groups::ReceiveRequest;
     use raftmq_raft::state::consumer_groups::plan::Reserved;
     let mut n = Node::new();
     n.topic(false, 1_000_000);
     n.produce(10, 20);
     let reserved = Arc::new(std::sync::Mutex::new(Reserved::default()));
-    let req = ReceiveRequest {
-        group: "g".into(),
-        topic: "t".into(),
-        consumer: "c".into(),
-        max: 8,
-        wait_ms: 0,
-        invisible_ms: 1000,
-        tag: None,
-        mode: CLUSTERING,
-    };
+    let req = receive_request(8);
     let first = n.applier.plan_receive(&req, 0, 20, &reserved).unwrap();
     let second = n.applier.plan_receive(&req, 0, 20, &reserved).unwrap();
     let offsets = |p: &raftmq_raft::state::consumer_groups::plan::Plan| -> Vec<u64> {
@@ -366,7 +370,6 @@ fn concurrent_plans_propose_different_messages_until_a_reservation_is_dropped() 
 
 #[test]
 fn a_plan_looks_no_further_than_the_in_flight_window_past_the_floor() {
-    use raftmq_raft::state::consumer_groups::ReceiveRequest;
     use raftmq_raft::state::consumer_groups::plan::{MAX_IN_FLIGHT_PER_QUEUE, Reserved};
     let window = MAX_IN_FLIGHT_PER_QUEUE as u64;
     let mut n = Node::new();
@@ -381,16 +384,7 @@ fn a_plan_looks_no_further_than_the_in_flight_window_past_the_floor() {
         window
     );
     let reserved = Arc::new(std::sync::Mutex::new(Reserved::default()));
-    let req = ReceiveRequest {
-        group: "g".into(),
-        topic: "t".into(),
-        consumer: "c".into(),
-        max: 8,
-        wait_ms: 0,
-        invisible_ms: 1000,
-        tag: None,
-        mode: CLUSTERING,
-    };
+    let req = receive_request(8);
     let plan = n.applier.plan_receive(&req, 0, 30, &reserved).unwrap();
     assert!(plan.items.is_empty(), "{:?}", plan.items);
     // Once the held messages' leases expire they come back first, in order.
