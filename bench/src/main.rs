@@ -50,6 +50,16 @@ enum Mode {
     Restart,
 }
 
+/// Where `--mode consume` reads a backlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Start {
+    /// From each queue's first message (the oldest data: on disk, out of the page cache
+    /// when the backlog is larger than memory).
+    Head,
+    /// From the newest messages.
+    Tail,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "raftmq-bench",
@@ -135,6 +145,13 @@ struct BenchArgs {
     /// PEM CA certificate to trust for https:// node URLs (not with --spawn).
     #[arg(long, env = "RAFTMQ_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// With --mode consume: read each queue from its first message (`head`) or from its
+    /// last `--tail-messages` (split over the queues; `tail`).
+    #[arg(long, value_enum, default_value_t = Start::Head)]
+    start: Start,
+    /// With --start tail: how many of the newest messages to read (all queues together).
+    #[arg(long, default_value_t = 100_000)]
+    tail_messages: u64,
     /// With --mode scale: topic counts to measure at (each with --queues queues).
     #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
     scale_topics: Vec<u64>,
@@ -476,7 +493,31 @@ async fn consume(
     args: &BenchArgs,
 ) -> anyhow::Result<Outcome> {
     let queues = args.queues as usize;
-    let offsets: Arc<Vec<AtomicU64>> = Arc::new((0..queues).map(|_| AtomicU64::new(0)).collect());
+    // Each queue is read from its start (`--start head`) or from its last
+    // `--tail-messages / queues` messages (`--start tail`), wrapping round to there.
+    let starts: Vec<u64> = match args.start {
+        Start::Head => vec![0; queues],
+        Start::Tail => {
+            let t: Value = http
+                .get(format!("{}/v1/topics/{}", targets[0], args.topic))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let per_queue = args.tail_messages / queues.max(1) as u64;
+            (0..queues)
+                .map(|q| {
+                    t["queue_stats"][q]["max_offset"]
+                        .as_u64()
+                        .unwrap_or(0)
+                        .saturating_sub(per_queue)
+                })
+                .collect()
+        }
+    };
+    let offsets: Arc<Vec<AtomicU64>> =
+        Arc::new(starts.iter().map(|&o| AtomicU64::new(o)).collect());
+    let starts = Arc::new(starts);
     let (http, targets, topic, max) = (
         http.clone(),
         targets.to_vec(),
@@ -490,7 +531,7 @@ async fn consume(
         args.concurrency.min(queues),
         move |seq, w| {
             let q = w % queues;
-            let offsets = offsets.clone();
+            let (offsets, starts) = (offsets.clone(), starts.clone());
             let from = offsets[q].load(Ordering::Relaxed);
             let url = format!(
                 "{}/v1/topics/{topic}/queues/{q}/messages?offset={from}&max={max}",
@@ -502,7 +543,7 @@ async fn consume(
                 let n = v["messages"].as_array().map_or(0, |m| m.len()) as u64;
                 if n == 0 {
                     // Wrap around: consuming is measured on data that is there.
-                    offsets[q].store(0, Ordering::Relaxed);
+                    offsets[q].store(starts[q], Ordering::Relaxed);
                 } else {
                     offsets[q].store(v["next_offset"].as_u64().unwrap_or(from), Ordering::Relaxed);
                 }
