@@ -180,25 +180,28 @@ impl Spawned {
             .collect()
     }
 
-    /// Bytes in a node's data directory (its log and indexes).
+    /// Bytes in a node's data directory (its log and indexes), each file once: snapshots
+    /// hard-link the log's segments and RocksDB's files, which must not count twice.
     pub(crate) fn data_bytes(&self, id: u64) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            match std::fs::read_dir(p) {
-                Ok(entries) => entries
-                    .flatten()
-                    .map(|e| match e.metadata() {
-                        Ok(m) if m.is_dir() => walk(&e.path()),
-                        Ok(m) => m.len(),
-                        Err(_) => 0,
-                    })
-                    .sum(),
-                Err(_) => 0,
+        use std::os::unix::fs::MetadataExt;
+        fn walk(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            let mut total = 0;
+            for e in entries.flatten() {
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => total += walk(&e.path(), seen),
+                    Ok(m) if seen.insert((m.dev(), m.ino())) => total += m.len(),
+                    _ => {}
+                }
             }
+            total
         }
         self.children
             .iter()
             .find(|c| c.0 == id)
-            .map_or(0, |c| walk(&c.3))
+            .map_or(0, |c| walk(&c.3, &mut std::collections::HashSet::new()))
     }
 
     /// The CA the nodes' certificate chains to, when they serve HTTPS.
