@@ -641,7 +641,8 @@ impl CommitLog {
         Ok(())
     }
 
-    fn remove_purged_segments(&mut self, upto: u64) -> Result<()> {
+    /// How many leading segments lie wholly at or below `upto` (what a purge removes).
+    fn segments_at_or_below(&self, upto: u64) -> usize {
         let mut remove = 0;
         for (i, seg) in self.segments.iter().enumerate() {
             let end = self.segments.get(i + 1).map_or(seg.end_index(), |n| n.base);
@@ -650,6 +651,17 @@ impl CommitLog {
             }
             remove = i + 1;
         }
+        remove
+    }
+
+    /// Whether purging up to and including `upto` would delete a segment file (a purge
+    /// deletes whole segments only), so callers can skip work that would free nothing.
+    pub fn purge_frees(&self, upto: u64) -> bool {
+        self.segments_at_or_below(upto) > 0
+    }
+
+    fn remove_purged_segments(&mut self, upto: u64) -> Result<()> {
+        let remove = self.segments_at_or_below(upto);
         for seg in self.segments.drain(..remove) {
             Segment::remove_files(&*self.fs, &self.dir, seg.base)?;
         }

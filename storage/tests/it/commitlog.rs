@@ -150,6 +150,8 @@ fn purge_removes_whole_segments_only_and_survives_reopen() {
     let mut log = open(&fs, dir);
     append_range(&mut log, 1, 100, 1);
     let before = log.segment_count();
+    assert!(!log.purge_frees(1), "index 1 is inside the first segment");
+    assert!(log.purge_frees(50));
     log.purge(LogPos { index: 50, term: 1 }).unwrap();
     assert!(log.segment_count() < before);
     assert_eq!(log.first_index(), Some(51));
