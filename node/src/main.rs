@@ -1,9 +1,11 @@
-//! The `raftmq` binary: `raftmq serve` (one node of a broker group) and `raftmq dev`
-//! (three nodes on 127.0.0.1:8081-8083 in one process). `raftmq bench` runs the separate
-//! `raftmq-bench` program installed beside it, so the server carries no load generator.
+//! The `raftmq` binary: `raftmq serve` (one node of a broker group), `raftmq dev` (three
+//! nodes on 127.0.0.1:8081-8083 in one process) and `raftmq certs` (a development CA and
+//! certificates). `raftmq bench` runs the separate `raftmq-bench` program installed beside
+//! it, so the server carries no load generator.
 //!
 //! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
-//! Raft and HTTP together, and shuts them down on SIGTERM or Ctrl-C.
+//! Raft, TLS and HTTP together, reloads TLS files on SIGHUP, and shuts everything down on
+//! SIGTERM or Ctrl-C.
 
 mod certs;
 mod config;
