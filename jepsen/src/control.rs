@@ -88,8 +88,29 @@ impl Default for Options {
 /// for multithreaded programs.
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
+/// A port that is free now, below Linux's ephemeral range (32768-60999): a port the kernel
+/// hands out (`bind(0)`) can be taken as the local port of an outgoing connection before
+/// the node or proxy meant to listen on it starts.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1000) as u16 * 12,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..12_000 {
+        let mut port = NEXT.fetch_add(1, Ordering::Relaxed);
+        if port >= 32_000 {
+            NEXT.store(20_000, Ordering::Relaxed);
+            port = 20_000;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port between 20000 and 32000 on 127.0.0.1")
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -80,12 +80,30 @@ fn client_builder(tls_dir: Option<&std::path::Path>) -> reqwest::ClientBuilder {
     b
 }
 
+/// A port that is free now, below Linux's ephemeral range (32768-60999): a port the kernel
+/// hands out (`bind(0)`) can be taken as the local port of an outgoing connection (a
+/// node's peer client) before the node that was meant to listen on it starts, which once
+/// left a test with two nodes of three.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1000) as u16 * 12,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..12_000 {
+        let mut port = NEXT.fetch_add(1, Ordering::Relaxed);
+        if port >= 32_000 {
+            NEXT.store(20_000, Ordering::Relaxed);
+            port = 20_000;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000 on 127.0.0.1");
 }
 
 impl Cluster {

@@ -107,6 +107,11 @@ async fn a_client_cannot_make_a_follower_refuse_by_sending_the_forwarding_header
     let c = Cluster::start(3);
     let leader = c.wait_leader().await;
     let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
+    // A new leader answers 503 until it knows group time; that is not what this tests.
+    c.wait_for("the group to take writes", || {
+        c.produce(leader, "t", "warm")
+    })
+    .await;
     for value in ["1", "yes", "999"] {
         let r = c
             .http
