@@ -258,6 +258,21 @@ pub(crate) async fn cluster(http: &reqwest::Client, url: &str) -> Option<Value> 
         .ok()
 }
 
+/// The commit index a node reports (0 if it does not answer).
+pub(crate) async fn commit_index(http: &reqwest::Client, url: &str) -> u64 {
+    cluster(http, url)
+        .await
+        .and_then(|c| c["commit_index"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Whether a node reports having applied up to `index`.
+pub(crate) async fn applied_reaches(http: &reqwest::Client, url: &str, index: u64) -> bool {
+    cluster(http, url)
+        .await
+        .is_some_and(|c| c["applied_index"].as_u64().unwrap_or(0) >= index)
+}
+
 /// Waits for a leader; returns its id and URL.
 pub(crate) async fn leader(
     http: &reqwest::Client,

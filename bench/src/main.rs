@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 
 mod cluster;
 mod scale;
-use cluster::{Spawned, client, cluster, leader};
+use cluster::{Spawned, applied_reaches, client, commit_index, leader};
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -708,19 +708,14 @@ async fn catchup(
         .find_map(|l| l.strip_prefix("raftmq_log_bytes_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
-    let commit = cluster(http, &leader_url)
-        .await
-        .and_then(|c| c["commit_index"].as_u64())
-        .unwrap_or(0);
+    let commit = commit_index(http, &leader_url).await;
     let victim = (1..=3).find(|id| *id != leader_id).expect("a follower");
     s.wipe(victim)?;
     let t0 = Instant::now();
     s.spawn(victim)?;
     let url = s.url_of(victim).expect("victim url");
     loop {
-        if let Some(c) = cluster(http, &url).await
-            && c["applied_index"].as_u64().unwrap_or(0) >= commit
-        {
+        if applied_reaches(http, &url, commit).await {
             break;
         }
         if t0.elapsed() > Duration::from_secs(300) {

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{BenchArgs, Outcome, drive, produce_body, receive_and_ack};
-use crate::cluster::{Spawned, cluster, leader};
+use crate::cluster::{Spawned, applied_reaches, commit_index, leader};
 
 /// The spawned nodes' resident memory, MiB each.
 fn rss_mib(s: &Spawned) -> Vec<f64> {
@@ -151,10 +151,7 @@ pub(crate) async fn restart(
     let urls = s.urls();
     let (leader_id, leader_url) = leader(http, &urls, Duration::from_secs(30)).await?;
     super::ensure_data(http, &leader_url, args).await?;
-    let commit = cluster(http, &leader_url)
-        .await
-        .and_then(|c| c["commit_index"].as_u64())
-        .unwrap_or(0);
+    let commit = commit_index(http, &leader_url).await;
     let victim = (1..=3).find(|id| *id != leader_id).context("a follower")?;
     let url = s.url_of(victim).context("the follower's URL")?;
     let log_bytes = s.data_bytes(victim);
@@ -172,10 +169,7 @@ pub(crate) async fn restart(
         {
             ready = Some(t0.elapsed().as_secs_f64());
         }
-        if ready.is_some()
-            && let Some(c) = cluster(http, &url).await
-            && c["applied_index"].as_u64().unwrap_or(0) >= commit
-        {
+        if ready.is_some() && applied_reaches(http, &url, commit).await {
             break;
         }
         if t0.elapsed() > Duration::from_secs(600) {
