@@ -44,11 +44,9 @@ impl Broker {
             let r = req.clone();
             let now = self.group_time().await?;
             let (sm, reserved) = (self.inner.sm.clone(), self.inner.reserved.clone());
-            let plan = tokio::task::spawn_blocking(move || {
-                sm.plan_receive(&r, start_queue, now, &reserved)
-            })
-            .await
-            .map_err(|e| BrokerError::Internal(format!("blocking task: {e}")))??;
+            let plan = self
+                .blocking(move |_, _| sm.plan_receive(&r, start_queue, now, &reserved))
+                .await??;
             if !plan.is_empty() {
                 // Held until the lease below is applied (or fails, or this is abandoned).
                 let _reservation = plan.reservation;
