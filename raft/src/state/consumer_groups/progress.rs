@@ -70,6 +70,16 @@ fn lookup<'a>(
     queues.get_mut(gk)?.get_mut(topic)?.get_mut(&queue)
 }
 
+/// Puts a queue's progress in place of whatever was there.
+fn insert(queues: &mut Queues, gk: &str, topic: &str, queue: u32, q: QueueState) {
+    queues
+        .entry(gk.to_owned())
+        .or_default()
+        .entry(topic.to_owned())
+        .or_default()
+        .insert(queue, q);
+}
+
 /// A queue's progress, loaded from the store on first use.
 fn load<'a>(
     queues: &'a mut Queues,
@@ -80,12 +90,7 @@ fn load<'a>(
 ) -> R<&'a mut QueueState> {
     if lookup(queues, gk, topic, queue).is_none() {
         let loaded = GroupView::applied(store).queue_state(gk, topic, queue)?;
-        queues
-            .entry(gk.to_owned())
-            .or_default()
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(queue, loaded);
+        insert(queues, gk, topic, queue, loaded);
     }
     Ok(lookup(queues, gk, topic, queue).expect("inserted above"))
 }
@@ -181,12 +186,7 @@ impl Progress {
                 q.dirty_floor = true;
                 q.listed = listed;
                 list(&mut self.dirty, &mut q, gk, topic, queue);
-                self.queues
-                    .entry(gk.to_owned())
-                    .or_default()
-                    .entry(topic.to_owned())
-                    .or_default()
-                    .insert(queue, q);
+                insert(&mut self.queues, gk, topic, queue, q);
             }
             None => {
                 if let Some(topics) = self.queues.get_mut(gk)
