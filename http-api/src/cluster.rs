@@ -182,7 +182,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let n = app.broker.node_stats();
     let s = &app.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 11] = [
+    let rows: [(&str, &str, &str, u64); 12] = [
         ("raftmq_raft_term", "gauge", "Current Raft term.", n.term),
         (
             "raftmq_raft_is_leader",
@@ -225,6 +225,12 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
             "counter",
             "Produce requests handled as leader.",
             load(&s.produce_requests),
+        ),
+        (
+            "raftmq_produce_entries_total",
+            "counter",
+            "Produce entries proposed as leader (concurrent requests for a topic share one).",
+            n.produce_entries,
         ),
         (
             "raftmq_produced_messages_total",

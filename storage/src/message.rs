@@ -157,6 +157,43 @@ impl<'b> BatchEncoder<'b> {
     }
 }
 
+/// Joins encoded batches of one topic into one batch: their messages in the order given, as
+/// if one encoder had pushed them all, stored at the latest of their `store_ms`. A leader
+/// merges concurrent produce requests into one entry with it; message `i` of the `k`-th
+/// batch lands at slot `i` plus the counts of the batches before it.
+pub fn concat_batches(batches: &[&[u8]]) -> Result<Vec<u8>> {
+    let views = batches
+        .iter()
+        .map(|b| BatchView::parse(b))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = views.first() else {
+        return Err(StorageError::InvalidArgument("no batch to join".into()));
+    };
+    let mut count = 0u32;
+    let mut store_ms = 0;
+    for v in &views {
+        if v.topic != first.topic {
+            return Err(StorageError::InvalidArgument(format!(
+                "batches of topics {} and {} cannot be joined",
+                first.topic, v.topic
+            )));
+        }
+        count = count
+            .checked_add(v.count)
+            .ok_or_else(|| StorageError::InvalidArgument("more than 2^32 messages".into()))?;
+        store_ms = store_ms.max(v.store_ms);
+    }
+    let bytes = views.iter().map(|v| v.messages.len()).sum::<usize>();
+    let mut buf = Vec::with_capacity(bytes + 14 + first.topic.len());
+    let mut enc = BatchEncoder::new(&mut buf, first.topic, store_ms)?;
+    enc.count = count;
+    enc.finish();
+    for v in &views {
+        buf.extend_from_slice(v.messages);
+    }
+    Ok(buf)
+}
+
 /// A cursor over borrowed bytes that reports malformed input instead of panicking.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -497,6 +534,40 @@ mod tests {
         extra.push(0);
         let b = BatchView::parse(&extra).unwrap();
         assert!(b.iter().collect::<Result<Vec<_>>>().is_err());
+    }
+
+    #[test]
+    fn joined_batches_read_as_one() {
+        let a = sample();
+        let mut b = Vec::new();
+        let mut enc = BatchEncoder::new(&mut b, "orders", 1_700_000_000_007).unwrap();
+        let m = MessageIn {
+            queue: 1,
+            body: b"third",
+            ..Default::default()
+        };
+        enc.push(&m, []).unwrap();
+        enc.finish();
+        let joined = concat_batches(&[&a, &b, &a]).unwrap();
+        let v = BatchView::parse(&joined).unwrap();
+        assert_eq!(
+            (v.topic, v.store_ms, v.count),
+            ("orders", 1_700_000_000_007, 5)
+        );
+        let msgs: Vec<_> = v.iter().collect::<Result<_>>().unwrap();
+        let bodies: Vec<&[u8]> = msgs.iter().map(|m| m.body).collect();
+        assert_eq!(
+            bodies,
+            [&b"hello"[..], &[0, 1, 2], b"third", b"hello", &[0, 1, 2]]
+        );
+        assert_eq!(v.get(2).unwrap().queue, 1);
+        let mut other = Vec::new();
+        BatchEncoder::new(&mut other, "payments", 0)
+            .unwrap()
+            .finish();
+        assert!(concat_batches(&[&a, &other]).is_err(), "topics differ");
+        assert!(concat_batches(&[]).is_err());
+        assert!(concat_batches(&[&a[..5]]).is_err(), "a truncated batch");
     }
 
     #[test]

@@ -77,6 +77,66 @@ async fn produce_then_read_back_exactly() {
     assert_eq!(by_time["messages"].as_array().unwrap().len(), 3);
 }
 
+/// Concurrent requests for one topic share Raft entries on the leader; each still gets its
+/// own messages back, as one contiguous run of its queue, and ids that find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_produce_requests_share_entries_and_keep_their_runs() {
+    let n = std::sync::Arc::new(Node::auto().await);
+    let (s, t) = n.put("/v1/topics/joined", r#"{"queues": 2}"#).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let before = n.broker.node_stats().produce_entries;
+    let requests = 200;
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..requests {
+        let n = n.clone();
+        tasks.spawn(async move {
+            let messages: Vec<_> = (0..3)
+                .map(|m| json!({"body": format!("r{r}-m{m}"), "queue": 1}))
+                .collect();
+            let body = json!({ "messages": messages }).to_string();
+            let (s, v) = n.post("/v1/topics/joined/messages", &body).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            (r, v["results"].as_array().unwrap().clone())
+        });
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut offsets = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        let (r, results) = done.unwrap();
+        assert_eq!(results.len(), 3);
+        let first = results[0]["offset"].as_u64().unwrap();
+        for (m, res) in results.iter().enumerate() {
+            assert_eq!(res["queue"], 1);
+            assert_eq!(
+                res["offset"].as_u64().unwrap(),
+                first + m as u64,
+                "request {r}: its messages are one run of the queue, in order"
+            );
+            assert!(offsets.insert(first + m as u64));
+            let id = res["msg_id"].as_str().unwrap().to_owned();
+            let (s, got) = n.get(&format!("/v1/messages/{id}")).await;
+            assert_eq!(s, StatusCode::OK, "{got}");
+            assert_eq!(
+                got["body"],
+                format!("r{r}-m{m}"),
+                "{id} finds its own message"
+            );
+            assert!(ids.insert(id));
+        }
+    }
+    assert_eq!(offsets.len(), 3 * requests);
+    assert_eq!(
+        offsets.iter().max().copied(),
+        Some(3 * requests as u64 - 1),
+        "no gap"
+    );
+    let entries = n.broker.node_stats().produce_entries - before;
+    assert!(
+        entries < requests as u64,
+        "{requests} concurrent requests took {entries} entries"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_keyless_messages() {
     let n = Node::auto().await;

@@ -18,9 +18,19 @@ async fn topics_are_created_grown_listed_and_deleted() {
         (t["queues"].as_u64(), t["fifo"].as_bool()),
         (Some(2), Some(true))
     );
+    let produce_to = |queue: u32| format!(r#"{{"messages":[{{"body":"x","queue":{queue}}}]}}"#);
+    // Producing reads the topic's settings (cached); every change is seen at once.
+    assert_error(
+        &n.post("/v1/topics/t/messages", &produce_to(3)).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "out of range",
+    );
     let (s, t) = n.put("/v1/topics/t", r#"{"queues": 4}"#).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(t["queues"], 4);
+    let (s, v) = n.post("/v1/topics/t/messages", &produce_to(3)).await;
+    assert_eq!(s, StatusCode::OK, "the grown queue takes messages: {v}");
     assert_eq!(t["fifo"], true, "unspecified settings are kept");
     assert_error(
         &n.put("/v1/topics/t", r#"{"queues": 3}"#).await,
@@ -78,8 +88,20 @@ async fn topics_are_created_grown_listed_and_deleted() {
         "TOPIC_NOT_FOUND",
         "t",
     );
+    assert_error(
+        &n.post("/v1/topics/t/messages", &produce_to(1)).await,
+        StatusCode::NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        "t",
+    );
     // Re-created, it starts empty.
     n.put("/v1/topics/t", r#"{"queues": 2}"#).await;
+    assert_error(
+        &n.post("/v1/topics/t/messages", &produce_to(3)).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "out of range",
+    );
     let (_, t) = n.get("/v1/topics/t").await;
     assert_eq!(t["queue_stats"][1]["max_offset"], 0);
 }

@@ -92,6 +92,9 @@ pub struct NodeStats {
     pub log_bytes: u64,
     /// `fdatasync` calls of the CommitLog writer.
     pub log_fsyncs: u64,
+    /// Produce entries this node proposed as leader (concurrent requests for one topic
+    /// share an entry).
+    pub produce_entries: u64,
 }
 
 impl Broker {
@@ -154,6 +157,7 @@ impl Broker {
             log_entries: log.entries.load(Relaxed),
             log_bytes: log.bytes.load(Relaxed),
             log_fsyncs: log.fsyncs.load(Relaxed),
+            produce_entries: self.inner.coalescer.entries(),
         }
     }
 

@@ -15,6 +15,7 @@
 
 pub mod acl;
 mod clock;
+mod coalesce;
 mod consumer_groups;
 mod disk;
 mod formation;
@@ -101,6 +102,10 @@ struct Inner {
     sm: StateMachine,
     peer: PeerService<StateMachine>,
     round_robin: Mutex<HashMap<String, Arc<AtomicU32>>>,
+    /// Topic settings as last applied, for lookups without RocksDB.
+    topic_cache: Mutex<topics::TopicCache>,
+    /// Produce requests waiting to share an entry.
+    coalescer: coalesce::Coalescer,
     /// Offsets this leader proposed to lease whose leases are not applied yet.
     reserved: Arc<Mutex<crate::state::consumer_groups::plan::Reserved>>,
     /// Every request to a peer: Raft's own, clock samples, and the API's forwarding.
@@ -183,6 +188,8 @@ impl Broker {
                 sm,
                 peer,
                 round_robin: Mutex::new(HashMap::new()),
+                coalescer: coalesce::Coalescer::default(),
+                topic_cache: Mutex::default(),
                 reserved: Arc::default(),
                 http,
                 clock,

@@ -1,5 +1,6 @@
 //! Producing on the leader: pick each message's queue, encode the batch once (the bytes that
-//! will be stored and replicated), propose it as one entry, and answer its placements.
+//! will be stored and replicated), propose it as one entry (or part of one: [`super::coalesce`]),
+//! and answer its placements.
 //!
 //! Must never: answer before the batch is committed and applied (the answer comes from
 //! apply), or let a request choose a queue outside its topic.
@@ -128,23 +129,35 @@ impl Broker {
                 ),
             ));
         }
-        let cmd = Command::Produce {
-            create_topic,
-            batch: Bytes::from(buf),
-        };
-        match self.propose_checked(cmd).await? {
-            Applied::Produced { log_index, placed } => Ok(placed
-                .into_iter()
-                .enumerate()
-                .map(|(slot, (queue, offset))| Placed {
-                    msg_id: self.id_of(log_index, slot as u32),
-                    queue,
-                    offset,
+        let (log_index, first_slot, placed) = match create_topic {
+            // Creating the topic is rare; the request goes alone.
+            Some(spec) => match self
+                .propose_checked(Command::Produce {
+                    create_topic: Some(spec),
+                    batch: Bytes::from(buf),
                 })
-                .collect()),
-            other => Err(BrokerError::Internal(format!(
-                "produce applied as {other:?}"
-            ))),
-        }
+                .await?
+            {
+                Applied::Produced { log_index, placed } => (log_index, 0, placed),
+                other => {
+                    return Err(BrokerError::Internal(format!(
+                        "produce applied as {other:?}"
+                    )));
+                }
+            },
+            None => {
+                let share = self.produce_coalesced(topic, buf, messages.len()).await?;
+                (share.log_index, share.first_slot, share.placed)
+            }
+        };
+        Ok(placed
+            .into_iter()
+            .zip(first_slot..)
+            .map(|((queue, offset), slot)| Placed {
+                msg_id: self.id_of(log_index, slot),
+                queue,
+                offset,
+            })
+            .collect())
     }
 }

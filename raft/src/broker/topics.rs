@@ -1,17 +1,63 @@
-//! Topic admin: settings, queue bounds, create or update, delete.
+//! Topic admin: settings, queue bounds, create or update, delete; and the cache of topic
+//! settings every produce and read looks up.
 //!
-//! Must never: let a topic's queue count shrink (apply refuses it too).
+//! Must never: let a topic's queue count shrink (apply refuses it too), or answer from a
+//! cache read before the last applied change of topic settings.
+
+use std::collections::HashMap;
 
 use super::Broker;
 use crate::error::BrokerError;
 use crate::state::{Command, TopicSpec};
 
+/// Most topic names the cache holds before it starts over (names that do not exist are
+/// cached too, and clients choose names).
+const TOPIC_CACHE_NAMES: usize = 65_536;
+
+/// Topic settings as of one value of the state machine's topics version.
+#[derive(Default)]
+pub(super) struct TopicCache {
+    version: u64,
+    topics: HashMap<String, Option<TopicSpec>>,
+}
+
 impl Broker {
-    /// One topic's settings (`None`: it does not exist).
+    /// One topic's settings (`None`: it does not exist). Served from memory while no
+    /// change of topic settings was applied since it was read, so a produce pays no trip
+    /// to RocksDB's thread pool for it.
     pub async fn topic(&self, name: &str) -> Result<Option<TopicSpec>, BrokerError> {
-        let name = name.to_owned();
-        self.read(move |s, _| Ok(s.topic_get(&name)?.map(TopicSpec::from)))
-            .await
+        let version = self.inner.sm.topics_version();
+        {
+            let mut cache = self
+                .inner
+                .topic_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if cache.version != version {
+                cache.topics.clear();
+                cache.version = version;
+            }
+            if let Some(spec) = cache.topics.get(name) {
+                return Ok(*spec);
+            }
+        }
+        let owned = name.to_owned();
+        let spec = self
+            .read(move |s, _| Ok(s.topic_get(&owned)?.map(TopicSpec::from)))
+            .await?;
+        let mut cache = self
+            .inner
+            .topic_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Read at `version` or later: it is good for `version` only if nothing moved since.
+        if cache.version == version {
+            if cache.topics.len() >= TOPIC_CACHE_NAMES {
+                cache.topics.clear();
+            }
+            cache.topics.insert(name.to_owned(), spec);
+        }
+        Ok(spec)
     }
 
     /// Every topic.

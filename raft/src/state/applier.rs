@@ -75,9 +75,11 @@ impl Applier {
         }
     }
 
-    /// Call after writing a batch: what it wrote is in RocksDB now.
-    pub fn finish_batch(&mut self) {
+    /// Call after writing a batch: what it wrote is in RocksDB now. Returns whether the
+    /// batch changed any topic's settings.
+    pub fn finish_batch(&mut self) -> bool {
         self.groups.finish_batch();
+        self.queues.take_topics_changed()
     }
 
     /// The highest log index retention allows to purge, if any.

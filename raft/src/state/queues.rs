@@ -60,6 +60,8 @@ pub struct Queues {
     store: Arc<IndexStore>,
     topics: HashMap<String, Option<TopicMeta>>,
     next_offsets: HashMap<(String, u32), u64>,
+    /// A topic was created, changed or deleted since the last batch was written.
+    topics_changed: bool,
 }
 
 impl Queues {
@@ -69,6 +71,7 @@ impl Queues {
             store,
             topics: HashMap::new(),
             next_offsets: HashMap::new(),
+            topics_changed: false,
         }
     }
 
@@ -80,6 +83,11 @@ impl Queues {
         let t = self.store.topic_get(name)?;
         self.topics.insert(name.to_owned(), t);
         Ok(t)
+    }
+
+    /// Whether topics changed since the last call.
+    pub fn take_topics_changed(&mut self) -> bool {
+        std::mem::take(&mut self.topics_changed)
     }
 
     /// The offset the next message of a queue gets.
@@ -122,6 +130,7 @@ impl Queues {
         let meta = TopicMeta::from(spec);
         batch.put_topic(name, &meta)?;
         self.topics.insert(name.to_owned(), Some(meta));
+        self.topics_changed = true;
         Ok(Applied::Done)
     }
 
@@ -133,6 +142,7 @@ impl Queues {
         };
         batch.delete_topic(name)?;
         self.topics.insert(name.to_owned(), None);
+        self.topics_changed = true;
         self.next_offsets.retain(|(t, _), _| t != name);
         Ok(Some(meta))
     }

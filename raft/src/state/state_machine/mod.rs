@@ -22,6 +22,7 @@ pub use snapshot::recover_install;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, TryStreamExt};
@@ -52,6 +53,9 @@ struct Shared {
     current_snapshot: Mutex<Option<Snapshot>>,
     gen_cell: DurableCell,
     log: LogStore,
+    /// Bumped after every applied change of topic settings is in RocksDB (and after an
+    /// install): a cache of topic settings read at an older value is stale.
+    topics_version: AtomicU64,
 }
 
 /// The state machine (clones share state; the snapshot builder is a clone).
@@ -134,6 +138,7 @@ impl StateMachine {
                 current_snapshot: Mutex::new(None),
                 gen_cell,
                 log,
+                topics_version: AtomicU64::new(0),
             }),
         })
     }
@@ -145,6 +150,11 @@ impl StateMachine {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Changes whenever applied topic settings change (see [`crate::Broker::topic`]).
+    pub fn topics_version(&self) -> u64 {
+        self.shared.topics_version.load(Ordering::Acquire)
     }
 
     /// The last applied log index; changes wake long polls.
@@ -196,6 +206,7 @@ impl StateMachine {
             };
             if !shares_batch && let Some(last) = pending.take() {
                 commit(
+                    &self.shared,
                     &mut applier,
                     std::mem::replace(&mut batch, store.batch()),
                     &last,
@@ -216,6 +227,7 @@ impl StateMachine {
             pending = Some(e.log_id);
             if !shares_batch {
                 commit(
+                    &self.shared,
                     &mut applier,
                     std::mem::replace(&mut batch, store.batch()),
                     &e.log_id,
@@ -225,7 +237,7 @@ impl StateMachine {
             }
         }
         if let Some(last) = pending {
-            commit(&mut applier, batch, &last, &membership)?;
+            commit(&self.shared, &mut applier, batch, &last, &membership)?;
         }
         let last = entries.last().map(|e| e.log_id);
         if let Some(p) = applier.retention_point() {
@@ -244,6 +256,7 @@ impl StateMachine {
 
 /// Writes one batch of apply's writes together with `last_applied` (and membership).
 fn commit(
+    shared: &Shared,
     applier: &mut Applier,
     mut batch: raftmq_storage::IndexBatch<'_>,
     last: &LogId,
@@ -263,7 +276,9 @@ fn commit(
         .store()
         .write(batch, Durability::Wal)
         .map_err(io_err)?;
-    applier.finish_batch();
+    if applier.finish_batch() {
+        shared.topics_version.fetch_add(1, Ordering::Release);
+    }
     Ok(())
 }
 

@@ -286,6 +286,9 @@ impl StateMachine {
         }
         *shared.store.write().unwrap_or_else(|e| e.into_inner()) = store;
         *lock(&shared.state) = state;
+        shared
+            .topics_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         journal_cell(&shared.data_dir).clear().map_err(io_err)
     }
 }
