@@ -184,45 +184,91 @@ async fn nacked_messages_come_back_and_go_to_the_dlq_after_max_attempts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifo_topics_hold_a_queue_until_its_message_is_acked_even_through_redelivery() {
+async fn fifo_queues_deliver_ordered_runs_and_hold_the_queue_until_the_run_is_done() {
     let n = Node::auto().await;
     n.put("/v1/topics/f", r#"{"queues": 1, "fifo": true}"#)
         .await;
-    produce(
-        &n,
-        "f",
-        json!([{"body": "1", "key": "k"}, {"body": "2", "key": "k"}, {"body": "3", "key": "k"}]),
-    )
-    .await;
+    let msgs: Vec<Value> = (1..=4)
+        .map(|i| json!({"body": i.to_string(), "key": "k"}))
+        .collect();
+    produce(&n, "f", json!(msgs)).await;
     let a = receive(
         &n,
         "g",
         "f",
-        json!({"consumer": "c1", "max": 10, "invisible_ms": 300}),
+        json!({"consumer": "c1", "max": 3, "invisible_ms": 300}),
     )
     .await;
-    assert_eq!(bodies(&a), ["1"], "one in flight per queue");
+    assert_eq!(bodies(&a), ["1", "2", "3"], "a run, in order, up to max");
     assert!(
         receive(&n, "g", "f", json!({"consumer": "c2", "max": 10}))
             .await
-            .is_empty()
+            .is_empty(),
+        "the queue is held while its run is in flight"
     );
-    // Not acked: "1" comes back (attempt 2) before "2" is ever delivered.
+    // "2" is acked out of order; the lease of "1" and "3" expires: they come back, in
+    // order, and "2" never does.
+    let v = ack(&n, "g", "f", &receipts(&a[1..2])).await;
+    assert_eq!(v["results"][0]["ok"], true, "{v}");
     let b = receive(
         &n,
         "g",
         "f",
-        json!({"consumer": "c2", "max": 10, "wait_ms": 5000}),
+        json!({"consumer": "c2", "max": 10, "wait_ms": 5000, "invisible_ms": 30000}),
     )
     .await;
-    assert_eq!(bodies(&b), ["1"]);
-    assert_eq!(b[0]["attempt"], 2);
-    ack(&n, "g", "f", &receipts(&b)).await;
+    assert_eq!(bodies(&b), ["1", "3", "4"]);
+    let attempts: Vec<_> = b.iter().map(|m| m["attempt"].as_u64().unwrap()).collect();
+    assert_eq!(attempts, [2, 2, 1]);
+    // A nack of "3" sends "3" and everything after it in the run back; "1" stays leased.
+    let (s, v) = n
+        .post(
+            "/v1/groups/g/topics/f/nack",
+            &json!({"receipts": receipts(&b[1..2]), "delay_ms": 0}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["results"][0]["ok"]),
+        (StatusCode::OK, &json!(true)),
+        "{v}"
+    );
+    let v = ack(&n, "g", "f", &receipts(&b[2..])).await;
+    assert_eq!(
+        v["results"][0]["code"], "RECEIPT_EXPIRED",
+        "\"4\" came back with \"3\": {v}"
+    );
+    assert!(
+        receive(&n, "g", "f", json!({"consumer": "c1", "max": 10}))
+            .await
+            .is_empty(),
+        "\"1\" is still in flight"
+    );
+    ack(&n, "g", "f", &receipts(&b[..1])).await;
     let c = receive(&n, "g", "f", json!({"consumer": "c1", "max": 10})).await;
-    assert_eq!(bodies(&c), ["2"]);
+    assert_eq!(bodies(&c), ["3", "4"]);
     ack(&n, "g", "f", &receipts(&c)).await;
-    let d = receive(&n, "g", "f", json!({"consumer": "c1", "max": 10})).await;
-    assert_eq!(bodies(&d), ["3"]);
+    let (_, o) = n.get("/v1/groups/g/offsets?topic=f").await;
+    assert_eq!(o["offsets"][0]["committed"], 4, "{o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_queues_of_one_topic_go_to_several_consumers_at_once() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/f", r#"{"queues": 2, "fifo": true}"#)
+        .await;
+    let msgs: Vec<Value> = (0..6)
+        .map(|i| json!({"body": format!("q{}-{}", i % 2, i / 2), "queue": i % 2}))
+        .collect();
+    produce(&n, "f", json!(msgs)).await;
+    let a = receive(&n, "g", "f", json!({"consumer": "c1", "max": 3})).await;
+    let b = receive(&n, "g", "f", json!({"consumer": "c2", "max": 3})).await;
+    let mut runs = [bodies(&a), bodies(&b)];
+    runs.sort();
+    assert_eq!(
+        runs,
+        [["q0-0", "q0-1", "q0-2"], ["q1-0", "q1-1", "q1-2"]],
+        "each consumer holds one queue's run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Consumer-group anomalies: double-delivery (an acked message delivered again, or one
 //! lease handed to two receives) and fifo-violation (a FIFO queue's next message of a key
-//! delivered before the earlier one was acked); plus the allowed duplicate consumption
-//! (redeliveries after a lease expired).
+//! delivered before the earlier one was acked, other than after it in the same receive: a
+//! receive that returns n and n+1 in that order hands out one ordered run); plus the allowed
+//! duplicate consumption (redeliveries after a lease expired).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,9 +71,17 @@ pub(crate) fn fifo_violation(m: &Model) -> Anomaly {
             .or_default()
             .insert(o, d.value.as_str());
     }
+    // (receive, value) -> where it came in the receive's answer.
+    let place: HashMap<(u64, &str), usize> = m
+        .deliveries
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.fifo)
+        .map(|(i, d)| ((d.invoke_index, d.value.as_str()), i))
+        .collect();
     let mut a = Anomaly::default();
     let mut reported = HashSet::new();
-    for d in m.deliveries.iter().filter(|d| d.fifo) {
+    for (i, d) in m.deliveries.iter().enumerate().filter(|(_, d)| d.fifo) {
         let (Some((q, o)), Some(Some(k))) = (d.position, key_of.get(d.value.as_str())) else {
             continue;
         };
@@ -83,7 +92,8 @@ pub(crate) fn fifo_violation(m: &Model) -> Anomaly {
             continue;
         };
         let earlier_done = acked.get(prev.1).is_some_and(|&at| at < d.complete_index);
-        if !earlier_done && reported.insert((d.value.as_str(), d.attempt)) {
+        let earlier_in_same_run = place.get(&(d.invoke_index, prev.1)).is_some_and(|&j| j < i);
+        if !earlier_done && !earlier_in_same_run && reported.insert((d.value.as_str(), d.attempt)) {
             a.add(json!({"value": d.value, "offset": o, "key": k, "earlier": prev.1, "earlier_offset": prev.0, "received_at": d.invoke_index, "consumer": d.consumer}));
         }
     }

@@ -57,6 +57,29 @@ fn the_next_message_of_a_key_before_the_earlier_is_acked_is_a_fifo_violation() {
 }
 
 #[test]
+fn a_fifo_run_in_one_receive_is_in_order_or_a_violation() {
+    // n and n+1 in one answer, in order: one run, valid; and after the run expires, both
+    // come back together.
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 1, 0, 0), ("b", 1, 0, 1)])
+        .receive(2, "c2", true, &[("a", 2, 0, 0), ("b", 2, 0, 1)])
+        .ack(2, &["a", "b"]);
+    let r = h.check();
+    assert!(r.valid, "{:#?}", r.anomalies);
+    // n+1 before n in one answer.
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("b", 1, 0, 1), ("a", 1, 0, 0)])
+        .ack(1, &["a", "b"]);
+    assert_only(&h.check(), "fifo-violation", 1);
+    // n+1 in a later receive, with n of an earlier run still unacked.
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 1, 0, 0)])
+        .receive(1, "c1", true, &[("b", 1, 0, 1)])
+        .ack(1, &["a", "b"]);
+    assert_only(&h.check(), "fifo-violation", 1);
+}
+
+#[test]
 fn a_sent_message_never_delivered_is_lost() {
     let mut h = sent();
     h.receive(1, "c1", false, &[("a", 1, 0, 0)]).ack(1, &["a"]);

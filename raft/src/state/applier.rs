@@ -173,7 +173,7 @@ impl Applier {
                 Ok(Applied::Done)
             }
             Command::Lease(c) => groups.lease(batch, queues, log_index, c, now),
-            Command::Ack(c) => groups.ack(batch, c, now),
+            Command::Ack(c) => groups.ack(batch, queues, c, now),
             Command::Heartbeat(c) => groups.heartbeat(batch, queues, c, now),
             Command::ResetOffsets(c) => groups.reset_offsets(batch, queues, c),
             Command::CommitOffsets {

@@ -1,8 +1,10 @@
 //! Applying acks and nacks: a receipt is honoured only for the current delivery of a
 //! message (same attempt and lease, lease not expired at the entry's `now_ms`). Acking the
-//! oldest open message moves the floor past it.
+//! oldest open message moves the floor past it. On a FIFO topic a nack of message n releases
+//! n and every message after it in n's run (same lease), so they come back in order.
 //!
-//! Must never: accept a receipt of an earlier delivery, or deliver an acked message again.
+//! Must never: accept a receipt of an earlier delivery, deliver an acked message again, or
+//! leave a FIFO run's later messages leased while an earlier one is released.
 
 use raftmq_storage::IndexBatch;
 
@@ -10,19 +12,28 @@ use super::state::R;
 use super::{ConsumerGroupMode, ConsumerGroups, GroupMeta, Receipt, Status, gkey};
 use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::AckCmd;
+use crate::state::queues::Queues;
 
 impl ConsumerGroups {
     /// Applies an `Ack` command (a nack when it has a delay) at apply's time `now`.
-    pub fn ack(&mut self, batch: &mut IndexBatch<'_>, c: &AckCmd, now: u64) -> R<Applied> {
+    pub fn ack(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        queues: &mut Queues,
+        c: &AckCmd,
+        now: u64,
+    ) -> R<Applied> {
         let Some(meta) = self.view().meta(&c.group)? else {
             return Ok(reject(
                 RejectCode::ConsumerGroupNotFound,
                 format!("group {} does not exist", c.group),
             ));
         };
+        // A nack on a deleted topic has no run to release.
+        let fifo = queues.topic(&c.topic)?.is_some_and(|t| t.fifo);
         let mut results = Vec::with_capacity(c.receipts.len());
         for r in &c.receipts {
-            results.push(self.ack_one(&meta, c, r, now)?);
+            results.push(self.ack_one(&meta, c, r, fifo, now)?);
         }
         self.flush(batch)?;
         Ok(Applied::Acked { results })
@@ -33,6 +44,7 @@ impl ConsumerGroups {
         meta: &GroupMeta,
         c: &AckCmd,
         receipt: &str,
+        fifo: bool,
         now: u64,
     ) -> R<Option<String>> {
         let Some(r) = Receipt::parse(receipt) else {
@@ -58,6 +70,15 @@ impl ConsumerGroups {
         if st.status == Status::Acked && st.attempt == r.attempt && c.nack_delay_ms.is_none() {
             return Ok(None);
         }
+        // Released by a nack of an earlier message of its FIFO run: nacking it is done.
+        if fifo
+            && st.status == Status::Released
+            && st.attempt == r.attempt
+            && st.lease_index == r.lease_index
+            && c.nack_delay_ms.is_some()
+        {
+            return Ok(None);
+        }
         let current = st.status == Status::Leased
             && st.attempt == r.attempt
             && st.lease_index == r.lease_index
@@ -69,7 +90,19 @@ impl ConsumerGroups {
             Some(delay) => {
                 st.status = Status::Released;
                 st.deadline_ms = now.saturating_add(delay);
+                let back_at = st.deadline_ms;
                 self.set_state(gk, &c.topic, r.queue, r.offset, st)?;
+                if fifo {
+                    self.release_rest_of_run(
+                        gk,
+                        &c.topic,
+                        r.queue,
+                        r.offset,
+                        r.lease_index,
+                        back_at,
+                        now,
+                    )?;
+                }
             }
             None => {
                 // Acking the oldest open message moves the floor past it (and on over what
@@ -82,5 +115,35 @@ impl ConsumerGroups {
             }
         }
         Ok(None)
+    }
+
+    /// FIFO: releases the messages after `offset` still leased by the same run (lease
+    /// `lease_index`), deliverable again at `back_at`, behind the nacked one.
+    #[allow(clippy::too_many_arguments)]
+    fn release_rest_of_run(
+        &mut self,
+        gk: &str,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        lease_index: u64,
+        back_at: u64,
+        now: u64,
+    ) -> R<()> {
+        let rest: Vec<u64> = self
+            .queue(gk, topic, queue)?
+            .states
+            .range(offset + 1..)
+            .filter(|(_, st)| st.lease_index == lease_index && st.in_flight(now))
+            .map(|(&o, _)| o)
+            .collect();
+        for o in rest {
+            if let Some(mut st) = self.state(gk, topic, queue, o)? {
+                st.status = Status::Released;
+                st.deadline_ms = back_at;
+                self.set_state(gk, topic, queue, o, st)?;
+            }
+        }
+        Ok(())
     }
 }

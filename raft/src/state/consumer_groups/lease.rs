@@ -2,8 +2,13 @@
 //! moves messages out of attempts to the dead-letter topic, and leases what is still
 //! leasable at the entry's `now_ms`. The leader only proposed the lists; this decides.
 //!
+//! On a FIFO topic a lease takes a *run* per queue: consecutive messages from the queue's
+//! first open one, in order, and only when nothing of the queue is in flight; the queue then
+//! delivers nothing more until every message of the run is acked, dead-lettered or expired.
+//!
 //! Must never: lease a message that is in flight or done for the group, or hand out a FIFO
-//! queue's next message while an earlier one is in flight or not done.
+//! queue's message while an earlier one is in flight or not done, other than as part of the
+//! same run, in order.
 
 use std::sync::Arc;
 
@@ -135,6 +140,9 @@ impl ConsumerGroups {
         let mut granted = Vec::new();
         // Per queue, once per command: (floor, first retained offset, next offset).
         let mut bounds: Vec<(u32, u64, u64, u64)> = Vec::new();
+        // FIFO, per queue: the offset this command's run may continue at (`None`: the queue
+        // delivers nothing more in this command).
+        let mut runs: Vec<(u32, Option<u64>)> = Vec::new();
         for &(queue, offset) in &c.items {
             if queue >= l.topic.queues {
                 continue;
@@ -158,10 +166,23 @@ impl ConsumerGroups {
             let st = self
                 .state(gk, &c.topic, queue, offset)?
                 .unwrap_or_else(|| fresh(&l.consumer));
-            if !st.deliverable(now) || st.attempt >= l.meta.max_attempts {
-                continue;
-            }
-            if l.topic.fifo && !self.fifo_may_deliver(gk, &c.topic, queue, floor, offset, now)? {
+            let leasable = st.deliverable(now) && st.attempt < l.meta.max_attempts;
+            if l.topic.fifo {
+                let at = match runs.iter().position(|r| r.0 == queue) {
+                    Some(i) => i,
+                    None => {
+                        let start = self.fifo_run_start(gk, &c.topic, queue, floor, now)?;
+                        runs.push((queue, start));
+                        runs.len() - 1
+                    }
+                };
+                if !leasable || runs[at].1 != Some(offset) {
+                    // A gap in the run (the plan was stale): the queue stops here.
+                    runs[at].1 = None;
+                    continue;
+                }
+                runs[at].1 = Some(self.first_open(gk, &c.topic, queue, offset + 1)?);
+            } else if !leasable {
                 continue;
             }
             let leased = MsgState {
@@ -190,27 +211,37 @@ impl ConsumerGroups {
         Ok(granted)
     }
 
-    /// FIFO: deliver `offset` only if every earlier message of the queue is done and none is
-    /// in flight.
-    fn fifo_may_deliver(
+    /// FIFO: where a run of `queue` may start: its first open offset from the floor, if
+    /// nothing of the queue is in flight.
+    fn fifo_run_start(
         &mut self,
         gk: &str,
         topic: &str,
         queue: u32,
         floor: u64,
-        offset: u64,
         now: u64,
-    ) -> R<bool> {
-        let mut done_before = 0u64;
-        for (&o, st) in &self.queue(gk, topic, queue)?.states {
-            if o != offset && st.in_flight(now) {
-                return Ok(false);
-            }
-            if o >= floor && o < offset && st.done() {
-                done_before += 1;
-            }
+    ) -> R<Option<u64>> {
+        if self
+            .queue(gk, topic, queue)?
+            .states
+            .values()
+            .any(|st| st.in_flight(now))
+        {
+            return Ok(None);
         }
-        Ok(done_before == offset - floor)
+        Ok(Some(self.first_open(gk, topic, queue, floor)?))
+    }
+
+    /// The first offset at or after `from` that is not done for the group.
+    fn first_open(&mut self, gk: &str, topic: &str, queue: u32, from: u64) -> R<u64> {
+        let mut open = from;
+        for (&o, st) in self.queue(gk, topic, queue)?.states.range(from..) {
+            if o != open || !st.done() {
+                break;
+            }
+            open += 1;
+        }
+        Ok(open)
     }
 
     /// Adds a dead letter to `DLQ-{group}`: an index entry pointing at the original message

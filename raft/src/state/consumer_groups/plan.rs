@@ -170,6 +170,13 @@ pub fn plan(
             },
         };
         let progress = groups.queue(&gk, &req.topic, q)?;
+        // FIFO: a run starts only when nothing of the queue is in flight or planned.
+        if topic.fifo
+            && (progress.states.values().any(|s| s.in_flight(now))
+                || taken.is_some_and(|t| t.iter().any(|&(tq, _)| tq == q)))
+        {
+            continue;
+        }
         let mut offset = progress.floor;
         let mut states = progress.states.range(offset..).peekable();
         let mut looked = 0;
@@ -203,7 +210,7 @@ pub fn plan(
                 continue;
             }
             plan.items.push((q, o));
-            if topic.fifo || plan.items.len() >= req.max {
+            if plan.items.len() >= req.max {
                 break;
             }
         }
