@@ -125,6 +125,9 @@ struct BenchArgs {
     /// Queues of the topic (created if missing).
     #[arg(long, default_value_t = 8)]
     queues: u32,
+    /// Make the topic FIFO (`--mode group` then receives ordered runs per queue).
+    #[arg(long)]
+    fifo: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -255,7 +258,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (_, leader_url) = leader(&http, &urls, Duration::from_secs(30)).await?;
     let put = http
         .put(format!("{leader_url}/v1/topics/{}", args.topic))
-        .json(&json!({"queues": args.queues}))
+        .json(&json!({"queues": args.queues, "fifo": args.fifo}))
         .send()
         .await?;
     if !put.status().is_success() {
@@ -369,9 +372,11 @@ where
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    // A consuming run that drained its backlog is measured up to its last message, not
-    // over the idle time after it.
-    let secs = if consuming && drained(&samples, start.elapsed().as_secs_f64()) {
+    // A run that reached its count, or a consuming run that drained its backlog, is
+    // measured up to its last message, not to the progress loop's next tick or over the
+    // idle time after it.
+    let reached = limit.is_some_and(|l| stats.msgs.load(Ordering::Relaxed) >= l);
+    let secs = if reached || (consuming && drained(&samples, start.elapsed().as_secs_f64())) {
         samples
             .iter()
             .filter(|s| s.2 > 0)
