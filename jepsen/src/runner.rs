@@ -237,12 +237,15 @@ async fn run_in(
         eprintln!("raftmq-jepsen: the cluster did not settle after healing; draining anyway");
     }
     let drain_client = Client::new(Duration::from_secs(10), access)?;
+    let drain_started = Instant::now();
     match w.kind {
         workload::Kind::Log => workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await,
         workload::Kind::Queue => {
             workload::drain_group(10_000, &w, &nodes, &drain_client, &recorder).await
         }
     }
+    let drain_s = drain_started.elapsed().as_secs_f64();
+    eprintln!("raftmq-jepsen: drained in {drain_s:.1} s");
     let history = recorder.finish();
     let results = checker::check(&history);
     let run = json!({
@@ -258,6 +261,7 @@ async fn run_in(
         "fifo": w.fifo,
         "elapsed_s": started.elapsed().as_secs_f64(),
         "settled": settled_leader.is_some(),
+        "drain_s": drain_s,
     });
     report::write(dir, &history, &results, &run)?;
     Ok(results)

@@ -1,7 +1,8 @@
 //! Consumer-group anomalies: double-delivery (an acked message delivered again, or one
 //! lease handed to two receives) and fifo-violation (a FIFO queue's next message of a key
 //! delivered before the earlier one was acked, other than after it in the same receive: a
-//! receive that returns n and n+1 in that order hands out one ordered run); plus the allowed
+//! receive that returns n and n+1 in that order hands out one ordered run, and a message
+//! dead-lettered after its last delivery no longer holds its queue); plus the allowed
 //! duplicate consumption (redeliveries after a lease expired).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -79,6 +80,20 @@ pub(crate) fn fifo_violation(m: &Model) -> Anomaly {
         .filter(|(_, d)| d.fifo)
         .map(|(i, d)| ((d.invoke_index, d.value.as_str()), i))
         .collect();
+    // Dead-lettered values (the final drain reads the dead-letter topic), and where each
+    // value's last delivery ended: a dead-lettered message is settled for the queue once
+    // it is delivered no more (its last lease expired at its last attempt).
+    let dead: HashSet<&str> = m
+        .polls
+        .iter()
+        .filter(|p| p.is_final && p.topic.starts_with("DLQ-"))
+        .flat_map(|p| p.messages.iter().map(|(_, v)| v.as_str()))
+        .collect();
+    let mut last_delivered: HashMap<&str, u64> = HashMap::new();
+    for d in m.deliveries.iter().filter(|d| d.fifo) {
+        let at = last_delivered.entry(d.value.as_str()).or_insert(0);
+        *at = (*at).max(d.complete_index);
+    }
     let mut a = Anomaly::default();
     let mut reported = HashSet::new();
     for (i, d) in m.deliveries.iter().enumerate().filter(|(_, d)| d.fifo) {
@@ -93,7 +108,15 @@ pub(crate) fn fifo_violation(m: &Model) -> Anomaly {
         };
         let earlier_done = acked.get(prev.1).is_some_and(|&at| at < d.complete_index);
         let earlier_in_same_run = place.get(&(d.invoke_index, prev.1)).is_some_and(|&j| j < i);
-        if !earlier_done && !earlier_in_same_run && reported.insert((d.value.as_str(), d.attempt)) {
+        let earlier_dead = dead.contains(prev.1)
+            && last_delivered
+                .get(prev.1)
+                .is_some_and(|&at| at < d.invoke_index);
+        if !earlier_done
+            && !earlier_in_same_run
+            && !earlier_dead
+            && reported.insert((d.value.as_str(), d.attempt))
+        {
             a.add(json!({"value": d.value, "offset": o, "key": k, "earlier": prev.1, "earlier_offset": prev.0, "received_at": d.invoke_index, "consumer": d.consumer}));
         }
     }

@@ -72,6 +72,23 @@ impl H {
         )
     }
 
+    /// The final drain's read of the dead-letter topic `DLQ-g`.
+    pub(crate) fn dead_letters(&mut self, p: u64, values: &[&str]) -> &mut Self {
+        let v = json!({"topic": "DLQ-g", "queue": 0, "offset": 0, "final": true});
+        self.ev(p, Kind::Invoke, "poll", v);
+        let msgs: Vec<Value> = values
+            .iter()
+            .enumerate()
+            .map(|(o, v)| json!([o, v]))
+            .collect();
+        self.ev(
+            p,
+            Kind::Ok,
+            "poll",
+            json!({"topic": "DLQ-g", "queue": 0, "offset": 0, "messages": msgs}),
+        )
+    }
+
     pub(crate) fn commit(&mut self, p: u64, queue: u64, offset: u64) -> &mut Self {
         let v = json!({"topic": "t", "group": "g", "queue": queue, "offset": offset});
         self.ev(p, Kind::Invoke, "commit", v.clone());

@@ -80,6 +80,26 @@ fn a_fifo_run_in_one_receive_is_in_order_or_a_violation() {
 }
 
 #[test]
+fn a_dead_lettered_message_holds_its_fifo_queue_only_while_it_is_delivered() {
+    // "a" is dead-lettered after its last delivery; "b" comes after: valid.
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 16, 0, 0)])
+        .receive(2, "c2", true, &[("b", 1, 0, 1)])
+        .ack(2, &["b"])
+        .dead_letters(3, &["a"]);
+    let r = h.check();
+    assert!(r.valid, "{:#?}", r.anomalies);
+    // "b" delivered while "a" was still being delivered (and only later dead-lettered).
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 15, 0, 0)])
+        .receive(2, "c2", true, &[("b", 1, 0, 1)])
+        .receive(1, "c1", true, &[("a", 16, 0, 0)])
+        .ack(2, &["b"])
+        .dead_letters(3, &["a"]);
+    assert_only(&h.check(), "fifo-violation", 1);
+}
+
+#[test]
 fn a_sent_message_never_delivered_is_lost() {
     let mut h = sent();
     h.receive(1, "c1", false, &[("a", 1, 0, 0)]).ack(1, &["a"]);
