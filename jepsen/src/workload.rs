@@ -222,12 +222,24 @@ pub async fn group_consumer(x: Worker, index: u64) {
     let consumer = format!("c{index}");
     while Instant::now() < until {
         let node = *rng.pick(&nodes).expect("nodes");
-        receive_and_settle(p, &consumer, index, &w, node, &client, &rec, &mut rng, 300).await;
+        receive_and_settle(
+            p,
+            &consumer,
+            index,
+            &w,
+            node,
+            &client,
+            &rec,
+            &mut rng,
+            (10, 300),
+        )
+        .await;
         tokio::time::sleep(w.think).await;
     }
 }
 
-/// One receive and the ack or nack of what came back; returns how many messages came.
+/// One receive of up to `max` messages, waiting up to `wait_ms`, and the ack or nack of
+/// what came back; returns how many messages came.
 #[allow(clippy::too_many_arguments)]
 async fn receive_and_settle(
     p: u64,
@@ -238,12 +250,12 @@ async fn receive_and_settle(
     client: &Client,
     rec: &Recorder,
     rng: &mut Rng,
-    wait_ms: u64,
+    (max, wait_ms): (u64, u64),
 ) -> usize {
     let invoke = json!({"topic": w.topic, "group": GROUP, "consumer": consumer, "fifo": w.fifo});
     rec.record(Process::Client(p), Ev::Invoke, "receive", invoke.clone());
     let out = client
-        .receive(node, GROUP, &w.topic, consumer, 10, wait_ms, 2000)
+        .receive(node, GROUP, &w.topic, consumer, max, wait_ms, 2000)
         .await;
     complete(rec, p, "receive", &invoke, &out, |msgs| {
         let mut v = invoke.clone();
@@ -297,7 +309,8 @@ pub async fn drain_group(
     let mut empty = 0;
     while empty < 4 && last_progress.elapsed() < Duration::from_secs(60) {
         let node = *rng.pick(nodes).expect("nodes");
-        if receive_and_settle(p, "drain", 2, w, node, client, rec, &mut rng, 1500).await == 0 {
+        if receive_and_settle(p, "drain", 2, w, node, client, rec, &mut rng, (100, 1500)).await == 0
+        {
             empty += 1;
         } else {
             empty = 0;

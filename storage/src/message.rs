@@ -571,6 +571,11 @@ mod tests {
     }
 
     #[test]
+    fn the_colliding_tags_of_the_api_tests_collide() {
+        assert_eq!(tag_hash(Some("mtwjgxhjk")), tag_hash(Some("cyvilpkff")));
+    }
+
+    #[test]
     fn unknown_flags_and_versions_are_refused() {
         let mut buf = sample();
         buf[0] = 9;

@@ -12,7 +12,7 @@ use crate::state::command::{AckCmd, HeartbeatCmd, LeaseCmd, ResetCmd};
 use crate::state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, ReceiveRequest, ResetTo, info, plan,
 };
-use crate::state::read::{StoredMessage, read_granted};
+use crate::state::read::{StoredMessage, read_granted, tag_collisions};
 use crate::state::{Applied, Command};
 
 /// A received message.
@@ -45,7 +45,19 @@ impl Broker {
             let now = self.group_time().await?;
             let (sm, reserved) = (self.inner.sm.clone(), self.inner.reserved.clone());
             let plan = self
-                .blocking(move |_, _| sm.plan_receive(&r, start_queue, now, &reserved))
+                .blocking(move |store, log| {
+                    let mut plan = sm.plan_receive(&r, start_queue, now, &reserved)?;
+                    // The plan matched tags by hash; a collision is skipped, not delivered.
+                    if let Some(filter) = &r.tag
+                        && !plan.items.is_empty()
+                    {
+                        let misses =
+                            tag_collisions(store, &log.read_log(), &r.topic, filter, &plan.items)?;
+                        plan.items.retain(|i| !misses.contains(i));
+                        plan.skip.extend(misses);
+                    }
+                    Ok::<_, BrokerError>(plan)
+                })
                 .await??;
             if !plan.is_empty() {
                 // Held until the lease below is applied (or fails, or this is abandoned).

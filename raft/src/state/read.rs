@@ -309,6 +309,31 @@ pub fn load_hits(
     Ok(out)
 }
 
+/// Of `items`, whose ConsumeQueue tag hashes already matched `filter`, those whose stored tag
+/// does not match it exactly (the hash collided): a receive counts them as skipped instead
+/// of delivering them. One CommitLog read per batch they sit in; messages the hash rules
+/// out cost none.
+pub fn tag_collisions(
+    store: &IndexStore,
+    log: &CommitLog,
+    topic: &str,
+    filter: &TagFilter,
+    items: &[(u32, u64)],
+) -> Result<Vec<(u32, u64)>, BrokerError> {
+    let mut batches = BatchCache::default();
+    let mut out = Vec::new();
+    for &(queue, offset) in items {
+        let Some(e) = store.cq_get(topic, queue, offset)? else {
+            continue;
+        };
+        let batch = batches.get(log, e.log_index)?;
+        if !filter.matches(BatchView::parse(&batch)?.get(e.slot)?.tag) {
+            out.push((queue, offset));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the messages of granted leases, for the consumer (dead letters presented as
 /// messages of their dead-letter topic).
 pub fn read_granted(
