@@ -377,3 +377,16 @@ pub struct TransferLeaderRequest {
     /// The node to hand leadership to.
     pub to: u64,
 }
+
+/// Parses a SQL92 property filter (`sql` in a receive body or a read's query); a bad
+/// expression is 400 naming the position.
+pub(crate) fn parse_sql(
+    src: Option<&str>,
+) -> Result<Option<std::sync::Arc<raftmq_raft::state::sql::SqlFilter>>, ApiError> {
+    src.map(|s| {
+        raftmq_raft::state::sql::SqlFilter::parse(s)
+            .map(std::sync::Arc::new)
+            .map_err(|e| ApiError::invalid("sql", e.to_string()))
+    })
+    .transpose()
+}

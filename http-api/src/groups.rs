@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::dto::{Messages, check_name, message_json, parse_json};
+use crate::dto::{Messages, check_name, message_json, parse_json, parse_sql};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::forward::{Route, WriteReq};
@@ -110,6 +110,7 @@ pub(crate) struct ReceiveBody {
     wait_ms: Option<u64>,
     invisible_ms: Option<u64>,
     tag: Option<String>,
+    sql: Option<String>,
     mode: Option<String>,
 }
 
@@ -150,6 +151,7 @@ pub(crate) async fn receive(
         Some(m) => ConsumerGroupMode::parse(m)
             .ok_or_else(|| ApiError::invalid("mode", "must be clustering or broadcast"))?,
     };
+    let sql = parse_sql(req.sql.as_deref())?;
     let wait = std::time::Duration::from_millis(wait_ms);
     if let Route::Relayed(resp) = write.route_waiting(&app, wait).await? {
         return Ok(resp);
@@ -162,6 +164,7 @@ pub(crate) async fn receive(
         wait_ms,
         invisible_ms,
         tag: req.tag.as_deref().and_then(TagFilter::parse),
+        sql,
         mode,
     };
     let deliveries =

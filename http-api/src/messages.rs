@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::dto::{
     MessageJson, Messages, ProduceRequest, check_name, is_system_topic, message_json, parse_json,
+    parse_sql,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -129,6 +130,7 @@ pub(crate) async fn read(
     }
     let wait_ms = parse_u64(&params, "wait_ms", 0, MAX_WAIT_MS)?;
     let filter = params.get("tag").and_then(|t| TagFilter::parse(t));
+    let sql = parse_sql(params.get("sql").map(String::as_str))?;
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let mut applied = app.broker.applied();
     let query = QueueQuery {
@@ -137,6 +139,7 @@ pub(crate) async fn read(
         offset,
         max,
         filter,
+        sql,
         scan_limit: 4096,
     };
     let mut next = query;

@@ -1,6 +1,6 @@
 //! Entry points for fuzzing every decoder of bytes that come from outside the node: log
 //! entries (from disk and from peers), commands, append requests, snapshot manifests and
-//! chunks. Used by the cargo-fuzz targets in `fuzz/` and by the property tests; each takes
+//! chunks, SQL92 filter expressions. Used by the cargo-fuzz targets in `fuzz/` and by the property tests; each takes
 //! arbitrary bytes and must return (an error is fine) without panicking or allocating by an
 //! unchecked length.
 //!
@@ -35,6 +35,26 @@ pub fn snapshot(data: &[u8]) {
     let _ = rpc::decode_chunk(&body);
     let _ = rpc::decode::<rpc::InstallRequest>("snapshot install", data);
     let _ = rpc::decode::<Vec<u64>>("snapshot begin response", data);
+}
+
+/// A SQL92 filter expression (as text), parsed and, if it parses, evaluated on a message.
+pub fn sql(data: &[u8]) {
+    struct Msg;
+    impl crate::state::sql::Fields for Msg {
+        fn field(&self, name: &str) -> Option<&str> {
+            match name {
+                "a" => Some("2"),
+                "TAG" => Some("paid"),
+                "s" => Some("eu"),
+                _ => None,
+            }
+        }
+    }
+    if let Ok(src) = std::str::from_utf8(data)
+        && let Ok(f) = crate::state::sql::SqlFilter::parse(src)
+    {
+        let _ = f.matches(&Msg);
+    }
 }
 
 /// Valid encodings of every input, the seeds the fuzzers mutate.
@@ -90,6 +110,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         offset: 0,
     };
     out.push(("snapshot", rpc::encode_chunk(&chunk, b"data").to_vec()));
+    for sql in [
+        "a BETWEEN 0 AND 3 AND TAG = 'paid'",
+        "NOT (s IN ('eu', 'us') OR x IS NOT NULL) AND a <> 1.5e2",
+        "(a > -1) OR (s = 'it''s')",
+    ] {
+        out.push(("sql", sql.as_bytes().to_vec()));
+    }
     out
 }
 
@@ -104,6 +131,7 @@ mod tests {
             "command" => command(data),
             "entry" => entry(data),
             "append" => append(data),
+            "sql" => sql(data),
             _ => snapshot(data),
         }
     }
@@ -136,9 +164,14 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
-            for target in ["command", "entry", "append", "snapshot"] {
+            for target in ["command", "entry", "append", "snapshot", "sql"] {
                 run(target, &data);
             }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_sql_parser(src in "[ -~]{0,200}") {
+            sql(src.as_bytes());
         }
 
         #[test]
@@ -166,6 +199,10 @@ mod tests {
                 "command" => assert!(Command::decode(&Bytes::from(data)).is_ok()),
                 "entry" => assert!(entry_codec::decode(9, &Bytes::from(data)).is_ok()),
                 "append" => assert!(rpc::decode_append(&Bytes::from(data)).is_ok()),
+                "sql" => assert!(
+                    crate::state::sql::SqlFilter::parse(std::str::from_utf8(&data).unwrap())
+                        .is_ok()
+                ),
                 _ => {}
             }
         }

@@ -301,6 +301,64 @@ async fn tag_filters_match_the_exact_tag_even_when_hashes_collide() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_filters_select_by_properties_tag_and_key_on_receive_and_read() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    let msgs: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"body": format!("m{i}"), "tag": if i % 2 == 0 { "even" } else { "odd" },
+                   "key": format!("k{i}"), "properties": {"a": i.to_string(), "region": "eu"}})
+        })
+        .collect();
+    produce(&n, "t", json!(msgs)).await;
+    let sql = "a BETWEEN 1 AND 4 AND (TAG = 'even' OR KEY IN ('k3')) AND region = 'eu'";
+    let got = receive(
+        &n,
+        "g",
+        "t",
+        json!({"consumer": "c", "max": 10, "sql": sql}),
+    )
+    .await;
+    assert_eq!(bodies(&got), ["m2", "m3", "m4"]);
+    ack(&n, "g", "t", &receipts(&got)).await;
+    let (_, o) = n.get("/v1/groups/g/offsets?topic=t").await;
+    assert_eq!(
+        o["offsets"][0]["committed"], 6,
+        "what the filter skipped counts as consumed: {o}"
+    );
+    let q = "/v1/topics/t/queues/0/messages?offset=0&sql=a%20%3E%3D%204%20OR%20missing%20IS%20NOT%20NULL";
+    let (s, r) = n.get(q).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(bodies(r["messages"].as_array().unwrap()), ["m4", "m5"]);
+    assert_eq!(r["next_offset"], 6);
+    // Tag and SQL together.
+    let (_, r) = n
+        .get("/v1/topics/t/queues/0/messages?offset=0&tag=odd&sql=a%20%3C%204")
+        .await;
+    assert_eq!(bodies(r["messages"].as_array().unwrap()), ["m1", "m3"]);
+    for resp in [
+        n.post(
+            "/v1/groups/g/topics/t/receive",
+            &json!({"consumer": "c", "sql": "a > "}).to_string(),
+        )
+        .await,
+        n.get("/v1/topics/t/queues/0/messages?sql=a%20%3E").await,
+    ] {
+        crate::support::assert_error(
+            &resp,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "position",
+        );
+        assert!(
+            resp.1["error"]["message"].as_str().unwrap().contains("sql"),
+            "{}",
+            resp.1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_reset_by_time_earliest_and_latest() {
     let n = Node::auto().await;
     n.put("/v1/topics/t", r#"{"queues": 1}"#).await;

@@ -12,7 +12,7 @@ use crate::state::command::{AckCmd, HeartbeatCmd, LeaseCmd, ResetCmd};
 use crate::state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, ReceiveRequest, ResetTo, info, plan,
 };
-use crate::state::read::{StoredMessage, read_granted, tag_collisions};
+use crate::state::read::{StoredMessage, filter_misses, read_granted};
 use crate::state::{Applied, Command};
 
 /// A received message.
@@ -47,12 +47,17 @@ impl Broker {
             let plan = self
                 .blocking(move |store, log| {
                     let mut plan = sm.plan_receive(&r, start_queue, now, &reserved)?;
-                    // The plan matched tags by hash; a collision is skipped, not delivered.
-                    if let Some(filter) = &r.tag
-                        && !plan.items.is_empty()
-                    {
-                        let misses =
-                            tag_collisions(store, &log.read_log(), &r.topic, filter, &plan.items)?;
+                    // The plan matched tags by hash; a collision, or a message the SQL
+                    // filter does not select, is skipped, not delivered.
+                    if (r.tag.is_some() || r.sql.is_some()) && !plan.items.is_empty() {
+                        let misses = filter_misses(
+                            store,
+                            &log.read_log(),
+                            &r.topic,
+                            r.tag.as_ref(),
+                            r.sql.as_deref(),
+                            &plan.items,
+                        )?;
                         plan.items.retain(|i| !misses.contains(i));
                         plan.skip.extend(misses);
                     }

@@ -17,6 +17,7 @@ pub mod command;
 pub mod consumer_groups;
 pub mod queues;
 pub mod read;
+pub mod sql;
 pub mod state_machine;
 
 pub use applied::{Applied, Granted, RejectCode};

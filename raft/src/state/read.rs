@@ -7,14 +7,17 @@
 //!
 //! Must never: touch the Raft core or write anything.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use raftmq_storage::message::{BatchView, tag_hash};
+use raftmq_storage::message::{BatchView, MessageRef, tag_hash};
 use raftmq_storage::{CommitLog, CqEntry, IndexStore, LogRecord};
 
 use crate::consensus::entry_codec;
 use crate::error::BrokerError;
 use crate::state::command::Command;
 use crate::state::consumer_groups::{DlqOrigin, GroupView, dec, keys};
+use crate::state::sql::{Fields, SqlFilter};
 
 /// A message as stored, ready to be rendered by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +204,8 @@ pub struct QueueQuery {
     pub max: usize,
     /// Tag filter, if any.
     pub filter: Option<TagFilter>,
+    /// SQL92 property filter, if any.
+    pub sql: Option<Arc<SqlFilter>>,
     /// With a filter, at most this many entries are examined, so one call stays bounded.
     pub scan_limit: usize,
 }
@@ -218,7 +223,7 @@ pub fn read_queue(
     if offset < min_offset {
         return Err(BrokerError::OffsetOutOfRange { offset, min_offset });
     }
-    let scan = if filter.is_some() {
+    let scan = if filter.is_some() || q.sql.is_some() {
         scan_limit.max(max)
     } else {
         max
@@ -239,7 +244,9 @@ pub fn read_queue(
         }
         let batch = batches.get(log, e.log_index)?;
         let mut m = message_at(&batch, e.log_index, e.slot, off)?;
-        if filter.is_some_and(|f| !f.matches(m.tag.as_deref())) {
+        if filter.is_some_and(|f| !f.matches(m.tag.as_deref()))
+            || q.sql.as_ref().is_some_and(|sql| !sql.matches(&m))
+        {
             continue;
         }
         if m.topic != topic {
@@ -309,15 +316,16 @@ pub fn load_hits(
     Ok(out)
 }
 
-/// Of `items`, whose ConsumeQueue tag hashes already matched `filter`, those whose stored tag
-/// does not match it exactly (the hash collided): a receive counts them as skipped instead
-/// of delivering them. One CommitLog read per batch they sit in; messages the hash rules
-/// out cost none.
-pub fn tag_collisions(
+/// Of `items`, whose ConsumeQueue tag hashes already matched `tag`, those a receive skips
+/// instead of delivering: the stored tag is not `tag` exactly (the hash collided), or `sql`
+/// does not select the message. One CommitLog read per batch they sit in; messages the
+/// hash rules out cost none.
+pub fn filter_misses(
     store: &IndexStore,
     log: &CommitLog,
     topic: &str,
-    filter: &TagFilter,
+    tag: Option<&TagFilter>,
+    sql: Option<&SqlFilter>,
     items: &[(u32, u64)],
 ) -> Result<Vec<(u32, u64)>, BrokerError> {
     let mut batches = BatchCache::default();
@@ -327,11 +335,40 @@ pub fn tag_collisions(
             continue;
         };
         let batch = batches.get(log, e.log_index)?;
-        if !filter.matches(BatchView::parse(&batch)?.get(e.slot)?.tag) {
+        let m = BatchView::parse(&batch)?.get(e.slot)?;
+        if tag.is_some_and(|t| !t.matches(m.tag)) || sql.is_some_and(|q| !q.matches(&m)) {
             out.push((queue, offset));
         }
     }
     Ok(out)
+}
+
+impl Fields for MessageRef<'_> {
+    fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "TAG" => self.tag,
+            "KEY" => self.key,
+            _ => self
+                .properties
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v),
+        }
+    }
+}
+
+impl Fields for StoredMessage {
+    fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "TAG" => self.tag.as_deref(),
+            "KEY" => self.key.as_deref(),
+            _ => self
+                .properties
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+        }
+    }
 }
 
 /// Reads the messages of granted leases, for the consumer (dead letters presented as

@@ -339,6 +339,7 @@ fn receive_request(max: usize) -> raftmq_raft::state::consumer_groups::ReceiveRe
         wait_ms: 0,
         invisible_ms: 1000,
         tag: None,
+        sql: None,
         mode: CLUSTERING,
     }
 }

@@ -34,6 +34,9 @@ pub struct ReceiveRequest {
     pub invisible_ms: u64,
     /// Tag filter.
     pub tag: Option<TagFilter>,
+    /// SQL92 property filter (applied to what the plan picks, see
+    /// [`crate::state::read::filter_misses`]).
+    pub sql: Option<std::sync::Arc<crate::state::sql::SqlFilter>>,
     /// Mode (checked against the group's).
     pub mode: ConsumerGroupMode,
 }

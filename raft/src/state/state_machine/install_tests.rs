@@ -69,6 +69,7 @@ fn messages(log: &LogStore, sm: &StateMachine) -> usize {
         offset: 0,
         max: 1000,
         filter: None,
+        sql: None,
         scan_limit: 1000,
     };
     read_queue(&sm.store(), &log.read_log(), &q)
