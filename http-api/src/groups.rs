@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use raftmq_raft::{ConsumerGroupMode, ReceiveRequest, ResetTo, TagFilter};
+use raftmq_raft::{
+    ConsumerGroupMode, MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, ReceiveRequest, ResetTo, TagFilter,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -225,8 +227,9 @@ async fn ack_or_nack(
         ));
     }
     let delay = if nack {
-        let d = req.delay_ms.unwrap_or(0);
-        if d > 7 * 24 * 3600 * 1000 {
+        // Without a delay the group's retry backoff for the message's attempt applies.
+        let d = req.delay_ms.unwrap_or(NACK_WITH_BACKOFF);
+        if d != NACK_WITH_BACKOFF && d > MAX_NACK_DELAY_MS {
             return Err(ApiError::invalid("delay_ms", "must be at most 7 days"));
         }
         Some(d)
@@ -382,6 +385,39 @@ pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiErr
     Ok(Json(json!({ "groups": groups })).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupSettingsBody {
+    max_attempts: Option<u32>,
+    retry_backoff_ms: Option<Vec<u64>>,
+}
+
+/// `PUT /v1/groups/{group}`: the group's retry policy; answers the settings in effect.
+pub(crate) async fn put(
+    State(app): State<AppState>,
+    ApiPath(group): ApiPath<String>,
+    write: WriteReq,
+) -> Result<Response, ApiError> {
+    check_name("group", &group)?;
+    let req: GroupSettingsBody = parse_json(&write.body)?;
+    if let Route::Relayed(resp) = write.route(&app).await? {
+        return Ok(resp);
+    }
+    let (max_attempts, retry_backoff_ms) = with_write_timeout(&app, async {
+        app.broker
+            .put_group(&group, req.max_attempts, req.retry_backoff_ms)
+            .await
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(json!({
+        "group": group,
+        "max_attempts": max_attempts,
+        "retry_backoff_ms": retry_backoff_ms,
+    }))
+    .into_response())
+}
+
 /// `GET /v1/groups/{group}`.
 pub(crate) async fn get(
     State(app): State<AppState>,
@@ -418,6 +454,7 @@ pub(crate) async fn get(
         "group": info.name,
         "mode": info.mode.as_str(),
         "max_attempts": info.max_attempts,
+        "retry_backoff_ms": info.retry_backoff_ms,
         "topics": topics,
         "consumers": consumers,
         "queues": queues,

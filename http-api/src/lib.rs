@@ -190,7 +190,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .route("/v1/groups/{group}/topics/{topic}/ack", post(groups::ack))
         .route("/v1/groups/{group}/topics/{topic}/nack", post(groups::nack))
         .route("/v1/groups", get(groups::list))
-        .route("/v1/groups/{group}", get(groups::get))
+        .route("/v1/groups/{group}", get(groups::get).put(groups::put))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(

@@ -210,6 +210,22 @@ impl Client {
         .await
     }
 
+    /// Sets a consumer group's retry backoff (ms, by attempt).
+    pub async fn set_retry_backoff(
+        &self,
+        node: SocketAddr,
+        group: &str,
+        backoff_ms: &[u64],
+    ) -> Outcome<Value> {
+        self.call(
+            reqwest::Method::PUT,
+            node,
+            &format!("/v1/groups/{group}"),
+            Some(&json!({ "retry_backoff_ms": backoff_ms })),
+        )
+        .await
+    }
+
     /// Receives for a consumer group: `(value, attempt, receipt, queue, offset)` per message.
     #[allow(clippy::too_many_arguments)]
     pub async fn receive(

@@ -176,6 +176,23 @@ async fn run_in(
     })
     .await
     .ok_or_else(|| anyhow::anyhow!("could not create the topic"))?;
+    if w.kind == workload::Kind::Queue {
+        // Expired leases come back after a short backoff, not RocketMQ's levels (1 s … 2 h):
+        // the consumer that never acks would otherwise hold messages past the drain.
+        wait_until(Duration::from_secs(30), || async {
+            for (_, addr) in addrs {
+                let set = client
+                    .set_retry_backoff(*addr, workload::GROUP, &[100])
+                    .await;
+                if let Outcome::Ok(_) = set {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("could not set the group's retry backoff"))?;
+    }
 
     let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl"))?);
     let mut rng = Rng::new(opts.seed);

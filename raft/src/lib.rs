@@ -34,7 +34,9 @@ pub use consensus::log_store::{FlushPolicy, LogStore};
 pub use consensus::rpc::PeerRpc;
 pub use consensus::types::{NodeId, TypeConfig};
 pub use error::BrokerError;
-pub use state::command::{Permission, User};
+pub use state::command::{
+    MAX_BACKOFF_MS as MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, Permission, User,
+};
 pub use state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, QueueProgress, ReceiveRequest, ResetTo,
 };

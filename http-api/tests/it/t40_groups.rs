@@ -359,6 +359,121 @@ async fn sql_filters_select_by_properties_tag_and_key_on_receive_and_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_retry_policy_spaces_redeliveries_and_caps_attempts() {
+    let n = Node::auto().await;
+    n.put("/v1/topics/t", r#"{"queues": 1}"#).await;
+    produce(&n, "t", json!([{"body": "x"}])).await;
+    // A group starts with RocketMQ's levels.
+    receive(
+        &n,
+        "g",
+        "t",
+        json!({"consumer": "c", "max": 1, "invisible_ms": 100}),
+    )
+    .await;
+    let (_, g) = n.get("/v1/groups/g").await;
+    assert_eq!(g["max_attempts"], 16);
+    assert_eq!(g["retry_backoff_ms"][0], 1000);
+    assert_eq!(g["retry_backoff_ms"][17], 7_200_000);
+    let (s, g) = n
+        .put(
+            "/v1/groups/g",
+            r#"{"max_attempts": 3, "retry_backoff_ms": [3000]}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert_eq!(
+        (&g["group"], &g["max_attempts"], &g["retry_backoff_ms"]),
+        (&json!("g"), &json!(3), &json!([3000]))
+    );
+    // Settings do not create a group or fix its mode: a new group set up first is
+    // broadcast on first use if that use says so.
+    let (s, _) = n.put("/v1/groups/b", r#"{"max_attempts": 5}"#).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(n.get("/v1/groups/b").await.0, StatusCode::NOT_FOUND);
+    receive(&n, "b", "t", json!({"consumer": "c", "mode": "broadcast"})).await;
+    let (_, b) = n.get("/v1/groups/b").await;
+    assert_eq!(
+        (&b["mode"], &b["max_attempts"]),
+        (&json!("broadcast"), &json!(5))
+    );
+    // The first lease (100 ms) has expired; the message waits out the backoff after it.
+    let start = std::time::Instant::now();
+    let early = receive(&n, "g", "t", json!({"consumer": "c", "max": 1})).await;
+    if start.elapsed() < std::time::Duration::from_millis(2500) {
+        assert!(
+            early.is_empty(),
+            "visible again only after the backoff: {early:?}"
+        );
+    }
+    let second = receive(
+        &n,
+        "g",
+        "t",
+        json!({"consumer": "c", "max": 1, "wait_ms": 10000, "invisible_ms": 30000}),
+    )
+    .await;
+    assert_eq!(second[0]["attempt"], 2);
+    // A nack without a delay uses the backoff too; with a short one, attempt 3 comes and
+    // then the message goes to the dead-letter topic.
+    let (s, _) = n.put("/v1/groups/g", r#"{"retry_backoff_ms": [50]}"#).await;
+    assert_eq!(s, StatusCode::OK);
+    let nack = |got: Vec<Value>| {
+        let n = &n;
+        async move {
+            let (s, v) = n
+                .post(
+                    "/v1/groups/g/topics/t/nack",
+                    &json!({"receipts": receipts(&got)}).to_string(),
+                )
+                .await;
+            assert_eq!(
+                (s, &v["results"][0]["ok"]),
+                (StatusCode::OK, &json!(true)),
+                "{v}"
+            );
+        }
+    };
+    nack(second).await;
+    let third = receive(
+        &n,
+        "g",
+        "t",
+        json!({"consumer": "c", "max": 1, "wait_ms": 10000}),
+    )
+    .await;
+    assert_eq!(third[0]["attempt"], 3, "max_attempts was kept");
+    nack(third).await;
+    let (_, g) = n.get("/v1/groups/g").await;
+    assert_eq!(g["max_attempts"], 3);
+    // Dead-lettering happens on the next receive that looks at the message.
+    assert!(
+        receive(&n, "g", "t", json!({"consumer": "c", "wait_ms": 500}))
+            .await
+            .is_empty()
+    );
+    let (_, d) = n.get("/v1/topics/DLQ-g/queues/0/messages?offset=0").await;
+    assert_eq!(bodies(d["messages"].as_array().unwrap()), ["x"]);
+    assert_eq!(d["messages"][0]["properties"]["ATTEMPTS"], "3");
+    for (body, field) in [
+        (r#"{"max_attempts": 0}"#, "max_attempts"),
+        (r#"{"retry_backoff_ms": []}"#, "retry_backoff_ms"),
+        (
+            r#"{"retry_backoff_ms": [999999999999]}"#,
+            "retry_backoff_ms",
+        ),
+        (r#"{"retries": 3}"#, "retries"),
+    ] {
+        crate::support::assert_error(
+            &n.put("/v1/groups/g", body).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            field,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_reset_by_time_earliest_and_latest() {
     let n = Node::auto().await;
     n.put("/v1/topics/t", r#"{"queues": 1}"#).await;

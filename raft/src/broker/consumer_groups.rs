@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::Broker;
 use crate::error::BrokerError;
-use crate::state::command::{AckCmd, HeartbeatCmd, LeaseCmd, ResetCmd};
+use crate::state::command::{AckCmd, GroupSettingsCmd, HeartbeatCmd, LeaseCmd, ResetCmd};
 use crate::state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, ReceiveRequest, ResetTo, info, plan,
 };
 use crate::state::read::{StoredMessage, filter_misses, read_granted};
-use crate::state::{Applied, Command};
+use crate::state::{Applied, Command, RejectCode};
 
 /// A received message.
 #[derive(Clone, Debug)]
@@ -103,6 +103,29 @@ impl Broker {
             let nap = (deadline - now).min(Duration::from_millis(200));
             let _ = tokio::time::timeout(nap, applied.changed()).await;
         }
+    }
+
+    /// Sets a consumer group's retry policy (what is `None` keeps its value; the group's
+    /// mode is still fixed by its first use) and answers the settings in effect:
+    /// `max_attempts` and the backoff by attempt.
+    pub async fn put_group(
+        &self,
+        group: &str,
+        max_attempts: Option<u32>,
+        retry_backoff_ms: Option<Vec<u64>>,
+    ) -> Result<(u32, Vec<u64>), BrokerError> {
+        let settings = GroupSettingsCmd {
+            group: group.to_owned(),
+            max_attempts,
+            retry_backoff_ms,
+        };
+        if let Some(why) = settings.invalid() {
+            return Err(BrokerError::rejected(RejectCode::InvalidArgument, why));
+        }
+        self.propose_checked(Command::PutGroup(settings)).await?;
+        let group = group.to_owned();
+        self.read(move |s, _| crate::state::consumer_groups::info::retry_settings(s, &group))
+            .await
     }
 
     /// Acks (or, with a delay, nacks) receipts; per receipt `None` or an error code.

@@ -135,6 +135,7 @@ impl Applier {
             | Command::PutTopic { .. }
             | Command::DeleteTopic { .. }
             | Command::ResetOffsets(_)
+            | Command::PutGroup(_)
             | Command::CommitOffsets { .. }
             | Command::PutUser(_)
             | Command::DeleteUser { .. } => self.clock,
@@ -176,6 +177,7 @@ impl Applier {
             Command::Ack(c) => groups.ack(batch, queues, c, now),
             Command::Heartbeat(c) => groups.heartbeat(batch, queues, c, now),
             Command::ResetOffsets(c) => groups.reset_offsets(batch, queues, c),
+            Command::PutGroup(c) => groups.put_group(batch, c),
             Command::CommitOffsets {
                 group,
                 topic,

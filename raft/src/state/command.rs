@@ -110,8 +110,54 @@ pub struct AckCmd {
     pub receipts: Vec<String>,
     /// Leader clock.
     pub now_ms: u64,
-    /// `Some(delay)`: nack, deliver again after the delay.
+    /// `Some(delay)`: nack, deliver again after the delay ([`NACK_WITH_BACKOFF`]: after the
+    /// group's retry backoff for the message's attempt).
     pub nack_delay_ms: Option<u64>,
+}
+
+/// Most deliveries a group may allow before dead-lettering.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+/// Most steps of a retry backoff.
+pub const MAX_BACKOFF_STEPS: usize = 64;
+/// Longest one backoff step, ms (7 days, like a nack's delay).
+pub const MAX_BACKOFF_MS: u64 = 7 * 24 * 3600 * 1000;
+
+impl GroupSettingsCmd {
+    /// Why the settings are out of bounds, naming the field (checked before proposing and
+    /// again at apply).
+    pub fn invalid(&self) -> Option<String> {
+        if let Some(n) = self.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+        {
+            return Some(format!("max_attempts: must be 1 to {MAX_ATTEMPTS_LIMIT}"));
+        }
+        if let Some(b) = &self.retry_backoff_ms
+            && (b.is_empty()
+                || b.len() > MAX_BACKOFF_STEPS
+                || b.iter().any(|&d| d > MAX_BACKOFF_MS))
+        {
+            return Some(format!(
+                "retry_backoff_ms: 1 to {MAX_BACKOFF_STEPS} values of at most {MAX_BACKOFF_MS} ms"
+            ));
+        }
+        None
+    }
+}
+
+/// A nack's delay that asks for the group's retry backoff instead of a delay of its own (no
+/// real delay is this long: the API caps delays at days).
+pub const NACK_WITH_BACKOFF: u64 = u64::MAX;
+
+/// A consumer group's settings; a field left out keeps its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettingsCmd {
+    /// Group.
+    pub group: String,
+    /// Deliveries before a message goes to the dead-letter topic.
+    pub max_attempts: Option<u32>,
+    /// Backoff before an expired or nacked (without a delay) message is visible again, by
+    /// attempt; the last value repeats.
+    pub retry_backoff_ms: Option<Vec<u64>>,
 }
 
 /// A consumer's heartbeat.
@@ -201,6 +247,8 @@ pub enum Command {
     Heartbeat(HeartbeatCmd),
     /// Offset reset.
     ResetOffsets(ResetCmd),
+    /// Set a consumer group's settings (creating the group, clustering, if new).
+    PutGroup(GroupSettingsCmd),
     /// Set a consumer group's committed offsets.
     CommitOffsets {
         /// Group name.
@@ -230,6 +278,7 @@ const TAG_HEARTBEAT: u8 = 8;
 const TAG_RESET: u8 = 9;
 const TAG_PUT_USER: u8 = 10;
 const TAG_DELETE_USER: u8 = 11;
+const TAG_PUT_GROUP: u8 = 12;
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
@@ -266,7 +315,8 @@ impl Command {
             Command::DeleteTopic { .. }
             | Command::Retain { .. }
             | Command::Lease(_)
-            | Command::ResetOffsets(_) => true,
+            | Command::ResetOffsets(_)
+            | Command::PutGroup(_) => true,
             // Read floors (stored offsets, ConsumeQueue bounds) and scan message states.
             Command::CommitOffsets { .. } => true,
             // Read the stored users.
@@ -306,6 +356,7 @@ impl Command {
             Command::Ack(c) => postcard_into(out, TAG_ACK, c),
             Command::Heartbeat(c) => postcard_into(out, TAG_HEARTBEAT, c),
             Command::ResetOffsets(c) => postcard_into(out, TAG_RESET, c),
+            Command::PutGroup(c) => postcard_into(out, TAG_PUT_GROUP, c),
             Command::PutUser(u) => postcard_into(out, TAG_PUT_USER, u),
             Command::DeleteUser { name } => postcard_into(out, TAG_DELETE_USER, name),
             Command::CommitOffsets {
@@ -382,6 +433,9 @@ impl Command {
             TAG_RESET => Ok(Command::ResetOffsets(
                 postcard::from_bytes(rest).map_err(de("reset"))?,
             )),
+            TAG_PUT_GROUP => Ok(Command::PutGroup(
+                postcard::from_bytes(rest).map_err(de("put-group"))?,
+            )),
             TAG_PUT_USER => Ok(Command::PutUser(
                 postcard::from_bytes(rest).map_err(de("put-user"))?,
             )),
@@ -429,6 +483,7 @@ impl std::fmt::Display for Command {
             Command::Produce { batch, .. } => write!(f, "produce({} bytes)", batch.len()),
             Command::PutTopic { name, .. } => write!(f, "put-topic({name})"),
             Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
+            Command::PutGroup(c) => write!(f, "put-group({})", c.group),
             Command::Retain { now_ms } => write!(f, "retain({now_ms})"),
             Command::Lease(c) => write!(
                 f,
@@ -486,6 +541,16 @@ mod tests {
                 topic: "t".into(),
                 offsets: vec![(0, 1), (3, 99)],
             },
+            Command::PutGroup(GroupSettingsCmd {
+                group: "g".into(),
+                max_attempts: Some(3),
+                retry_backoff_ms: Some(vec![100, 2000]),
+            }),
+            Command::PutGroup(GroupSettingsCmd {
+                group: "g".into(),
+                max_attempts: None,
+                retry_backoff_ms: None,
+            }),
         ] {
             let enc = cmd.encode();
             assert_eq!(Command::decode(&enc).unwrap(), cmd);

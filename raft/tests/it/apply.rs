@@ -258,8 +258,15 @@ fn two_leases_of_one_message_in_one_apply_batch_grant_it_once() {
     a.finish_batch();
     assert_eq!(granted(&first), [(0, 0, 1), (0, 1, 1)]);
     assert_eq!(granted(&second), [], "a leased message is not leased again");
-    // After the lease ends (leader clock in the entry), it is leased again, attempt 2.
-    let third = apply(&mut a, 4, lease("c2", 1100, vec![(0, 0)]));
+    // After the lease ends (leader clock in the entry) and the default first backoff (1 s)
+    // has passed, it is leased again, attempt 2.
+    assert_eq!(
+        granted(&apply(&mut a, 4, lease("c2", 2000, vec![(0, 0)]))),
+        [],
+        "expired at 1100, backing off until 2100"
+    );
+    a.finish_batch();
+    let third = apply(&mut a, 5, lease("c2", 2100, vec![(0, 0)]));
     a.finish_batch();
     assert_eq!(granted(&third), [(0, 0, 2)]);
     // A replica replaying the same entries on a fresh store grants exactly the same.
@@ -283,7 +290,11 @@ fn two_leases_of_one_message_in_one_apply_batch_grant_it_once() {
         granted(&second)
     );
     assert_eq!(
-        granted(&apply(&mut r, 4, lease("c2", 1100, vec![(0, 0)]))),
+        granted(&apply(&mut r, 4, lease("c2", 2000, vec![(0, 0)]))),
+        []
+    );
+    assert_eq!(
+        granted(&apply(&mut r, 5, lease("c2", 2100, vec![(0, 0)]))),
         granted(&third)
     );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use raftmq_raft::ConsumerGroupMode;
-use raftmq_raft::state::command::{AckCmd, LeaseCmd, ResetCmd};
+use raftmq_raft::state::command::{AckCmd, GroupSettingsCmd, LeaseCmd, ResetCmd};
 use raftmq_raft::state::{Applied, Applier, Command, TopicSpec};
 use raftmq_storage::message::{BatchEncoder, MessageIn};
 use raftmq_storage::{Durability, IndexStore, IndexStoreOptions};
@@ -40,6 +40,8 @@ impl Node {
         r
     }
 
+    /// Topic `t`, and group `g` with no retry backoff (an expired lease is leasable at
+    /// once, as the times in these tests assume).
     fn topic(&mut self, fifo: bool, retention_ms: u64) {
         self.apply(Command::PutTopic {
             name: "t".into(),
@@ -49,6 +51,11 @@ impl Node {
                 retention_ms,
             },
         });
+        self.apply(Command::PutGroup(GroupSettingsCmd {
+            group: "g".into(),
+            max_attempts: None,
+            retry_backoff_ms: Some(vec![0]),
+        }));
     }
 
     fn produce(&mut self, store_ms: u64, n: usize) {

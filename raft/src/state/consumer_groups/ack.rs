@@ -9,9 +9,9 @@
 use raftmq_storage::IndexBatch;
 
 use super::state::R;
-use super::{ConsumerGroupMode, ConsumerGroups, GroupMeta, Receipt, Status, gkey};
+use super::{ConsumerGroupMode, ConsumerGroups, GroupMeta, Receipt, Status, backoff_after, gkey};
 use crate::state::applied::{Applied, RejectCode, reject};
-use crate::state::command::AckCmd;
+use crate::state::command::{AckCmd, NACK_WITH_BACKOFF};
 use crate::state::queues::Queues;
 
 impl ConsumerGroups {
@@ -31,9 +31,13 @@ impl ConsumerGroups {
         };
         // A nack on a deleted topic has no run to release.
         let fifo = queues.topic(&c.topic)?.is_some_and(|t| t.fifo);
+        let backoff = match c.nack_delay_ms {
+            Some(NACK_WITH_BACKOFF) => self.view().retry_backoff(&c.group)?,
+            _ => Vec::new(),
+        };
         let mut results = Vec::with_capacity(c.receipts.len());
         for r in &c.receipts {
-            results.push(self.ack_one(&meta, c, r, fifo, now)?);
+            results.push(self.ack_one(&meta, c, r, fifo, &backoff, now)?);
         }
         self.flush(batch)?;
         Ok(Applied::Acked { results })
@@ -45,6 +49,7 @@ impl ConsumerGroups {
         c: &AckCmd,
         receipt: &str,
         fifo: bool,
+        backoff: &[u64],
         now: u64,
     ) -> R<Option<String>> {
         let Some(r) = Receipt::parse(receipt) else {
@@ -88,6 +93,10 @@ impl ConsumerGroups {
         }
         match c.nack_delay_ms {
             Some(delay) => {
+                let delay = match delay {
+                    NACK_WITH_BACKOFF => backoff_after(backoff, st.attempt),
+                    d => d,
+                };
                 st.status = Status::Released;
                 st.deadline_ms = now.saturating_add(delay);
                 let back_at = st.deadline_ms;

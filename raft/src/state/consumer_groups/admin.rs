@@ -12,7 +12,7 @@ use raftmq_storage::IndexBatch;
 use super::state::R;
 use super::{ConsumerGroupMode, ConsumerGroups, ConsumerRec, dec, enc, gkey, keys};
 use crate::state::applied::{Applied, RejectCode, reject};
-use crate::state::command::{HeartbeatCmd, ResetCmd};
+use crate::state::command::{GroupSettingsCmd, HeartbeatCmd, ResetCmd};
 use crate::state::queues::Queues;
 
 /// A group that touched a topic: its `T` record's key, its name, its progress keys there.
@@ -67,6 +67,23 @@ impl ConsumerGroups {
             assignments.push((t.clone(), mine));
         }
         Ok(Applied::Assigned { assignments })
+    }
+
+    /// Applies a group's retry settings: what the command gives replaces what was set; the
+    /// group itself is not created (its mode is still fixed by its first use).
+    pub fn put_group(&mut self, batch: &mut IndexBatch<'_>, c: &GroupSettingsCmd) -> R<Applied> {
+        if let Some(why) = c.invalid() {
+            return Ok(reject(RejectCode::InvalidArgument, why));
+        }
+        let mut set = self.view().retry_settings(&c.group)?;
+        if c.max_attempts.is_some() {
+            set.max_attempts = c.max_attempts;
+        }
+        if c.retry_backoff_ms.is_some() {
+            set.retry_backoff_ms = c.retry_backoff_ms.clone();
+        }
+        self.put(batch, keys::retry(&c.group), enc(&set));
+        Ok(Applied::Done)
     }
 
     /// Applies an offset reset: moves floors and forgets the leases there (every

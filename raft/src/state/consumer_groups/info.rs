@@ -18,6 +18,8 @@ pub struct ConsumerGroupInfo {
     pub mode: ConsumerGroupMode,
     /// Deliveries before dead-lettering.
     pub max_attempts: u32,
+    /// Backoff before an expired or nacked message is visible again, by attempt.
+    pub retry_backoff_ms: Vec<u64>,
     /// `(name, last heartbeat ms, session ms, topics)`.
     pub consumers: Vec<(String, u64, u64, Vec<String>)>,
     /// Per topic and queue progress.
@@ -55,6 +57,20 @@ pub fn list(store: &IndexStore) -> R<Vec<(String, ConsumerGroupMode)>> {
             Some((name, dec::<GroupMeta>(&v)?.mode))
         })
         .collect())
+}
+
+/// A group's retry settings in effect: `max_attempts` and the backoff by attempt (set by
+/// `PUT /v1/groups/{group}`, else the defaults), whether or not the group was used yet.
+pub fn retry_settings(store: &IndexStore, group: &str) -> R<(u32, Vec<u64>)> {
+    let view = GroupView::applied(store);
+    let max_attempts = match view.meta(group)? {
+        Some(meta) => meta.max_attempts,
+        None => view
+            .retry_settings(group)?
+            .max_attempts
+            .unwrap_or(super::DEFAULT_MAX_ATTEMPTS),
+    };
+    Ok((max_attempts, view.retry_backoff(group)?))
 }
 
 /// One consumer group's state at `now`, or `None` if it was never used.
@@ -121,6 +137,7 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
         name: group.to_owned(),
         mode: meta.mode,
         max_attempts: meta.max_attempts,
+        retry_backoff_ms: view.retry_backoff(group)?,
         consumers,
         queues,
         dlq_topic,

@@ -31,6 +31,8 @@ struct Lease<'c> {
     consumer: Arc<str>,
     now: u64,
     meta: GroupMeta,
+    /// The group's retry backoff by attempt.
+    backoff: Vec<u64>,
     gk: String,
     topic: TopicMeta,
 }
@@ -70,6 +72,7 @@ impl ConsumerGroups {
             consumer: Arc::from(c.consumer.as_str()),
             now,
             meta,
+            backoff: self.view().retry_backoff(&c.group)?,
             gk: gkey(&c.group, meta.mode, &c.consumer),
             topic,
         };
@@ -166,7 +169,7 @@ impl ConsumerGroups {
             let st = self
                 .state(gk, &c.topic, queue, offset)?
                 .unwrap_or_else(|| fresh(&l.consumer));
-            let leasable = st.deliverable(now) && st.attempt < l.meta.max_attempts;
+            let leasable = st.deliverable(now, &l.backoff) && st.attempt < l.meta.max_attempts;
             if l.topic.fifo {
                 let at = match runs.iter().position(|r| r.0 == queue) {
                     Some(i) => i,

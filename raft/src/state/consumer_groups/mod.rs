@@ -11,6 +11,9 @@
 //!
 //! Records (keys start with a kind byte; names are length-prefixed, numbers big-endian):
 //! - `M group` → [`GroupMeta`]: mode and `max_attempts`, set on first use;
+//! - `R group` → [`RetrySettings`]: what `PUT /v1/groups/{group}` set (`max_attempts` over
+//!   the `M` record's, the retry backoff over [`DEFAULT_RETRY_BACKOFF_MS`]); it does not
+//!   create the group or fix its mode;
 //! - `T group topic` → (empty): the topics a group has touched;
 //! - `Q gkey topic queue chunk` → `Vec<(offset, MsgState)>`: a checkpoint of the states
 //!   of up to [`progress::CHUNK`] consecutive offsets (lease, attempts, ack), the persisted
@@ -48,6 +51,29 @@ pub use crate::state::command::ConsumerGroupMode;
 
 /// Default deliveries before a message goes to the dead-letter topic.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+
+/// Default wait before an expired or nacked (without a delay) message is visible again, by
+/// attempt (RocketMQ's delay levels from 1 s to 2 h); the last value repeats.
+pub const DEFAULT_RETRY_BACKOFF_MS: [u64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
+    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+/// A group's retry settings as set by `PUT /v1/groups/{group}` (`None`: the default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrySettings {
+    /// Deliveries before dead-lettering.
+    pub max_attempts: Option<u32>,
+    /// Backoff by attempt.
+    pub retry_backoff_ms: Option<Vec<u64>>,
+}
+
+/// The backoff after delivery `attempt` (1-based) of a message: `backoff[attempt - 1]`, the
+/// last value once the list runs out.
+pub fn backoff_after(backoff: &[u64], attempt: u32) -> u64 {
+    let i = (attempt.max(1) as usize - 1).min(backoff.len().saturating_sub(1));
+    backoff.get(i).copied().unwrap_or(0)
+}
 
 /// A consumer group's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,9 +128,18 @@ impl MsgState {
         self.status == Status::Leased && self.deadline_ms > now_ms
     }
 
-    /// Whether it may be delivered at `now_ms`.
-    pub fn deliverable(&self, now_ms: u64) -> bool {
-        matches!(self.status, Status::Leased | Status::Released) && self.deadline_ms <= now_ms
+    /// Whether it may be delivered at `now_ms`: a released message from its deadline, an
+    /// expired lease once the group's `backoff` for its attempt has passed too.
+    pub fn deliverable(&self, now_ms: u64, backoff: &[u64]) -> bool {
+        match self.status {
+            Status::Released => self.deadline_ms <= now_ms,
+            Status::Leased => {
+                self.deadline_ms
+                    .saturating_add(backoff_after(backoff, self.attempt))
+                    <= now_ms
+            }
+            Status::Acked | Status::Dead => false,
+        }
     }
 
     /// Whether it is done for the group.
@@ -156,6 +191,13 @@ pub mod keys {
     /// `M` (every group).
     pub fn meta_all() -> Vec<u8> {
         vec![b'M']
+    }
+
+    /// `R group`.
+    pub fn retry(group: &str) -> Vec<u8> {
+        let mut k = vec![b'R'];
+        put_name(&mut k, group);
+        k
     }
 
     /// `T group topic`.

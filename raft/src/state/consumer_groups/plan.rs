@@ -154,6 +154,7 @@ pub fn plan(
         ));
     }
     let max_attempts = meta.unwrap_or(GroupMeta::new(req.mode)).max_attempts;
+    let backoff = groups.view().retry_backoff(&req.group)?;
     let store = groups.shared_store();
     let topic = store
         .topic_get(&req.topic)?
@@ -192,7 +193,7 @@ pub fn plan(
             if st.is_some_and(|s| s.done()) {
                 continue;
             }
-            let free = st.is_none_or(|s| s.deliverable(now))
+            let free = st.is_none_or(|s| s.deliverable(now, &backoff))
                 && !taken.is_some_and(|t| t.contains(&(q, o)));
             if !free {
                 if topic.fifo {

@@ -169,6 +169,7 @@ impl ConsumerGroups {
         }
         let meta = GroupMeta::new(mode.unwrap_or(ConsumerGroupMode::Clustering));
         self.put(batch, keys::meta(group), enc(&meta));
-        Ok(meta)
+        // With what `PUT /v1/groups/{group}` set before the group's first use.
+        Ok(self.view().meta(group)?.unwrap_or(meta))
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use raftmq_storage::IndexStore;
 
 use super::progress::QueueState;
-use super::{GroupMeta, MsgState, dec, keys};
+use super::{GroupMeta, MsgState, RetrySettings, dec, keys};
 
 type R<T> = raftmq_storage::Result<T>;
 
@@ -109,7 +109,33 @@ impl<'a> GroupView<'a> {
 
     /// A group's settings, if it was ever used.
     pub fn meta(&self, group: &str) -> R<Option<GroupMeta>> {
-        Ok(self.get(&keys::meta(group))?.and_then(|b| dec(&b)))
+        let Some(mut meta) = self
+            .get(&keys::meta(group))?
+            .and_then(|b| dec::<GroupMeta>(&b))
+        else {
+            return Ok(None);
+        };
+        if let Some(n) = self.retry_settings(group)?.max_attempts {
+            meta.max_attempts = n;
+        }
+        Ok(Some(meta))
+    }
+
+    /// What `PUT /v1/groups/{group}` set for a group (nothing: the defaults).
+    pub fn retry_settings(&self, group: &str) -> R<RetrySettings> {
+        Ok(self
+            .get(&keys::retry(group))?
+            .and_then(|b| dec(&b))
+            .unwrap_or_default())
+    }
+
+    /// A group's retry backoff by attempt (the default unless set).
+    pub fn retry_backoff(&self, group: &str) -> R<Vec<u64>> {
+        Ok(self
+            .retry_settings(group)?
+            .retry_backoff_ms
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| super::DEFAULT_RETRY_BACKOFF_MS.to_vec()))
     }
 
     /// A queue's progress for a progress key as stored: its floor and the states in its
