@@ -157,10 +157,15 @@ impl ProduceItem {
                 "delayed messages are not supported yet",
             ));
         }
-        if self.idempotency_key.is_some() {
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty() || k.len() > raftmq_raft::MAX_IDEMPOTENCY_KEY_LEN)
+        {
             return Err(ApiError::invalid(
                 &f("idempotency_key"),
-                "idempotent produce is not supported yet",
+                format!(
+                    "must be 1 to {} bytes",
+                    raftmq_raft::MAX_IDEMPOTENCY_KEY_LEN
+                ),
             ));
         }
         let (body, binary) = match (self.body, self.body_base64) {
@@ -232,6 +237,7 @@ impl ProduceItem {
             tag: self.tag,
             properties: self.properties.into_iter().collect(),
             queue: self.queue,
+            idempotency_key: self.idempotency_key,
         })
     }
 }
@@ -327,6 +333,8 @@ pub struct PutTopicRequest {
     pub fifo: Option<bool>,
     /// Retention.
     pub retention_ms: Option<u64>,
+    /// How long idempotency keys are remembered (only the default for now).
+    pub dedup_window_ms: Option<u64>,
 }
 
 /// A topic as JSON.
@@ -340,6 +348,8 @@ pub struct TopicJson {
     pub fifo: bool,
     /// Retention.
     pub retention_ms: u64,
+    /// How long idempotency keys are remembered.
+    pub dedup_window_ms: u64,
     /// Per-queue offsets (single-topic view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_stats: Option<Vec<QueueStat>>,

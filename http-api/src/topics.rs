@@ -24,6 +24,7 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
         queues: spec.queues,
         fifo: spec.fifo,
         retention_ms: spec.retention_ms,
+        dedup_window_ms: raftmq_raft::DEDUP_WINDOW_MS,
         queue_stats: None,
     }
 }
@@ -57,6 +58,17 @@ pub(crate) async fn put(
     }
     if req.retention_ms == Some(0) {
         return Err(ApiError::invalid("retention_ms", "must be positive"));
+    }
+    if let Some(w) = req.dedup_window_ms
+        && w != raftmq_raft::DEDUP_WINDOW_MS
+    {
+        return Err(ApiError::invalid(
+            "dedup_window_ms",
+            format!(
+                "only {} (10 minutes) is supported yet",
+                raftmq_raft::DEDUP_WINDOW_MS
+            ),
+        ));
     }
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);

@@ -116,8 +116,12 @@ impl Client {
         topic: &str,
         key: &str,
         value: &str,
+        idempotency_key: Option<&str>,
     ) -> Outcome<(u64, u64)> {
-        let body = json!({"messages": [{"body": value, "key": key}]});
+        let mut body = json!({"messages": [{"body": value, "key": key}]});
+        if let Some(k) = idempotency_key {
+            body["messages"][0]["idempotency_key"] = json!(k);
+        }
         match self
             .call(
                 reqwest::Method::POST,

@@ -61,6 +61,10 @@ enum Command {
         /// Make the test topic FIFO (checked for fifo-violation in the queue workload).
         #[arg(long)]
         fifo: bool,
+        /// Send every value with itself as its `idempotency_key` and retry an `info` send
+        /// with the same key: a value stored twice is then a counted `duplicate`.
+        #[arg(long)]
+        idempotent: bool,
         /// The admin token nodes require and clients send (default: the harness's own;
         /// authentication is always on).
         #[arg(long, env = "RAFTMQ_TOKEN")]
@@ -131,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             think_ms,
             workload,
             fifo,
+            idempotent,
             token,
             tls,
         } => {
@@ -161,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 workload: LogWorkload {
                     kind,
                     fifo,
+                    idempotent,
                     topic: if kind == Kind::Queue {
                         "jepsen-q".into()
                     } else {

@@ -4,8 +4,13 @@
 //! group receive and ack through random nodes (one never acks, one nacks some); a final
 //! drain receives everything left and reads the dead-letter topic.
 //!
-//! Must never: retry a send with the same value (every value is sent once, so any
-//! duplicate is the system's), or skip recording an operation.
+//! With `idempotent`, every send carries its value as its idempotency key and a send whose
+//! fate is unknown (`info`) is retried with the same key (each try recorded): the system
+//! must then store each value once.
+//!
+//! Must never: retry a send with the same value without its idempotency key (otherwise
+//! every value is sent once, so any duplicate is the system's), or skip recording an
+//! operation.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +56,8 @@ pub struct LogWorkload {
     pub kind: Kind,
     /// FIFO topic (queue workload).
     pub fifo: bool,
+    /// Sends carry idempotency keys and `info` sends are retried with them.
+    pub idempotent: bool,
     /// Topic name.
     pub topic: String,
     /// Queues of the topic.
@@ -111,15 +118,30 @@ pub async fn producer(x: Worker) {
         let key = format!("k{}", rng.below(w.keys));
         let value = format!("{p}-{seq}");
         seq += 1;
-        let invoke = json!({"topic": w.topic, "key": key, "value": value});
-        rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
-        let out = client.send(node, &w.topic, &key, &value).await;
-        complete(&rec, p, "send", &invoke, &out, |(q, o)| {
-            let mut v = invoke.clone();
-            v["queue"] = json!(q);
-            v["offset"] = json!(o);
-            v
-        });
+        let mut invoke = json!({"topic": w.topic, "key": key, "value": value});
+        if w.idempotent {
+            invoke["idempotency_key"] = json!(value);
+        }
+        let idempotency_key = w.idempotent.then_some(value.as_str());
+        let mut node = node;
+        // At most a few tries of one value, and none after the run's end.
+        for _ in 0..5 {
+            rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
+            let out = client
+                .send(node, &w.topic, &key, &value, idempotency_key)
+                .await;
+            complete(&rec, p, "send", &invoke, &out, |(q, o)| {
+                let mut v = invoke.clone();
+                v["queue"] = json!(q);
+                v["offset"] = json!(o);
+                v
+            });
+            if !(w.idempotent && matches!(out, Outcome::Info(_))) || Instant::now() >= until {
+                break;
+            }
+            node = *rng.pick(&nodes).expect("nodes");
+            tokio::time::sleep(w.think).await;
+        }
         tokio::time::sleep(w.think).await;
     }
 }

@@ -32,6 +32,7 @@ pub fn seed_batch() -> Vec<u8> {
                 deliver_at_ms: (i == 1).then_some(99),
                 key: Some("key"),
                 tag: (i != 2).then_some("tag"),
+                idempotency_key: (i == 2).then_some("once"),
                 binary: i == 0,
                 body: b"body bytes",
             },

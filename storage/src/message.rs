@@ -7,6 +7,7 @@
 //!           | [deliver_at_ms u64]          if flags & DELIVER_AT
 //!           | [key_len u16 | key]          if flags & KEY
 //!           | [tag_len u16 | tag]          if flags & TAG
+//!           | [idem_len u16 | idempotency key] if flags & IDEMPOTENT
 //!           | prop_count u16 | (k_len u16 | k | v_len u32 | v)*prop_count
 //!           | body                         (the rest of the message)
 //! ```
@@ -26,7 +27,8 @@ const FLAG_KEY: u8 = 1;
 const FLAG_TAG: u8 = 2;
 const FLAG_BINARY: u8 = 4;
 const FLAG_DELIVER_AT: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_KEY | FLAG_TAG | FLAG_BINARY | FLAG_DELIVER_AT;
+const FLAG_IDEMPOTENT: u8 = 16;
+const KNOWN_FLAGS: u8 = FLAG_KEY | FLAG_TAG | FLAG_BINARY | FLAG_DELIVER_AT | FLAG_IDEMPOTENT;
 
 /// One message to encode.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,6 +43,8 @@ pub struct MessageIn<'a> {
     pub key: Option<&'a str>,
     /// Tag for server-side filtering.
     pub tag: Option<&'a str>,
+    /// The producer's key for exactly-once produce (per topic, within the dedup window).
+    pub idempotency_key: Option<&'a str>,
     /// Whether the body was given as base64 (and must be returned as base64).
     pub binary: bool,
     /// The body.
@@ -116,6 +120,9 @@ impl<'b> BatchEncoder<'b> {
         if m.deliver_at_ms.is_some() {
             flags |= FLAG_DELIVER_AT;
         }
+        if m.idempotency_key.is_some() {
+            flags |= FLAG_IDEMPOTENT;
+        }
         buf.push(flags);
         buf.extend_from_slice(&m.queue.to_le_bytes());
         buf.extend_from_slice(&m.born_ms.to_le_bytes());
@@ -127,6 +134,9 @@ impl<'b> BatchEncoder<'b> {
         }
         if let Some(tag) = m.tag {
             put_str16(buf, "tag", tag)?;
+        }
+        if let Some(k) = m.idempotency_key {
+            put_str16(buf, "idempotency key", k)?;
         }
         let count_at = buf.len();
         buf.extend_from_slice(&[0; 2]);
@@ -372,6 +382,9 @@ fn decode_message<'a>(r: &mut Reader<'a>, slot: u32) -> Result<MessageRef<'a>> {
     let tag = (flags & FLAG_TAG != 0)
         .then(|| m.str16("tag"))
         .transpose()?;
+    let idempotency_key = (flags & FLAG_IDEMPOTENT != 0)
+        .then(|| m.str16("idempotency key"))
+        .transpose()?;
     let prop_count = m.u16()?;
     let props_start = m.pos;
     for _ in 0..prop_count {
@@ -388,6 +401,7 @@ fn decode_message<'a>(r: &mut Reader<'a>, slot: u32) -> Result<MessageRef<'a>> {
         deliver_at_ms,
         key,
         tag,
+        idempotency_key,
         binary: flags & FLAG_BINARY != 0,
         properties: Properties {
             raw: props,
@@ -413,6 +427,8 @@ pub struct MessageRef<'a> {
     pub key: Option<&'a str>,
     /// Filter tag.
     pub tag: Option<&'a str>,
+    /// The producer's idempotency key, if it gave one.
+    pub idempotency_key: Option<&'a str>,
     /// Whether the body was produced as base64.
     pub binary: bool,
     /// Properties, validated, iterated lazily.

@@ -77,6 +77,77 @@ async fn produce_then_read_back_exactly() {
     assert_eq!(by_time["messages"].as_array().unwrap().len(), 3);
 }
 
+/// A retry with the same idempotency key answers the first write and writes nothing, also
+/// inside one request and when concurrent retries share an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_make_retries_return_the_first_result() {
+    let n = std::sync::Arc::new(Node::auto().await);
+    let (s, t) = n.put("/v1/topics/once", r#"{"queues": 2}"#).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let node = n.clone();
+    let send = move |msgs: serde_json::Value| {
+        let n = node.clone();
+        async move {
+            let (s, v) = n
+                .post(
+                    "/v1/topics/once/messages",
+                    &json!({ "messages": msgs }).to_string(),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["results"].as_array().unwrap().clone()
+        }
+    };
+    let first = send(json!([{"body": "a", "idempotency_key": "k1"}])).await;
+    let again = send(json!([{"body": "a (retry)", "idempotency_key": "k1"}])).await;
+    assert_eq!(first, again, "the original result");
+    // Message by message: k1 is a retry, k2 is new; a key twice in one request is one write.
+    let mixed = send(json!([
+        {"body": "a", "idempotency_key": "k1"},
+        {"body": "b", "idempotency_key": "k2"},
+        {"body": "b", "idempotency_key": "k2"},
+        {"body": "no key"},
+    ]))
+    .await;
+    assert_eq!(mixed[0], first[0]);
+    assert_eq!(mixed[1], mixed[2]);
+    assert_ne!(mixed[1]["msg_id"], first[0]["msg_id"]);
+    // Concurrent retries of one key, joined into shared entries: one write.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let send = send.clone();
+        tasks.spawn(async move { send(json!([{"body": "c", "idempotency_key": "k3"}])).await });
+    }
+    let mut results = std::collections::HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        results.insert(r.unwrap()[0].to_string());
+    }
+    assert_eq!(results.len(), 1, "{results:?}");
+    let (_, t) = n.get("/v1/topics/once").await;
+    let stored: u64 = t["queue_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stored, 4, "a, b, no key, c: {t}");
+    let id = first[0]["msg_id"].as_str().unwrap();
+    let (_, m) = n.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(m["body"], "a", "the id finds the first write");
+    for key in ["", &"k".repeat(257)] {
+        crate::support::assert_error(
+            &n.post(
+                "/v1/topics/once/messages",
+                &json!({"messages": [{"body": "x", "idempotency_key": key}]}).to_string(),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "messages[0].idempotency_key",
+        );
+    }
+}
+
 /// Concurrent requests for one topic share Raft entries on the leader; each still gets its
 /// own messages back, as one contiguous run of its queue, and ids that find them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,11 +74,8 @@ async fn bad_produce_requests_are_refused_and_write_nothing() {
         "messages[0].delay_ms",
     );
     assert_error(
-        &n.post(
-            p,
-            r#"{"messages": [{"body": "a", "idempotency_key": "x"}]}"#,
-        )
-        .await,
+        &n.post(p, r#"{"messages": [{"body": "a", "idempotency_key": 7}]}"#)
+            .await,
         StatusCode::BAD_REQUEST,
         "INVALID_ARGUMENT",
         "idempotency_key",

@@ -1,5 +1,7 @@
 //! duplicate: one sent value stored at two positions. Counted apart (`duplicate-retried`,
-//! allowed by at-least-once) when the value was sent again after an `info` send.
+//! allowed by at-least-once) when the value was sent again after an `info` send, unless
+//! its sends carried an idempotency key (exactly-once produce: a retry must not store it
+//! again).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +27,9 @@ pub(crate) fn check(m: &Model) -> (Anomaly, Anomaly) {
             continue;
         }
         let sends = m.sends.get(value).map(Vec::as_slice).unwrap_or_default();
-        let was_retried = sends.len() > 1 && sends.iter().any(|s| s.outcome == Kind::Info);
+        let was_retried = sends.len() > 1
+            && sends.iter().any(|s| s.outcome == Kind::Info)
+            && !sends.iter().any(|s| s.idempotent);
         let example = json!({
             "value": value,
             "positions": at.iter().map(|(t, q, o)| json!([t, q, o])).collect::<Vec<_>>(),

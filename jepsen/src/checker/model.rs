@@ -17,6 +17,8 @@ pub(crate) struct Send {
     pub(crate) outcome: Kind,
     /// `(queue, offset)` from an `ok` completion.
     pub(crate) placed: Option<(u64, u64)>,
+    /// Sent with an idempotency key (a retry must not store it again).
+    pub(crate) idempotent: bool,
     pub(crate) invoke_index: u64,
     pub(crate) complete_index: u64,
 }
@@ -132,6 +134,7 @@ impl Model {
                     key: s(iv, "key"),
                     outcome: done.kind,
                     placed,
+                    idempotent: iv.get("idempotency_key").is_some(),
                     invoke_index: inv.index,
                     complete_index: done.index,
                 });

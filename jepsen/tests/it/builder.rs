@@ -42,6 +42,24 @@ impl H {
         self.ev(p, kind, "send", done)
     }
 
+    /// A send with its value as its idempotency key (`--idempotent`).
+    pub(crate) fn send_idempotent(
+        &mut self,
+        p: u64,
+        value: &str,
+        at: Option<(u64, u64)>,
+        kind: Kind,
+    ) -> &mut Self {
+        let v = json!({"topic": "t", "key": "k", "value": value, "idempotency_key": value});
+        self.ev(p, Kind::Invoke, "send", v.clone());
+        let mut done = v;
+        if let Some((q, o)) = at {
+            done["queue"] = json!(q);
+            done["offset"] = json!(o);
+        }
+        self.ev(p, kind, "send", done)
+    }
+
     pub(crate) fn send_ok(
         &mut self,
         p: u64,

@@ -21,3 +21,19 @@ fn a_retried_info_send_stored_twice_is_allowed_but_counted() {
     assert!(r.valid, "{:#?}", r.anomalies);
     assert_eq!(r.anomalies["duplicate-retried"].count, 1);
 }
+
+#[test]
+fn with_idempotency_keys_a_retried_send_stored_twice_is_a_duplicate() {
+    let mut h = H::default();
+    h.send_idempotent(0, "v0", None, Kind::Info)
+        .send_idempotent(0, "v0", Some((0, 0)), Kind::Ok)
+        .poll(9, 0, 0, &[(0, "v0"), (1, "v0")], true);
+    assert_only(&h.check(), "duplicate", 1);
+    // Stored once, the retry answering the first write's offset: clean.
+    let mut h = H::default();
+    h.send_idempotent(0, "v0", None, Kind::Info)
+        .send_idempotent(0, "v0", Some((0, 0)), Kind::Ok)
+        .poll(9, 0, 0, &[(0, "v0")], true);
+    let r = h.check();
+    assert!(r.valid, "{:#?}", r.anomalies);
+}

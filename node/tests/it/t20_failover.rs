@@ -45,3 +45,55 @@ async fn killing_the_leader_loses_no_acknowledged_message() {
         assert_eq!(got[offset as usize], *acked.last().unwrap());
     }
 }
+
+/// Exactly-once produce across a failover and a restart: the idempotency record is
+/// replicated state, so a retry on the new leader, and after the old one is back, answers
+/// the first write and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_outlives_the_leader_that_wrote_it() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.create_topic(leader, "t", 2).await;
+    let body = serde_json::json!({"messages": [{"body": "once", "idempotency_key": "order-1"}]});
+    let path = "/v1/topics/t/messages";
+    let (s, first) = c.post(leader, path, &body).await.unwrap();
+    assert_eq!(s, 200, "{first}");
+    c.kill(leader);
+    let survivors = c.live();
+    let mut n = 0;
+    let retry = c
+        .wait_for("a retry answered by the new leader", || {
+            n += 1;
+            let via = survivors[n % survivors.len()];
+            let (c, body) = (&c, &body);
+            async move {
+                let (s, v) = c.post(via, path, body).await.ok()?;
+                (s == 200).then_some(v)
+            }
+        })
+        .await;
+    assert_eq!(
+        retry["results"], first["results"],
+        "the first write's result"
+    );
+    c.restart(leader);
+    let again = c
+        .wait_for("a retry through the restarted node", || {
+            let (c, body) = (&c, &body);
+            async move {
+                let (s, v) = c.post(leader, path, body).await.ok()?;
+                (s == 200).then_some(v)
+            }
+        })
+        .await;
+    assert_eq!(again["results"], first["results"]);
+    let queue = first["results"][0]["queue"].as_u64().unwrap();
+    for id in c.live() {
+        let got = c
+            .wait_for("every node to hold the message", || async {
+                c.read_all(id, "t", queue).await.filter(|m| !m.is_empty())
+            })
+            .await;
+        assert_eq!(got, ["once"], "node {id}: stored once");
+    }
+}

@@ -35,9 +35,15 @@ pub(super) struct Share {
     pub(super) first_slot: u32,
     /// (queue, offset) of each of the request's messages, in its order.
     pub(super) placed: Vec<(u32, u64)>,
+    /// `(index in the request, log index, slot)`: retried idempotency keys, and where
+    /// their first write is.
+    pub(super) originals: Vec<(u32, u64, u32)>,
 }
 
 type Outcome = Result<Share, BrokerError>;
+
+/// An applied produce entry: log index, placements, retried idempotency keys.
+type Produced = (u64, Vec<(u32, u64)>, Vec<(u32, u64, u32)>);
 
 /// One request's share of a pending batch.
 struct Part {
@@ -157,10 +163,15 @@ impl Broker {
         let mut slot = 0;
         for (count, reply) in replies {
             let mine = match &outcome {
-                Ok((log_index, placed)) => Ok(Share {
+                Ok((log_index, placed, originals)) => Ok(Share {
                     log_index: *log_index,
                     first_slot: slot as u32,
                     placed: placed[slot..slot + count].to_vec(),
+                    originals: originals
+                        .iter()
+                        .filter(|o| (slot..slot + count).contains(&(o.0 as usize)))
+                        .map(|&(s, l, f)| (s - slot as u32, l, f))
+                        .collect(),
                 }),
                 Err(e) => Err(shared(e)),
             };
@@ -174,7 +185,7 @@ impl Broker {
         &self,
         mut batches: Vec<Vec<u8>>,
         total: usize,
-    ) -> Result<(u64, Vec<(u32, u64)>), BrokerError> {
+    ) -> Result<Produced, BrokerError> {
         let batch = if batches.len() == 1 {
             batches.pop().unwrap_or_default()
         } else {
@@ -187,9 +198,11 @@ impl Broker {
             batch: batch.into(),
         };
         match self.propose_checked(cmd).await? {
-            Applied::Produced { log_index, placed } if placed.len() == total => {
-                Ok((log_index, placed))
-            }
+            Applied::Produced {
+                log_index,
+                placed,
+                originals,
+            } if placed.len() == total => Ok((log_index, placed, originals)),
             Applied::Produced { placed, .. } => Err(BrokerError::Internal(format!(
                 "produce of {total} messages applied {} placements",
                 placed.len()

@@ -38,6 +38,8 @@ pub struct ProduceMessage {
     pub properties: Vec<(String, String)>,
     /// Explicit queue.
     pub queue: Option<u32>,
+    /// Exactly-once key (per topic, within the dedup window).
+    pub idempotency_key: Option<String>,
 }
 
 /// The placement of one produced message.
@@ -112,6 +114,7 @@ impl Broker {
                     deliver_at_ms: None,
                     key: m.key.as_deref(),
                     tag: m.tag.as_deref(),
+                    idempotency_key: m.idempotency_key.as_deref(),
                     binary: m.binary,
                     body: &m.body,
                 },
@@ -129,7 +132,7 @@ impl Broker {
                 ),
             ));
         }
-        let (log_index, first_slot, placed) = match create_topic {
+        let (log_index, first_slot, placed, originals) = match create_topic {
             // Creating the topic is rare; the request goes alone.
             Some(spec) => match self
                 .propose_checked(Command::Produce {
@@ -138,7 +141,11 @@ impl Broker {
                 })
                 .await?
             {
-                Applied::Produced { log_index, placed } => (log_index, 0, placed),
+                Applied::Produced {
+                    log_index,
+                    placed,
+                    originals,
+                } => (log_index, 0, placed, originals),
                 other => {
                     return Err(BrokerError::Internal(format!(
                         "produce applied as {other:?}"
@@ -147,16 +154,28 @@ impl Broker {
             },
             None => {
                 let share = self.produce_coalesced(topic, buf, messages.len()).await?;
-                (share.log_index, share.first_slot, share.placed)
+                (
+                    share.log_index,
+                    share.first_slot,
+                    share.placed,
+                    share.originals,
+                )
             }
         };
         Ok(placed
             .into_iter()
-            .zip(first_slot..)
-            .map(|((queue, offset), slot)| Placed {
-                msg_id: self.id_of(log_index, slot),
-                queue,
-                offset,
+            .zip(0u32..)
+            .map(|((queue, offset), i)| {
+                // A retried idempotency key answers with its first write's id.
+                let msg_id = match originals.iter().find(|o| o.0 == i) {
+                    Some(&(_, at, slot)) => self.id_of(at, slot),
+                    None => self.id_of(log_index, first_slot + i),
+                };
+                Placed {
+                    msg_id,
+                    queue,
+                    offset,
+                }
             })
             .collect())
     }

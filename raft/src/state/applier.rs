@@ -79,7 +79,7 @@ impl Applier {
     /// batch changed any topic's settings.
     pub fn finish_batch(&mut self) -> bool {
         self.groups.finish_batch();
-        self.queues.take_topics_changed()
+        self.queues.finish_batch()
     }
 
     /// The highest log index retention allows to purge, if any.

@@ -308,7 +308,8 @@ impl Command {
     /// how openraft cut the entries into apply calls.
     pub fn reads_store(&self) -> bool {
         match self {
-            // Read only topic settings and next offsets, through the applier's caches
+            // Read only topic settings, next offsets and idempotency records, through the
+            // applier's caches and its overlay of the batch's own idempotency records
             // (which fall back to RocksDB on a miss, for state no entry of the batch wrote).
             Command::Produce { .. } | Command::PutTopic { .. } => false,
             // Scan the ConsumeQueue, topics or consumer-group records in RocksDB.

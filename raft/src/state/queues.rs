@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use raftmq_storage::message::{BatchView, tag_hash};
-use raftmq_storage::{CqEntry, IndexBatch, IndexHit, IndexStore, TopicMeta};
+use raftmq_storage::{
+    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, TopicMeta,
+};
 
 use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::TopicSpec;
@@ -40,9 +42,27 @@ fn check_batch(view: &BatchView<'_>, queues: u32) -> Option<Applied> {
                 ),
             ));
         }
+        if let Some(k) = m.idempotency_key
+            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Some(reject(
+                RejectCode::InvalidArgument,
+                format!(
+                    "messages[{}].idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes",
+                    m.slot
+                ),
+            ));
+        }
     }
     None
 }
+
+/// How long a produce's idempotency key is remembered: a retry within it returns the first
+/// write's result and writes nothing (API.md's default `dedup_window_ms`).
+pub const DEDUP_WINDOW_MS: u64 = 600_000;
+
+/// Most expired idempotency records one `Retain` drops (the rest go on the next).
+const DEDUP_EXPIRE_BATCH: usize = 100_000;
 
 /// What a `Retain` did to the ConsumeQueues.
 #[derive(Debug)]
@@ -62,6 +82,8 @@ pub struct Queues {
     next_offsets: HashMap<(String, u32), u64>,
     /// A topic was created, changed or deleted since the last batch was written.
     topics_changed: bool,
+    /// Idempotency records this batch wrote (RocksDB sees them only once it is written).
+    dedup_pending: HashMap<(String, String), DedupHit>,
 }
 
 impl Queues {
@@ -72,6 +94,7 @@ impl Queues {
             topics: HashMap::new(),
             next_offsets: HashMap::new(),
             topics_changed: false,
+            dedup_pending: HashMap::new(),
         }
     }
 
@@ -85,9 +108,18 @@ impl Queues {
         Ok(t)
     }
 
-    /// Whether topics changed since the last call.
-    pub fn take_topics_changed(&mut self) -> bool {
+    /// Call after writing a batch; returns whether topics changed since the last call.
+    pub fn finish_batch(&mut self) -> bool {
+        self.dedup_pending.clear();
         std::mem::take(&mut self.topics_changed)
+    }
+
+    /// The first write of an idempotency key, this batch's included.
+    fn dedup_lookup(&self, topic: &str, key: &str) -> R<Option<DedupHit>> {
+        if let Some(hit) = self.dedup_pending.get(&(topic.to_owned(), key.to_owned())) {
+            return Ok(Some(*hit));
+        }
+        self.store.dedup_get(topic, key)
     }
 
     /// The offset the next message of a queue gets.
@@ -180,10 +212,20 @@ impl Queues {
             return Ok(refusal);
         }
         let mut placed = Vec::with_capacity(view.count as usize);
+        let mut originals = Vec::new();
         // Per queue: (first offset, next offset) of this batch's run.
         let mut touched: Vec<(u32, u64, u64)> = Vec::new();
         for m in view.iter() {
             let m = m.expect("validated above");
+            // A retry of a key still in its window: the first write's result, nothing new.
+            if let Some(k) = m.idempotency_key
+                && let Some(first) = self.dedup_lookup(topic, k)?
+                && first.expires_ms > view.store_ms
+            {
+                placed.push((first.queue, first.offset));
+                originals.push((m.slot, first.log_index, first.slot));
+                continue;
+            }
             let next = self.next_offset(topic, m.queue)?;
             let offset = *next;
             *next += 1;
@@ -205,6 +247,19 @@ impl Queues {
             if let Some(key) = m.key {
                 batch.put_key(topic, key, &hit)?;
             }
+            if let Some(k) = m.idempotency_key {
+                let first = DedupHit {
+                    stored_ms: view.store_ms,
+                    expires_ms: view.store_ms.saturating_add(DEDUP_WINDOW_MS),
+                    log_index,
+                    slot: m.slot,
+                    queue: m.queue,
+                    offset,
+                };
+                batch.put_dedup(topic, k, &first)?;
+                self.dedup_pending
+                    .insert((topic.to_owned(), k.to_owned()), first);
+            }
             placed.push((m.queue, offset));
             match touched.iter_mut().find(|(q, ..)| *q == m.queue) {
                 Some(t) => t.2 = offset + 1,
@@ -222,7 +277,11 @@ impl Queues {
                 (next - first) as u32,
             )?;
         }
-        Ok(Applied::Produced { log_index, placed })
+        Ok(Applied::Produced {
+            log_index,
+            placed,
+            originals,
+        })
     }
 
     /// Appends a dead letter to queue 0 of `dlq` (created with `retention_ms` if missing):
@@ -266,6 +325,7 @@ impl Queues {
             oldest_needed: log_index,
             moved: Vec::new(),
         };
+        batch.expire_dedup(now_ms, DEDUP_EXPIRE_BATCH)?;
         for (topic, meta) in self.store.topics()? {
             let cutoff = now_ms.saturating_sub(meta.retention_ms);
             batch.delete_time_before(&topic, cutoff)?;

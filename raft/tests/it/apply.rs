@@ -25,6 +25,41 @@ fn batch(topic: &str, store_ms: u64, queues: &[u32]) -> Bytes {
     Bytes::from(buf)
 }
 
+/// One message per key in queue 0, each with that idempotency key.
+fn keyed(topic: &str, store_ms: u64, keys: &[&str]) -> Bytes {
+    let mut buf = Vec::new();
+    let mut enc = BatchEncoder::new(&mut buf, topic, store_ms).unwrap();
+    for &k in keys {
+        let m = MessageIn {
+            body: k.as_bytes(),
+            idempotency_key: Some(k),
+            ..Default::default()
+        };
+        enc.push(&m, []).unwrap();
+    }
+    enc.finish();
+    Bytes::from(buf)
+}
+
+fn produce(batch: Bytes) -> Command {
+    Command::Produce {
+        create_topic: Some(spec(1, 1 << 40)),
+        batch,
+    }
+}
+
+/// A produce's placements and its retried keys' originals.
+type Placements = (Vec<(u32, u64)>, Vec<(u32, u64, u32)>);
+
+fn placed(r: &Applied) -> Placements {
+    match r {
+        Applied::Produced {
+            placed, originals, ..
+        } => (placed.clone(), originals.clone()),
+        other => panic!("not produced: {other:?}"),
+    }
+}
+
 fn apply(a: &mut Applier, index: u64, cmd: Command) -> Applied {
     let store = a.store().clone();
     let mut b = store.batch();
@@ -59,7 +94,8 @@ fn offsets_are_assigned_densely_and_a_bad_batch_changes_nothing() {
         r,
         Applied::Produced {
             log_index: 5,
-            placed: vec![(0, 0), (1, 0), (0, 1)]
+            placed: vec![(0, 0), (1, 0), (0, 1)],
+            originals: vec![],
         }
     );
     let r = apply(
@@ -89,7 +125,8 @@ fn offsets_are_assigned_densely_and_a_bad_batch_changes_nothing() {
         r,
         Applied::Produced {
             log_index: 7,
-            placed: vec![(0, 2)]
+            placed: vec![(0, 2)],
+            originals: vec![],
         },
         "the refused batch took no offset"
     );
@@ -122,7 +159,8 @@ fn offsets_are_assigned_densely_and_a_bad_batch_changes_nothing() {
         r,
         Applied::Produced {
             log_index: 9,
-            placed: vec![(1, 1)]
+            placed: vec![(1, 1)],
+            originals: vec![],
         }
     );
 }
@@ -200,7 +238,8 @@ fn retention_drops_expired_entries_keeps_offsets_and_advances_the_point() {
         r,
         Applied::Produced {
             log_index: 42,
-            placed: vec![(0, 10)]
+            placed: vec![(0, 10)],
+            originals: vec![],
         }
     );
     // The point never goes back, and survives a restart.
@@ -297,4 +336,43 @@ fn two_leases_of_one_message_in_one_apply_batch_grant_it_once() {
         granted(&apply(&mut r, 5, lease("c2", 2100, vec![(0, 0)]))),
         granted(&third)
     );
+}
+
+#[test]
+fn a_retried_idempotency_key_answers_its_first_write_until_the_window_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(IndexStore::open(tmp.path(), &IndexStoreOptions::default()).unwrap());
+    let mut a = Applier::new(store.clone());
+    // Within one batch, a repeated key is the first message again.
+    let r = apply(&mut a, 1, produce(keyed("t", 1000, &["a", "b", "a"])));
+    assert_eq!(placed(&r), (vec![(0, 0), (0, 1), (0, 0)], vec![(2, 1, 0)]));
+    let r = apply(&mut a, 2, produce(keyed("t", 2000, &["b", "c"])));
+    assert_eq!(placed(&r), (vec![(0, 1), (0, 2)], vec![(0, 1, 1)]));
+    // Two entries in one RocksDB batch (one apply call of several entries): the second
+    // sees the first's record, as it would across batches.
+    let mut b = store.batch();
+    let first = a
+        .apply(&mut b, 3, &produce(keyed("t", 3000, &["d"])))
+        .unwrap();
+    let second = a
+        .apply(&mut b, 4, &produce(keyed("t", 3000, &["d"])))
+        .unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    a.finish_batch();
+    assert_eq!(placed(&first), (vec![(0, 3)], vec![]));
+    assert_eq!(placed(&second), (vec![(0, 3)], vec![(0, 3, 0)]));
+    // Another topic has its own keys.
+    let r = apply(&mut a, 5, produce(keyed("u", 3000, &["a"])));
+    assert_eq!(placed(&r), (vec![(0, 0)], vec![]));
+    // Ten minutes after its first write, "a" is a new message.
+    let r = apply(&mut a, 6, produce(keyed("t", 601_000, &["a"])));
+    assert_eq!(placed(&r), (vec![(0, 4)], vec![]));
+    let r = apply(&mut a, 7, produce(keyed("t", 601_001, &["a"])));
+    assert_eq!(placed(&r), (vec![(0, 4)], vec![(0, 6, 0)]));
+    // Retention drops records whose window ended, the re-written "a"'s only at its own end.
+    apply(&mut a, 8, Command::Retain { now_ms: 700_000 });
+    assert!(store.dedup_get("t", "b").unwrap().is_none());
+    assert!(store.dedup_get("t", "a").unwrap().is_some());
+    apply(&mut a, 9, Command::Retain { now_ms: 1_300_000 });
+    assert!(store.dedup_get("t", "a").unwrap().is_none());
 }

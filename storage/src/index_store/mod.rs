@@ -22,6 +22,7 @@
 //! Must never: hold a message body (bodies live only in the CommitLog), or decide
 //! durability itself ([`Durability`] is the caller's choice per write).
 
+mod dedup;
 mod keys;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use rocksdb::{
 };
 
 use crate::error::{Result, StorageError, malformed};
+pub use dedup::{DedupHit, MAX_IDEMPOTENCY_KEY_LEN};
 use keys::{
     be_u32, be_u64, cq_key, key_index_prefix, le_u32, le_u64, name_prefix, offset_key,
     offset_prefix, queue_prefix, time_key,
@@ -56,7 +58,8 @@ const TOPIC_CFS: [&str; 4] = [
     CF_QUEUE_STATE,
 ];
 const CF_GROUP_STATE: &str = "group_state";
-const ALL_CFS: [&str; 8] = [
+const CF_DEDUP: &str = "produce_dedup";
+const ALL_CFS: [&str; 9] = [
     CF_CONSUME_QUEUE,
     CF_KEY_INDEX,
     CF_TIME_INDEX,
@@ -65,6 +68,7 @@ const ALL_CFS: [&str; 8] = [
     CF_META,
     CF_QUEUE_STATE,
     CF_GROUP_STATE,
+    CF_DEDUP,
 ];
 
 /// The smallest key greater than every key starting with `prefix` (for range deletes).
@@ -645,6 +649,7 @@ impl IndexBatch<'_> {
             self.wb.delete_range_cf(cf, &prefix, &end);
         }
         self.wb.delete_cf(self.store.cf(CF_TOPICS), prefix);
+        self.delete_topic_dedup(name);
         Ok(())
     }
 
