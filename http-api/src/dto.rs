@@ -333,7 +333,7 @@ pub struct PutTopicRequest {
     pub fifo: Option<bool>,
     /// Retention.
     pub retention_ms: Option<u64>,
-    /// How long idempotency keys are remembered (only the default for now).
+    /// How long idempotency keys are remembered.
     pub dedup_window_ms: Option<u64>,
 }
 

@@ -60,6 +60,7 @@ pub(crate) async fn produce(
             queues: app.cfg.default_queues,
             fifo: false,
             retention_ms: app.cfg.default_retention_ms,
+            dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
         });
     let placed = with_write_timeout(&app, async {
         Ok(app.broker.produce(&topic, &messages, auto_create).await?)

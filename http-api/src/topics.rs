@@ -17,6 +17,8 @@ use crate::messages::with_write_timeout;
 
 /// Most queues a topic may have.
 const MAX_QUEUES: u32 = 1024;
+/// Longest dedup window, ms.
+const MAX_DEDUP_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 
 fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
     TopicJson {
@@ -24,7 +26,7 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
         queues: spec.queues,
         fifo: spec.fifo,
         retention_ms: spec.retention_ms,
-        dedup_window_ms: raftmq_raft::DEDUP_WINDOW_MS,
+        dedup_window_ms: spec.dedup_window_ms,
         queue_stats: None,
     }
 }
@@ -60,14 +62,11 @@ pub(crate) async fn put(
         return Err(ApiError::invalid("retention_ms", "must be positive"));
     }
     if let Some(w) = req.dedup_window_ms
-        && w != raftmq_raft::DEDUP_WINDOW_MS
+        && !(1..=MAX_DEDUP_WINDOW_MS).contains(&w)
     {
         return Err(ApiError::invalid(
             "dedup_window_ms",
-            format!(
-                "only {} (10 minutes) is supported yet",
-                raftmq_raft::DEDUP_WINDOW_MS
-            ),
+            format!("must be 1 to {MAX_DEDUP_WINDOW_MS} (7 days)"),
         ));
     }
     if let Route::Relayed(resp) = write.route(&app).await? {
@@ -84,6 +83,10 @@ pub(crate) async fn put(
             .retention_ms
             .or(existing.map(|e| e.retention_ms))
             .unwrap_or(app.cfg.default_retention_ms),
+        dedup_window_ms: req
+            .dedup_window_ms
+            .or(existing.map(|e| e.dedup_window_ms))
+            .unwrap_or(raftmq_raft::DEFAULT_DEDUP_WINDOW_MS),
     };
     if let Some(e) = existing
         && spec.queues < e.queues

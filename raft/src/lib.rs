@@ -34,6 +34,7 @@ pub use consensus::log_store::{FlushPolicy, LogStore};
 pub use consensus::rpc::PeerRpc;
 pub use consensus::types::{NodeId, TypeConfig};
 pub use error::BrokerError;
+pub use raftmq_storage::DEFAULT_DEDUP_WINDOW_MS;
 pub use raftmq_storage::MAX_IDEMPOTENCY_KEY_LEN;
 pub use state::command::{
     MAX_BACKOFF_MS as MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, Permission, User,
@@ -41,6 +42,5 @@ pub use state::command::{
 pub use state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, QueueProgress, ReceiveRequest, ResetTo,
 };
-pub use state::queues::DEDUP_WINDOW_MS;
 pub use state::read::{QueueQuery, QueueRead, StoredMessage, TagFilter};
 pub use state::{RejectCode, StateMachine, TopicSpec};

@@ -34,6 +34,6 @@ pub use commitlog::{
 pub use durable_cell::DurableCell;
 pub use error::{Result, StorageError};
 pub use index_store::{
-    CqEntry, DedupHit, Durability, IndexBatch, IndexHit, IndexStore, IndexStoreOptions,
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, MAX_NAME_LEN, TopicMeta, prefix_end,
+    CqEntry, DEFAULT_DEDUP_WINDOW_MS, DedupHit, Durability, IndexBatch, IndexHit, IndexStore,
+    IndexStoreOptions, MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, MAX_NAME_LEN, TopicMeta, prefix_end,
 };

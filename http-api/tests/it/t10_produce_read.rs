@@ -134,6 +134,31 @@ async fn idempotency_keys_make_retries_return_the_first_result() {
     let id = first[0]["msg_id"].as_str().unwrap();
     let (_, m) = n.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(m["body"], "a", "the id finds the first write");
+    // The window is a topic setting: a key kept for 1 ms is new again soon after.
+    assert_eq!(t["dedup_window_ms"], 600_000);
+    let (s, t) = n
+        .put("/v1/topics/brief", r#"{"queues": 1, "dedup_window_ms": 1}"#)
+        .await;
+    assert_eq!(
+        (s, &t["dedup_window_ms"]),
+        (StatusCode::OK, &json!(1)),
+        "{t}"
+    );
+    let brief = |n: std::sync::Arc<Node>| async move {
+        let body = json!({"messages": [{"body": "x", "idempotency_key": "k"}]}).to_string();
+        let (s, v) = n.post("/v1/topics/brief/messages", &body).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["results"][0]["offset"].clone()
+    };
+    assert_eq!(brief(n.clone()).await, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(brief(n.clone()).await, 1, "written again after its window");
+    crate::support::assert_error(
+        &n.put("/v1/topics/brief", r#"{"dedup_window_ms": 0}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "dedup_window_ms",
+    );
     for key in ["", &"k".repeat(257)] {
         crate::support::assert_error(
             &n.post(

@@ -5,7 +5,8 @@
 //! re-encodes a body. Other commands are small and encoded with postcard.
 //!
 //! ```text
-//! produce = 1 | has_create u8 | [queues u32 | fifo u8 | retention_ms u64] | batch bytes…
+//! produce = 1 | create u8 | [queues u32 | fifo u8 | retention_ms u64 | [dedup_window_ms u64]]
+//!           | batch bytes…   (create: 0 none, 1 without the window (old entries), 2 with it)
 //! other   = tag u8 | postcard(body)
 //! ```
 //!
@@ -26,6 +27,28 @@ pub struct TopicSpec {
     pub fifo: bool,
     /// How long messages are kept (ms).
     pub retention_ms: u64,
+    /// How long idempotency keys are remembered (ms).
+    pub dedup_window_ms: u64,
+}
+
+/// A topic's settings as the first command encodings carried them (no dedup window): the
+/// log keeps such entries, so they decode with the default window.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct TopicSpecV1 {
+    queues: u32,
+    fifo: bool,
+    retention_ms: u64,
+}
+
+impl From<TopicSpecV1> for TopicSpec {
+    fn from(s: TopicSpecV1) -> Self {
+        TopicSpec {
+            queues: s.queues,
+            fifo: s.fifo,
+            retention_ms: s.retention_ms,
+            dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
+        }
+    }
 }
 
 impl From<TopicSpec> for raftmq_storage::TopicMeta {
@@ -34,6 +57,7 @@ impl From<TopicSpec> for raftmq_storage::TopicMeta {
             queues: s.queues,
             fifo: s.fifo,
             retention_ms: s.retention_ms,
+            dedup_window_ms: s.dedup_window_ms,
         }
     }
 }
@@ -44,6 +68,7 @@ impl From<raftmq_storage::TopicMeta> for TopicSpec {
             queues: m.queues,
             fifo: m.fifo,
             retention_ms: m.retention_ms,
+            dedup_window_ms: m.dedup_window_ms,
         }
     }
 }
@@ -279,11 +304,19 @@ const TAG_RESET: u8 = 9;
 const TAG_PUT_USER: u8 = 10;
 const TAG_DELETE_USER: u8 = 11;
 const TAG_PUT_GROUP: u8 = 12;
+/// `PutTopic` with the dedup window (`TAG_PUT_TOPIC` entries have none).
+const TAG_PUT_TOPIC_V2: u8 = 13;
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
     name: &'a str,
     spec: TopicSpec,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PutTopicBodyV1<'a> {
+    name: &'a str,
+    spec: TopicSpecV1,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -339,17 +372,18 @@ impl Command {
                 out.put_u8(TAG_PRODUCE);
                 match create_topic {
                     Some(s) => {
-                        out.put_u8(1);
+                        out.put_u8(2);
                         out.put_u32_le(s.queues);
                         out.put_u8(u8::from(s.fifo));
                         out.put_u64_le(s.retention_ms);
+                        out.put_u64_le(s.dedup_window_ms);
                     }
                     None => out.put_u8(0),
                 }
                 out.put_slice(batch);
             }
             Command::PutTopic { name, spec } => {
-                postcard_into(out, TAG_PUT_TOPIC, &PutTopicBody { name, spec: *spec })
+                postcard_into(out, TAG_PUT_TOPIC_V2, &PutTopicBody { name, spec: *spec })
             }
             Command::DeleteTopic { name } => postcard_into(out, TAG_DELETE_TOPIC, name),
             Command::Retain { now_ms } => postcard_into(out, TAG_RETAIN, now_ms),
@@ -392,17 +426,22 @@ impl Command {
             |what: &'static str| move |e: postcard::Error| CodecError::new(what, e.to_string());
         match tag {
             TAG_PRODUCE => {
+                let le64 = |at: usize| u64::from_le_bytes(rest[at..at + 8].try_into().expect("8"));
                 let (create_topic, skip) = match rest.first() {
                     Some(0) => (None, 2),
-                    Some(1) if rest.len() >= 14 => {
+                    // 1: queues, fifo, retention; 2: and the dedup window.
+                    Some(&v @ (1 | 2)) if rest.len() >= if v == 1 { 14 } else { 22 } => {
                         let spec = TopicSpec {
                             queues: u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")),
                             fifo: rest[5] != 0,
-                            retention_ms: u64::from_le_bytes(
-                                rest[6..14].try_into().expect("8 bytes"),
-                            ),
+                            retention_ms: le64(6),
+                            dedup_window_ms: if v == 1 {
+                                raftmq_storage::DEFAULT_DEDUP_WINDOW_MS
+                            } else {
+                                le64(14)
+                            },
                         };
-                        (Some(spec), 15)
+                        (Some(spec), if v == 1 { 15 } else { 23 })
                     }
                     _ => return Err(CodecError::new("produce command", "bad header")),
                 };
@@ -412,6 +451,13 @@ impl Command {
                 })
             }
             TAG_PUT_TOPIC => {
+                let b: PutTopicBodyV1<'_> = postcard::from_bytes(rest).map_err(de("put-topic"))?;
+                Ok(Command::PutTopic {
+                    name: b.name.to_owned(),
+                    spec: b.spec.into(),
+                })
+            }
+            TAG_PUT_TOPIC_V2 => {
                 let b: PutTopicBody<'_> = postcard::from_bytes(rest).map_err(de("put-topic"))?;
                 Ok(Command::PutTopic {
                     name: b.name.to_owned(),
@@ -516,11 +562,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn topic_settings_in_old_entries_decode_with_the_default_dedup_window() {
+        let old = TopicSpecV1 {
+            queues: 8,
+            fifo: true,
+            retention_ms: 1000,
+        };
+        let want = TopicSpec {
+            queues: 8,
+            fifo: true,
+            retention_ms: 1000,
+            dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
+        };
+        let mut put = BytesMut::new();
+        postcard_into(
+            &mut put,
+            TAG_PUT_TOPIC,
+            &PutTopicBodyV1 {
+                name: "t",
+                spec: old,
+            },
+        );
+        assert_eq!(
+            Command::decode(&put.freeze()).unwrap(),
+            Command::PutTopic {
+                name: "t".into(),
+                spec: want
+            }
+        );
+        let mut produce = vec![TAG_PRODUCE, 1];
+        produce.extend_from_slice(&8u32.to_le_bytes());
+        produce.push(1);
+        produce.extend_from_slice(&1000u64.to_le_bytes());
+        produce.extend_from_slice(b"batch");
+        assert_eq!(
+            Command::decode(&Bytes::from(produce)).unwrap(),
+            Command::Produce {
+                create_topic: Some(want),
+                batch: Bytes::from_static(b"batch")
+            }
+        );
+    }
+
+    #[test]
     fn every_command_round_trips() {
         let spec = TopicSpec {
             queues: 8,
             fifo: true,
             retention_ms: 1000,
+            dedup_window_ms: 5000,
         };
         for cmd in [
             Command::Produce {

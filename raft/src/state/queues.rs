@@ -57,10 +57,6 @@ fn check_batch(view: &BatchView<'_>, queues: u32) -> Option<Applied> {
     None
 }
 
-/// How long a produce's idempotency key is remembered: a retry within it returns the first
-/// write's result and writes nothing (API.md's default `dedup_window_ms`).
-pub const DEDUP_WINDOW_MS: u64 = 600_000;
-
 /// Most expired idempotency records one `Retain` drops (the rest go on the next).
 const DEDUP_EXPIRE_BATCH: usize = 100_000;
 
@@ -250,7 +246,7 @@ impl Queues {
             if let Some(k) = m.idempotency_key {
                 let first = DedupHit {
                     stored_ms: view.store_ms,
-                    expires_ms: view.store_ms.saturating_add(DEDUP_WINDOW_MS),
+                    expires_ms: view.store_ms.saturating_add(meta.dedup_window_ms),
                     log_index,
                     slot: m.slot,
                     queue: m.queue,
@@ -300,6 +296,7 @@ impl Queues {
                 queues: 1,
                 fifo: false,
                 retention_ms,
+                dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
             };
             self.put_topic(batch, dlq, spec)?;
         }

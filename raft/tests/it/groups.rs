@@ -49,6 +49,7 @@ impl Node {
                 queues: 1,
                 fifo,
                 retention_ms,
+                dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
             },
         });
         self.apply(Command::PutGroup(GroupSettingsCmd {

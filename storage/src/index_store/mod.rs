@@ -148,6 +148,9 @@ fn queue_offset_value(queue: u32, offset: u64) -> [u8; 12] {
     v
 }
 
+/// How long a topic remembers idempotency keys unless set (10 minutes).
+pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 600_000;
+
 /// A topic's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopicMeta {
@@ -157,28 +160,35 @@ pub struct TopicMeta {
     pub fifo: bool,
     /// How long messages are kept.
     pub retention_ms: u64,
+    /// How long idempotency keys are remembered.
+    pub dedup_window_ms: u64,
 }
 
 impl TopicMeta {
-    const VERSION: u8 = 1;
+    /// Version 1 (14 bytes) had no dedup window; version 2 adds it.
+    const VERSION: u8 = 2;
 
-    fn encode(&self) -> [u8; 14] {
-        let mut v = [0u8; 14];
+    fn encode(&self) -> [u8; 22] {
+        let mut v = [0u8; 22];
         v[0] = Self::VERSION;
         v[1..5].copy_from_slice(&self.queues.to_le_bytes());
         v[5] = u8::from(self.fifo);
         v[6..14].copy_from_slice(&self.retention_ms.to_le_bytes());
+        v[14..22].copy_from_slice(&self.dedup_window_ms.to_le_bytes());
         v
     }
 
     fn decode(v: &[u8]) -> Result<Self> {
-        if v.len() != 14 || v[0] != Self::VERSION {
-            return Err(malformed("topic metadata", "unknown layout"));
-        }
+        let dedup_window_ms = match (v.len(), v.first()) {
+            (14, Some(1)) => DEFAULT_DEDUP_WINDOW_MS,
+            (22, Some(2)) => le_u64(v, 14)?,
+            _ => return Err(malformed("topic metadata", "unknown layout")),
+        };
         Ok(TopicMeta {
             queues: le_u32(v, 1)?,
             fifo: v[5] != 0,
             retention_ms: le_u64(v, 6)?,
+            dedup_window_ms,
         })
     }
 }
@@ -702,5 +712,34 @@ impl IndexBatch<'_> {
     pub fn put_meta(&mut self, key: &str, value: &[u8]) {
         let cf = self.store.cf(CF_META);
         self.wb.put_cf(cf, key.as_bytes(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_settings_of_version_1_read_with_the_default_dedup_window() {
+        let v2 = TopicMeta {
+            queues: 3,
+            fifo: true,
+            retention_ms: 99,
+            dedup_window_ms: 5,
+        };
+        assert_eq!(TopicMeta::decode(&v2.encode()).unwrap(), v2);
+        let mut v1 = v2.encode()[..14].to_vec();
+        v1[0] = 1;
+        assert_eq!(
+            TopicMeta::decode(&v1).unwrap(),
+            TopicMeta {
+                dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
+                ..v2
+            }
+        );
+        assert!(TopicMeta::decode(&v1[..13]).is_err());
+        let mut wrong = v2.encode();
+        wrong[0] = 1;
+        assert!(TopicMeta::decode(&wrong).is_err(), "version 1 is 14 bytes");
     }
 }

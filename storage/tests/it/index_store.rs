@@ -130,6 +130,7 @@ fn offsets_topics_and_meta_round_trip_and_survive_reopen() {
             queues: 8,
             fifo: true,
             retention_ms: 3_600_000,
+            dedup_window_ms: 60_000,
         };
         b.put_topic("t", &meta).unwrap();
         b.put_topic(
@@ -153,9 +154,9 @@ fn offsets_topics_and_meta_round_trip_and_survive_reopen() {
     assert_eq!(
         topics
             .iter()
-            .map(|(n, m)| (n.as_str(), m.fifo))
+            .map(|(n, m)| (n.as_str(), m.fifo, m.dedup_window_ms))
             .collect::<Vec<_>>(),
-        [("t", true), ("t2", false)]
+        [("t", true, 60_000), ("t2", false, 60_000)]
     );
     assert_eq!(
         store.meta_get("last_applied").unwrap().as_deref(),
@@ -176,6 +177,7 @@ fn delete_topic_removes_its_indexes_only() {
             queues: 1,
             fifo: false,
             retention_ms: 1,
+            dedup_window_ms: 1,
         },
     )
     .unwrap();

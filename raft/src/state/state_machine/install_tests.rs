@@ -49,6 +49,7 @@ fn produce(i: u64) -> Entry {
                 queues: 1,
                 fifo: false,
                 retention_ms: 1 << 40,
+                dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
             }),
             batch: Bytes::from(buf),
         }),

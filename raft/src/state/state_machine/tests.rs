@@ -54,6 +54,7 @@ fn entries() -> Vec<Entry> {
         queues: 1,
         fifo: false,
         retention_ms: 1_000_000,
+        dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
     };
     let lease = LeaseCmd {
         group: "g".into(),
