@@ -128,6 +128,9 @@ struct BenchArgs {
     /// Make the topic FIFO (`--mode group` then receives ordered runs per queue).
     #[arg(long)]
     fifo: bool,
+    /// Give every produced message a unique idempotency key (what exactly-once costs).
+    #[arg(long)]
+    idempotent: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -200,15 +203,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn produce_body(size: usize, batch: usize, keys: u64, seq: u64) -> String {
+/// A produce request's body; with `unique`, every message carries an idempotency key made
+/// from it (unique per request) and its index.
+fn produce_body(size: usize, batch: usize, keys: u64, seq: u64, unique: Option<&str>) -> String {
     let body = "x".repeat(size);
     let msgs: Vec<Value> = (0..batch)
         .map(|i| {
-            if keys > 0 {
+            let mut m = if keys > 0 {
                 json!({"body": body, "key": format!("k{}", (seq + i as u64) % keys)})
             } else {
                 json!({"body": body})
+            };
+            if let Some(u) = unique {
+                m["idempotency_key"] = json!(format!("{u}-{i}"));
             }
+            m
         })
         .collect();
     json!({ "messages": msgs }).to_string()
@@ -425,7 +434,7 @@ async fn produce(
     conc: usize,
 ) -> anyhow::Result<Outcome> {
     let (http, targets, topic) = (http.clone(), targets.to_vec(), args.topic.clone());
-    let (size, keys) = (args.size, args.keys);
+    let (size, keys, idempotent) = (args.size, args.keys, args.idempotent);
     let label = if batch == 1 && conc == 1 {
         "latency"
     } else {
@@ -436,7 +445,8 @@ async fn produce(
             "{}/v1/topics/{topic}/messages",
             targets[(seq as usize + w) % targets.len()]
         );
-        let body = produce_body(size, batch, keys, seq);
+        let unique = idempotent.then(|| format!("w{w}-{seq}"));
+        let body = produce_body(size, batch, keys, seq, unique.as_deref());
         let http = http.clone();
         async move {
             let r = http
@@ -633,7 +643,7 @@ async fn failover(
             acked.clone(),
             stop.clone(),
         );
-        let body = produce_body(args.size, 10, 0, 0);
+        let body = produce_body(args.size, 10, 0, 0, None);
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while !stop.load(Ordering::Relaxed) {

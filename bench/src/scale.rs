@@ -90,7 +90,7 @@ pub(crate) async fn scale(
         created = created.max(topics);
         let idle = max(&rss_mib(s));
         let (http2, urls2) = (http.clone(), urls.clone());
-        let body = produce_body(size, batch, 0, 0);
+        let body = produce_body(size, batch, 0, 0, None);
         let (summary, _) = drive(args, "produce", args.concurrency, move |seq, w| {
             let topic = scale_topic((seq * 7919 + w as u64 * 104_729) % topics);
             let base = &urls2[(seq as usize + w) % urls2.len()];

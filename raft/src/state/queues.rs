@@ -209,6 +209,7 @@ impl Queues {
         }
         let mut placed = Vec::with_capacity(view.count as usize);
         let mut originals = Vec::new();
+        let mut dedup_keys = Vec::new();
         // Per queue: (first offset, next offset) of this batch's run.
         let mut touched: Vec<(u32, u64, u64)> = Vec::new();
         for m in view.iter() {
@@ -255,12 +256,17 @@ impl Queues {
                 batch.put_dedup(topic, k, &first)?;
                 self.dedup_pending
                     .insert((topic.to_owned(), k.to_owned()), first);
+                dedup_keys.push(k);
             }
             placed.push((m.queue, offset));
             match touched.iter_mut().find(|(q, ..)| *q == m.queue) {
                 Some(t) => t.2 = offset + 1,
                 None => touched.push((m.queue, offset, offset + 1)),
             }
+        }
+        if !dedup_keys.is_empty() {
+            let expires = view.store_ms.saturating_add(meta.dedup_window_ms);
+            batch.put_dedup_expiry(topic, log_index, expires, dedup_keys)?;
         }
         for (queue, first, next) in touched {
             batch.put_queue_next(topic, queue, next)?;

@@ -4,10 +4,11 @@
 //! ```text
 //! K topic key_len u16 BE key        → stored_ms u64, expires_ms u64, log_index u64,
 //!                                      slot u32, queue u32, offset u64 (40 B)
-//! E expires_ms u64 BE topic key_len u16 BE key → (empty)
+//! E expires_ms u64 BE log_index u64 BE → topic_len u8, topic, (key_len u16, key)*
 //! ```
-//! A key written again after its window gets a new `K` record; the old `E` entry then
-//! guards nothing (its expiry no longer matches) and only goes itself.
+//! One `E` entry per produce entry lists the keys it wrote (one write per batch, not per
+//! message). A key written again after its window gets a new `K` record; the old `E`
+//! entry then guards nothing for it (its expiry no longer matches) and only goes itself.
 //!
 //! Must never: drop a `K` record before the expiry it was written with.
 
@@ -96,46 +97,77 @@ impl IndexStore {
 }
 
 impl IndexBatch<'_> {
-    /// Records the first write of `key` in `topic`.
+    /// Records the first write of `key` in `topic` (list the keys of one produce entry with
+    /// [`IndexBatch::put_dedup_expiry`] too).
     pub fn put_dedup(&mut self, topic: &str, key: &str, hit: &DedupHit) -> Result<()> {
         check_name("topic", topic)?;
         check_key(key)?;
         let cf = self.store.cf(CF_DEDUP);
         self.wb.put_cf(cf, record_key(topic, key), hit.encode());
-        let mut e = vec![b'E'];
-        e.extend_from_slice(&hit.expires_ms.to_be_bytes());
-        e.extend_from_slice(&topic_key(topic, key));
-        self.wb.put_cf(cf, e, []);
         Ok(())
     }
 
-    /// Drops up to `max` records whose window ended at or before `now_ms`, oldest first
-    /// (reads the store: what this batch wrote is not seen). Returns how many expiry
-    /// entries it removed.
+    /// When the keys of produce entry `log_index` in `topic` may go.
+    pub fn put_dedup_expiry<'k>(
+        &mut self,
+        topic: &str,
+        log_index: u64,
+        expires_ms: u64,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<()> {
+        check_name("topic", topic)?;
+        let mut e = vec![b'E'];
+        e.extend_from_slice(&expires_ms.to_be_bytes());
+        e.extend_from_slice(&log_index.to_be_bytes());
+        let mut v = name_prefix(topic);
+        for k in keys {
+            check_key(k)?;
+            v.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            v.extend_from_slice(k.as_bytes());
+        }
+        self.wb.put_cf(self.store.cf(CF_DEDUP), e, v);
+        Ok(())
+    }
+
+    /// Drops the records of up to `max` produce entries whose window ended at or before
+    /// `now_ms`, oldest first (reads the store: what this batch wrote is not seen). Returns
+    /// how many expiry entries it removed.
     pub fn expire_dedup(&mut self, now_ms: u64, max: usize) -> Result<usize> {
         let cf = self.store.cf(CF_DEDUP);
         let mut upper = vec![b'E'];
         upper.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
         let mut due = Vec::new();
         for kv in self.store.scan_prefix(CF_DEDUP, b"E", None, false) {
-            let (k, _) = kv?;
+            let (k, v) = kv?;
             if *k >= *upper || due.len() >= max {
                 break;
             }
-            due.push(k.to_vec());
+            due.push((k.to_vec(), v.to_vec()));
         }
-        for e in &due {
+        for (e, v) in &due {
             let expires = super::keys::be_u64(e, 1)?;
-            let mut k = vec![b'K'];
-            k.extend_from_slice(&e[9..]);
-            let current = self
-                .store
-                .db
-                .get_pinned_cf(cf, &k)?
-                .map(|v| DedupHit::decode(&v))
-                .transpose()?;
-            if current.is_some_and(|h| h.expires_ms == expires) {
-                self.wb.delete_cf(cf, &k);
+            let bad = || crate::error::malformed("dedup expiry", "bad key list");
+            let topic_len = *v.first().ok_or_else(bad)? as usize;
+            let topic = v.get(..1 + topic_len).ok_or_else(bad)?;
+            let mut at = 1 + topic_len;
+            while at < v.len() {
+                let len = super::keys::be_u16(v, at)? as usize;
+                let key = v.get(at + 2..at + 2 + len).ok_or_else(bad)?;
+                at += 2 + len;
+                let mut k = Vec::with_capacity(3 + topic.len() + len);
+                k.push(b'K');
+                k.extend_from_slice(topic);
+                k.extend_from_slice(&(len as u16).to_be_bytes());
+                k.extend_from_slice(key);
+                let current = self
+                    .store
+                    .db
+                    .get_pinned_cf(cf, &k)?
+                    .map(|v| DedupHit::decode(&v))
+                    .transpose()?;
+                if current.is_some_and(|h| h.expires_ms == expires) {
+                    self.wb.delete_cf(cf, &k);
+                }
             }
             self.wb.delete_cf(cf, e);
         }

@@ -89,6 +89,12 @@ pub(crate) fn be_u32(b: &[u8], at: usize) -> Result<u32> {
         .ok_or_else(|| malformed("index key", "too short"))
 }
 
+pub(crate) fn be_u16(b: &[u8], at: usize) -> Result<u16> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes(s.try_into().expect("2 bytes")))
+        .ok_or_else(|| malformed("index key", "too short"))
+}
+
 pub(crate) fn be_u64(b: &[u8], at: usize) -> Result<u64> {
     b.get(at..at + 8)
         .map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")))

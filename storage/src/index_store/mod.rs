@@ -257,6 +257,12 @@ impl IndexStore {
             let mut o = Options::default();
             o.set_write_buffer_size(opts.write_buffer_size);
             o.set_block_based_table_factory(&table);
+            if *name == CF_DEDUP {
+                // Almost every lookup is of a key never seen (a first send): a memtable
+                // bloom filter answers those without searching the skiplist.
+                o.set_memtable_prefix_bloom_ratio(0.1);
+                o.set_memtable_whole_key_filtering(true);
+            }
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
