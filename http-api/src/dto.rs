@@ -335,6 +335,8 @@ pub struct PutTopicRequest {
     pub retention_ms: Option<u64>,
     /// How long idempotency keys are remembered.
     pub dedup_window_ms: Option<u64>,
+    /// Broker groups to spread the queues over (needs a NameServer).
+    pub groups: Option<serde_json::Value>,
 }
 
 /// A topic as JSON.

@@ -58,6 +58,12 @@ pub(crate) async fn put(
             format!("must be between 1 and {MAX_QUEUES}"),
         ));
     }
+    if req.groups.is_some() {
+        return Err(ApiError::invalid(
+            "groups",
+            "spreading a topic over broker groups needs a NameServer; this node runs one broker group",
+        ));
+    }
     if req.retention_ms == Some(0) {
         return Err(ApiError::invalid("retention_ms", "must be positive"));
     }

@@ -39,6 +39,12 @@ async fn topics_are_created_grown_listed_and_deleted() {
         "only grow",
     );
     assert_error(
+        &n.put("/v1/topics/t", r#"{"groups": ["g1", "g2"]}"#).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "NameServer",
+    );
+    assert_error(
         &n.put("/v1/topics/t", r#"{"queues": 0}"#).await,
         StatusCode::BAD_REQUEST,
         "INVALID_ARGUMENT",
