@@ -132,6 +132,9 @@ async fn route_write(
     }
     // The caller's token travels with the request: the leader checks it again, so a
     // follower is never a way to gain rights.
+    if let Some(id) = headers.get(&crate::REQUEST_ID) {
+        req = req.header(&crate::REQUEST_ID, id);
+    }
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         req = req.header(header::AUTHORIZATION, auth);
     }

@@ -32,6 +32,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use raftmq_raft::Broker;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -223,6 +226,53 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
     public
         .merge(peer)
         .layer(axum::middleware::from_fn(head_limits))
-        .layer(TraceLayer::new_for_http())
+        // Every request runs in a span carrying its id; the id comes back as a response
+        // header (a client's own `x-request-id` is kept, and forwarding passes it on).
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID.clone(),
+            RequestIds::default(),
+        ))
         .with_state(state)
+}
+
+/// The header that carries a request's id.
+pub static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// Request ids: this process's start time and a counter, unique across restarts.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        RequestIds {
+            prefix: Arc::from(format!("{started:x}")),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        axum::http::HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
 }

@@ -35,6 +35,11 @@ use tls::Tls;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` (for people) or `json` (one object per line, with the request's
+    /// span fields such as `request_id`, for log shippers).
+    #[arg(long, global = true, env = "RAFTMQ_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,14 +77,21 @@ enum Command {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTMQ_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,7 +107,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    init_tracing();
+    init_tracing(&cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -286,3 +286,30 @@ async fn every_operation_of_the_openapi_document_is_routed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_and_a_clients_own_is_kept() {
+    let n = Node::start(Default::default()).await;
+    let call = |id: Option<&'static str>| {
+        let mut req = axum::http::Request::builder().uri("/v1/cluster");
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        let router = n.router.clone();
+        async move {
+            let resp =
+                tower::ServiceExt::oneshot(router, req.body(axum::body::Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+            resp.headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    let (a, b) = (call(None).await.unwrap(), call(None).await.unwrap());
+    assert!(!a.is_empty() && a != b, "{a} {b}");
+    assert_eq!(
+        call(Some("trace-me-7")).await.as_deref(),
+        Some("trace-me-7")
+    );
+}

@@ -262,6 +262,11 @@ impl Cluster {
         self.node_mut(id).child = Some(child);
     }
 
+    /// What node `id` wrote to stderr so far.
+    pub(crate) fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+
     /// kill -9.
     pub(crate) fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.node_mut(id).child.take() {

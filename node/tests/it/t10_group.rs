@@ -142,3 +142,48 @@ async fn a_request_head_past_the_limits_gets_the_error_body_from_a_real_server()
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "HEADERS_TOO_LARGE", "{v}");
 }
+
+/// `--log-format json`: every log line is a JSON object, and a write sent to a follower
+/// with an `x-request-id` is logged under that id on the leader it was forwarded to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_across_forwarding() {
+    let env: Vec<(u64, Vec<(String, String)>)> = (1..=3)
+        .map(|id| {
+            let log = ("RAFTMQ_LOG".to_owned(), "info,tower_http=debug".to_owned());
+            (id, vec![log])
+        })
+        .collect();
+    let c = Cluster::start_with_env(3, &["--log-format", "json"], env);
+    let leader = c.wait_leader().await;
+    c.create_topic(leader, "t", 1).await;
+    let follower = c.live().into_iter().find(|&id| id != leader).unwrap();
+    let resp = c
+        .client_builder()
+        .build()
+        .unwrap()
+        .post(c.url(follower, "/v1/topics/t/messages"))
+        .header("x-request-id", "req-42-forwarded")
+        .json(&serde_json::json!({"messages": [{"body": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "req-42-forwarded");
+    c.wait_for(
+        "the leader to log the forwarded request under its id",
+        || async { c.log_of(leader).contains("req-42-forwarded").then_some(()) },
+    )
+    .await;
+    for id in c.live() {
+        let log = c.log_of(id);
+        assert!(!log.is_empty(), "node {id} logged nothing");
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("node {id}: not JSON ({e}): {line}"));
+            assert!(
+                v["timestamp"].is_string() && v["level"].is_string(),
+                "{line}"
+            );
+        }
+    }
+}
