@@ -228,11 +228,13 @@ async fn ack_or_nack(
     }
     let delay = if nack {
         // Without a delay the group's retry backoff for the message's attempt applies.
-        let d = req.delay_ms.unwrap_or(NACK_WITH_BACKOFF);
-        if d != NACK_WITH_BACKOFF && d > MAX_NACK_DELAY_MS {
-            return Err(ApiError::invalid("delay_ms", "must be at most 7 days"));
+        match req.delay_ms {
+            Some(d) if d > MAX_NACK_DELAY_MS => {
+                return Err(ApiError::invalid("delay_ms", "must be at most 7 days"));
+            }
+            Some(d) => Some(d),
+            None => Some(NACK_WITH_BACKOFF),
         }
-        Some(d)
     } else {
         None
     };

@@ -455,6 +455,16 @@ async fn a_groups_retry_policy_spaces_redeliveries_and_caps_attempts() {
     let (_, d) = n.get("/v1/topics/DLQ-g/queues/0/messages?offset=0").await;
     assert_eq!(bodies(d["messages"].as_array().unwrap()), ["x"]);
     assert_eq!(d["messages"][0]["properties"]["ATTEMPTS"], "3");
+    crate::support::assert_error(
+        &n.post(
+            "/v1/groups/g/topics/t/nack",
+            r#"{"receipts": ["0-0-1-1-c"], "delay_ms": 18446744073709551615}"#,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "delay_ms",
+    );
     for (body, field) in [
         (r#"{"max_attempts": 0}"#, "max_attempts"),
         (r#"{"retry_backoff_ms": []}"#, "retry_backoff_ms"),
