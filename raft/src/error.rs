@@ -175,6 +175,12 @@ pub(crate) fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Locks a mutex, taking it over if a panicking thread poisoned it: what it guards stays
+/// consistent (every critical section leaves it whole), and a node must not stop on it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

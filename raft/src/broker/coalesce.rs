@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::Broker;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, lock};
 use crate::state::{Applied, Command};
 
 /// Produce entries in flight (proposed, not yet applied) before requests start to share
@@ -76,10 +76,6 @@ impl Default for Coalescer {
             entries: AtomicU64::new(0),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Coalescer {

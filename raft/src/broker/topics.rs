@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::Broker;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, lock};
 use crate::state::{Command, TopicSpec};
 
 /// Most topic names the cache holds before it starts over (names that do not exist are
@@ -28,11 +28,7 @@ impl Broker {
     pub async fn topic(&self, name: &str) -> Result<Option<TopicSpec>, BrokerError> {
         let version = self.inner.sm.topics_version();
         {
-            let mut cache = self
-                .inner
-                .topic_cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut cache = lock(&self.inner.topic_cache);
             if cache.version != version {
                 cache.topics.clear();
                 cache.version = version;
@@ -45,11 +41,7 @@ impl Broker {
         let spec = self
             .read(move |s, _| Ok(s.topic_get(&owned)?.map(TopicSpec::from)))
             .await?;
-        let mut cache = self
-            .inner
-            .topic_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cache = lock(&self.inner.topic_cache);
         // Read at `version` or later: it is good for `version` only if nothing moved since.
         if cache.version == version {
             if cache.topics.len() >= TOPIC_CACHE_NAMES {

@@ -35,7 +35,7 @@ use writer::{Core, Job};
 
 use crate::consensus::entry_codec;
 use crate::consensus::types::{Entry, LogId, TypeConfig, Vote};
-use crate::error::{corrupt, io_err, io_other};
+use crate::error::{corrupt, io_err, io_other, lock};
 
 /// When appended entries count as flushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +67,6 @@ impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LogStore")
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LogStore {

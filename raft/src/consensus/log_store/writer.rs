@@ -18,8 +18,9 @@ use raftmq_storage::vfs::Vfs;
 use raftmq_storage::{CommitLog, CommitLogOptions, DurableCell, LogPos, RecordRef};
 use tokio::sync::oneshot;
 
-use super::{FlushPolicy, LogStats, LogStore, lock};
+use super::{FlushPolicy, LogStats, LogStore};
 use crate::consensus::types::{LogId, TypeConfig, Vote};
+use crate::error::lock;
 use crate::error::{io_err, io_other};
 
 pub(super) struct Core {

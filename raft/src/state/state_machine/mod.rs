@@ -36,7 +36,7 @@ use crate::consensus::log_store::LogStore;
 use crate::consensus::types::{
     Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
-use crate::error::{corrupt, io_err, io_other};
+use crate::error::{corrupt, io_err, io_other, lock};
 use crate::state::applied::Applied;
 use crate::state::applier::Applier;
 use crate::state::command::Command;
@@ -68,10 +68,6 @@ impl std::fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StateMachine")
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn index_dir(data_dir: &Path, generation: u64) -> PathBuf {

@@ -28,9 +28,10 @@ use raftmq_storage::vfs::OsFs;
 use raftmq_storage::{DurableCell, IndexStore, IndexStoreOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{StateMachine, index_dir, load_state, lock};
+use super::{StateMachine, index_dir, load_state};
 use crate::consensus::log_store::LogStore;
 use crate::consensus::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig};
+use crate::error::lock;
 use crate::error::{corrupt, io_err, io_other};
 
 /// The install journal's cell in the state directory.
