@@ -23,7 +23,7 @@ impl ConsumerGroups {
         c: &AckCmd,
         now: u64,
     ) -> R<Applied> {
-        let Some(meta) = self.view().meta(&c.group)? else {
+        let (Some(meta), set) = self.view().settings(&c.group)? else {
             return Ok(reject(
                 RejectCode::ConsumerGroupNotFound,
                 format!("group {} does not exist", c.group),
@@ -32,7 +32,7 @@ impl ConsumerGroups {
         // A nack on a deleted topic has no run to release.
         let fifo = queues.topic(&c.topic)?.is_some_and(|t| t.fifo);
         let backoff = match c.nack_delay_ms {
-            Some(NACK_WITH_BACKOFF) => self.view().retry_backoff(&c.group)?,
+            Some(NACK_WITH_BACKOFF) => set.backoff(),
             _ => Vec::new(),
         };
         let mut results = Vec::with_capacity(c.receipts.len());

@@ -62,21 +62,18 @@ pub fn list(store: &IndexStore) -> R<Vec<(String, ConsumerGroupMode)>> {
 /// A group's retry settings in effect: `max_attempts` and the backoff by attempt (set by
 /// `PUT /v1/groups/{group}`, else the defaults), whether or not the group was used yet.
 pub fn retry_settings(store: &IndexStore, group: &str) -> R<(u32, Vec<u64>)> {
-    let view = GroupView::applied(store);
-    let max_attempts = match view.meta(group)? {
+    let (meta, set) = GroupView::applied(store).settings(group)?;
+    let max_attempts = match meta {
         Some(meta) => meta.max_attempts,
-        None => view
-            .retry_settings(group)?
-            .max_attempts
-            .unwrap_or(super::DEFAULT_MAX_ATTEMPTS),
+        None => set.max_attempts.unwrap_or(super::DEFAULT_MAX_ATTEMPTS),
     };
-    Ok((max_attempts, view.retry_backoff(group)?))
+    Ok((max_attempts, set.backoff()))
 }
 
 /// One consumer group's state at `now`, or `None` if it was never used.
 pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroupInfo>> {
     let view = GroupView::applied(store);
-    let Some(meta) = view.meta(group)? else {
+    let (Some(meta), set) = view.settings(group)? else {
         return Ok(None);
     };
     let consumers: Vec<(String, u64, u64, Vec<String>)> = view
@@ -137,7 +134,7 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
         name: group.to_owned(),
         mode: meta.mode,
         max_attempts: meta.max_attempts,
-        retry_backoff_ms: view.retry_backoff(group)?,
+        retry_backoff_ms: set.backoff(),
         consumers,
         queues,
         dlq_topic,

@@ -47,7 +47,11 @@ impl ConsumerGroups {
         c: &LeaseCmd,
         now: u64,
     ) -> R<Applied> {
-        let meta = self.meta_or_create(batch, &c.group, Some(c.mode))?;
+        let (existing, set) = self.view().settings(&c.group)?;
+        let meta = match existing {
+            Some(meta) => meta,
+            None => self.meta_or_create(batch, &c.group, Some(c.mode))?,
+        };
         if meta.mode != c.mode {
             return Ok(reject(
                 RejectCode::Conflict,
@@ -72,7 +76,7 @@ impl ConsumerGroups {
             consumer: Arc::from(c.consumer.as_str()),
             now,
             meta,
-            backoff: self.view().retry_backoff(&c.group)?,
+            backoff: set.backoff(),
             gk: gkey(&c.group, meta.mode, &c.consumer),
             topic,
         };

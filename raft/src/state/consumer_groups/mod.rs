@@ -68,6 +68,15 @@ pub struct RetrySettings {
     pub retry_backoff_ms: Option<Vec<u64>>,
 }
 
+impl RetrySettings {
+    /// The backoff by attempt in effect (the default unless set).
+    pub fn backoff(self) -> Vec<u64> {
+        self.retry_backoff_ms
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| DEFAULT_RETRY_BACKOFF_MS.to_vec())
+    }
+}
+
 /// The backoff after delivery `attempt` (1-based) of a message: `backoff[attempt - 1]`, the
 /// last value once the list runs out.
 pub fn backoff_after(backoff: &[u64], attempt: u32) -> u64 {

@@ -144,7 +144,7 @@ pub fn plan(
     now: u64,
     reserved: &Arc<Mutex<Reserved>>,
 ) -> Result<Plan, BrokerError> {
-    let meta = groups.view().meta(&req.group)?;
+    let (meta, set) = groups.view().settings(&req.group)?;
     if let Some(m) = meta
         && m.mode != req.mode
     {
@@ -154,7 +154,7 @@ pub fn plan(
         ));
     }
     let max_attempts = meta.unwrap_or(GroupMeta::new(req.mode)).max_attempts;
-    let backoff = groups.view().retry_backoff(&req.group)?;
+    let backoff = set.backoff();
     let store = groups.shared_store();
     let topic = store
         .topic_get(&req.topic)?

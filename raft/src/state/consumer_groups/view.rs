@@ -109,16 +109,23 @@ impl<'a> GroupView<'a> {
 
     /// A group's settings, if it was ever used.
     pub fn meta(&self, group: &str) -> R<Option<GroupMeta>> {
-        let Some(mut meta) = self
+        Ok(self.settings(group)?.0)
+    }
+
+    /// A group's settings (if it was ever used, with `PUT /v1/groups/{group}`'s
+    /// `max_attempts` over its own) and what that `PUT` set: one read of each record.
+    pub fn settings(&self, group: &str) -> R<(Option<GroupMeta>, RetrySettings)> {
+        let set = self.retry_settings(group)?;
+        let meta = self
             .get(&keys::meta(group))?
             .and_then(|b| dec::<GroupMeta>(&b))
-        else {
-            return Ok(None);
-        };
-        if let Some(n) = self.retry_settings(group)?.max_attempts {
-            meta.max_attempts = n;
-        }
-        Ok(Some(meta))
+            .map(|mut meta| {
+                if let Some(n) = set.max_attempts {
+                    meta.max_attempts = n;
+                }
+                meta
+            });
+        Ok((meta, set))
     }
 
     /// What `PUT /v1/groups/{group}` set for a group (nothing: the defaults).
@@ -127,15 +134,6 @@ impl<'a> GroupView<'a> {
             .get(&keys::retry(group))?
             .and_then(|b| dec(&b))
             .unwrap_or_default())
-    }
-
-    /// A group's retry backoff by attempt (the default unless set).
-    pub fn retry_backoff(&self, group: &str) -> R<Vec<u64>> {
-        Ok(self
-            .retry_settings(group)?
-            .retry_backoff_ms
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| super::DEFAULT_RETRY_BACKOFF_MS.to_vec()))
     }
 
     /// A queue's progress for a progress key as stored: its floor and the states in its
