@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use bytes::Bytes;
-use raftmq_raft::{ProduceMessage, StoredMessage};
+use raftmq_raft::{ProduceMessage, Schedule, StoredMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -145,18 +145,17 @@ impl ProduceRequest {
 impl ProduceItem {
     fn validate(self, i: usize, max_message_bytes: usize) -> Result<ProduceMessage, ApiError> {
         let f = |name: &str| format!("messages[{i}].{name}");
-        if self.delay_ms.is_some() {
-            return Err(ApiError::invalid(
-                &f("delay_ms"),
-                "delayed messages are not supported yet",
-            ));
-        }
-        if self.deliver_at_ms.is_some() {
-            return Err(ApiError::invalid(
-                &f("deliver_at_ms"),
-                "delayed messages are not supported yet",
-            ));
-        }
+        let schedule = match (self.delay_ms, self.deliver_at_ms) {
+            (None, None) => None,
+            (Some(d), None) => Some(Schedule::After(d)),
+            (None, Some(t)) => Some(Schedule::At(t)),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    &f("delay_ms"),
+                    "give either delay_ms or deliver_at_ms, not both",
+                ));
+            }
+        };
         if let Some(k) = &self.idempotency_key
             && (k.is_empty() || k.len() > raftmq_raft::MAX_IDEMPOTENCY_KEY_LEN)
         {
@@ -238,6 +237,7 @@ impl ProduceItem {
             properties: self.properties.into_iter().collect(),
             queue: self.queue,
             idempotency_key: self.idempotency_key,
+            schedule,
         })
     }
 }

@@ -27,7 +27,7 @@ pub mod state;
 
 pub use broker::{
     Broker, BrokerConfig, ClusterStatus, Delivery, MAX_BATCH_BYTES, MAX_REQUEST_BYTES, MemberRole,
-    MemberStatus, MessageId, NodeStats, Placed, ProduceMessage,
+    MemberStatus, MessageId, NodeStats, PAST_GRACE_MS, Placed, ProduceMessage, Schedule,
 };
 pub use consensus::RaftTiming;
 pub use consensus::log_store::{FlushPolicy, LogStore};

@@ -3,6 +3,7 @@
 
 mod support;
 mod t10_produce_read;
+mod t15_scheduled;
 mod t20_errors;
 mod t30_topics_cluster;
 mod t40_groups;

@@ -67,8 +67,11 @@ async fn bad_produce_requests_are_refused_and_write_nothing() {
         "messages[0].queue",
     );
     assert_error(
-        &n.post(p, r#"{"messages": [{"body": "a", "delay_ms": 5}]}"#)
-            .await,
+        &n.post(
+            p,
+            r#"{"messages": [{"body": "a", "delay_ms": 5, "deliver_at_ms": 9}]}"#,
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "INVALID_ARGUMENT",
         "messages[0].delay_ms",

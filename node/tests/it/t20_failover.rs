@@ -97,3 +97,39 @@ async fn an_idempotency_key_outlives_the_leader_that_wrote_it() {
         assert_eq!(got, ["once"], "node {id}: stored once");
     }
 }
+
+/// Scheduled messages are replicated state: with the leader killed before they are due, the
+/// new leader delivers each exactly once, in due order, and every replica agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_messages_come_due_once_after_a_failover() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.create_topic(leader, "t", 1).await;
+    let msgs: Vec<_> = (0..20)
+        .map(|i| serde_json::json!({"body": format!("m{i}"), "delay_ms": 2_000 + 100 * i}))
+        .collect();
+    let body = serde_json::json!({ "messages": msgs });
+    let (s, v) = c
+        .post(leader, "/v1/topics/t/messages", &body)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert!(v["results"][0]["offset"].is_null(), "{v}");
+    c.kill(leader);
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for id in c.live() {
+        let got = c
+            .wait_for("every scheduled message to come due", || async {
+                c.read_all(id, "t", 0).await.filter(|m| m.len() >= 20)
+            })
+            .await;
+        assert_eq!(got, expected, "node {id}: each once, in due order");
+    }
+    c.restart(leader);
+    let got = c
+        .wait_for("the old leader to catch up", || async {
+            c.read_all(leader, "t", 0).await.filter(|m| m.len() >= 20)
+        })
+        .await;
+    assert_eq!(got, expected);
+}

@@ -34,7 +34,7 @@ pub(super) struct Share {
     /// The slot of the request's first message in the entry.
     pub(super) first_slot: u32,
     /// (queue, offset) of each of the request's messages, in its order.
-    pub(super) placed: Vec<(u32, u64)>,
+    pub(super) placed: Vec<(u32, Option<u64>)>,
     /// `(index in the request, log index, slot)`: retried idempotency keys, and where
     /// their first write is.
     pub(super) originals: Vec<(u32, u64, u32)>,
@@ -43,7 +43,7 @@ pub(super) struct Share {
 type Outcome = Result<Share, BrokerError>;
 
 /// An applied produce entry: log index, placements, retried idempotency keys.
-type Produced = (u64, Vec<(u32, u64)>, Vec<(u32, u64, u32)>);
+type Produced = (u64, Vec<(u32, Option<u64>)>, Vec<(u32, u64, u32)>);
 
 /// One request's share of a pending batch.
 struct Part {

@@ -24,6 +24,7 @@ mod message_id;
 mod produce;
 mod read;
 mod retention;
+mod schedule;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,7 @@ pub use consumer_groups::Delivery;
 pub use membership::{ClusterStatus, MemberRole, MemberStatus, NodeStats};
 pub use message_id::MessageId;
 pub use produce::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Placed, ProduceMessage};
+pub use schedule::{PAST_GRACE_MS, Schedule};
 
 use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::network::Network;
@@ -203,6 +205,7 @@ impl Broker {
         }
         broker.spawn_clock_sync();
         broker.spawn_retention();
+        broker.spawn_delivery();
         Ok(broker)
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use raftmq_storage::message::{BatchEncoder, MessageIn};
 
-use super::{Broker, MessageId};
+use super::{Broker, MessageId, Schedule};
 use crate::error::BrokerError;
 use crate::state::{Applied, Command, RejectCode, TopicSpec};
 
@@ -40,6 +40,8 @@ pub struct ProduceMessage {
     pub queue: Option<u32>,
     /// Exactly-once key (per topic, within the dedup window).
     pub idempotency_key: Option<String>,
+    /// Not readable before this (a scheduled message).
+    pub schedule: Option<Schedule>,
 }
 
 /// The placement of one produced message.
@@ -49,8 +51,8 @@ pub struct Placed {
     pub msg_id: MessageId,
     /// Its queue.
     pub queue: u32,
-    /// Its offset.
-    pub offset: u64,
+    /// Its offset (`None`: scheduled, it takes one when it comes due).
+    pub offset: Option<u64>,
 }
 
 impl Broker {
@@ -82,9 +84,9 @@ impl Broker {
         auto_create: Option<TopicSpec>,
     ) -> Result<Vec<Placed>, BrokerError> {
         self.check_disk()?;
-        let (queues, create_topic) = match (self.topic(topic).await?, auto_create) {
-            (Some(t), _) => (t.queues, None),
-            (None, Some(spec)) => (spec.queues, Some(spec)),
+        let (queues, retention_ms, create_topic) = match (self.topic(topic).await?, auto_create) {
+            (Some(t), _) => (t.queues, t.retention_ms, None),
+            (None, Some(spec)) => (spec.queues, spec.retention_ms, Some(spec)),
             (None, None) => {
                 return Err(BrokerError::rejected(
                     RejectCode::TopicNotFound,
@@ -107,11 +109,15 @@ impl Broker {
                 )));
             }
             let queue = self.pick_queue(topic, queues, m);
+            let deliver_at_ms = match m.schedule {
+                Some(s) => s.due(i, now, retention_ms)?,
+                None => None,
+            };
             enc.push(
                 &MessageIn {
                     queue,
                     born_ms: born,
-                    deliver_at_ms: None,
+                    deliver_at_ms,
                     key: m.key.as_deref(),
                     tag: m.tag.as_deref(),
                     idempotency_key: m.idempotency_key.as_deref(),

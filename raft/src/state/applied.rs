@@ -45,8 +45,9 @@ pub enum Applied {
     Produced {
         /// The log index of the batch (message ids are derived from it).
         log_index: u64,
-        /// Queue and offset per message (a retried idempotency key's: the first write's).
-        placed: Vec<(u32, u64)>,
+        /// Queue and offset per message (a retried idempotency key's: the first write's; no
+        /// offset for a scheduled message, which takes one when it comes due).
+        placed: Vec<(u32, Option<u64>)>,
         /// `(slot, log index, slot)`: messages of this batch that were retries of an
         /// idempotency key, and where the first write of it is (their message id).
         originals: Vec<(u32, u64, u32)>,

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use raftmq_storage::{IndexBatch, IndexStore, StorageError};
 
@@ -19,7 +20,7 @@ use crate::state::command::{Command, User};
 use crate::state::consumer_groups::ConsumerGroups;
 use crate::state::consumer_groups::ReceiveRequest;
 use crate::state::consumer_groups::plan::{self, Plan, Reserved};
-use crate::state::queues::Queues;
+use crate::state::queues::{NO_TIMER, Queues};
 
 /// `sm_meta` key of the retention point (u64 LE): the log may be purged up to it.
 pub const META_RETENTION_POINT: &str = "retention_point";
@@ -64,11 +65,17 @@ pub struct Applier {
 impl Applier {
     /// An applier over `store`.
     pub fn new(store: Arc<IndexStore>) -> Self {
+        Applier::with_next_due(store, Arc::new(AtomicU64::new(NO_TIMER)))
+    }
+
+    /// An applier over `store` that keeps the earliest due time of a scheduled message in
+    /// `next_due`.
+    fn with_next_due(store: Arc<IndexStore>, next_due: Arc<AtomicU64>) -> Self {
         let retention_point = meta_u64(&store, META_RETENTION_POINT);
         let clock = meta_u64(&store, META_CLOCK).unwrap_or(0);
         Applier {
             clock,
-            queues: Queues::new(store.clone()),
+            queues: Queues::new(store.clone(), next_due),
             groups: ConsumerGroups::new(store.clone()),
             store,
             retention_point,
@@ -89,7 +96,13 @@ impl Applier {
 
     /// Forgets cached state (after the store was replaced by a snapshot).
     pub fn reset(&mut self, store: Arc<IndexStore>) {
-        *self = Applier::new(store);
+        *self = Applier::with_next_due(store, self.queues.next_due_handle());
+    }
+
+    /// The earliest due time of a pending scheduled message ([`NO_TIMER`]: none), kept
+    /// current by apply (also across [`Applier::reset`]).
+    pub fn next_due_handle(&self) -> Arc<AtomicU64> {
+        self.queues.next_due_handle()
     }
 
     /// Apply's time for an entry that carries `now_ms`: never before an earlier entry's.
@@ -128,6 +141,7 @@ impl Applier {
     ) -> raftmq_storage::Result<Applied> {
         let now = match cmd {
             Command::Retain { now_ms } => self.tick(batch, *now_ms),
+            Command::Deliver { now_ms } => self.tick(batch, *now_ms),
             Command::Lease(c) => self.tick(batch, c.now_ms),
             Command::Ack(c) => self.tick(batch, c.now_ms),
             Command::Heartbeat(c) => self.tick(batch, c.now_ms),
@@ -145,7 +159,11 @@ impl Applier {
             Command::Produce {
                 create_topic,
                 batch: bytes,
-            } => queues.produce(batch, log_index, *create_topic, bytes),
+            } => queues.produce(batch, log_index, *create_topic, bytes, now),
+            Command::Deliver { .. } => {
+                queues.deliver(batch, now)?;
+                Ok(Applied::Done)
+            }
             Command::PutTopic { name, spec } => queues.put_topic(batch, name, *spec),
             Command::DeleteTopic { name } => match queues.delete_topic(batch, name)? {
                 Some(meta) => {

@@ -264,6 +264,11 @@ pub enum Command {
         /// The leader's time when it proposed this.
         now_ms: u64,
     },
+    /// Put scheduled messages due at `now_ms` (the leader's clock) into their queues.
+    Deliver {
+        /// The leader's time when it proposed this.
+        now_ms: u64,
+    },
     /// Lease messages (receive).
     Lease(LeaseCmd),
     /// Ack or nack.
@@ -308,6 +313,7 @@ impl Command {
             // Scan the ConsumeQueue, topics or consumer-group records in RocksDB.
             Command::DeleteTopic { .. }
             | Command::Retain { .. }
+            | Command::Deliver { .. }
             | Command::Lease(_)
             | Command::ResetOffsets(_)
             | Command::PutGroup(_) => true,
@@ -330,6 +336,7 @@ impl std::fmt::Display for Command {
             Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
             Command::PutGroup(c) => write!(f, "put-group({})", c.group),
             Command::Retain { now_ms } => write!(f, "retain({now_ms})"),
+            Command::Deliver { now_ms } => write!(f, "deliver({now_ms})"),
             Command::Lease(c) => write!(
                 f,
                 "lease({}, {}, {} items)",

@@ -286,8 +286,10 @@ pub fn read_message(
         Err(e) => return Err(e),
     };
     // The offset is not in the record: find it through the ConsumeQueue entry,
-    // which records (log index, slot); the time index gives (queue, offset).
-    let hits = store.time_range(&m.topic, m.stored_ms, m.stored_ms + 1, usize::MAX)?;
+    // which records (log index, slot); the time index gives (queue, offset). A scheduled
+    // message is indexed at its due time, and not at all before it comes due.
+    let at = m.deliver_at_ms.unwrap_or(m.stored_ms);
+    let hits = store.time_range(&m.topic, at, at + 1, usize::MAX)?;
     match hits
         .iter()
         .find(|h| h.log_index == log_index && h.slot == slot)

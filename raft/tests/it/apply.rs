@@ -51,11 +51,18 @@ fn produce(batch: Bytes) -> Command {
 /// A produce's placements and its retried keys' originals.
 type Placements = (Vec<(u32, u64)>, Vec<(u32, u64, u32)>);
 
+/// Placements of a produce that scheduled nothing.
 fn placed(r: &Applied) -> Placements {
     match r {
         Applied::Produced {
             placed, originals, ..
-        } => (placed.clone(), originals.clone()),
+        } => (
+            placed
+                .iter()
+                .map(|&(q, o)| (q, o.expect("placed now")))
+                .collect(),
+            originals.clone(),
+        ),
         other => panic!("not produced: {other:?}"),
     }
 }
@@ -95,7 +102,7 @@ fn offsets_are_assigned_densely_and_a_bad_batch_changes_nothing() {
         r,
         Applied::Produced {
             log_index: 5,
-            placed: vec![(0, 0), (1, 0), (0, 1)],
+            placed: vec![(0, Some(0)), (1, Some(0)), (0, Some(1))],
             originals: vec![],
         }
     );
@@ -126,7 +133,7 @@ fn offsets_are_assigned_densely_and_a_bad_batch_changes_nothing() {
         r,
         Applied::Produced {
             log_index: 7,
-            placed: vec![(0, 2)],
+            placed: vec![(0, Some(2))],
             originals: vec![],
         },
         "the refused batch took no offset"
@@ -160,7 +167,7 @@ fn offsets_are_assigned_densely_and_a_bad_batch_changes_nothing() {
         r,
         Applied::Produced {
             log_index: 9,
-            placed: vec![(1, 1)],
+            placed: vec![(1, Some(1))],
             originals: vec![],
         }
     );
@@ -239,7 +246,7 @@ fn retention_drops_expired_entries_keeps_offsets_and_advances_the_point() {
         r,
         Applied::Produced {
             log_index: 42,
-            placed: vec![(0, 10)],
+            placed: vec![(0, Some(10))],
             originals: vec![],
         }
     );

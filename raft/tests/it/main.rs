@@ -2,4 +2,5 @@
 
 mod apply;
 mod groups;
+mod schedule;
 mod suite;

@@ -12,7 +12,9 @@
 //! - `queue_state`: (topic, queue) → the queue's next offset, so offsets stay dense and
 //!   never restart even after retention deleted every entry of a queue;
 //! - `group_state`: consumer-group state (leases, acks, consumers, dead-letter origins)
-//!   under keys the Raft layer builds: an ordered key-value space, nothing more.
+//!   under keys the Raft layer builds: an ordered key-value space, nothing more;
+//! - `produce_dedup`: the first write of each idempotency key ([`DedupHit`]);
+//! - `timers`: scheduled messages not yet due ([`Timer`]).
 //!
 //! All writes of one applied Raft batch go in one [`IndexBatch`] (one RocksDB `WriteBatch`)
 //! together with `last_applied`, so state and progress commit atomically. `atomic_flush` is
@@ -24,6 +26,7 @@
 
 mod dedup;
 mod keys;
+mod timers;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +41,7 @@ use keys::{
     be_u32, be_u64, cq_key, key_index_prefix, le_u32, le_u64, name_prefix, offset_key,
     offset_prefix, queue_prefix, time_key,
 };
+pub use timers::Timer;
 
 /// A raw key-value pair from a RocksDB iterator.
 type RawKv = (Box<[u8]>, Box<[u8]>);
@@ -59,7 +63,8 @@ const TOPIC_CFS: [&str; 4] = [
 ];
 const CF_GROUP_STATE: &str = "group_state";
 const CF_DEDUP: &str = "produce_dedup";
-const ALL_CFS: [&str; 9] = [
+const CF_TIMERS: &str = "timers";
+const ALL_CFS: [&str; 10] = [
     CF_CONSUME_QUEUE,
     CF_KEY_INDEX,
     CF_TIME_INDEX,
@@ -69,6 +74,7 @@ const ALL_CFS: [&str; 9] = [
     CF_QUEUE_STATE,
     CF_GROUP_STATE,
     CF_DEDUP,
+    CF_TIMERS,
 ];
 
 /// The smallest key greater than every key starting with `prefix` (for range deletes).

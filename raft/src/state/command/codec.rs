@@ -24,6 +24,7 @@ const TAG_DELETE_USER: u8 = 11;
 const TAG_PUT_GROUP: u8 = 12;
 /// `PutTopic` with the dedup window (`TAG_PUT_TOPIC` entries have none).
 const TAG_PUT_TOPIC_V2: u8 = 13;
+const TAG_DELIVER: u8 = 14;
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
@@ -77,6 +78,7 @@ impl Command {
             }
             Command::DeleteTopic { name } => postcard_into(out, TAG_DELETE_TOPIC, name),
             Command::Retain { now_ms } => postcard_into(out, TAG_RETAIN, now_ms),
+            Command::Deliver { now_ms } => postcard_into(out, TAG_DELIVER, now_ms),
             Command::Lease(c) => postcard_into(out, TAG_LEASE, c),
             Command::Ack(c) => postcard_into(out, TAG_ACK, c),
             Command::Heartbeat(c) => postcard_into(out, TAG_HEARTBEAT, c),
@@ -184,6 +186,9 @@ impl Command {
             }
             TAG_RETAIN => Ok(Command::Retain {
                 now_ms: postcard::from_bytes(rest).map_err(de("retain"))?,
+            }),
+            TAG_DELIVER => Ok(Command::Deliver {
+                now_ms: postcard::from_bytes(rest).map_err(de("deliver"))?,
             }),
             TAG_COMMIT_OFFSETS => {
                 let b: OffsetsBody<'_> =

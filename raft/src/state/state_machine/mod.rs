@@ -56,6 +56,8 @@ struct Shared {
     /// Bumped after every applied change of topic settings is in RocksDB (and after an
     /// install): a cache of topic settings read at an older value is stale.
     topics_version: AtomicU64,
+    /// The earliest due time of a pending scheduled message, kept by the applier.
+    next_due: Arc<AtomicU64>,
 }
 
 /// The state machine (clones share state; the snapshot builder is a clone).
@@ -124,8 +126,10 @@ impl StateMachine {
         if let Some(p) = applier.retention_point() {
             log.set_retention_point(p);
         }
+        let next_due = applier.next_due_handle();
         Ok(StateMachine {
             shared: Arc::new(Shared {
+                next_due,
                 data_dir: data_dir.to_path_buf(),
                 applier: Mutex::new(applier),
                 store: RwLock::new(store),
@@ -151,6 +155,12 @@ impl StateMachine {
     /// Changes whenever applied topic settings change (see [`crate::Broker::topic`]).
     pub fn topics_version(&self) -> u64 {
         self.shared.topics_version.load(Ordering::Acquire)
+    }
+
+    /// The earliest due time of a pending scheduled message
+    /// ([`crate::state::queues::NO_TIMER`]: none), as of the last apply.
+    pub fn next_due(&self) -> u64 {
+        self.shared.next_due.load(Ordering::Acquire)
     }
 
     /// The last applied log index; changes wake long polls.

@@ -69,6 +69,7 @@ fn every_command_round_trips() {
         },
         Command::DeleteTopic { name: "t".into() },
         Command::Retain { now_ms: 17 },
+        Command::Deliver { now_ms: 18 },
         Command::CommitOffsets {
             group: "g".into(),
             topic: "t".into(),

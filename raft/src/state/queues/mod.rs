@@ -1,6 +1,6 @@
 //! Topics and their ConsumeQueues as the applier keeps them: topic settings and each queue's
-//! next offset (cached), storing a produced batch's index entries, dead-letter entries, and
-//! retention's deletes.
+//! next offset (cached), storing a produced batch's index entries, scheduled messages
+//! ([`schedule`]), dead-letter entries, and retention's deletes.
 //!
 //! A message's offset is its queue's next offset at apply time, so every replica assigns
 //! the same offsets. Everything goes into the caller's `IndexBatch`.
@@ -9,13 +9,22 @@
 //! let an offset be used twice (each queue's next offset only grows, also across deletes by
 //! retention).
 
+mod schedule;
+
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use raftmq_storage::message::{BatchView, tag_hash};
 use raftmq_storage::{
-    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, TopicMeta,
+    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, Timer, TopicMeta,
 };
+
+pub use schedule::NO_TIMER;
+use schedule::Placement;
+
+/// The offset an idempotency record names for a scheduled message: it has none until due.
+const NOT_YET_PLACED: u64 = u64::MAX;
 
 use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::TopicSpec;
@@ -80,18 +89,37 @@ pub struct Queues {
     topics_changed: bool,
     /// Idempotency records this batch wrote (RocksDB sees them only once it is written).
     dedup_pending: HashMap<(String, String), DedupHit>,
+    /// The earliest due time of a pending timer ([`NO_TIMER`]: none), for the leader's
+    /// delivery loop; shared with the state machine.
+    next_due: Arc<AtomicU64>,
+    /// Every timer due before this time has been delivered: scans of the timers start
+    /// here, past the tombstones of delivered ones.
+    timer_floor: u64,
 }
 
 impl Queues {
-    /// Queues over `store`, nothing cached yet.
-    pub fn new(store: Arc<IndexStore>) -> Self {
-        Queues {
+    /// Queues over `store`, nothing cached yet; `next_due` is set from the store's timers
+    /// (to 0 if they cannot be read: a `Deliver` then reads them again).
+    pub fn new(store: Arc<IndexStore>, next_due: Arc<AtomicU64>) -> Self {
+        let q = Queues {
             store,
             topics: HashMap::new(),
             next_offsets: HashMap::new(),
             topics_changed: false,
             dedup_pending: HashMap::new(),
-        }
+            next_due,
+            timer_floor: 0,
+        };
+        q.next_due.store(
+            q.first_due().unwrap_or(0),
+            std::sync::atomic::Ordering::Release,
+        );
+        q
+    }
+
+    /// The earliest due time of a pending timer, kept current by apply.
+    pub fn next_due_handle(&self) -> Arc<AtomicU64> {
+        self.next_due.clone()
     }
 
     /// A topic's settings (`None`: it does not exist).
@@ -169,6 +197,7 @@ impl Queues {
             return Ok(None);
         };
         batch.delete_topic(name)?;
+        self.forget_timers(batch, name)?;
         self.topics.insert(name.to_owned(), None);
         self.topics_changed = true;
         self.next_offsets.retain(|(t, _), _| t != name);
@@ -176,13 +205,15 @@ impl Queues {
     }
 
     /// Stores a produced batch: offsets, ConsumeQueue, key index, one time-index run per
-    /// queue. The batch is checked first and stored whole or not at all.
+    /// queue; a message due after `now` (apply's clock) waits in the timers instead. The
+    /// batch is checked first and stored whole or not at all.
     pub fn produce(
         &mut self,
         batch: &mut IndexBatch<'_>,
         log_index: u64,
         create_topic: Option<TopicSpec>,
         bytes: &[u8],
+        now: u64,
     ) -> R<Applied> {
         let view = match BatchView::parse(bytes) {
             Ok(v) => v,
@@ -210,7 +241,7 @@ impl Queues {
         let mut placed = Vec::with_capacity(view.count as usize);
         let mut originals = Vec::new();
         let mut dedup_keys = Vec::new();
-        // Per queue: (first offset, next offset) of this batch's run.
+        // Per run of consecutive offsets in one queue: (queue, first offset, next offset).
         let mut touched: Vec<(u32, u64, u64)> = Vec::new();
         for m in view.iter() {
             let m = m.expect("validated above");
@@ -219,31 +250,70 @@ impl Queues {
                 && let Some(first) = self.dedup_lookup(topic, k)?
                 && first.expires_ms > view.store_ms
             {
-                placed.push((first.queue, first.offset));
+                let offset = (first.offset != NOT_YET_PLACED).then_some(first.offset);
+                placed.push((first.queue, offset));
                 originals.push((m.slot, first.log_index, first.slot));
                 continue;
             }
-            let next = self.next_offset(topic, m.queue)?;
-            let offset = *next;
-            *next += 1;
-            let entry = CqEntry {
-                log_index,
-                slot: m.slot,
-                size: m.encoded_len,
-                tag_hash: tag_hash(m.tag),
-                store_ms: view.store_ms,
+            let offset = match m.deliver_at_ms {
+                Some(due) if due > now.max(view.store_ms) => {
+                    let timer = Timer {
+                        due_ms: due,
+                        log_index,
+                        slot: m.slot,
+                        topic: topic.to_owned(),
+                        queue: m.queue,
+                        size: m.encoded_len,
+                        tag_hash: tag_hash(m.tag),
+                        key: m.key.map(str::to_owned),
+                    };
+                    self.schedule(batch, &timer)?;
+                    None
+                }
+                // Due already: apply's clock passed it since the leader encoded it.
+                Some(due) => {
+                    let p = Placement {
+                        topic,
+                        queue: m.queue,
+                        log_index,
+                        slot: m.slot,
+                        size: m.encoded_len,
+                        tag_hash: tag_hash(m.tag),
+                        key: m.key,
+                        store_ms: due,
+                    };
+                    Some(self.place_one(batch, &p)?)
+                }
+                None => {
+                    let next = self.next_offset(topic, m.queue)?;
+                    let offset = *next;
+                    *next += 1;
+                    let entry = CqEntry {
+                        log_index,
+                        slot: m.slot,
+                        size: m.encoded_len,
+                        tag_hash: tag_hash(m.tag),
+                        store_ms: view.store_ms,
+                    };
+                    batch.put_cq(topic, m.queue, offset, &entry)?;
+                    if let Some(key) = m.key {
+                        let hit = IndexHit {
+                            log_index,
+                            slot: m.slot,
+                            queue: m.queue,
+                            offset,
+                            store_ms: view.store_ms,
+                        };
+                        batch.put_key(topic, key, &hit)?;
+                    }
+                    // A run is contiguous: a message placed on its own (above) ends it.
+                    match touched.iter_mut().rev().find(|(q, ..)| *q == m.queue) {
+                        Some(t) if t.2 == offset => t.2 = offset + 1,
+                        _ => touched.push((m.queue, offset, offset + 1)),
+                    }
+                    Some(offset)
+                }
             };
-            batch.put_cq(topic, m.queue, offset, &entry)?;
-            let hit = IndexHit {
-                log_index,
-                slot: m.slot,
-                queue: m.queue,
-                offset,
-                store_ms: view.store_ms,
-            };
-            if let Some(key) = m.key {
-                batch.put_key(topic, key, &hit)?;
-            }
             if let Some(k) = m.idempotency_key {
                 let first = DedupHit {
                     stored_ms: view.store_ms,
@@ -251,7 +321,7 @@ impl Queues {
                     log_index,
                     slot: m.slot,
                     queue: m.queue,
-                    offset,
+                    offset: offset.unwrap_or(NOT_YET_PLACED),
                 };
                 batch.put_dedup(topic, k, &first)?;
                 self.dedup_pending
@@ -259,17 +329,15 @@ impl Queues {
                 dedup_keys.push(k);
             }
             placed.push((m.queue, offset));
-            match touched.iter_mut().find(|(q, ..)| *q == m.queue) {
-                Some(t) => t.2 = offset + 1,
-                None => touched.push((m.queue, offset, offset + 1)),
-            }
         }
         if !dedup_keys.is_empty() {
             let expires = view.store_ms.saturating_add(meta.dedup_window_ms);
             batch.put_dedup_expiry(topic, log_index, expires, dedup_keys)?;
         }
         for (queue, first, next) in touched {
-            batch.put_queue_next(topic, queue, next)?;
+            // The queue's next offset, which a message placed on its own may have passed.
+            let next_of_queue = *self.next_offset(topic, queue)?;
+            batch.put_queue_next(topic, queue, next_of_queue)?;
             batch.put_time_run(
                 topic,
                 view.store_ms,
@@ -360,6 +428,10 @@ impl Queues {
                     out.oldest_needed = out.oldest_needed.min(e.log_index);
                 }
             }
+        }
+        // A scheduled message's log entry stays until it is delivered (and then retained).
+        if let Some(i) = self.store.timers_oldest_log_index()? {
+            out.oldest_needed = out.oldest_needed.min(i);
         }
         Ok(out)
     }
