@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 mod cluster;
+mod delay;
 mod scale;
 use cluster::{Spawned, applied_reaches, client, commit_index, leader};
 
@@ -48,6 +49,9 @@ enum Mode {
     /// Time a follower's restart to ready with the log it holds (fill with `--count` and
     /// `--size`; needs --spawn).
     Restart,
+    /// Scheduled messages: memory of `--pending` parked ones, and how late `--count`
+    /// messages due over `--duration` seconds become readable (needs --spawn).
+    Delay,
 }
 
 /// Where `--mode consume` reads a backlog.
@@ -164,6 +168,9 @@ struct BenchArgs {
     /// With --mode scale: consumer-group counts to measure at.
     #[arg(long, value_delimiter = ',', default_value = "1,1000")]
     scale_groups: Vec<u64>,
+    /// With --mode delay: scheduled messages to park a day ahead first.
+    #[arg(long, default_value_t = 1_000_000)]
+    pending: u64,
 }
 
 struct Stats {
@@ -227,7 +234,7 @@ fn produce_body(size: usize, batch: usize, keys: u64, seq: u64, unique: Option<&
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(
         args.mode,
-        Mode::Failover | Mode::Catchup | Mode::Scale | Mode::Restart
+        Mode::Failover | Mode::Catchup | Mode::Scale | Mode::Restart | Mode::Delay
     ) && !args.spawn
     {
         bail!(
@@ -299,6 +306,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Mode::Catchup => catchup(&http, spawned.as_mut().expect("spawned"), &args).await?,
         Mode::Scale => scale::scale(&http, spawned.as_ref().expect("spawned"), &args).await?,
         Mode::Restart => scale::restart(&http, spawned.as_mut().expect("spawned"), &args).await?,
+        Mode::Delay => delay::delay(&http, spawned.as_ref().expect("spawned"), &args).await?,
     };
     println!("{}", serde_json::to_string_pretty(&result.0)?);
     if let Some(p) = &args.json {

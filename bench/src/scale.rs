@@ -15,7 +15,7 @@ use super::{BenchArgs, Outcome, drive, produce_body, receive_and_ack};
 use crate::cluster::{Spawned, applied_reaches, commit_index, leader};
 
 /// The spawned nodes' resident memory, MiB each.
-fn rss_mib(s: &Spawned) -> Vec<f64> {
+pub(crate) fn rss_mib(s: &Spawned) -> Vec<f64> {
     s.pids()
         .into_iter()
         .map(|pid| {
@@ -31,7 +31,7 @@ fn rss_mib(s: &Spawned) -> Vec<f64> {
         .collect()
 }
 
-fn max(v: &[f64]) -> f64 {
+pub(crate) fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
 
