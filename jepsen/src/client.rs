@@ -109,7 +109,8 @@ impl Client {
         }
     }
 
-    /// Produces one message; `Ok((queue, offset))`.
+    /// Produces one message (scheduled for `deliver_at_ms` if given); `Ok((queue, offset))`,
+    /// no offset for a scheduled message.
     pub async fn send(
         &self,
         node: SocketAddr,
@@ -117,10 +118,14 @@ impl Client {
         key: &str,
         value: &str,
         idempotency_key: Option<&str>,
-    ) -> Outcome<(u64, u64)> {
+        deliver_at_ms: Option<u64>,
+    ) -> Outcome<(u64, Option<u64>)> {
         let mut body = json!({"messages": [{"body": value, "key": key}]});
         if let Some(k) = idempotency_key {
             body["messages"][0]["idempotency_key"] = json!(k);
+        }
+        if let Some(t) = deliver_at_ms {
+            body["messages"][0]["deliver_at_ms"] = json!(t);
         }
         match self
             .call(
@@ -131,11 +136,13 @@ impl Client {
             )
             .await
         {
+            // A scheduled message has no offset until it comes due.
             Outcome::Ok(v) => match (
                 v["results"][0]["queue"].as_u64(),
                 v["results"][0]["offset"].as_u64(),
             ) {
-                (Some(q), Some(o)) => Outcome::Ok((q, o)),
+                (Some(q), Some(o)) => Outcome::Ok((q, Some(o))),
+                (Some(q), None) if v["results"][0]["offset"].is_null() => Outcome::Ok((q, None)),
                 _ => Outcome::Info(format!("unexpected answer {v}")),
             },
             Outcome::Fail(e) => Outcome::Fail(e),

@@ -55,7 +55,8 @@ enum Command {
         /// Pause between one process's operations, ms.
         #[arg(long, default_value_t = 10)]
         think_ms: u64,
-        /// `log` (read by offset, commit offsets) or `queue` (consumer group receive/ack).
+        /// `log` (read by offset, commit offsets), `queue` (consumer group receive/ack) or
+        /// `delay` (the log workload with scheduled sends, checked for early reads).
         #[arg(long, default_value = "log")]
         workload: String,
         /// Make the test topic FIFO (checked for fifo-violation in the queue workload).
@@ -142,7 +143,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let kind = match workload.as_str() {
                 "log" => Kind::Log,
                 "queue" => Kind::Queue,
-                other => anyhow::bail!("unknown workload `{other}` (log, queue)"),
+                "delay" => Kind::Delay,
+                other => anyhow::bail!("unknown workload `{other}` (log, queue, delay)"),
             };
             anyhow::ensure!(bin.is_file(), "--bin {} is not a file", bin.display());
             anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be 1 to 9");
@@ -167,10 +169,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     kind,
                     fifo,
                     idempotent,
-                    topic: if kind == Kind::Queue {
-                        "jepsen-q".into()
-                    } else {
-                        "jepsen".into()
+                    topic: match kind {
+                        Kind::Queue => "jepsen-q".into(),
+                        Kind::Delay => "jepsen-d".into(),
+                        Kind::Log => "jepsen".into(),
                     },
                     queues,
                     producers,

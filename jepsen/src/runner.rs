@@ -215,7 +215,7 @@ async fn run_in(
     for c in 0..w.consumers {
         let x = worker(w.producers + c);
         tasks.push(match w.kind {
-            workload::Kind::Log => {
+            workload::Kind::Log | workload::Kind::Delay => {
                 let queues: Vec<u64> = (0..w.queues).filter(|q| q % w.consumers == c).collect();
                 tokio::spawn(workload::consumer(x, queues))
             }
@@ -254,9 +254,17 @@ async fn run_in(
         eprintln!("raftmq-jepsen: the cluster did not settle after healing; draining anyway");
     }
     let drain_client = Client::new(Duration::from_secs(10), access)?;
+    if w.kind == workload::Kind::Delay {
+        // The last scheduled sends come due up to MAX_DELAY_MS after the run: drain after
+        // that (and after a failover's worth more), or they would read as lost.
+        let due = until + Duration::from_millis(workload::MAX_DELAY_MS) + Duration::from_secs(5);
+        tokio::time::sleep_until(due.into()).await;
+    }
     let drain_started = Instant::now();
     match w.kind {
-        workload::Kind::Log => workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await,
+        workload::Kind::Log | workload::Kind::Delay => {
+            workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await
+        }
         workload::Kind::Queue => {
             workload::drain_group(10_000, &w, &nodes, &drain_client, &recorder).await
         }

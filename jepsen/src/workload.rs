@@ -4,6 +4,10 @@
 //! group receive and ack through random nodes (one never acks, one nacks some); a final
 //! drain receives everything left and reads the dead-letter topic.
 //!
+//! `delay`: the log workload with three sends in four scheduled up to [`MAX_DELAY_MS`]
+//! ahead (`deliver_at_ms` by the producer's clock); every poll records the reader's clock
+//! when its answer came (`read_ms`), so the checker can tell a read before its time.
+//!
 //! With `idempotent`, every send carries its value as its idempotency key and a send whose
 //! fate is unknown (`info`) is retried with the same key (each try recorded): the system
 //! must then store each value once.
@@ -29,6 +33,18 @@ pub enum Kind {
     Log,
     /// Consumer group receive/ack.
     Queue,
+    /// The log workload with scheduled sends.
+    Delay,
+}
+
+/// How far ahead the delay workload schedules a send, at most.
+pub const MAX_DELAY_MS: u64 = 3_000;
+
+/// This machine's wall clock, ms since the epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One client process of a workload: who it is and what it works with.
@@ -88,10 +104,12 @@ fn complete<T>(
     rec.record(Process::Client(p), kind, f, value);
 }
 
-/// A poll's invoke value with the messages it returned, as the history records them.
+/// A poll's invoke value with the messages it returned and when (the reader's clock), as
+/// the history records them.
 fn with_messages(invoke: &Value, msgs: &[(u64, String)]) -> Value {
     let mut v = invoke.clone();
     v["messages"] = json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
+    v["read_ms"] = json!(wall_ms());
     v
 }
 
@@ -123,12 +141,17 @@ pub async fn producer(x: Worker) {
             invoke["idempotency_key"] = json!(value);
         }
         let idempotency_key = w.idempotent.then_some(value.as_str());
+        let deliver_at_ms = (w.kind == Kind::Delay && rng.below(4) != 0)
+            .then(|| wall_ms() + 1 + rng.below(MAX_DELAY_MS));
+        if let Some(t) = deliver_at_ms {
+            invoke["deliver_at_ms"] = json!(t);
+        }
         let mut node = node;
         // At most a few tries of one value, and none after the run's end.
         for _ in 0..5 {
             rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
             let out = client
-                .send(node, &w.topic, &key, &value, idempotency_key)
+                .send(node, &w.topic, &key, &value, idempotency_key, deliver_at_ms)
                 .await;
             complete(&rec, p, "send", &invoke, &out, |(q, o)| {
                 let mut v = invoke.clone();
@@ -199,10 +222,7 @@ pub async fn drain(p: u64, w: &LogWorkload, nodes: &[SocketAddr], client: &Clien
                 rec.record(Process::Client(p), Ev::Invoke, "poll", invoke.clone());
                 let out = client.poll(node, &w.topic, queue, offset, 1000).await;
                 complete(rec, p, "poll", &invoke, &out, |(msgs, _)| {
-                    let mut v = invoke.clone();
-                    v["messages"] =
-                        json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
-                    v
+                    with_messages(&invoke, msgs)
                 });
                 match out {
                     Outcome::Ok((msgs, next)) => {

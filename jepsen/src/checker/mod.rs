@@ -5,6 +5,7 @@
 
 mod commit_regression;
 mod duplicate;
+mod early;
 mod inconsistent_offset;
 mod lost;
 mod misplaced;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::history::{Event, Kind};
+pub use early::TOLERANCE_MS as EARLY_TOLERANCE_MS;
 use model::Model;
 
 /// At most this many examples per anomaly.
@@ -44,7 +46,7 @@ impl Anomaly {
 }
 
 /// Anomalies that make a history invalid.
-pub const COUNTED: [&str; 11] = [
+pub const COUNTED: [&str; 12] = [
     "lost",
     "phantom",
     "duplicate",
@@ -56,6 +58,7 @@ pub const COUNTED: [&str; 11] = [
     "committed-offset-regression",
     "double-delivery",
     "fifo-violation",
+    "early-read",
 ];
 
 /// The verdict on a history.
@@ -93,6 +96,7 @@ pub fn check(history: &[Event]) -> Results {
     );
     anomalies.insert("double-delivery".to_owned(), queue::double_delivery(&m));
     anomalies.insert("fifo-violation".to_owned(), queue::fifo_violation(&m));
+    anomalies.insert("early-read".to_owned(), early::check(&m));
     let (redelivered, redelivery_rate) = queue::duplicate_consumption(&m);
     anomalies.insert("duplicate-consumption".to_owned(), redelivered);
     let valid = COUNTED

@@ -19,6 +19,8 @@ pub(crate) struct Send {
     pub(crate) placed: Option<(u64, u64)>,
     /// Sent with an idempotency key (a retry must not store it again).
     pub(crate) idempotent: bool,
+    /// Not to be readable before this wall-clock time (a scheduled send).
+    pub(crate) deliver_at_ms: Option<u64>,
     pub(crate) invoke_index: u64,
     pub(crate) complete_index: u64,
 }
@@ -34,6 +36,8 @@ pub(crate) struct Poll {
     pub(crate) is_final: bool,
     pub(crate) reset: bool,
     pub(crate) messages: Vec<(u64, String)>,
+    /// The reader's wall clock when the answer came (histories that record it).
+    pub(crate) read_ms: Option<u64>,
     pub(crate) invoke_index: u64,
 }
 
@@ -135,6 +139,7 @@ impl Model {
                     outcome: done.kind,
                     placed,
                     idempotent: iv.get("idempotency_key").is_some(),
+                    deliver_at_ms: u(iv, "deliver_at_ms"),
                     invoke_index: inv.index,
                     complete_index: done.index,
                 });
@@ -159,6 +164,7 @@ impl Model {
                     is_final: flag(iv, "final"),
                     reset: flag(iv, "reset"),
                     messages,
+                    read_ms: u(dv, "read_ms"),
                     invoke_index: inv.index,
                 });
             }

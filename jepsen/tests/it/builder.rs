@@ -60,6 +60,33 @@ impl H {
         self.ev(p, kind, "send", done)
     }
 
+    /// An `ok` send scheduled for `deliver_at_ms` (its result has no offset).
+    pub(crate) fn send_scheduled(&mut self, p: u64, value: &str, deliver_at_ms: u64) -> &mut Self {
+        let v = json!({"topic": "t", "key": "k", "value": value, "deliver_at_ms": deliver_at_ms});
+        self.ev(p, Kind::Invoke, "send", v.clone());
+        let mut done = v;
+        done["queue"] = json!(0);
+        done["offset"] = Value::Null;
+        self.ev(p, Kind::Ok, "send", done)
+    }
+
+    /// A poll of queue 0 whose answer came at `read_ms` on the reader's clock.
+    pub(crate) fn poll_at(
+        &mut self,
+        p: u64,
+        from: u64,
+        msgs: &[(u64, &str)],
+        read_ms: u64,
+        is_final: bool,
+    ) -> &mut Self {
+        let v = json!({"topic": "t", "queue": 0, "offset": from, "final": is_final});
+        self.ev(p, Kind::Invoke, "poll", v.clone());
+        let mut done = v;
+        done["messages"] = json!(msgs.iter().map(|(o, v)| json!([o, v])).collect::<Vec<_>>());
+        done["read_ms"] = json!(read_ms);
+        self.ev(p, Kind::Ok, "poll", done)
+    }
+
     pub(crate) fn send_ok(
         &mut self,
         p: u64,

@@ -5,6 +5,7 @@ mod clean;
 mod cli;
 mod commit_regression;
 mod duplicate;
+mod early;
 mod inconsistent_offset;
 mod lost;
 mod misplaced;

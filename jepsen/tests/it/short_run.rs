@@ -1,5 +1,6 @@
 //! The short chaos runs of the test suite: a real 3-node cluster under faults (the log
-//! workload for 45 s; a FIFO queue workload over TLS for 30 s), then the checker.
+//! workload for 45 s; a FIFO queue workload over TLS for 30 s; the delay workload for 20 s),
+//! then the checker.
 //! Longer runs: `raftmq-jepsen test` (docs/jepsen.md).
 
 use std::path::PathBuf;
@@ -108,5 +109,16 @@ fn short_queue_run_finds_no_anomalies() {
         &["--time", "30", "--workload", "queue", "--fifo", "--tls"],
         "receive",
         "clock,kill,partition,transfer",
+    );
+}
+
+#[test]
+fn short_delay_run_finds_no_early_reads() {
+    // Scheduled sends under a skewed clock (the due time is group time), a killed leader
+    // and a transfer (the new leader delivers what came due).
+    run_with(
+        &["--time", "20", "--workload", "delay"],
+        "poll",
+        "clock,kill,transfer",
     );
 }

@@ -401,3 +401,49 @@ fn a_plan_looks_no_further_than_the_in_flight_window_past_the_floor() {
     let offsets: Vec<u64> = plan.items.iter().map(|(_, o)| *o).collect();
     assert_eq!(offsets, (0..8).collect::<Vec<_>>());
 }
+
+/// Dead letters reach their topic in any log order: one that points further back than the
+/// dead-letter topic's first entry must keep its log entry (a pin), even once its original
+/// expired from its own topic.
+#[test]
+fn a_dead_letter_keeps_its_log_entry_while_it_is_retained() {
+    let mut n = Node::new();
+    n.topic(false, 1000);
+    n.apply(Command::PutGroup(GroupSettingsCmd {
+        group: "g".into(),
+        max_attempts: Some(1),
+        retry_backoff_ms: None,
+    }));
+    n.produce(10, 1); // entry 4, offset 0
+    n.produce(20, 1); // entry 5, offset 1
+    assert_eq!(n.lease(CLUSTERING, "c", 1100, &[1]).len(), 1);
+    assert_eq!(n.lease(CLUSTERING, "c", 1150, &[0]).len(), 1);
+    let mut dead_letter = |now_ms: u64, offset: u64| {
+        n.apply(Command::Lease(LeaseCmd {
+            group: "g".into(),
+            topic: "t".into(),
+            consumer: "c".into(),
+            mode: CLUSTERING,
+            now_ms,
+            invisible_ms: 1000,
+            items: vec![],
+            skip: vec![],
+            dead: vec![(0, offset)],
+        }));
+    };
+    // Offset 1 (entry 5) is dead-lettered first, then offset 0 (entry 4).
+    dead_letter(2200, 1);
+    dead_letter(2300, 0);
+    let dlq: Vec<u64> = n
+        .store
+        .cq_range("DLQ-g", 0, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.log_index)
+        .collect();
+    assert_eq!(dlq, [5, 4]);
+    // Both originals expire from `t`; the dead letters are kept, entry 4 with them.
+    n.apply(Command::Retain { now_ms: 2400 });
+    assert_eq!(n.store.cq_bounds("t", 0).unwrap(), Some((2, 2)));
+    assert_eq!(n.applier.retention_point(), Some(3));
+}

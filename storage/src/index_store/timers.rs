@@ -1,20 +1,26 @@
-//! Scheduled messages waiting for their time: a time-ordered index of messages already in
-//! the CommitLog but not yet in their queue, and a log-ordered one for retention.
+//! Scheduled messages waiting for their time, and the log entries that ConsumeQueue entries
+//! out of log order still need.
 //!
 //! ```text
-//! T due_ms u64 BE | log_index u64 BE | slot u32 BE → topic_len u8 | topic | queue u32
-//!                                                   | size u32 | tag_hash u32 | [key]
-//! L log_index u64 BE | slot u32 BE                  → (empty)
+//! T due_ms u64 BE | log_index u64 BE | slot u32 BE  → topic_len u8 | topic | queue u32
+//!                                                    | size u32 | tag_hash u32 | [key]
+//! P topic_len u8 | topic | queue u32 BE | offset u64 BE → log_index u64 | slot u32
+//! L log_index u64 BE | slot u32 BE | topic_len u8 | topic → (empty)
 //! ```
-//! `T` entries are taken in key order (due time, then log position) when they come due;
-//! the first `L` entry names the oldest log entry a pending message still needs, so the log
-//! is never purged under one. A timer costs two small keys in RocksDB and no memory.
+//! `T` entries are taken in key order (due time, then log position) when they come due.
+//! A *pin* (`P`) marks a ConsumeQueue entry that points further back in the log than the
+//! entries around it — a scheduled message once delivered, a dead letter — until retention
+//! removes that entry (by its offset, exactly as the ConsumeQueue loses it). An `L` entry
+//! exists for every timer and pin (keyed by the topic that holds it), so the first `L` entry
+//! names the oldest log entry either still needs: the retention point never passes it. A
+//! timer or pin costs two small keys in RocksDB and no memory.
 //!
-//! Must never: let a `T` entry outlive its `L` entry or the reverse (both go in one batch).
+//! Must never: let a `T` or `P` entry outlive its `L` entry or the reverse (they change in
+//! one batch).
 
 use rocksdb::{IteratorMode, ReadOptions};
 
-use super::keys::{be_u32, be_u64, le_u32, put_name};
+use super::keys::{be_u32, be_u64, le_u32, le_u64, put_name};
 use super::{CF_TIMERS, IndexBatch, IndexStore, check_name};
 use crate::error::{Result, malformed};
 
@@ -48,12 +54,34 @@ fn due_key(due_ms: u64, log_index: u64, slot: u32) -> [u8; 21] {
     k
 }
 
-fn log_key(log_index: u64, slot: u32) -> [u8; 13] {
-    let mut k = [0u8; 13];
-    k[0] = b'L';
-    k[1..9].copy_from_slice(&log_index.to_be_bytes());
-    k[9..13].copy_from_slice(&slot.to_be_bytes());
+fn log_key(log_index: u64, slot: u32, topic: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(14 + topic.len());
+    k.push(b'L');
+    k.extend_from_slice(&log_index.to_be_bytes());
+    k.extend_from_slice(&slot.to_be_bytes());
+    put_name(&mut k, topic);
     k
+}
+
+fn pin_prefix(topic: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(14 + topic.len());
+    k.push(b'P');
+    put_name(&mut k, topic);
+    k
+}
+
+fn pin_key(topic: &str, queue: u32, offset: u64) -> Vec<u8> {
+    let mut k = pin_prefix(topic);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn pin_value(log_index: u64, slot: u32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&log_index.to_le_bytes());
+    v[8..].copy_from_slice(&slot.to_le_bytes());
+    v
 }
 
 impl Timer {
@@ -110,8 +138,8 @@ impl IndexStore {
         Ok(out)
     }
 
-    /// The oldest log index a pending timer needs.
-    pub fn timers_oldest_log_index(&self) -> Result<Option<u64>> {
+    /// The oldest log index a pending timer or a pin needs.
+    pub fn pinned_oldest_log_index(&self) -> Result<Option<u64>> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(b"L".to_vec());
         ro.set_iterate_upper_bound(b"M".to_vec());
@@ -133,12 +161,92 @@ impl IndexBatch<'_> {
         let cf = self.store.cf(CF_TIMERS);
         self.wb
             .put_cf(cf, due_key(t.due_ms, t.log_index, t.slot), t.encode_value());
-        self.wb.put_cf(cf, log_key(t.log_index, t.slot), []);
+        self.wb
+            .put_cf(cf, log_key(t.log_index, t.slot, &t.topic), []);
         Ok(())
     }
 
-    /// Removes every pending timer of `topic` with a due time from `from_ms` on (reads every
-    /// one: for deleting a topic, which is rare).
+    /// A timer came due and its message went into its queue at `offset`: the timer goes, a
+    /// pin keeps its log entry until retention removes it from the queue.
+    pub fn deliver_timer(&mut self, t: &Timer, offset: u64) {
+        let cf = self.store.cf(CF_TIMERS);
+        self.wb
+            .delete_cf(cf, due_key(t.due_ms, t.log_index, t.slot));
+        self.wb.put_cf(
+            cf,
+            pin_key(&t.topic, t.queue, offset),
+            pin_value(t.log_index, t.slot),
+        );
+    }
+
+    /// Removes a timer whose message will never be delivered (its topic went).
+    pub fn drop_timer(&mut self, t: &Timer) {
+        let cf = self.store.cf(CF_TIMERS);
+        self.wb
+            .delete_cf(cf, due_key(t.due_ms, t.log_index, t.slot));
+        self.wb
+            .delete_cf(cf, log_key(t.log_index, t.slot, &t.topic));
+    }
+
+    /// Pins log entry `(log_index, slot)` for the ConsumeQueue entry `(topic, queue,
+    /// offset)`, which points back past its neighbours (a dead letter).
+    pub fn put_pin(
+        &mut self,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        log_index: u64,
+        slot: u32,
+    ) -> Result<()> {
+        check_name("topic", topic)?;
+        let cf = self.store.cf(CF_TIMERS);
+        self.wb.put_cf(
+            cf,
+            pin_key(topic, queue, offset),
+            pin_value(log_index, slot),
+        );
+        self.wb.put_cf(cf, log_key(log_index, slot, topic), []);
+        Ok(())
+    }
+
+    /// Drops the pins of a queue's entries below `offset` (retention removed them), up to
+    /// `max`; `queue` `None`: of every queue. Reads the store: this batch's own pins are not
+    /// seen.
+    pub fn expire_pins(
+        &mut self,
+        topic: &str,
+        queue: Option<u32>,
+        offset: u64,
+        max: usize,
+    ) -> Result<usize> {
+        check_name("topic", topic)?;
+        let prefix = pin_prefix(topic);
+        let (lower, upper) = match queue {
+            Some(q) => (pin_key(topic, q, 0), pin_key(topic, q, offset)),
+            None => (prefix.clone(), crate::index_store::prefix_end(&prefix)),
+        };
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower);
+        ro.set_iterate_upper_bound(upper);
+        let cf = self.store.cf(CF_TIMERS);
+        let mut n = 0;
+        for kv in self
+            .store
+            .db
+            .iterator_cf_opt(cf, ro, IteratorMode::Start)
+            .take(max)
+        {
+            let (k, v) = kv?;
+            self.wb
+                .delete_cf(cf, log_key(le_u64(&v, 0)?, le_u32(&v, 8)?, topic));
+            self.wb.delete_cf(cf, k);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Removes every timer and pin of `topic`, timers from due time `from_ms` on (reads
+    /// every pending timer: for deleting a topic, which is rare).
     pub fn delete_topic_timers(&mut self, topic: &str, from_ms: u64) -> Result<()> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(due_key(from_ms, 0, 0).to_vec());
@@ -148,18 +256,11 @@ impl IndexBatch<'_> {
             let (k, v) = kv?;
             let t = Timer::decode(&k, &v)?;
             if t.topic == topic {
-                self.delete_timer(&t);
+                self.drop_timer(&t);
             }
         }
+        self.expire_pins(topic, None, u64::MAX, usize::MAX)?;
         Ok(())
-    }
-
-    /// Removes a timer (it came due, or its topic went).
-    pub fn delete_timer(&mut self, t: &Timer) {
-        let cf = self.store.cf(CF_TIMERS);
-        self.wb
-            .delete_cf(cf, due_key(t.due_ms, t.log_index, t.slot));
-        self.wb.delete_cf(cf, log_key(t.log_index, t.slot));
     }
 }
 
@@ -182,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn timers_come_in_due_order_and_name_the_oldest_log_entry() {
+    fn timers_come_in_due_order_and_pins_hold_their_log_entries_until_retention() {
         let dir = tempfile::tempdir().unwrap();
         let store = IndexStore::open(dir.path(), &IndexStoreOptions::default()).unwrap();
         let (a, b, c) = (
@@ -200,12 +301,39 @@ mod tests {
             vec![c.clone(), b.clone(), a.clone()]
         );
         assert_eq!(store.timers_from(101, 10).unwrap(), vec![a.clone()]);
-        assert_eq!(store.timers_oldest_log_index().unwrap(), Some(5));
+        assert_eq!(store.pinned_oldest_log_index().unwrap(), Some(5));
 
+        // Delivered, `a` is no timer but still holds its log entry; so does a dead letter.
         let mut batch = store.batch();
-        batch.delete_timer(&a);
+        batch.deliver_timer(&a, 7);
+        batch.put_pin("DLQ-g", 0, 4, 2, 0).unwrap();
         store.write(batch, crate::Durability::Rebuildable).unwrap();
-        assert_eq!(store.timers_from(0, 10).unwrap(), vec![c, b]);
-        assert_eq!(store.timers_oldest_log_index().unwrap(), Some(9));
+        assert_eq!(
+            store.timers_from(0, 10).unwrap(),
+            vec![c.clone(), b.clone()]
+        );
+        assert_eq!(store.pinned_oldest_log_index().unwrap(), Some(2));
+
+        // Retention drops the pins of the entries it removed from each queue, exactly.
+        let mut batch = store.batch();
+        assert_eq!(batch.expire_pins("DLQ-g", Some(0), 4, 10).unwrap(), 0);
+        assert_eq!(batch.expire_pins("t", Some(2), 8, 10).unwrap(), 0);
+        assert_eq!(batch.expire_pins("t", Some(3), 8, 10).unwrap(), 1);
+        store.write(batch, crate::Durability::Rebuildable).unwrap();
+        assert_eq!(store.pinned_oldest_log_index().unwrap(), Some(2));
+        let mut batch = store.batch();
+        assert_eq!(batch.expire_pins("DLQ-g", Some(0), 5, 10).unwrap(), 1);
+        store.write(batch, crate::Durability::Rebuildable).unwrap();
+        assert_eq!(store.pinned_oldest_log_index().unwrap(), Some(9));
+
+        // A deleted topic's timers and pins go.
+        let mut batch = store.batch();
+        batch.put_pin("t", 0, 50, 1, 0).unwrap();
+        store.write(batch, crate::Durability::Rebuildable).unwrap();
+        let mut batch = store.batch();
+        batch.delete_topic_timers("t", 0).unwrap();
+        store.write(batch, crate::Durability::Rebuildable).unwrap();
+        assert_eq!(store.timers_from(0, 10).unwrap(), vec![]);
+        assert_eq!(store.pinned_oldest_log_index().unwrap(), None);
     }
 }

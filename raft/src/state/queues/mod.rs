@@ -379,6 +379,8 @@ impl Queues {
         *next += 1;
         let entry = CqEntry { store_ms: now, ..e };
         batch.put_cq(dlq, 0, dlq_offset, &entry)?;
+        // Dead letters come in any log order: each holds its log entry until it expires.
+        batch.put_pin(dlq, 0, dlq_offset, e.log_index, e.slot)?;
         batch.put_queue_next(dlq, 0, dlq_offset + 1)?;
         batch.put_time_run(dlq, now, e.log_index, 0, dlq_offset, 1)?;
         Ok(dlq_offset)
@@ -422,6 +424,7 @@ impl Queues {
                 }
                 if keep_from > first {
                     batch.delete_cq_before(&topic, queue, keep_from)?;
+                    batch.expire_pins(&topic, Some(queue), keep_from, RETAIN_BATCH)?;
                     out.moved.push((topic.clone(), queue, keep_from));
                 }
                 if let Some(e) = keep_entry {
@@ -429,8 +432,10 @@ impl Queues {
                 }
             }
         }
-        // A scheduled message's log entry stays until it is delivered (and then retained).
-        if let Some(i) = self.store.timers_oldest_log_index()? {
+        // Entries out of log order (pending or delivered scheduled messages, dead letters)
+        // are pinned: the queues' first entries do not bound them. (Pins expired above are
+        // still seen here: the point lags by one `Retain` at most.)
+        if let Some(i) = self.store.pinned_oldest_log_index()? {
             out.oldest_needed = out.oldest_needed.min(i);
         }
         Ok(out)

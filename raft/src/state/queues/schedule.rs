@@ -4,6 +4,9 @@
 //!
 //! Its ConsumeQueue entry and time-index run carry its due time as its store time, so a
 //! read by id finds it at `deliver_at_ms` and retention counts from when it became readable.
+//! That entry points further back in the log than its neighbours, so it is pinned (see
+//! `raftmq_storage`'s timers) until retention removes it: the retention point, which
+//! otherwise follows each queue's first entry, never passes it.
 //!
 //! Must never: put a message in its queue before a `Deliver` (or produce) entry whose time
 //! reaches its due time (apply's clock, never a replica's), or drop a timer whose topic
@@ -94,14 +97,16 @@ impl Queues {
                 next_due = t.due_ms;
                 break;
             }
-            batch.delete_timer(t);
             delivered += 1;
             self.timer_floor = t.due_ms;
             match self.topic(&t.topic)? {
                 Some(meta) if t.queue < meta.queues => {}
-                _ => continue,
+                _ => {
+                    batch.drop_timer(t);
+                    continue;
+                }
             }
-            self.place_one(
+            let offset = self.place_one(
                 batch,
                 &Placement {
                     topic: &t.topic,
@@ -114,6 +119,8 @@ impl Queues {
                     store_ms: t.due_ms,
                 },
             )?;
+            // Its log entry is older than its neighbours': pinned until retention drops it.
+            batch.deliver_timer(t, offset);
         }
         self.next_due.store(next_due, Ordering::Release);
         Ok(delivered)
