@@ -40,9 +40,9 @@ enum Command {
         /// Where runs are stored.
         #[arg(long, default_value = "store")]
         store: PathBuf,
-        /// Run name.
-        #[arg(long, default_value = "log")]
-        name: String,
+        /// Run name (default: the workload's).
+        #[arg(long)]
+        name: Option<String>,
         /// Producer processes.
         #[arg(long, default_value_t = 4)]
         producers: u64,
@@ -164,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 nodes,
                 seed,
                 store,
-                name,
+                name: name.unwrap_or_else(|| workload.clone()),
                 workload: LogWorkload {
                     kind,
                     fifo,

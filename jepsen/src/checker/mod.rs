@@ -119,6 +119,7 @@ pub fn check(history: &[Event]) -> Results {
         "receive": {"ok": count("receive", Kind::Ok), "fail": count("receive", Kind::Fail), "info": count("receive", Kind::Info)},
         "ack": {"ok": count("ack", Kind::Ok), "fail": count("ack", Kind::Fail), "info": count("ack", Kind::Info)},
         "deliveries": m.deliveries.len(),
+        "scheduled_sends": m.sends.values().flatten().filter(|s| s.deliver_at_ms.is_some()).count(),
         "duplicate_consumption_rate": redelivery_rate,
         "final_polls": m.polls.iter().filter(|p| p.is_final).count(),
         "values_read": m.reads().map(|r| r.3).collect::<std::collections::HashSet<_>>().len(),
