@@ -54,6 +54,13 @@ pub enum Applied {
     },
     /// The command took effect.
     Done,
+    /// Where a transaction stands after an `EndTxn`.
+    TxnEnded {
+        /// Its state.
+        state: crate::state::queues::TxnState,
+        /// Check-backs that did not decide it.
+        checks: u32,
+    },
     /// Messages leased to a consumer.
     Leased {
         /// What was granted.

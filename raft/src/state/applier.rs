@@ -142,10 +142,12 @@ impl Applier {
         let now = match cmd {
             Command::Retain { now_ms } => self.tick(batch, *now_ms),
             Command::Deliver { now_ms } => self.tick(batch, *now_ms),
+            Command::EndTxn(c) => self.tick(batch, c.now_ms),
             Command::Lease(c) => self.tick(batch, c.now_ms),
             Command::Ack(c) => self.tick(batch, c.now_ms),
             Command::Heartbeat(c) => self.tick(batch, c.now_ms),
             Command::Produce { .. }
+            | Command::ProduceHalf { .. }
             | Command::PutTopic { .. }
             | Command::DeleteTopic { .. }
             | Command::ResetOffsets(_)
@@ -164,6 +166,12 @@ impl Applier {
                 queues.deliver(batch, now)?;
                 Ok(Applied::Done)
             }
+            Command::ProduceHalf {
+                create_topic,
+                check,
+                batch: bytes,
+            } => queues.produce_half(batch, log_index, *create_topic, check, bytes),
+            Command::EndTxn(c) => queues.end_txn(batch, c, now),
             Command::PutTopic { name, spec } => queues.put_topic(batch, name, *spec),
             Command::DeleteTopic { name } => match queues.delete_topic(batch, name)? {
                 Some(meta) => {
@@ -188,6 +196,8 @@ impl Applier {
                 if self.retention_point.is_none_or(|p| point > p) {
                     self.retention_point = Some(point);
                     batch.put_meta(META_RETENTION_POINT, &point.to_le_bytes());
+                    // Open transactions pin their entries, so none is below the point.
+                    batch.delete_txns_before(point + 1);
                 }
                 Ok(Applied::Done)
             }

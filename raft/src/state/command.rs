@@ -7,6 +7,7 @@
 //! ```text
 //! produce = 1 | create u8 | [queues u32 | fifo u8 | retention_ms u64 | [dedup_window_ms u64]]
 //!           | batch bytes…   (create: 0 none, 1 without the window (old entries), 2 with it)
+//! half    = 15 | header_len u32 | postcard(create_topic, check) | batch bytes…
 //! other   = tag u8 | postcard(body)
 //! ```
 //!
@@ -185,6 +186,41 @@ pub struct GroupSettingsCmd {
     pub retry_backoff_ms: Option<Vec<u64>>,
 }
 
+/// How an open transaction is checked back: where, when first, and how often at most
+/// before it is rolled back (set by the leader when it is produced).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCheck {
+    /// URL the leader POSTs `{"transaction_id", "messages"}` to.
+    pub check_url: String,
+    /// How long after the produce (and between checks) a check is due.
+    pub check_after_ms: u64,
+    /// Checks before an undecided transaction is rolled back.
+    pub max_checks: u32,
+}
+
+/// What ends (or prolongs) an open transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnDecision {
+    /// Make its messages readable, at the tails of their queues.
+    Commit,
+    /// Drop its messages.
+    Rollback,
+    /// A check-back answered `unknown` (or failed): count it, check again later, roll back
+    /// after the last allowed check.
+    Unknown,
+}
+
+/// Decide a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndTxnCmd {
+    /// The log index of its produce entry (its id).
+    pub txn: u64,
+    /// The decision.
+    pub decision: TxnDecision,
+    /// Leader clock.
+    pub now_ms: u64,
+}
+
 /// A consumer's heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatCmd {
@@ -246,6 +282,17 @@ pub enum Command {
         /// The encoded `raftmq_storage::message` batch.
         batch: Bytes,
     },
+    /// Store a batch of half messages: a transaction, invisible until committed.
+    ProduceHalf {
+        /// Auto-create the topic with these settings if it does not exist at apply time.
+        create_topic: Option<TopicSpec>,
+        /// How it is checked back.
+        check: TxnCheck,
+        /// The encoded `raftmq_storage::message` batch.
+        batch: Bytes,
+    },
+    /// Commit, roll back or count a check of a transaction.
+    EndTxn(EndTxnCmd),
     /// Create a topic or update it (queues may only grow).
     PutTopic {
         /// Topic name.
@@ -309,7 +356,11 @@ impl Command {
             // Read only topic settings, next offsets and idempotency records, through the
             // applier's caches and its overlay of the batch's own idempotency records
             // (which fall back to RocksDB on a miss, for state no entry of the batch wrote).
-            Command::Produce { .. } | Command::PutTopic { .. } => false,
+            Command::Produce { .. } | Command::ProduceHalf { .. } | Command::PutTopic { .. } => {
+                false
+            }
+            // Reads the transaction's record.
+            Command::EndTxn(_) => true,
             // Scan the ConsumeQueue, topics or consumer-group records in RocksDB.
             Command::DeleteTopic { .. }
             | Command::Retain { .. }
@@ -332,6 +383,10 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Produce { batch, .. } => write!(f, "produce({} bytes)", batch.len()),
+            Command::ProduceHalf { batch, .. } => {
+                write!(f, "produce-half({} bytes)", batch.len())
+            }
+            Command::EndTxn(c) => write!(f, "end-txn({}, {:?})", c.txn, c.decision),
             Command::PutTopic { name, .. } => write!(f, "put-topic({name})"),
             Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
             Command::PutGroup(c) => write!(f, "put-group({})", c.group),

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use raftmq_storage::message::{BatchView, MessageRef, tag_hash};
-use raftmq_storage::{CommitLog, CqEntry, IndexStore, LogRecord};
+use raftmq_storage::{CommitLog, CqEntry, IndexStore};
 
 use crate::consensus::entry_codec;
 use crate::error::BrokerError;
 use crate::state::command::Command;
 use crate::state::consumer_groups::{DlqOrigin, GroupView, dec, keys};
+use crate::state::queues::{TxnRecord, TxnState};
 use crate::state::sql::{Fields, SqlFilter};
 
 /// A message as stored, ready to be rendered by the API.
@@ -120,12 +121,13 @@ fn mark_dead_letter(
 }
 
 /// Reads one record and extracts the batch it carries (`None`: the entry holds no
-/// messages).
-fn batch_of(log: &CommitLog, log_index: u64) -> Result<Option<(LogRecord, Bytes)>, BrokerError> {
+/// messages), and whether it is a transaction's.
+fn batch_of(log: &CommitLog, log_index: u64) -> Result<Option<(Bytes, bool)>, BrokerError> {
     let rec = log.read(log_index)?;
     let cmd = entry_codec::decode_command(&rec.payload)?;
     match cmd {
-        Some(Command::Produce { batch, .. }) => Ok(Some((rec, batch))),
+        Some(Command::Produce { batch, .. }) => Ok(Some((batch, false))),
+        Some(Command::ProduceHalf { batch, .. }) => Ok(Some((batch, true))),
         _ => Ok(None),
     }
 }
@@ -133,7 +135,7 @@ fn batch_of(log: &CommitLog, log_index: u64) -> Result<Option<(LogRecord, Bytes)
 /// The batch a ConsumeQueue entry points at; an entry that holds no messages is corrupt.
 fn indexed_batch(log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> {
     match batch_of(log, log_index)? {
-        Some((_, b)) => Ok(b),
+        Some((b, _)) => Ok(b),
         None => Err(BrokerError::Corrupted(
             raftmq_storage::StorageError::Malformed {
                 what: "indexed log entry",
@@ -271,8 +273,8 @@ pub fn read_message(
     log_index: u64,
     slot: u32,
 ) -> Result<Option<StoredMessage>, BrokerError> {
-    let batch = match batch_of(log, log_index) {
-        Ok(Some((_, b))) => b,
+    let (batch, half) = match batch_of(log, log_index) {
+        Ok(Some(found)) => found,
         Ok(None) => return Ok(None),
         Err(BrokerError::Io(raftmq_storage::StorageError::OutOfRange { .. })) => return Ok(None),
         Err(e) => return Err(e),
@@ -287,8 +289,22 @@ pub fn read_message(
     };
     // The offset is not in the record: find it through the ConsumeQueue entry,
     // which records (log index, slot); the time index gives (queue, offset). A scheduled
-    // message is indexed at its due time, and not at all before it comes due.
-    let at = m.deliver_at_ms.unwrap_or(m.stored_ms);
+    // message is indexed at its due time, a transaction's at its commit, and neither before.
+    let at = if half {
+        let rec = store
+            .txn_get(log_index)?
+            .and_then(|b| TxnRecord::decode(&b));
+        match rec {
+            Some(TxnRecord {
+                state: TxnState::Committed,
+                decided_ms: Some(at),
+                ..
+            }) => at,
+            _ => return Ok(None),
+        }
+    } else {
+        m.deliver_at_ms.unwrap_or(m.stored_ms)
+    };
     let hits = store.time_range(&m.topic, at, at + 1, usize::MAX)?;
     match hits
         .iter()

@@ -4,3 +4,4 @@ mod apply;
 mod groups;
 mod schedule;
 mod suite;
+mod txn;

@@ -14,7 +14,9 @@
 //! - `group_state`: consumer-group state (leases, acks, consumers, dead-letter origins)
 //!   under keys the Raft layer builds: an ordered key-value space, nothing more;
 //! - `produce_dedup`: the first write of each idempotency key ([`DedupHit`]);
-//! - `timers`: scheduled messages not yet due ([`Timer`]).
+//! - `timers`: scheduled messages not yet due ([`Timer`]) and pins of log entries that
+//!   entries out of log order still need;
+//! - `transactions`: transactional produce entries and when each open one is checked back.
 //!
 //! All writes of one applied Raft batch go in one [`IndexBatch`] (one RocksDB `WriteBatch`)
 //! together with `last_applied`, so state and progress commit atomically. `atomic_flush` is
@@ -27,6 +29,7 @@
 mod dedup;
 mod keys;
 mod timers;
+mod txns;
 
 use std::path::{Path, PathBuf};
 
@@ -64,7 +67,8 @@ const TOPIC_CFS: [&str; 4] = [
 const CF_GROUP_STATE: &str = "group_state";
 const CF_DEDUP: &str = "produce_dedup";
 const CF_TIMERS: &str = "timers";
-const ALL_CFS: [&str; 10] = [
+const CF_TXNS: &str = "transactions";
+const ALL_CFS: [&str; 11] = [
     CF_CONSUME_QUEUE,
     CF_KEY_INDEX,
     CF_TIME_INDEX,
@@ -75,6 +79,7 @@ const ALL_CFS: [&str; 10] = [
     CF_GROUP_STATE,
     CF_DEDUP,
     CF_TIMERS,
+    CF_TXNS,
 ];
 
 /// The smallest key greater than every key starting with `prefix` (for range deletes).

@@ -179,6 +179,25 @@ impl IndexBatch<'_> {
         );
     }
 
+    /// Pins a whole log entry (an open transaction's) for `topic`.
+    pub fn pin_entry(&mut self, log_index: u64, topic: &str) -> Result<()> {
+        check_name("topic", topic)?;
+        self.wb.put_cf(
+            self.store.cf(CF_TIMERS),
+            log_key(log_index, u32::MAX, topic),
+            [],
+        );
+        Ok(())
+    }
+
+    /// Releases the pin of [`IndexBatch::pin_entry`].
+    pub fn unpin_entry(&mut self, log_index: u64, topic: &str) {
+        self.wb.delete_cf(
+            self.store.cf(CF_TIMERS),
+            log_key(log_index, u32::MAX, topic),
+        );
+    }
+
     /// Removes a timer whose message will never be delivered (its topic went).
     pub fn drop_timer(&mut self, t: &Timer) {
         let cf = self.store.cf(CF_TIMERS);

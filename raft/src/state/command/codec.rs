@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::{Command, TopicSpec, TopicSpecV1};
+use super::{Command, TopicSpec, TopicSpecV1, TxnCheck};
 use crate::error::CodecError;
 
 const TAG_PRODUCE: u8 = 1;
@@ -25,6 +25,14 @@ const TAG_PUT_GROUP: u8 = 12;
 /// `PutTopic` with the dedup window (`TAG_PUT_TOPIC` entries have none).
 const TAG_PUT_TOPIC_V2: u8 = 13;
 const TAG_DELIVER: u8 = 14;
+const TAG_PRODUCE_HALF: u8 = 15;
+const TAG_END_TXN: u8 = 16;
+
+#[derive(Serialize, Deserialize)]
+struct HalfHeader {
+    create_topic: Option<TopicSpec>,
+    check: TxnCheck,
+}
 
 #[derive(Serialize, Deserialize)]
 struct PutTopicBody<'a> {
@@ -73,6 +81,23 @@ impl Command {
                 }
                 out.put_slice(batch);
             }
+            Command::ProduceHalf {
+                create_topic,
+                check,
+                batch,
+            } => {
+                let header = postcard::to_allocvec(&HalfHeader {
+                    create_topic: *create_topic,
+                    check: check.clone(),
+                })
+                .expect("commands always serialize");
+                out.reserve(5 + header.len() + batch.len());
+                out.put_u8(TAG_PRODUCE_HALF);
+                out.put_u32_le(header.len() as u32);
+                out.put_slice(&header);
+                out.put_slice(batch);
+            }
+            Command::EndTxn(c) => postcard_into(out, TAG_END_TXN, c),
             Command::PutTopic { name, spec } => {
                 postcard_into(out, TAG_PUT_TOPIC_V2, &PutTopicBody { name, spec: *spec })
             }
@@ -187,6 +212,23 @@ impl Command {
             TAG_RETAIN => Ok(Command::Retain {
                 now_ms: postcard::from_bytes(rest).map_err(de("retain"))?,
             }),
+            TAG_PRODUCE_HALF => {
+                let bad = || CodecError::new("produce-half command", "bad header");
+                let len = rest
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                    .ok_or_else(bad)?;
+                let header = rest.get(4..4 + len).ok_or_else(bad)?;
+                let h: HalfHeader = postcard::from_bytes(header).map_err(de("produce-half"))?;
+                Ok(Command::ProduceHalf {
+                    create_topic: h.create_topic,
+                    check: h.check,
+                    batch: buf.slice(5 + len..),
+                })
+            }
+            TAG_END_TXN => Ok(Command::EndTxn(
+                postcard::from_bytes(rest).map_err(de("end-txn"))?,
+            )),
             TAG_DELIVER => Ok(Command::Deliver {
                 now_ms: postcard::from_bytes(rest).map_err(de("deliver"))?,
             }),

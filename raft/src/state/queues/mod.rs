@@ -10,6 +10,7 @@
 //! retention).
 
 mod schedule;
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use raftmq_storage::{
 
 pub use schedule::NO_TIMER;
 use schedule::Placement;
+pub use txn::{TxnRecord, TxnState};
 
 /// The offset an idempotency record names for a scheduled message: it has none until due.
 const NOT_YET_PLACED: u64 = u64::MAX;
@@ -204,6 +206,44 @@ impl Queues {
         Ok(Some(meta))
     }
 
+    /// Parses a produce entry's batch and finds (or creates) its topic; checks every
+    /// message. `Err`: the refusal, and nothing was written.
+    fn checked_batch<'b>(
+        &mut self,
+        batch: &mut IndexBatch<'_>,
+        create_topic: Option<TopicSpec>,
+        bytes: &'b [u8],
+    ) -> R<Result<(BatchView<'b>, TopicMeta), Applied>> {
+        let view = match BatchView::parse(bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(reject(RejectCode::InvalidArgument, e.to_string()))),
+        };
+        let topic = view.topic;
+        let meta = match (self.topic(topic)?, create_topic) {
+            (Some(m), _) => m,
+            (None, Some(spec)) => {
+                // Checked before the topic is made, so a refused batch creates nothing.
+                if let Some(refusal) = check_batch(&view, spec.queues) {
+                    return Ok(Err(refusal));
+                }
+                if let Applied::Rejected { code, message } = self.put_topic(batch, topic, spec)? {
+                    return Ok(Err(Applied::Rejected { code, message }));
+                }
+                spec.into()
+            }
+            (None, None) => {
+                return Ok(Err(reject(
+                    RejectCode::TopicNotFound,
+                    format!("topic {topic} does not exist"),
+                )));
+            }
+        };
+        if let Some(refusal) = check_batch(&view, meta.queues) {
+            return Ok(Err(refusal));
+        }
+        Ok(Ok((view, meta)))
+    }
+
     /// Stores a produced batch: offsets, ConsumeQueue, key index, one time-index run per
     /// queue; a message due after `now` (apply's clock) waits in the timers instead. The
     /// batch is checked first and stored whole or not at all.
@@ -215,29 +255,11 @@ impl Queues {
         bytes: &[u8],
         now: u64,
     ) -> R<Applied> {
-        let view = match BatchView::parse(bytes) {
+        let (view, meta) = match self.checked_batch(batch, create_topic, bytes)? {
             Ok(v) => v,
-            Err(e) => return Ok(reject(RejectCode::InvalidArgument, e.to_string())),
+            Err(refusal) => return Ok(refusal),
         };
         let topic = view.topic;
-        let meta = match (self.topic(topic)?, create_topic) {
-            (Some(m), _) => m,
-            (None, Some(spec)) => {
-                if let Applied::Rejected { code, message } = self.put_topic(batch, topic, spec)? {
-                    return Ok(Applied::Rejected { code, message });
-                }
-                spec.into()
-            }
-            (None, None) => {
-                return Ok(reject(
-                    RejectCode::TopicNotFound,
-                    format!("topic {topic} does not exist"),
-                ));
-            }
-        };
-        if let Some(refusal) = check_batch(&view, meta.queues) {
-            return Ok(refusal);
-        }
         let mut placed = Vec::with_capacity(view.count as usize);
         let mut originals = Vec::new();
         let mut dedup_keys = Vec::new();

@@ -63,6 +63,15 @@ fn every_command_round_trips() {
             create_topic: None,
             batch: Bytes::new(),
         },
+        Command::ProduceHalf {
+            create_topic: Some(spec),
+            check: crate::state::command::TxnCheck {
+                check_url: "http://127.0.0.1:9/check".into(),
+                check_after_ms: 6000,
+                max_checks: 5,
+            },
+            batch: Bytes::from_static(b"half-batch"),
+        },
         Command::PutTopic {
             name: "t".into(),
             spec,
@@ -70,6 +79,11 @@ fn every_command_round_trips() {
         Command::DeleteTopic { name: "t".into() },
         Command::Retain { now_ms: 17 },
         Command::Deliver { now_ms: 18 },
+        Command::EndTxn(crate::state::command::EndTxnCmd {
+            txn: 9,
+            decision: crate::state::command::TxnDecision::Unknown,
+            now_ms: 19,
+        }),
         Command::CommitOffsets {
             group: "g".into(),
             topic: "t".into(),
