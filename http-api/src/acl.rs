@@ -40,6 +40,10 @@ enum Need {
     ConsumeAny,
     /// `admin` on a topic (create, update, delete it).
     TopicAdmin(String),
+    /// `produce` on the topic of transaction `id` (known once it is looked up).
+    Transaction(String),
+    /// `produce` on some topic (a transaction this node does not know).
+    ProduceAny,
 }
 
 /// The permission a request needs, from its method and path.
@@ -70,6 +74,7 @@ fn need(method: &axum::http::Method, path: &str) -> Need {
         (&Method::GET, ["v1", "topics", t, ..]) => Need::Consume(Some((*t).to_owned()), None),
         (_, ["v1", "topics", t]) => Need::TopicAdmin((*t).to_owned()),
         (_, ["v1", "messages", _]) => Need::ConsumeAny,
+        (_, ["v1", "transactions", id, ..]) => Need::Transaction((*id).to_owned()),
         (_, ["v1", "groups", g, "topics", t, _]) => {
             Need::Consume(Some((*t).to_owned()), Some((*g).to_owned()))
         }
@@ -113,6 +118,9 @@ fn allows(user: &User, need: &Need) -> bool {
                     .is_none_or(|g| has("consume", &|p| on(p.group.as_deref(), g)))
         }
         Need::ConsumeAny => has("consume", &|p| p.topic.is_some()),
+        Need::ProduceAny => has("produce", &|p| p.topic.is_some()),
+        // Resolved to its topic before this is asked (see `authorize`).
+        Need::Transaction(_) => false,
         Need::TopicAdmin(t) => has("admin", &|p| on(p.topic.as_deref(), t)),
     }
 }
@@ -139,7 +147,15 @@ pub(crate) async fn authorize(State(app): State<AppState>, req: Request, next: N
     if same_bytes(token.as_bytes(), admin_token.as_bytes()) {
         return next.run(req).await;
     }
-    let need = need(req.method(), path);
+    let mut need = need(req.method(), path);
+    if let Need::Transaction(id) = &need {
+        need = match app.broker.transaction(id).await {
+            Ok(Some(t)) => Need::Produce(t.topic),
+            // Unknown here (or not yet applied here): the handler answers 404 or forwards.
+            Ok(None) => Need::ProduceAny,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+    }
     let user = match app.broker.authenticate(&token).await {
         Ok(Some(u)) => u,
         Ok(None) => return unauthenticated("unknown token"),

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use raftmq_raft::{ProduceMessage, Schedule, StoredMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -93,9 +92,53 @@ pub fn is_system_topic(name: &str) -> bool {
 pub struct ProduceRequest {
     /// The batch.
     pub messages: Vec<Object<ProduceItem>>,
-    /// Transactional produce (not supported yet).
+    /// Transactional produce: half messages, checked back at `check_url`.
     #[serde(default)]
-    pub transaction: Option<Value>,
+    pub transaction: Option<Object<TxnBody>>,
+}
+
+/// `transaction` of a produce request.
+#[derive(Deserialize, Debug)]
+pub struct TxnBody {
+    check_url: Option<String>,
+    check_after_ms: Option<u64>,
+}
+
+/// Longest `check_url`, bytes.
+const MAX_CHECK_URL_BYTES: usize = 2048;
+/// Longest `check_after_ms` (one day).
+pub const MAX_CHECK_AFTER_MS: u64 = 86_400_000;
+/// `check_after_ms` when not given (RocketMQ's default transaction timeout).
+pub const DEFAULT_CHECK_AFTER_MS: u64 = 6_000;
+
+impl TxnBody {
+    /// Validates it: `(check_url, check_after_ms)`.
+    pub fn validate(self) -> Result<(String, u64), ApiError> {
+        let url = self
+            .check_url
+            .ok_or_else(|| ApiError::invalid("transaction.check_url", "is required"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| ApiError::invalid("transaction.check_url", "must be an http:// URL"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty()
+            || url.len() > MAX_CHECK_URL_BYTES
+            || url.chars().any(char::is_whitespace)
+        {
+            return Err(ApiError::invalid(
+                "transaction.check_url",
+                format!("must name a host, without spaces, in at most {MAX_CHECK_URL_BYTES} bytes"),
+            ));
+        }
+        let after = self.check_after_ms.unwrap_or(DEFAULT_CHECK_AFTER_MS);
+        if !(1..=MAX_CHECK_AFTER_MS).contains(&after) {
+            return Err(ApiError::invalid(
+                "transaction.check_after_ms",
+                format!("must be 1 to {MAX_CHECK_AFTER_MS}"),
+            ));
+        }
+        Ok((url, after))
+    }
 }
 
 /// One message of a produce request.
@@ -114,14 +157,14 @@ pub struct ProduceItem {
 }
 
 impl ProduceRequest {
-    /// Validates and converts into the broker's input; also returns the total body bytes.
-    pub fn into_messages(self, max_message_bytes: usize) -> Result<Vec<ProduceMessage>, ApiError> {
-        if self.transaction.is_some() {
-            return Err(ApiError::invalid(
-                "transaction",
-                "transactional messages are not supported yet",
-            ));
-        }
+    /// Validates and converts into the broker's input, with the transaction's check URL
+    /// and delay if it is one.
+    #[allow(clippy::type_complexity)]
+    pub fn into_messages(
+        self,
+        max_message_bytes: usize,
+    ) -> Result<(Vec<ProduceMessage>, Option<(String, u64)>), ApiError> {
+        let txn = self.transaction.map(|t| t.0.validate()).transpose()?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
@@ -134,11 +177,23 @@ impl ProduceRequest {
                 format!("at most {MAX_BATCH} messages per request"),
             ));
         }
-        self.messages
+        let messages: Vec<ProduceMessage> = self
+            .messages
             .into_iter()
             .enumerate()
             .map(|(i, m)| m.0.validate(i, max_message_bytes))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if txn.is_some()
+            && let Some(i) = messages
+                .iter()
+                .position(|m| m.schedule.is_some() || m.idempotency_key.is_some())
+        {
+            return Err(ApiError::invalid(
+                &format!("messages[{i}]"),
+                "a transactional message takes no delay_ms, deliver_at_ms or idempotency_key",
+            ));
+        }
+        Ok((messages, txn))
     }
 }
 

@@ -22,6 +22,7 @@ mod groups;
 mod messages;
 mod peer;
 mod topics;
+mod transactions;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -65,6 +66,8 @@ pub struct ApiConfig {
     pub require_peer_certificate: bool,
     /// The admin token: authentication is on when it is set.
     pub admin_token: Option<String>,
+    /// Check-backs of an undecided transaction before it is rolled back.
+    pub txn_max_checks: u32,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +80,7 @@ impl Default for ApiConfig {
             write_timeout: Duration::from_secs(10),
             require_peer_certificate: false,
             admin_token: None,
+            txn_max_checks: 15,
         }
     }
 }
@@ -158,6 +162,11 @@ async fn members_only(
 /// The whole HTTP surface of a node.
 pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
     let http = broker.peer_http().clone();
+    // The API layer owns the HTTP client that checks transactions back.
+    match transactions::HttpTxnChecker::new() {
+        Ok(checker) => broker.set_txn_checker(Arc::new(checker)),
+        Err(e) => tracing::error!(error = %e, "no transaction check-back client"),
+    }
     let limit = cfg.max_request_bytes;
     let state = AppState {
         broker,
@@ -175,6 +184,12 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
             get(messages::read),
         )
         .route("/v1/messages/{msg_id}", get(messages::by_id))
+        .route("/v1/transactions/{id}", get(transactions::get))
+        .route("/v1/transactions/{id}/commit", post(transactions::commit))
+        .route(
+            "/v1/transactions/{id}/rollback",
+            post(transactions::rollback),
+        )
         .route("/v1/topics", get(topics::list))
         .route(
             "/v1/topics/{topic}",

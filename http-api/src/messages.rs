@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use raftmq_raft::{BrokerError, MessageId, QueueQuery, QueueRead, TagFilter, TopicSpec};
+use raftmq_raft::{
+    BrokerError, MessageId, Placed, QueueQuery, QueueRead, TagFilter, TopicSpec, TxnRequest,
+};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -50,7 +52,7 @@ pub(crate) async fn produce(
     let body = &write.body;
     check_name("topic", &topic)?;
     let req: ProduceRequest = parse_json(body)?;
-    let messages = req.into_messages(app.cfg.max_request_bytes)?;
+    let (messages, txn) = req.into_messages(app.cfg.max_request_bytes)?;
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }
@@ -62,6 +64,23 @@ pub(crate) async fn produce(
             retention_ms: app.cfg.default_retention_ms,
             dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
         });
+    if let Some((check_url, check_after_ms)) = txn {
+        let txn = TxnRequest {
+            check_url,
+            check_after_ms,
+            max_checks: app.cfg.txn_max_checks,
+        };
+        let (id, placed) = with_write_timeout(&app, async {
+            Ok(app
+                .broker
+                .produce_half(&topic, &messages, txn, auto_create)
+                .await?)
+        })
+        .await?;
+        return Ok(
+            Json(json!({ "transaction_id": id, "results": placed_json(&placed) })).into_response(),
+        );
+    }
     let placed = with_write_timeout(&app, async {
         Ok(app.broker.produce(&topic, &messages, auto_create).await?)
     })
@@ -69,11 +88,15 @@ pub(crate) async fn produce(
     app.stats
         .produced_messages
         .fetch_add(placed.len() as u64, Ordering::Relaxed);
-    let results: Vec<Value> = placed
-        .into_iter()
+    Ok(Json(json!({ "results": placed_json(&placed) })).into_response())
+}
+
+/// A produce's `results`.
+pub(crate) fn placed_json(placed: &[Placed]) -> Vec<Value> {
+    placed
+        .iter()
         .map(|p| json!({"msg_id": p.msg_id.to_string(), "queue": p.queue, "offset": p.offset}))
-        .collect();
-    Ok(Json(json!({ "results": results })).into_response())
+        .collect()
 }
 
 fn parse_u64(

@@ -26,8 +26,9 @@ pub mod fuzz;
 pub mod state;
 
 pub use broker::{
-    Broker, BrokerConfig, ClusterStatus, Delivery, MAX_BATCH_BYTES, MAX_REQUEST_BYTES, MemberRole,
-    MemberStatus, MessageId, NodeStats, PAST_GRACE_MS, Placed, ProduceMessage, Schedule,
+    Broker, BrokerConfig, CHECK_TIMEOUT, ClusterStatus, Delivery, MAX_BATCH_BYTES,
+    MAX_REQUEST_BYTES, MemberRole, MemberStatus, MessageId, NodeStats, PAST_GRACE_MS, Placed,
+    ProduceMessage, Schedule, TxnChecker, TxnInfo, TxnRequest,
 };
 pub use consensus::RaftTiming;
 pub use consensus::log_store::{FlushPolicy, LogStore};
@@ -37,10 +38,11 @@ pub use error::BrokerError;
 pub use raftmq_storage::DEFAULT_DEDUP_WINDOW_MS;
 pub use raftmq_storage::MAX_IDEMPOTENCY_KEY_LEN;
 pub use state::command::{
-    MAX_BACKOFF_MS as MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, Permission, User,
+    MAX_BACKOFF_MS as MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, Permission, TxnDecision, User,
 };
 pub use state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, QueueProgress, ReceiveRequest, ResetTo,
 };
+pub use state::queues::TxnState;
 pub use state::read::{QueueQuery, QueueRead, StoredMessage, TagFilter};
 pub use state::{RejectCode, StateMachine, TopicSpec};

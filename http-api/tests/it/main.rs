@@ -4,6 +4,7 @@
 mod support;
 mod t10_produce_read;
 mod t15_scheduled;
+mod t16_transactions;
 mod t20_errors;
 mod t30_topics_cluster;
 mod t40_groups;

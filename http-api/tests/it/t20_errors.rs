@@ -86,12 +86,12 @@ async fn bad_produce_requests_are_refused_and_write_nothing() {
     assert_error(
         &n.post(
             p,
-            r#"{"messages": [{"body": "a"}], "transaction": {"check_url": "http://127.0.0.1:1"}}"#,
+            r#"{"messages": [{"body": "a"}], "transaction": {"check_url": "https://127.0.0.1:1"}}"#,
         )
         .await,
         StatusCode::BAD_REQUEST,
         "INVALID_ARGUMENT",
-        "transaction",
+        "transaction.check_url",
     );
     let big = "x".repeat(70 * 1024);
     assert_error(

@@ -26,6 +26,7 @@ mod read;
 mod retention;
 mod schedule;
 mod topics;
+mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ pub use membership::{ClusterStatus, MemberRole, MemberStatus, NodeStats};
 pub use message_id::MessageId;
 pub use produce::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Placed, ProduceMessage};
 pub use schedule::{PAST_GRACE_MS, Schedule};
+pub use txn::{CHECK_TIMEOUT, TxnChecker, TxnInfo, TxnRequest};
 
 use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::network::Network;
@@ -115,6 +117,8 @@ struct Inner {
     clock: Arc<clock::GroupClock>,
     disk: disk::DiskGuard,
     peer_auth: Arc<PeerAuth>,
+    /// The check-back client and the checks running.
+    txns: txn::Txns,
 }
 
 impl std::fmt::Debug for Broker {
@@ -197,6 +201,7 @@ impl Broker {
                 clock,
                 disk: disk::DiskGuard::default(),
                 peer_auth,
+                txns: txn::Txns::default(),
             }),
         };
         broker.watch_disk();
@@ -206,6 +211,7 @@ impl Broker {
         broker.spawn_clock_sync();
         broker.spawn_retention();
         broker.spawn_delivery();
+        broker.spawn_txn_checks();
         Ok(broker)
     }
 

@@ -75,25 +75,33 @@ impl Broker {
         counter.fetch_add(1, Ordering::Relaxed) % queues
     }
 
-    /// Produces a batch (on the leader): picks queues, encodes the batch once, proposes it.
-    /// A missing topic is created with `auto_create` if given.
-    pub async fn produce(
+    /// A topic's queue count and retention, and the settings to create it with if it does
+    /// not exist and `auto_create` allows.
+    pub(super) async fn produce_target(
+        &self,
+        topic: &str,
+        auto_create: Option<TopicSpec>,
+    ) -> Result<(u32, u64, Option<TopicSpec>), BrokerError> {
+        self.check_disk()?;
+        match (self.topic(topic).await?, auto_create) {
+            (Some(t), _) => Ok((t.queues, t.retention_ms, None)),
+            (None, Some(spec)) => Ok((spec.queues, spec.retention_ms, Some(spec))),
+            (None, None) => Err(BrokerError::rejected(
+                RejectCode::TopicNotFound,
+                format!("topic {topic} does not exist"),
+            )),
+        }
+    }
+
+    /// Encodes a request's messages once, as they will be stored: picks each one's queue
+    /// and due time, stamps the batch with group time.
+    pub(super) async fn encode_batch(
         &self,
         topic: &str,
         messages: &[ProduceMessage],
-        auto_create: Option<TopicSpec>,
-    ) -> Result<Vec<Placed>, BrokerError> {
-        self.check_disk()?;
-        let (queues, retention_ms, create_topic) = match (self.topic(topic).await?, auto_create) {
-            (Some(t), _) => (t.queues, t.retention_ms, None),
-            (None, Some(spec)) => (spec.queues, spec.retention_ms, Some(spec)),
-            (None, None) => {
-                return Err(BrokerError::rejected(
-                    RejectCode::TopicNotFound,
-                    format!("topic {topic} does not exist"),
-                ));
-            }
-        };
+        queues: u32,
+        retention_ms: u64,
+    ) -> Result<Vec<u8>, BrokerError> {
         let invalid = |m: String| BrokerError::rejected(RejectCode::InvalidArgument, m);
         let mut buf = Vec::new();
         let now = self.group_time().await?;
@@ -138,6 +146,21 @@ impl Broker {
                 ),
             ));
         }
+        Ok(buf)
+    }
+
+    /// Produces a batch (on the leader): picks queues, encodes the batch once, proposes it.
+    /// A missing topic is created with `auto_create` if given.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        messages: &[ProduceMessage],
+        auto_create: Option<TopicSpec>,
+    ) -> Result<Vec<Placed>, BrokerError> {
+        let (queues, retention_ms, create_topic) = self.produce_target(topic, auto_create).await?;
+        let buf = self
+            .encode_batch(topic, messages, queues, retention_ms)
+            .await?;
         let (log_index, first_slot, placed, originals) = match create_topic {
             // Creating the topic is rare; the request goes alone.
             Some(spec) => match self

@@ -193,6 +193,16 @@ fn message_at(
     })
 }
 
+/// Every message of a log entry, in slot order (offsets unset: for a transaction's
+/// check-back, before its messages have any).
+pub fn entry_messages(log: &CommitLog, log_index: u64) -> Result<Vec<StoredMessage>, BrokerError> {
+    let batch = indexed_batch(log, log_index)?;
+    let count = BatchView::parse(&batch)?.count;
+    (0..count)
+        .map(|slot| message_at(&batch, log_index, slot, 0))
+        .collect()
+}
+
 /// What to read from a queue.
 #[derive(Clone, Debug)]
 pub struct QueueQuery {

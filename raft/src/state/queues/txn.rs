@@ -149,13 +149,10 @@ impl Queues {
 
     /// Commits, rolls back or counts a check of a transaction (reads its record: a batch of
     /// its own). A decision equal to the one taken is answered again; the other one is a
-    /// conflict.
+    /// conflict. Refusals say what is wrong with "the transaction" (the caller names it).
     pub fn end_txn(&mut self, batch: &mut IndexBatch<'_>, c: &EndTxnCmd, now: u64) -> R<Applied> {
         let Some(mut rec) = self.txn(c.txn)? else {
-            return Ok(reject(
-                RejectCode::NotFound,
-                format!("transaction {} does not exist", c.txn),
-            ));
+            return Ok(reject(RejectCode::NotFound, "does not exist"));
         };
         match (rec.state, c.decision) {
             (TxnState::Open, _) => {}
@@ -165,7 +162,7 @@ impl Queues {
             (state, _) => {
                 return Ok(reject(
                     RejectCode::Conflict,
-                    format!("transaction {} is already {}", c.txn, state.as_str()),
+                    format!("is already {}", state.as_str().replace('_', " ")),
                 ));
             }
         }
