@@ -111,16 +111,27 @@ pub const MAX_CHECK_AFTER_MS: u64 = 86_400_000;
 /// `check_after_ms` when not given (RocketMQ's default transaction timeout).
 pub const DEFAULT_CHECK_AFTER_MS: u64 = 6_000;
 
+/// The host of an `http://` URL's authority (no user info, no port; IPv6 without brackets).
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    }
+}
+
 impl TxnBody {
-    /// Validates it: `(check_url, check_after_ms)`.
-    pub fn validate(self) -> Result<(String, u64), ApiError> {
+    /// Validates it: `(check_url, check_after_ms)`. `allowed_hosts`: the only hosts a check
+    /// may go to (`None`: any).
+    pub fn validate(self, allowed_hosts: Option<&[String]>) -> Result<(String, u64), ApiError> {
         let url = self
             .check_url
             .ok_or_else(|| ApiError::invalid("transaction.check_url", "is required"))?;
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| ApiError::invalid("transaction.check_url", "must be an http:// URL"))?;
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = url_host(rest);
         if host.is_empty()
             || url.len() > MAX_CHECK_URL_BYTES
             || url.chars().any(char::is_whitespace)
@@ -128,6 +139,14 @@ impl TxnBody {
             return Err(ApiError::invalid(
                 "transaction.check_url",
                 format!("must name a host, without spaces, in at most {MAX_CHECK_URL_BYTES} bytes"),
+            ));
+        }
+        if let Some(allowed) = allowed_hosts
+            && !allowed.iter().any(|h| h.eq_ignore_ascii_case(host))
+        {
+            return Err(ApiError::invalid(
+                "transaction.check_url",
+                format!("host {host} is not one this cluster checks back to (--txn-check-hosts)"),
             ));
         }
         let after = self.check_after_ms.unwrap_or(DEFAULT_CHECK_AFTER_MS);
@@ -163,8 +182,12 @@ impl ProduceRequest {
     pub fn into_messages(
         self,
         max_message_bytes: usize,
+        check_hosts: Option<&[String]>,
     ) -> Result<(Vec<ProduceMessage>, Option<(String, u64)>), ApiError> {
-        let txn = self.transaction.map(|t| t.0.validate()).transpose()?;
+        let txn = self
+            .transaction
+            .map(|t| t.0.validate(check_hosts))
+            .transpose()?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",

@@ -13,7 +13,7 @@ use crate::groups::{AckBody, CommitRequest, HeartbeatBody, ReceiveBody, ResetBod
 /// Parses `data` as every request body.
 pub fn json_bodies(data: &[u8]) {
     if let Ok(req) = parse_json::<ProduceRequest>(data) {
-        let _ = req.into_messages(1 << 20);
+        let _ = req.into_messages(1 << 20, None);
     }
     let _ = parse_json::<PutTopicRequest>(data);
     let _ = parse_json::<AddMemberRequest>(data);

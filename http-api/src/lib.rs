@@ -68,6 +68,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Check-backs of an undecided transaction before it is rolled back.
     pub txn_max_checks: u32,
+    /// The only hosts a transaction's `check_url` may name (`None`: any).
+    pub txn_check_hosts: Option<Vec<String>>,
 }
 
 impl Default for ApiConfig {
@@ -81,6 +83,7 @@ impl Default for ApiConfig {
             require_peer_certificate: false,
             admin_token: None,
             txn_max_checks: 15,
+            txn_check_hosts: None,
         }
     }
 }

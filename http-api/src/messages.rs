@@ -52,7 +52,10 @@ pub(crate) async fn produce(
     let body = &write.body;
     check_name("topic", &topic)?;
     let req: ProduceRequest = parse_json(body)?;
-    let (messages, txn) = req.into_messages(app.cfg.max_request_bytes)?;
+    let (messages, txn) = req.into_messages(
+        app.cfg.max_request_bytes,
+        app.cfg.txn_check_hosts.as_deref(),
+    )?;
     if let Route::Relayed(resp) = write.route(&app).await? {
         return Ok(resp);
     }

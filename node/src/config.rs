@@ -65,6 +65,12 @@ pub(crate) struct NodeArgs {
     /// Retention of auto-created topics, ms.
     #[arg(long, env = "RAFTMQ_DEFAULT_RETENTION_MS")]
     pub(crate) default_retention_ms: Option<u64>,
+    /// Check-backs of an undecided transaction before it is rolled back (1 to 1000).
+    #[arg(long, env = "RAFTMQ_TXN_MAX_CHECKS")]
+    pub(crate) txn_max_checks: Option<u32>,
+    /// The only hosts a transaction's check_url may name, comma-separated (default: any).
+    #[arg(long, env = "RAFTMQ_TXN_CHECK_HOSTS", value_delimiter = ',')]
+    pub(crate) txn_check_hosts: Option<Vec<String>>,
     /// CommitLog segment size, bytes.
     #[arg(long, env = "RAFTMQ_SEGMENT_SIZE")]
     pub(crate) segment_size: Option<u64>,
@@ -128,6 +134,8 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     default_queues: Option<u32>,
     default_retention_ms: Option<u64>,
+    txn_max_checks: Option<u32>,
+    txn_check_hosts: Option<Vec<String>>,
     segment_size: Option<u64>,
     max_request_bytes: Option<usize>,
     heartbeat_ms: Option<u64>,
@@ -169,6 +177,10 @@ pub(crate) struct NodeConfig {
     pub(crate) default_queues: u32,
     /// Retention of auto-created topics, ms.
     pub(crate) default_retention_ms: u64,
+    /// Check-backs of an undecided transaction before it is rolled back.
+    pub(crate) txn_max_checks: u32,
+    /// The only hosts a check_url may name (`None`: any).
+    pub(crate) txn_check_hosts: Option<Vec<String>>,
     /// Segment size, bytes.
     pub(crate) segment_size: u64,
     /// Request body limit, bytes.
@@ -252,6 +264,8 @@ impl NodeConfig {
             auto_create_topics: pick!(auto_create_topics).unwrap_or(auto_create_default),
             default_queues: pick!(default_queues).unwrap_or(4),
             default_retention_ms: pick!(default_retention_ms).unwrap_or(72 * 3600 * 1000),
+            txn_max_checks: pick!(txn_max_checks).unwrap_or(15),
+            txn_check_hosts: pick!(txn_check_hosts),
             segment_size: pick!(segment_size).unwrap_or(256 << 20),
             max_request_bytes: pick!(max_request_bytes).unwrap_or(8 << 20),
             heartbeat_ms: pick!(heartbeat_ms).unwrap_or(100),
@@ -301,6 +315,9 @@ impl NodeConfig {
         }
         if !(1..=1024).contains(&self.default_queues) {
             bail!("default_queues: must be between 1 and 1024");
+        }
+        if !(1..=1000).contains(&self.txn_max_checks) {
+            bail!("txn_max_checks: must be between 1 and 1000");
         }
         if self.heartbeat_ms == 0 || self.election_timeout_ms < 2 * self.heartbeat_ms {
             bail!("election_timeout_ms must be at least twice heartbeat_ms (and heartbeat_ms > 0)");

@@ -178,6 +178,8 @@ fn api_config(cfg: &NodeConfig, tls: Option<&Tls>) -> ApiConfig {
         max_request_bytes: cfg.max_request_bytes,
         require_peer_certificate: tls.is_some_and(Tls::verifies_peers),
         admin_token: cfg.admin_token.clone(),
+        txn_max_checks: cfg.txn_max_checks,
+        txn_check_hosts: cfg.txn_check_hosts.clone(),
         ..ApiConfig::default()
     }
 }

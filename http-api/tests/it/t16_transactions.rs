@@ -241,7 +241,12 @@ async fn undecided_transactions_are_checked_back_and_a_hanging_target_blocks_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_transactions_are_refused_by_field() {
-    let n = Node::auto().await;
+    let n = Node::start(ApiConfig {
+        auto_create_topics: true,
+        txn_check_hosts: Some(vec!["127.0.0.1".into()]),
+        ..ApiConfig::default()
+    })
+    .await;
     let send = |txn: Value, msg: Value| {
         let body = json!({"messages": [msg], "transaction": txn}).to_string();
         let n = &n;
@@ -267,6 +272,19 @@ async fn bad_transactions_are_refused_by_field() {
         "INVALID_ARGUMENT",
         "transaction.check_url",
     );
+    // Only the hosts the cluster allows (`--txn-check-hosts`).
+    for other in [
+        "http://192.0.2.1:80/check",
+        "http://127.0.0.1@192.0.2.1/",
+        "http://[::1]:9/",
+    ] {
+        assert_error(
+            &send(json!({"check_url": other}), plain.clone()).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "is not one this cluster checks back to",
+        );
+    }
     assert_error(
         &send(
             json!({"check_url": url, "check_after_ms": 0}),
