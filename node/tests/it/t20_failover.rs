@@ -133,3 +133,53 @@ async fn scheduled_messages_come_due_once_after_a_failover() {
         .await;
     assert_eq!(got, expected);
 }
+
+/// A transaction left open by a leader that died is checked back by the next one, and its
+/// messages are committed once on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_leader_checks_back_an_open_transaction() {
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = asked.clone();
+    let app = axum::Router::new().route(
+        "/check",
+        axum::routing::post(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { r#"{"status": "commit"}"# }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.create_topic(leader, "t", 1).await;
+    let body = serde_json::json!({
+        "messages": [{"body": "t1"}, {"body": "t2"}],
+        "transaction": {"check_url": url, "check_after_ms": 1500},
+    });
+    let (s, v) = c
+        .post(leader, "/v1/topics/t/messages", &body)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let txn = v["transaction_id"].as_str().unwrap().to_owned();
+    c.kill(leader);
+    for id in c.live() {
+        let got = c
+            .wait_for(
+                "the transaction to be checked back and committed",
+                || async { c.read_all(id, "t", 0).await.filter(|m| m.len() >= 2) },
+            )
+            .await;
+        assert_eq!(got, ["t1", "t2"], "node {id}: committed once");
+        let (s, t) = c.get(id, &format!("/v1/transactions/{txn}")).await.unwrap();
+        assert_eq!(
+            (s, &t["state"]),
+            (200, &serde_json::json!("committed")),
+            "{t}"
+        );
+    }
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    server.abort();
+}
