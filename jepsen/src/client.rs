@@ -150,6 +150,61 @@ impl Client {
         }
     }
 
+    /// Produces one message as a transaction checked back at `check_url`; `Ok(id)`.
+    pub async fn send_txn(
+        &self,
+        node: SocketAddr,
+        topic: &str,
+        key: &str,
+        value: &str,
+        check_url: &str,
+        check_after_ms: u64,
+    ) -> Outcome<String> {
+        let body = json!({
+            "messages": [{"body": value, "key": key}],
+            "transaction": {"check_url": check_url, "check_after_ms": check_after_ms},
+        });
+        match self
+            .call(
+                reqwest::Method::POST,
+                node,
+                &format!("/v1/topics/{topic}/messages"),
+                Some(&body),
+            )
+            .await
+        {
+            Outcome::Ok(v) => match v["transaction_id"].as_str() {
+                Some(id) => Outcome::Ok(id.to_owned()),
+                None => Outcome::Info(format!("unexpected answer {v}")),
+            },
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+
+    /// Commits (`commit`) or rolls back a transaction, or (`None`) reads it; `Ok(state)`.
+    pub async fn txn(&self, node: SocketAddr, id: &str, commit: Option<bool>) -> Outcome<String> {
+        let (method, path) = match commit {
+            Some(true) => (
+                reqwest::Method::POST,
+                format!("/v1/transactions/{id}/commit"),
+            ),
+            Some(false) => (
+                reqwest::Method::POST,
+                format!("/v1/transactions/{id}/rollback"),
+            ),
+            None => (reqwest::Method::GET, format!("/v1/transactions/{id}")),
+        };
+        match self.call(method, node, &path, None).await {
+            Outcome::Ok(v) => match v["state"].as_str() {
+                Some(s) => Outcome::Ok(s.to_owned()),
+                None => Outcome::Info(format!("unexpected answer {v}")),
+            },
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+
     /// Reads a queue from `offset`; `Ok((messages, next_offset))`.
     pub async fn poll(
         &self,

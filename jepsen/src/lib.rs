@@ -20,4 +20,5 @@ pub mod proxy;
 pub mod report;
 pub mod rng;
 pub mod runner;
+pub mod txn_check;
 pub mod workload;

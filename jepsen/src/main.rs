@@ -56,7 +56,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         think_ms: u64,
         /// `log` (read by offset, commit offsets), `queue` (consumer group receive/ack) or
-        /// `delay` (the log workload with scheduled sends, checked for early reads).
+        /// `delay` (the log workload with scheduled sends, checked for early reads) or `txn`
+        /// (transactions committed, rolled back or checked back).
         #[arg(long, default_value = "log")]
         workload: String,
         /// Make the test topic FIFO (checked for fifo-violation in the queue workload).
@@ -144,7 +145,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 "log" => Kind::Log,
                 "queue" => Kind::Queue,
                 "delay" => Kind::Delay,
-                other => anyhow::bail!("unknown workload `{other}` (log, queue, delay)"),
+                "txn" => Kind::Txn,
+                other => anyhow::bail!("unknown workload `{other}` (log, queue, delay, txn)"),
             };
             anyhow::ensure!(bin.is_file(), "--bin {} is not a file", bin.display());
             anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be 1 to 9");
@@ -172,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     topic: match kind {
                         Kind::Queue => "jepsen-q".into(),
                         Kind::Delay => "jepsen-d".into(),
+                        Kind::Txn => "jepsen-t".into(),
                         Kind::Log => "jepsen".into(),
                     },
                     queues,
@@ -179,6 +182,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     consumers,
                     keys: 8,
                     think: Duration::from_millis(think_ms),
+                    check_url: String::new(),
+                    txns: Default::default(),
                 },
                 token,
                 tls,

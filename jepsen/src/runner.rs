@@ -131,7 +131,17 @@ pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
         control.token = token.clone();
     }
     // Small segments, so runs seal, purge and ship many of them.
-    let extra = ["--segment-size".to_owned(), "1048576".to_owned()];
+    // Undecided transactions (the txn workload) roll back after 3 check-backs; checks go to
+    // the harness on this host only.
+    let extra = [
+        "--segment-size",
+        "1048576",
+        "--txn-max-checks",
+        &crate::workload::TXN_MAX_CHECKS.to_string(),
+        "--txn-check-hosts",
+        "127.0.0.1",
+    ]
+    .map(str::to_owned);
     let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &extra, control).await?;
     let addrs: Vec<(u64, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
     let access = cluster.access.clone();
@@ -165,7 +175,12 @@ async fn run_in(
                 dir.display()
             )
         })?;
-    let w = Arc::new(opts.workload.clone());
+    let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl"))?);
+    let mut w = opts.workload.clone();
+    if w.kind == workload::Kind::Txn {
+        w.check_url = crate::txn_check::start(recorder.clone()).await?;
+    }
+    let w = Arc::new(w);
     wait_until(Duration::from_secs(30), || async {
         for (_, addr) in addrs {
             if let Outcome::Ok(_) = client.create_topic(*addr, &w.topic, w.queues, w.fifo).await {
@@ -194,7 +209,6 @@ async fn run_in(
         .ok_or_else(|| anyhow::anyhow!("could not set the group's retry backoff"))?;
     }
 
-    let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl"))?);
     let mut rng = Rng::new(opts.seed);
     let nodes: Vec<SocketAddr> = addrs.iter().map(|a| a.1).collect();
     let started = Instant::now();
@@ -210,12 +224,15 @@ async fn run_in(
     };
     let mut tasks = Vec::new();
     for p in 0..w.producers {
-        tasks.push(tokio::spawn(workload::producer(worker(p))));
+        tasks.push(match w.kind {
+            workload::Kind::Txn => tokio::spawn(workload::txn_producer(worker(p))),
+            _ => tokio::spawn(workload::producer(worker(p))),
+        });
     }
     for c in 0..w.consumers {
         let x = worker(w.producers + c);
         tasks.push(match w.kind {
-            workload::Kind::Log | workload::Kind::Delay => {
+            workload::Kind::Log | workload::Kind::Delay | workload::Kind::Txn => {
                 let queues: Vec<u64> = (0..w.queues).filter(|q| q % w.consumers == c).collect();
                 tokio::spawn(workload::consumer(x, queues))
             }
@@ -260,9 +277,18 @@ async fn run_in(
         let due = until + Duration::from_millis(workload::MAX_DELAY_MS) + Duration::from_secs(5);
         tokio::time::sleep_until(due.into()).await;
     }
+    if w.kind == workload::Kind::Txn {
+        // Undecided transactions roll back after their last check: read the final states
+        // once that is past (a check every TXN_CHECK_AFTER_MS, TXN_MAX_CHECKS of them, each
+        // up to 5 s if a check target is cut off), then drain.
+        let checks = workload::TXN_CHECK_AFTER_MS * u64::from(workload::TXN_MAX_CHECKS + 1);
+        let due = until + Duration::from_millis(checks) + Duration::from_secs(10);
+        tokio::time::sleep_until(due.into()).await;
+        workload::drain_txns(10_000, &w, &nodes, &drain_client, &recorder).await;
+    }
     let drain_started = Instant::now();
     match w.kind {
-        workload::Kind::Log | workload::Kind::Delay => {
+        workload::Kind::Log | workload::Kind::Delay | workload::Kind::Txn => {
             workload::drain(10_000, &w, &nodes, &drain_client, &recorder).await
         }
         workload::Kind::Queue => {

@@ -8,6 +8,11 @@
 //! ahead (`deliver_at_ms` by the producer's clock); every poll records the reader's clock
 //! when its answer came (`read_ms`), so the checker can tell a read before its time.
 //!
+//! `txn`: producers send each value as a one-message transaction checked back at the
+//! harness's own target ([`crate::txn_check`]), then commit it, roll it back or leave it to
+//! the check-backs; consumers poll as in `log`; before the drain every transaction's final
+//! state is read (`txn-state`).
+//!
 //! With `idempotent`, every send carries its value as its idempotency key and a send whose
 //! fate is unknown (`info`) is retried with the same key (each try recorded): the system
 //! must then store each value once.
@@ -35,7 +40,14 @@ pub enum Kind {
     Queue,
     /// The log workload with scheduled sends.
     Delay,
+    /// Transactions decided by the client, by check-back, or left to roll back.
+    Txn,
 }
+
+/// Check-backs before an undecided transaction rolls back (the nodes' `--txn-max-checks`).
+pub const TXN_MAX_CHECKS: u32 = 3;
+/// `check_after_ms` of the txn workload's transactions.
+pub const TXN_CHECK_AFTER_MS: u64 = 1_000;
 
 /// How far ahead the delay workload schedules a send, at most.
 pub const MAX_DELAY_MS: u64 = 3_000;
@@ -86,6 +98,10 @@ pub struct LogWorkload {
     pub keys: u64,
     /// Pause between one process's operations.
     pub think: Duration,
+    /// The txn workload's check-back target.
+    pub check_url: String,
+    /// `(value, transaction id)` of every transaction produced (`ok`), for the final drain.
+    pub txns: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 fn complete<T>(
@@ -166,6 +182,96 @@ pub async fn producer(x: Worker) {
             tokio::time::sleep(w.think).await;
         }
         tokio::time::sleep(w.think).await;
+    }
+}
+
+/// One producer of the txn workload until `until`: each value is a transaction, then
+/// committed (4 in 10), rolled back (3 in 10) or left to its check-backs.
+pub async fn txn_producer(x: Worker) {
+    let Worker {
+        p,
+        w,
+        nodes,
+        client,
+        rec,
+        mut rng,
+        until,
+    } = x;
+    let mut seq = 0u64;
+    while Instant::now() < until {
+        let node = *rng.pick(&nodes).expect("nodes");
+        let key = format!("k{}", rng.below(w.keys));
+        let value = format!("{p}-{seq}");
+        seq += 1;
+        let invoke = json!({"topic": w.topic, "key": key, "value": value, "txn": true});
+        rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
+        let out = client
+            .send_txn(
+                node,
+                &w.topic,
+                &key,
+                &value,
+                &w.check_url,
+                TXN_CHECK_AFTER_MS,
+            )
+            .await;
+        complete(&rec, p, "send", &invoke, &out, |id| {
+            let mut v = invoke.clone();
+            v["transaction_id"] = json!(id);
+            v
+        });
+        if let Outcome::Ok(id) = out {
+            w.txns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((value.clone(), id.clone()));
+            let commit = match rng.below(10) {
+                0..4 => Some(true),
+                4..7 => Some(false),
+                _ => None,
+            };
+            if let Some(commit) = commit {
+                let f = if commit { "txn-commit" } else { "txn-rollback" };
+                let node = *rng.pick(&nodes).expect("nodes");
+                let invoke = json!({"value": value, "transaction_id": id});
+                rec.record(Process::Client(p), Ev::Invoke, f, invoke.clone());
+                let out = client.txn(node, &id, Some(commit)).await;
+                complete(&rec, p, f, &invoke, &out, |state| {
+                    let mut v = invoke.clone();
+                    v["state"] = json!(state);
+                    v
+                });
+            }
+        }
+        tokio::time::sleep(w.think).await;
+    }
+}
+
+/// Records every transaction's final state as a node has it (`txn-state`, `"final": true`).
+pub async fn drain_txns(
+    p: u64,
+    w: &LogWorkload,
+    nodes: &[SocketAddr],
+    client: &Client,
+    rec: &Recorder,
+) {
+    let txns = w.txns.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (value, id) in txns {
+        for attempt in 0..20 {
+            let node = nodes[attempt % nodes.len()];
+            let invoke = json!({"value": value, "transaction_id": id, "final": true});
+            rec.record(Process::Client(p), Ev::Invoke, "txn-state", invoke.clone());
+            let out = client.txn(node, &id, None).await;
+            complete(rec, p, "txn-state", &invoke, &out, |state| {
+                let mut v = invoke.clone();
+                v["state"] = json!(state);
+                v
+            });
+            if matches!(out, Outcome::Ok(_)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod nonmonotonic_send;
 mod phantom;
 mod poll_order;
 mod queue;
+mod txn;
 
 use std::collections::BTreeMap;
 
@@ -46,7 +47,7 @@ impl Anomaly {
 }
 
 /// Anomalies that make a history invalid.
-pub const COUNTED: [&str; 12] = [
+pub const COUNTED: [&str; 16] = [
     "lost",
     "phantom",
     "duplicate",
@@ -59,6 +60,10 @@ pub const COUNTED: [&str; 12] = [
     "double-delivery",
     "fifo-violation",
     "early-read",
+    "txn-lost",
+    "txn-aborted-read",
+    "txn-flip",
+    "txn-unjustified-commit",
 ];
 
 /// The verdict on a history.
@@ -97,6 +102,9 @@ pub fn check(history: &[Event]) -> Results {
     anomalies.insert("double-delivery".to_owned(), queue::double_delivery(&m));
     anomalies.insert("fifo-violation".to_owned(), queue::fifo_violation(&m));
     anomalies.insert("early-read".to_owned(), early::check(&m));
+    for (name, a) in txn::check(&m) {
+        anomalies.insert(name.to_owned(), a);
+    }
     let (redelivered, redelivery_rate) = queue::duplicate_consumption(&m);
     anomalies.insert("duplicate-consumption".to_owned(), redelivered);
     let valid = COUNTED
@@ -120,6 +128,9 @@ pub fn check(history: &[Event]) -> Results {
         "ack": {"ok": count("ack", Kind::Ok), "fail": count("ack", Kind::Fail), "info": count("ack", Kind::Info)},
         "deliveries": m.deliveries.len(),
         "scheduled_sends": m.sends.values().flatten().filter(|s| s.deliver_at_ms.is_some()).count(),
+        "transactions": m.txns.len(),
+        "transactions_committed": m.txns.values().filter(|t| t.final_state.as_deref() == Some("committed")).count(),
+        "transactions_checked": m.txns.values().filter(|t| !t.answers.is_empty()).count(),
         "duplicate_consumption_rate": redelivery_rate,
         "final_polls": m.polls.iter().filter(|p| p.is_final).count(),
         "values_read": m.reads().map(|r| r.3).collect::<std::collections::HashSet<_>>().len(),

@@ -21,8 +21,23 @@ pub(crate) struct Send {
     pub(crate) idempotent: bool,
     /// Not to be readable before this wall-clock time (a scheduled send).
     pub(crate) deliver_at_ms: Option<u64>,
+    /// A transaction's half message: readable only once committed (see `txns`).
+    pub(crate) txn: bool,
     pub(crate) invoke_index: u64,
     pub(crate) complete_index: u64,
+}
+
+/// What the history says about one transaction (the txn workload).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TxnFate {
+    /// Outcomes of the client's commit requests.
+    pub(crate) commits: Vec<Kind>,
+    /// Outcomes of the client's rollback requests.
+    pub(crate) rollbacks: Vec<Kind>,
+    /// What the check-back target answered, each time it was asked.
+    pub(crate) answers: Vec<String>,
+    /// Its state as read after the run.
+    pub(crate) final_state: Option<String>,
 }
 
 /// A successful poll.
@@ -83,6 +98,8 @@ pub(crate) struct Model {
     pub(crate) commits: Vec<Commit>,
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) acks: Vec<Ack>,
+    /// What happened to each transaction, by value.
+    pub(crate) txns: BTreeMap<String, TxnFate>,
     /// Operations invoked but never completed (the process crashed or the run ended).
     pub(crate) unfinished: usize,
 }
@@ -140,6 +157,7 @@ impl Model {
                     placed,
                     idempotent: iv.get("idempotency_key").is_some(),
                     deliver_at_ms: u(iv, "deliver_at_ms"),
+                    txn: flag(iv, "txn"),
                     invoke_index: inv.index,
                     complete_index: done.index,
                 });
@@ -208,6 +226,17 @@ impl Model {
                     });
                 }
             }
+            "txn-commit" | "txn-rollback" | "check" | "txn-state" => {
+                let Some(value) = s(iv, "value") else { return };
+                let fate = self.txns.entry(value).or_default();
+                match inv.f.as_str() {
+                    "txn-commit" => fate.commits.push(done.kind),
+                    "txn-rollback" => fate.rollbacks.push(done.kind),
+                    "check" => fate.answers.extend(s(dv, "answer")),
+                    _ if done.kind == Kind::Ok => fate.final_state = s(dv, "state"),
+                    _ => {}
+                }
+            }
             "ack" if done.kind == Kind::Ok => {
                 let values = dv
                     .get("acked")
@@ -239,9 +268,10 @@ impl Model {
 
     /// Whether a value's send was acknowledged (`ok`) at least once.
     pub(crate) fn acked(&self, value: &str) -> Option<&Send> {
+        // A transaction's `ok` send promises nothing readable (see the txn checks).
         self.sends
             .get(value)?
             .iter()
-            .find(|s| s.outcome == Kind::Ok)
+            .find(|s| s.outcome == Kind::Ok && !s.txn)
     }
 }

@@ -87,6 +87,47 @@ impl H {
         self.ev(p, Kind::Ok, "poll", done)
     }
 
+    /// An `ok` transactional send of `value`.
+    pub(crate) fn send_txn(&mut self, p: u64, value: &str) -> &mut Self {
+        let v = json!({"topic": "t", "key": "k", "value": value, "txn": true});
+        self.ev(p, Kind::Invoke, "send", v.clone());
+        let mut done = v;
+        done["transaction_id"] = json!(format!("g1.{}", self.events.len()));
+        self.ev(p, Kind::Ok, "send", done)
+    }
+
+    /// A client's commit (`commit`) or rollback of `value`'s transaction, and its outcome.
+    pub(crate) fn decide(&mut self, p: u64, value: &str, commit: bool, kind: Kind) -> &mut Self {
+        let f = if commit { "txn-commit" } else { "txn-rollback" };
+        let v = json!({"value": value});
+        self.ev(p, Kind::Invoke, f, v.clone());
+        self.ev(p, kind, f, v)
+    }
+
+    /// The check-back target answered `answer` about `value`.
+    pub(crate) fn checked(&mut self, value: &str, answer: &str) -> &mut Self {
+        let v = json!({"value": value});
+        self.ev(1_000_000, Kind::Invoke, "check", v.clone());
+        self.ev(
+            1_000_000,
+            Kind::Ok,
+            "check",
+            json!({"value": value, "answer": answer}),
+        )
+    }
+
+    /// `value`'s transaction was found in `state` after the run.
+    pub(crate) fn final_state(&mut self, value: &str, state: &str) -> &mut Self {
+        let v = json!({"value": value, "final": true});
+        self.ev(9, Kind::Invoke, "txn-state", v.clone());
+        self.ev(
+            9,
+            Kind::Ok,
+            "txn-state",
+            json!({"value": value, "state": state}),
+        )
+    }
+
     pub(crate) fn send_ok(
         &mut self,
         p: u64,

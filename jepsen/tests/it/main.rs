@@ -14,3 +14,4 @@ mod phantom;
 mod poll_order;
 mod queue;
 mod short_run;
+mod txn;
