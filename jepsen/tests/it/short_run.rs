@@ -1,6 +1,6 @@
 //! The short chaos runs of the test suite: a real 3-node cluster under faults (the log
-//! workload for 45 s; a FIFO queue workload over TLS for 30 s; the delay workload for 20 s),
-//! then the checker.
+//! workload for 45 s; a FIFO queue workload over TLS for 30 s; the delay and txn workloads
+//! for 20 s each), then the checker.
 //! Longer runs: `raftmq-jepsen test` (docs/jepsen.md).
 
 use std::path::PathBuf;
@@ -120,5 +120,16 @@ fn short_delay_run_finds_no_early_reads() {
         &["--time", "20", "--workload", "delay"],
         "poll",
         "clock,kill,transfer",
+    );
+}
+
+#[test]
+fn short_txn_run_finds_no_anomalies() {
+    // Transactions decided by clients and by check-backs while leaders die and move: a
+    // decision must survive, and a check must come from whichever node leads.
+    run_with(
+        &["--time", "20", "--workload", "txn"],
+        "poll",
+        "kill,partition,transfer",
     );
 }
