@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use super::{BenchArgs, Outcome, percentile};
+use super::{BenchArgs, Outcome, percentile, post_json};
 use crate::cluster::{Spawned, leader};
 use crate::scale::{max, rss_mib};
 
@@ -24,20 +24,6 @@ fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Posts one produce request, failing on any non-2xx answer.
-async fn post(http: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {
-    let r = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("produce: {} {}", r.status(), r.text().await?);
-    }
-    Ok(())
 }
 
 /// Produces `total` messages through `url`, 8 requests at a time; `msg(i)` makes message i.
@@ -55,7 +41,7 @@ async fn produce_all(
             let end = (next + batch).min(total);
             let body = json!({ "messages": (next..end).map(&msg).collect::<Vec<_>>() });
             let (http, url) = (http.clone(), url.to_owned());
-            tasks.spawn(async move { post(&http, &url, body.to_string()).await });
+            tasks.spawn(async move { post_json(&http, &url, body.to_string()).await });
             next = end;
         }
         if let Some(r) = tasks.join_next().await {

@@ -210,6 +210,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// POSTs a JSON body and reads the answer; any non-2xx status is an error.
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> anyhow::Result<()> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("{url}: {} {}", r.status(), r.text().await?);
+    }
+    r.bytes().await?;
+    Ok(())
+}
+
 /// A produce request's body; with `unique`, every message carries an idempotency key made
 /// from it (unique per request) and its index.
 fn produce_body(size: usize, batch: usize, keys: u64, seq: u64, unique: Option<&str>) -> String {
@@ -457,16 +476,7 @@ async fn produce(
         let body = produce_body(size, batch, keys, seq, unique.as_deref());
         let http = http.clone();
         async move {
-            let r = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("status {}", r.status());
-            }
-            r.bytes().await?;
+            post_json(&http, &url, body).await?;
             Ok((batch as u64, (batch * size) as u64))
         }
     })

@@ -32,6 +32,14 @@ impl<T> Outcome<T> {
     }
 }
 
+/// A string field of an answer (an answer without it is of unknown meaning).
+fn field(v: Value, name: &str) -> Outcome<String> {
+    match v[name].as_str() {
+        Some(s) => Outcome::Ok(s.to_owned()),
+        None => Outcome::Info(format!("unexpected answer {v}")),
+    }
+}
+
 /// How clients reach a run's nodes: the admin token the nodes require, and the CA of their
 /// certificates when they serve HTTPS.
 #[derive(Clone, Debug)]
@@ -164,22 +172,14 @@ impl Client {
             "messages": [{"body": value, "key": key}],
             "transaction": {"check_url": check_url, "check_after_ms": check_after_ms},
         });
-        match self
-            .call(
-                reqwest::Method::POST,
-                node,
-                &format!("/v1/topics/{topic}/messages"),
-                Some(&body),
-            )
-            .await
-        {
-            Outcome::Ok(v) => match v["transaction_id"].as_str() {
-                Some(id) => Outcome::Ok(id.to_owned()),
-                None => Outcome::Info(format!("unexpected answer {v}")),
-            },
-            Outcome::Fail(e) => Outcome::Fail(e),
-            Outcome::Info(e) => Outcome::Info(e),
-        }
+        self.call(
+            reqwest::Method::POST,
+            node,
+            &format!("/v1/topics/{topic}/messages"),
+            Some(&body),
+        )
+        .await
+        .and_then(|v| field(v, "transaction_id"))
     }
 
     /// Commits (`commit`) or rolls back a transaction, or (`None`) reads it; `Ok(state)`.
@@ -195,14 +195,9 @@ impl Client {
             ),
             None => (reqwest::Method::GET, format!("/v1/transactions/{id}")),
         };
-        match self.call(method, node, &path, None).await {
-            Outcome::Ok(v) => match v["state"].as_str() {
-                Some(s) => Outcome::Ok(s.to_owned()),
-                None => Outcome::Info(format!("unexpected answer {v}")),
-            },
-            Outcome::Fail(e) => Outcome::Fail(e),
-            Outcome::Info(e) => Outcome::Info(e),
-        }
+        self.call(method, node, &path, None)
+            .await
+            .and_then(|v| field(v, "state"))
     }
 
     /// Reads a queue from `offset`; `Ok((messages, next_offset))`.

@@ -224,10 +224,7 @@ async fn run_in(
     };
     let mut tasks = Vec::new();
     for p in 0..w.producers {
-        tasks.push(match w.kind {
-            workload::Kind::Txn => tokio::spawn(workload::txn_producer(worker(p))),
-            _ => tokio::spawn(workload::producer(worker(p))),
-        });
+        tasks.push(tokio::spawn(workload::producer(worker(p))));
     }
     for c in 0..w.consumers {
         let x = worker(w.producers + c);

@@ -152,6 +152,11 @@ pub async fn producer(x: Worker) {
         let key = format!("k{}", rng.below(w.keys));
         let value = format!("{p}-{seq}");
         seq += 1;
+        if w.kind == Kind::Txn {
+            send_txn(p, &w, &nodes, &client, &rec, &mut rng, (node, &key, &value)).await;
+            tokio::time::sleep(w.think).await;
+            continue;
+        }
         let mut invoke = json!({"topic": w.topic, "key": key, "value": value});
         if w.idempotent {
             invoke["idempotency_key"] = json!(value);
@@ -185,66 +190,47 @@ pub async fn producer(x: Worker) {
     }
 }
 
-/// One producer of the txn workload until `until`: each value is a transaction, then
-/// committed (4 in 10), rolled back (3 in 10) or left to its check-backs.
-pub async fn txn_producer(x: Worker) {
-    let Worker {
-        p,
-        w,
-        nodes,
-        client,
-        rec,
-        mut rng,
-        until,
-    } = x;
-    let mut seq = 0u64;
-    while Instant::now() < until {
-        let node = *rng.pick(&nodes).expect("nodes");
-        let key = format!("k{}", rng.below(w.keys));
-        let value = format!("{p}-{seq}");
-        seq += 1;
-        let invoke = json!({"topic": w.topic, "key": key, "value": value, "txn": true});
-        rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
-        let out = client
-            .send_txn(
-                node,
-                &w.topic,
-                &key,
-                &value,
-                &w.check_url,
-                TXN_CHECK_AFTER_MS,
-            )
-            .await;
-        complete(&rec, p, "send", &invoke, &out, |id| {
-            let mut v = invoke.clone();
-            v["transaction_id"] = json!(id);
-            v
-        });
-        if let Outcome::Ok(id) = out {
-            w.txns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((value.clone(), id.clone()));
-            let commit = match rng.below(10) {
-                0..4 => Some(true),
-                4..7 => Some(false),
-                _ => None,
-            };
-            if let Some(commit) = commit {
-                let f = if commit { "txn-commit" } else { "txn-rollback" };
-                let node = *rng.pick(&nodes).expect("nodes");
-                let invoke = json!({"value": value, "transaction_id": id});
-                rec.record(Process::Client(p), Ev::Invoke, f, invoke.clone());
-                let out = client.txn(node, &id, Some(commit)).await;
-                complete(&rec, p, f, &invoke, &out, |state| {
-                    let mut v = invoke.clone();
-                    v["state"] = json!(state);
-                    v
-                });
-            }
-        }
-        tokio::time::sleep(w.think).await;
-    }
+/// One value of the txn workload: sent as a transaction, then committed (4 in 10), rolled
+/// back (3 in 10) or left to its check-backs.
+async fn send_txn(
+    p: u64,
+    w: &LogWorkload,
+    nodes: &[SocketAddr],
+    client: &Client,
+    rec: &Recorder,
+    rng: &mut Rng,
+    (node, key, value): (SocketAddr, &str, &str),
+) {
+    let invoke = json!({"topic": w.topic, "key": key, "value": value, "txn": true});
+    rec.record(Process::Client(p), Ev::Invoke, "send", invoke.clone());
+    let out = client
+        .send_txn(node, &w.topic, key, value, &w.check_url, TXN_CHECK_AFTER_MS)
+        .await;
+    complete(rec, p, "send", &invoke, &out, |id| {
+        let mut v = invoke.clone();
+        v["transaction_id"] = json!(id);
+        v
+    });
+    let Outcome::Ok(id) = out else { return };
+    w.txns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((value.to_owned(), id.clone()));
+    let commit = match rng.below(10) {
+        0..4 => true,
+        4..7 => false,
+        _ => return,
+    };
+    let f = if commit { "txn-commit" } else { "txn-rollback" };
+    let node = *rng.pick(nodes).expect("nodes");
+    let invoke = json!({"value": value, "transaction_id": id});
+    rec.record(Process::Client(p), Ev::Invoke, f, invoke.clone());
+    let out = client.txn(node, &id, Some(commit)).await;
+    complete(rec, p, f, &invoke, &out, |state| {
+        let mut v = invoke.clone();
+        v["state"] = json!(state);
+        v
+    });
 }
 
 /// Records every transaction's final state as a node has it (`txn-state`, `"final": true`).

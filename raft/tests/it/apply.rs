@@ -5,6 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use raftmq_raft::state::{Applied, Applier, Command, RejectCode, TopicSpec};
 use raftmq_storage::message::{BatchEncoder, MessageIn};
+
+use crate::support::apply;
 use raftmq_storage::{Durability, IndexStore, IndexStoreOptions};
 
 fn batch(topic: &str, store_ms: u64, queues: &[u32]) -> Bytes {
@@ -65,15 +67,6 @@ fn placed(r: &Applied) -> Placements {
         ),
         other => panic!("not produced: {other:?}"),
     }
-}
-
-fn apply(a: &mut Applier, index: u64, cmd: Command) -> Applied {
-    let store = a.store().clone();
-    let mut b = store.batch();
-    let r = a.apply(&mut b, index, &cmd).unwrap();
-    store.write(b, Durability::Wal).unwrap();
-    a.finish_batch();
-    r
 }
 
 fn spec(queues: u32, retention_ms: u64) -> TopicSpec {

@@ -4,4 +4,5 @@ mod apply;
 mod groups;
 mod schedule;
 mod suite;
+mod support;
 mod txn;

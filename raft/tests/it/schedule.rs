@@ -2,14 +2,15 @@
 //! in due order at the tail, retention keeps their log entries, a restart and a deleted
 //! topic behave.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use raftmq_raft::state::queues::NO_TIMER;
 use raftmq_raft::state::{Applied, Applier, Command, TopicSpec};
+use raftmq_storage::IndexStore;
 use raftmq_storage::message::{BatchEncoder, MessageIn};
-use raftmq_storage::{Durability, IndexStore, IndexStoreOptions};
+
+use crate::support::{apply, open};
 
 /// `(body, deliver_at_ms)` per message, all in queue 0.
 fn batch(topic: &str, store_ms: u64, msgs: &[(&str, Option<u64>)]) -> Bytes {
@@ -40,15 +41,6 @@ fn produce(topic: &str, store_ms: u64, msgs: &[(&str, Option<u64>)]) -> Command 
     }
 }
 
-fn apply(a: &mut Applier, index: u64, cmd: Command) -> Applied {
-    let store = a.store().clone();
-    let mut b = store.batch();
-    let r = a.apply(&mut b, index, &cmd).unwrap();
-    store.write(b, Durability::Wal).unwrap();
-    a.finish_batch();
-    r
-}
-
 fn offsets(r: &Applied) -> Vec<Option<u64>> {
     match r {
         Applied::Produced { placed, .. } => placed.iter().map(|p| p.1).collect(),
@@ -64,12 +56,6 @@ fn queue(store: &IndexStore, topic: &str) -> Vec<(u64, u64, u32, u64)> {
         .into_iter()
         .map(|(o, e)| (o, e.log_index, e.slot, e.store_ms))
         .collect()
-}
-
-fn open(dir: &std::path::Path) -> (Arc<IndexStore>, Applier) {
-    let store = Arc::new(IndexStore::open(dir, &IndexStoreOptions::default()).unwrap());
-    let a = Applier::new(store.clone());
-    (store, a)
 }
 
 #[test]

@@ -8,8 +8,10 @@ use bytes::Bytes;
 use raftmq_raft::state::command::{EndTxnCmd, TxnCheck, TxnDecision};
 use raftmq_raft::state::queues::{TxnRecord, TxnState};
 use raftmq_raft::state::{Applied, Applier, Command, RejectCode, TopicSpec};
+use raftmq_storage::IndexStore;
 use raftmq_storage::message::{BatchEncoder, MessageIn};
-use raftmq_storage::{Durability, IndexStore, IndexStoreOptions};
+
+use crate::support::{apply, open};
 
 fn spec() -> TopicSpec {
     TopicSpec {
@@ -72,20 +74,16 @@ struct Node {
 impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(IndexStore::open(dir.path(), &IndexStoreOptions::default()).unwrap());
+        let (store, a) = open(dir.path());
         Node {
             _dir: dir,
-            a: Applier::new(store.clone()),
             store,
+            a,
         }
     }
 
     fn apply(&mut self, index: u64, cmd: Command) -> Applied {
-        let mut b = self.store.batch();
-        let r = self.a.apply(&mut b, index, &cmd).unwrap();
-        self.store.write(b, Durability::Wal).unwrap();
-        self.a.finish_batch();
-        r
+        apply(&mut self.a, index, cmd)
     }
 
     fn record(&self, txn: u64) -> Option<TxnRecord> {
