@@ -121,6 +121,21 @@ async fn a_committed_transaction_appears_once_and_a_rolled_back_one_never() {
         "rolled back",
     );
     assert_eq!(bodies(&n, "tx").await, ["plain", "a1", "a2"], "never b1");
+    // A consumer group gets the committed messages like any other.
+    let (s, r) = n
+        .post(
+            "/v1/groups/g/topics/tx/receive",
+            r#"{"consumer": "c", "max": 10}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let got: Vec<_> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["plain", "a1", "a2"]);
 
     for path in [
         "/v1/transactions/g1.999999/commit",
