@@ -20,7 +20,9 @@ mod forward;
 pub mod fuzz;
 mod groups;
 mod messages;
+pub mod nameserver;
 mod peer;
+mod registration;
 mod topics;
 mod transactions;
 
@@ -39,6 +41,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use nameserver::{NameServerConfig, nameserver_router};
+pub use registration::spawn_registration;
 
 /// What the server learned of a connection's TLS session, put in each request's extensions
 /// by whoever accepts connections (absent on plain HTTP).

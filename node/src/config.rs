@@ -65,6 +65,9 @@ pub(crate) struct NodeArgs {
     /// Retention of auto-created topics, ms.
     #[arg(long, env = "RAFTMQ_DEFAULT_RETENTION_MS")]
     pub(crate) default_retention_ms: Option<u64>,
+    /// NameServers to register with by heartbeat (`host:port`, comma-separated).
+    #[arg(long, env = "RAFTMQ_NAMESERVERS", value_delimiter = ',')]
+    pub(crate) nameservers: Option<Vec<String>>,
     /// Check-backs of an undecided transaction before it is rolled back (1 to 1000).
     #[arg(long, env = "RAFTMQ_TXN_MAX_CHECKS")]
     pub(crate) txn_max_checks: Option<u32>,
@@ -136,6 +139,7 @@ struct FileConfig {
     default_retention_ms: Option<u64>,
     txn_max_checks: Option<u32>,
     txn_check_hosts: Option<Vec<String>>,
+    nameservers: Option<Vec<String>>,
     segment_size: Option<u64>,
     max_request_bytes: Option<usize>,
     heartbeat_ms: Option<u64>,
@@ -181,6 +185,8 @@ pub(crate) struct NodeConfig {
     pub(crate) txn_max_checks: u32,
     /// The only hosts a check_url may name (`None`: any).
     pub(crate) txn_check_hosts: Option<Vec<String>>,
+    /// NameServers this node registers with.
+    pub(crate) nameservers: Vec<String>,
     /// Segment size, bytes.
     pub(crate) segment_size: u64,
     /// Request body limit, bytes.
@@ -266,6 +272,7 @@ impl NodeConfig {
             default_retention_ms: pick!(default_retention_ms).unwrap_or(72 * 3600 * 1000),
             txn_max_checks: pick!(txn_max_checks).unwrap_or(15),
             txn_check_hosts: pick!(txn_check_hosts),
+            nameservers: pick!(nameservers).unwrap_or_default(),
             segment_size: pick!(segment_size).unwrap_or(256 << 20),
             max_request_bytes: pick!(max_request_bytes).unwrap_or(8 << 20),
             heartbeat_ms: pick!(heartbeat_ms).unwrap_or(100),
@@ -356,7 +363,7 @@ fn tls_files(
 /// A secret (the cluster secret, the admin token): given directly (dev), by the variable
 /// `env`, or in a file (flag, variable, or config), trimmed; an empty or short one is
 /// refused.
-fn secret(
+pub(crate) fn secret(
     what: &str,
     direct: Option<String>,
     env: &str,

@@ -1,6 +1,6 @@
-//! The `raftmq` binary: `raftmq serve` (one node of a broker group), `raftmq dev` (three
-//! nodes on 127.0.0.1:8081-8083 in one process) and `raftmq certs` (a development CA and
-//! certificates). `raftmq bench` runs the separate `raftmq-bench` program installed beside
+//! The `raftmq` binary: `raftmq serve` (one node of a broker group), `raftmq nameserver`
+//! (a route server), `raftmq dev` (three nodes on 127.0.0.1:8081-8083 in one process) and
+//! `raftmq certs` (a development CA and certificates). `raftmq bench` runs the separate `raftmq-bench` program installed beside
 //! it, so the server carries no load generator.
 //!
 //! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
@@ -55,6 +55,20 @@ enum Command {
     },
     /// Run one node of a broker group.
     Serve(Box<NodeArgs>),
+    /// Run a NameServer: the route table that broker nodes register with by heartbeat
+    /// (`GET /v1/routes`, `GET /v1/routes/{topic}`). Run two or more; they share nothing.
+    Nameserver {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9876")]
+        listen: SocketAddr,
+        /// A node missing this long drops out of the routes.
+        #[arg(long, default_value_t = 10_000)]
+        route_expiry_ms: u64,
+        /// A file holding the cluster secret: registrations must be signed with it
+        /// (`RAFTMQ_CLUSTER_SECRET` gives the secret itself).
+        #[arg(long, env = "RAFTMQ_CLUSTER_SECRET_FILE")]
+        cluster_secret_file: Option<PathBuf>,
+    },
     /// Make a private CA in DIR (once) and issue a certificate and key from it, for test
     /// and development clusters (`--tls-cert`, `--tls-key`, `--tls-ca`).
     Certs {
@@ -122,6 +136,11 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 base_port,
             } => dev(data_dir, base_port).await,
+            Command::Nameserver {
+                listen,
+                route_expiry_ms,
+                cluster_secret_file,
+            } => nameserver(listen, route_expiry_ms, cluster_secret_file).await,
             Command::Bench { .. } | Command::Certs { .. } => {
                 unreachable!("handled before the runtime starts")
             }
@@ -296,6 +315,40 @@ fn reload_tls_on_sighup(nodes: Vec<(u64, Arc<Tls>)>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a NameServer until a shutdown signal.
+async fn nameserver(
+    listen: SocketAddr,
+    route_expiry_ms: u64,
+    secret_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(route_expiry_ms > 0, "route_expiry_ms: must be positive");
+    let cluster_secret = config::secret(
+        "cluster secret",
+        None,
+        "RAFTMQ_CLUSTER_SECRET",
+        secret_file.as_ref(),
+        1,
+    )?
+    .map(String::into_bytes);
+    if cluster_secret.is_none() {
+        tracing::warn!("no cluster secret: registrations are taken unsigned from anyone");
+    }
+    let app = raftmq_http_api::nameserver_router(raftmq_http_api::NameServerConfig {
+        route_expiry: Duration::from_millis(route_expiry_ms),
+        cluster_secret,
+    });
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, "nameserver started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve_http(listener, app, None, stop_rx));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
 /// Runs the given nodes until a shutdown signal, then stops them gracefully.
 async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
     let mut brokers = Vec::new();
@@ -321,6 +374,12 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
         let app = raftmq_http_api::router(broker.clone(), api_config(cfg, tls.as_deref()));
+        raftmq_http_api::spawn_registration(
+            broker.clone(),
+            cfg.nameservers.clone(),
+            cfg.cluster_secret.clone(),
+        )
+        .context("the NameServer client")?;
         servers.push(tokio::spawn(serve_http(
             listener,
             app,

@@ -84,7 +84,7 @@ fn client_builder(tls_dir: Option<&std::path::Path>) -> reqwest::ClientBuilder {
 /// hands out (`bind(0)`) can be taken as the local port of an outgoing connection (a
 /// node's peer client) before the node that was meant to listen on it starts, which once
 /// left a test with two nodes of three.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let _ = NEXT.compare_exchange(

@@ -65,14 +65,14 @@ impl PeerAuth {
     fn mac(
         &self,
         secret: &[u8],
-        rpc: PeerRpc,
+        path: &str,
         node: NodeId,
         time: u64,
         nonce: u64,
         body: &[u8],
     ) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(rpc.path().as_bytes());
+        mac.update(path.as_bytes());
         mac.update(&node.to_le_bytes());
         mac.update(&time.to_le_bytes());
         mac.update(&nonce.to_le_bytes());
@@ -83,10 +83,16 @@ impl PeerAuth {
     /// The header value for a request from `node` at group time `now` (`None` without a
     /// secret).
     pub fn sign(&self, rpc: PeerRpc, node: NodeId, now: u64, body: &[u8]) -> Option<String> {
+        self.sign_path(rpc.path(), node, now, body)
+    }
+
+    /// [`PeerAuth::sign`] for a request to `path` that is not a peer RPC (a broker's
+    /// registration with a NameServer).
+    pub fn sign_path(&self, path: &str, node: NodeId, now: u64, body: &[u8]) -> Option<String> {
         let secret = self.secret.as_deref()?;
         let nonce: u64 = rand::random();
         let tag = self
-            .mac(secret, rpc, node, now, nonce, body)
+            .mac(secret, path, node, now, nonce, body)
             .finalize()
             .into_bytes();
         Some(format!("{node}:{now}:{nonce:x}:{}", hex(&tag)))
@@ -97,6 +103,24 @@ impl PeerAuth {
     pub fn verify(
         &self,
         rpc: PeerRpc,
+        header: Option<&str>,
+        from: Option<IpAddr>,
+        members: &[IpAddr],
+        now: u64,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        // `/raft/clock` is how a node with a wrong clock learns group time: no time check.
+        let timed = rpc != PeerRpc::Clock;
+        self.verify_path(rpc.path(), timed, header, from, members, now, body)
+    }
+
+    /// [`PeerAuth::verify`] for a request to `path` that is not a peer RPC; `timed`: refuse a
+    /// time outside the window and a replay.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_path(
+        &self,
+        path: &str,
+        timed: bool,
         header: Option<&str>,
         from: Option<IpAddr>,
         members: &[IpAddr],
@@ -129,10 +153,10 @@ impl PeerAuth {
         let nonce =
             u64::from_str_radix(field()?, 16).map_err(|_| refused("malformed peer credentials"))?;
         let tag = unhex(field()?).ok_or_else(|| refused("malformed peer credentials"))?;
-        self.mac(secret, rpc, node, time, nonce, body)
+        self.mac(secret, path, node, time, nonce, body)
             .verify_slice(&tag)
             .map_err(|_| refused("bad peer credentials"))?;
-        if rpc == PeerRpc::Clock {
+        if !timed {
             return Ok(());
         }
         if time.abs_diff(now) > WINDOW_MS {
