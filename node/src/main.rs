@@ -1,6 +1,7 @@
 //! The `raftmq` binary: `raftmq serve` (one node of a broker group), `raftmq nameserver`
 //! (a route server), `raftmq dev` (three nodes on 127.0.0.1:8081-8083 in one process) and
-//! `raftmq certs` (a development CA and certificates). `raftmq bench` runs the separate `raftmq-bench` program installed beside
+//! `raftmq certs` (a development CA and certificates), and the client commands (`topic`,
+//! `produce`, `consume`, `group`, `cluster`, `message`; [`cli`]). `raftmq bench` runs the separate `raftmq-bench` program installed beside
 //! it, so the server carries no load generator.
 //!
 //! Must never: hold business logic; it wires configuration, tracing, the runtime, storage,
@@ -8,6 +9,8 @@
 //! SIGTERM or Ctrl-C.
 
 mod certs;
+mod cli;
+mod client;
 mod config;
 mod tls;
 
@@ -35,6 +38,8 @@ use tls::Tls;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cli::ClientOpts,
     /// Log lines as `text` (for people) or `json` (one object per line, with the request's
     /// span fields such as `request_id`, for log shippers).
     #[arg(long, global = true, env = "RAFTMQ_LOG_FORMAT", default_value = "text",
@@ -81,6 +86,28 @@ enum Command {
         #[arg(long, default_value = "node")]
         name: String,
     },
+    /// Topics: create, list, describe, delete.
+    #[command(subcommand)]
+    Topic(cli::TopicCmd),
+    /// Produce `--body`, or one message per line of standard input.
+    Produce(cli::ProduceArgs),
+    /// Receive and ack as a consumer group (`--group G`), or read a queue by offset
+    /// (`--queue Q --offset N`); `--follow` keeps going.
+    Consume(cli::ConsumeArgs),
+    /// Consumer groups: list, describe (lag per queue), reset offsets.
+    #[command(subcommand)]
+    Group(cli::GroupCmd),
+    /// The broker group: status, add-member, remove-member, transfer-leader.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCmd),
+    /// Messages: get one by id.
+    #[command(subcommand)]
+    Message(cli::MessageCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Measure throughput, latency, failover and catch-up over the HTTP API (runs the
     /// `raftmq-bench` program beside this one; `raftmq bench --help` lists its options).
     #[command(disable_help_flag = true)]
@@ -112,6 +139,22 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Bench { args } => return bench(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "raftmq",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Topic(_)
+        | Command::Produce(_)
+        | Command::Consume(_)
+        | Command::Group(_)
+        | Command::Cluster(_)
+        | Command::Message(_) => return client_command(cli),
         Command::Certs { dir, hosts, name } => {
             let issued = certs::issue(dir, name, hosts)?;
             println!("--tls-cert {}", issued.cert.display());
@@ -141,11 +184,34 @@ fn main() -> anyhow::Result<()> {
                 route_expiry_ms,
                 cluster_secret_file,
             } => nameserver(listen, route_expiry_ms, cluster_secret_file).await,
-            Command::Bench { .. } | Command::Certs { .. } => {
-                unreachable!("handled before the runtime starts")
-            }
+            _ => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+/// Runs a client command; a failed call prints the server's message and exits 1.
+fn client_command(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let opts = cli.client;
+    let done = rt.block_on(async {
+        match cli.command {
+            Command::Topic(c) => cli::topic(&opts, c).await,
+            Command::Produce(a) => cli::produce(&opts, a).await,
+            Command::Consume(a) => cli::consume(&opts, a).await,
+            Command::Group(c) => cli::group(&opts, c).await,
+            Command::Cluster(c) => cli::cluster(&opts, c).await,
+            Command::Message(c) => cli::message(&opts, c).await,
+            _ => unreachable!("not a client command"),
+        }
+    });
+    if let Err(e) = done {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Runs `raftmq-bench` (beside this binary) with `args`, telling it where `raftmq` is.

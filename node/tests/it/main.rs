@@ -14,3 +14,4 @@ mod t80_disk_full;
 mod t90_peer_security;
 mod t95_client_auth;
 mod t97_tls;
+mod t98_cli;
