@@ -177,6 +177,55 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
+/// On the leader: how far each member's log is behind the leader's, in entries.
+fn replication_lag(app: &AppState, out: &mut String) {
+    if !app.broker.is_leader() {
+        return;
+    }
+    let status = app.broker.cluster_status();
+    let Some(last) = status.members.iter().filter_map(|m| m.matched_index).max() else {
+        return;
+    };
+    let name = "raftmq_raft_replication_lag_entries";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Log entries a member is behind the leader (on the leader).\n# TYPE {name} gauge"
+    );
+    for m in &status.members {
+        let lag = last - m.matched_index.unwrap_or(0).min(last);
+        let _ = writeln!(out, "{name}{{node_id=\"{}\"}} {lag}", m.id);
+    }
+}
+
+/// Every consumer group's lag per queue (messages past its committed offset).
+async fn group_lag(app: &AppState, out: &mut String) -> Result<(), raftmq_raft::BrokerError> {
+    let name = "raftmq_consumer_group_lag";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages past a consumer group's committed offset, per queue.\n# TYPE {name} gauge"
+    );
+    for (group, _) in app.broker.consumer_groups().await? {
+        let Some(info) = app.broker.consumer_group(&group).await? else {
+            continue;
+        };
+        for q in &info.queues {
+            let consumer = q
+                .consumer
+                .as_deref()
+                .map(|c| format!(",consumer=\"{c}\""))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{group}\",topic=\"{}\",queue=\"{}\"{consumer}}} {}",
+                q.topic,
+                q.queue,
+                q.max_offset.saturating_sub(q.committed)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `GET /metrics` in Prometheus text format.
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let n = app.broker.node_stats();
@@ -257,6 +306,25 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
+    }
+    s.produce_seconds.render(
+        &mut out,
+        "raftmq_produce_duration_seconds",
+        "Produce requests handled as leader, from parsed to answered (commit and apply included).",
+    );
+    app.broker.fsync_seconds().render(
+        &mut out,
+        "raftmq_log_fsync_duration_seconds",
+        "fdatasync calls of the CommitLog writer.",
+    );
+    app.broker.apply_seconds().render(
+        &mut out,
+        "raftmq_apply_duration_seconds",
+        "Apply calls of the state machine (their RocksDB write included).",
+    );
+    replication_lag(&app, &mut out);
+    if let Err(e) = group_lag(&app, &mut out).await {
+        tracing::warn!(error = %e, "consumer-group lag for /metrics");
     }
     (
         StatusCode::OK,

@@ -99,6 +99,8 @@ pub(crate) struct ApiStats {
     pub(crate) produced_messages: AtomicU64,
     pub(crate) read_requests: AtomicU64,
     pub(crate) forwarded_requests: AtomicU64,
+    /// Produce requests handled as leader, from parsed to answered.
+    pub(crate) produce_seconds: raftmq_raft::Histogram,
 }
 
 /// Shared state of every handler.

@@ -60,8 +60,21 @@ pub(crate) async fn produce(
         return Ok(resp);
     }
     app.stats.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let answer = produce_here(&app, &topic, &messages, txn).await;
+    app.stats.produce_seconds.observe(started.elapsed());
+    answer
+}
+
+/// A produce request on the leader (or a single node).
+async fn produce_here(
+    app: &AppState,
+    topic: &str,
+    messages: &[raftmq_raft::ProduceMessage],
+    txn: Option<(String, u64)>,
+) -> Result<Response, ApiError> {
     let auto_create =
-        (app.cfg.auto_create_topics && !is_system_topic(&topic)).then_some(TopicSpec {
+        (app.cfg.auto_create_topics && !is_system_topic(topic)).then_some(TopicSpec {
             queues: app.cfg.default_queues,
             fifo: false,
             retention_ms: app.cfg.default_retention_ms,
@@ -73,10 +86,10 @@ pub(crate) async fn produce(
             check_after_ms,
             max_checks: app.cfg.txn_max_checks,
         };
-        let (id, placed) = with_write_timeout(&app, async {
+        let (id, placed) = with_write_timeout(app, async {
             Ok(app
                 .broker
-                .produce_half(&topic, &messages, txn, auto_create)
+                .produce_half(topic, messages, txn, auto_create)
                 .await?)
         })
         .await?;
@@ -84,8 +97,8 @@ pub(crate) async fn produce(
             Json(json!({ "transaction_id": id, "results": placed_json(&placed) })).into_response(),
         );
     }
-    let placed = with_write_timeout(&app, async {
-        Ok(app.broker.produce(&topic, &messages, auto_create).await?)
+    let placed = with_write_timeout(app, async {
+        Ok(app.broker.produce(topic, messages, auto_create).await?)
     })
     .await?;
     app.stats

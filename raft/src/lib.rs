@@ -23,6 +23,7 @@ pub mod consensus;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod metrics;
 pub mod state;
 
 pub use broker::{
@@ -35,6 +36,7 @@ pub use consensus::log_store::{FlushPolicy, LogStore};
 pub use consensus::rpc::PeerRpc;
 pub use consensus::types::{NodeId, TypeConfig};
 pub use error::BrokerError;
+pub use metrics::Histogram;
 pub use raftmq_storage::DEFAULT_DEDUP_WINDOW_MS;
 pub use raftmq_storage::MAX_IDEMPOTENCY_KEY_LEN;
 pub use state::command::{

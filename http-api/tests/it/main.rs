@@ -7,4 +7,5 @@ mod t15_scheduled;
 mod t16_transactions;
 mod t20_errors;
 mod t30_topics_cluster;
+mod t35_metrics;
 mod t40_groups;

@@ -144,6 +144,16 @@ impl Broker {
         }
     }
 
+    /// How long the CommitLog writer's `fdatasync` calls took.
+    pub fn fsync_seconds(&self) -> &crate::metrics::Histogram {
+        &self.inner.log.stats().fsync_seconds
+    }
+
+    /// How long apply calls took.
+    pub fn apply_seconds(&self) -> &crate::metrics::Histogram {
+        self.inner.sm.apply_seconds()
+    }
+
     /// This node's counters.
     pub fn node_stats(&self) -> NodeStats {
         use std::sync::atomic::Ordering::Relaxed;

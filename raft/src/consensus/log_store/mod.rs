@@ -55,6 +55,8 @@ pub struct LogStats {
     pub entries: AtomicU64,
     /// Payload bytes appended.
     pub bytes: AtomicU64,
+    /// How long each of those `fdatasync` calls took.
+    pub fsync_seconds: crate::metrics::Histogram,
 }
 
 #[derive(Clone)]

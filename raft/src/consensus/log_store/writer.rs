@@ -150,7 +150,10 @@ fn append(core: &Core, records: &[(u64, u64, Bytes)]) -> raftmq_storage::Result<
 
 fn sync(core: &Core) -> raftmq_storage::Result<()> {
     core.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-    core.log.read().unwrap_or_else(|e| e.into_inner()).sync()
+    let started = Instant::now();
+    let r = core.log.read().unwrap_or_else(|e| e.into_inner()).sync();
+    core.stats.fsync_seconds.observe(started.elapsed());
+    r
 }
 
 fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {

@@ -58,6 +58,8 @@ struct Shared {
     topics_version: AtomicU64,
     /// The earliest due time of a pending scheduled message, kept by the applier.
     next_due: Arc<AtomicU64>,
+    /// How long each apply call took (all its entries, RocksDB write included).
+    apply_seconds: crate::metrics::Histogram,
 }
 
 /// The state machine (clones share state; the snapshot builder is a clone).
@@ -130,6 +132,7 @@ impl StateMachine {
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 next_due,
+                apply_seconds: crate::metrics::Histogram::default(),
                 data_dir: data_dir.to_path_buf(),
                 applier: Mutex::new(applier),
                 store: RwLock::new(store),
@@ -161,6 +164,11 @@ impl StateMachine {
     /// ([`crate::state::queues::NO_TIMER`]: none), as of the last apply.
     pub fn next_due(&self) -> u64 {
         self.shared.next_due.load(Ordering::Acquire)
+    }
+
+    /// How long apply calls took.
+    pub fn apply_seconds(&self) -> &crate::metrics::Histogram {
+        &self.shared.apply_seconds
     }
 
     /// The last applied log index; changes wake long polls.
@@ -318,9 +326,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .collect();
         let this = self.clone();
-        let (results, last) = tokio::task::spawn_blocking(move || this.apply_blocking(&batch))
-            .await
-            .map_err(io_err)??;
+        let (results, last) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let r = this.apply_blocking(&batch);
+            this.shared.apply_seconds.observe(started.elapsed());
+            r
+        })
+        .await
+        .map_err(io_err)??;
         // A deleted topic's range tombstones slow down reads that pass where it was until
         // RocksDB compacts them: compact them now, in the background.
         for (i, name) in deleted {
