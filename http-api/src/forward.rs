@@ -24,16 +24,81 @@ use crate::error::ApiError;
 const FORWARDED: &str = "x-raftmq-forwarded";
 
 /// Most times one request is forwarded.
-const MAX_HOPS: u32 = 2;
+pub(crate) const MAX_HOPS: u32 = 2;
 
 /// How often a request was forwarded already.
-fn hops(headers: &HeaderMap) -> u32 {
+pub(crate) fn hops(headers: &HeaderMap) -> u32 {
     headers
         .get(FORWARDED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|&h| h <= MAX_HOPS)
         .unwrap_or(0)
+}
+
+/// Where [`relay`] sends a request.
+pub(crate) struct Target<'a> {
+    /// `host:port`.
+    pub(crate) addr: &'a str,
+    /// How errors name it ("the leader (node 2)").
+    pub(crate) who: &'a str,
+    /// The hop count the relayed request carries.
+    pub(crate) hops: u32,
+    /// How long to wait for its answer.
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// Sends a request on to another node (over the peer client: its pool and TLS) and returns
+/// its answer as ours: status, body, content type, `Retry-After`. The caller's token and
+/// request id travel with it; the other node checks the token again.
+pub(crate) async fn relay(
+    app: &AppState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+    to: &Target<'_>,
+) -> Result<Response, ApiError> {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let mut req = app
+        .http
+        .client()
+        .request(method, app.http.url(to.addr, path))
+        .header(FORWARDED, to.hops.to_string())
+        .timeout(to.timeout)
+        .body(body);
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(id) = headers.get(&crate::REQUEST_ID) {
+        req = req.header(&crate::REQUEST_ID, id);
+    }
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    let who = to.who;
+    let resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            ApiError::unavailable(format!("{who} is unreachable; retry"))
+        } else {
+            ApiError::outcome_unknown(format!("forwarded to {who} but got no answer: {e}"))
+        }
+    })?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::outcome_unknown(format!("lost the answer of {who}: {e}")))?;
+    let mut out = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        out = out.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = retry_after {
+        out = out.header(header::RETRY_AFTER, ra);
+    }
+    out.body(Body::from(bytes)).map_err(ApiError::internal)
 }
 
 /// What a handler should do with a write.
@@ -119,49 +184,13 @@ async fn route_write(
         return Ok(Route::Local);
     }
     app.stats.forwarded_requests.fetch_add(1, Ordering::Relaxed);
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let mut req = app
-        .http
-        .client()
-        .request(method, app.http.url(&addr, path))
-        .header(FORWARDED, (hops + 1).to_string())
-        .timeout(app.cfg.write_timeout + wait)
-        .body(body);
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        req = req.header(header::CONTENT_TYPE, ct);
-    }
-    // The caller's token travels with the request: the leader checks it again, so a
-    // follower is never a way to gain rights.
-    if let Some(id) = headers.get(&crate::REQUEST_ID) {
-        req = req.header(&crate::REQUEST_ID, id);
-    }
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        req = req.header(header::AUTHORIZATION, auth);
-    }
-    let resp = req.send().await.map_err(|e| {
-        if e.is_connect() {
-            ApiError::unavailable(format!("the leader (node {leader}) is unreachable; retry"))
-        } else {
-            ApiError::outcome_unknown(format!(
-                "forwarded to the leader (node {leader}) but got no answer: {e}"
-            ))
-        }
-    })?;
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| ApiError::outcome_unknown(format!("lost the leader's answer: {e}")))?;
-    let mut out = Response::builder().status(status);
-    if let Some(ct) = content_type {
-        out = out.header(header::CONTENT_TYPE, ct);
-    }
-    if let Some(ra) = retry_after {
-        out = out.header(header::RETRY_AFTER, ra);
-    }
-    let mut resp = out.body(Body::from(bytes)).map_err(ApiError::internal)?;
+    let target = Target {
+        addr: &addr,
+        who: &format!("the leader (node {leader})"),
+        hops: hops + 1,
+        timeout: app.cfg.write_timeout + wait,
+    };
+    let mut resp = relay(app, method, uri, headers, body, &target).await?;
     resp.headers_mut()
         .insert("x-raftmq-leader", HeaderValue::from(leader));
     Ok(Route::Relayed(resp))

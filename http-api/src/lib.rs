@@ -23,6 +23,7 @@ mod messages;
 pub mod nameserver;
 mod peer;
 mod registration;
+mod routing;
 mod topics;
 mod transactions;
 
@@ -43,6 +44,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use nameserver::{NameServerConfig, nameserver_router};
 pub use registration::spawn_registration;
+pub use routing::{Routes, spawn_routes};
 
 /// What the server learned of a connection's TLS session, put in each request's extensions
 /// by whoever accepts connections (absent on plain HTTP).
@@ -74,6 +76,8 @@ pub struct ApiConfig {
     pub txn_max_checks: u32,
     /// The only hosts a transaction's `check_url` may name (`None`: any).
     pub txn_check_hosts: Option<Vec<String>>,
+    /// The routes to other broker groups (`None`: this group is alone).
+    pub routes: Option<Routes>,
 }
 
 impl Default for ApiConfig {
@@ -88,6 +92,7 @@ impl Default for ApiConfig {
             admin_token: None,
             txn_max_checks: 15,
             txn_check_hosts: None,
+            routes: None,
         }
     }
 }
@@ -244,6 +249,11 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             acl::authorize,
+        ))
+        // Before authorization: users are each group's own, so the owning group checks.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routing::route_between_groups,
         ))
         .layer(DefaultBodyLimit::max(limit));
     let peer = peer::routes();

@@ -14,7 +14,6 @@ mod client;
 mod config;
 mod tls;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,14 +48,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a 3-node cluster on 127.0.0.1:8081-8083 in one process (auto-create topics on).
+    /// Run a 3-node cluster on 127.0.0.1:8081-8083 in one process (auto-create topics on);
+    /// `--groups 2`: two groups on 8081-8086 and a NameServer.
     Dev {
         /// Keep data here (default: a temporary directory removed on exit).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// First port (nodes use this and the next two).
+        /// First port (each group's three nodes take the next three).
         #[arg(long, default_value_t = 8081)]
         base_port: u16,
+        /// Broker groups of three nodes each; with more than one, a NameServer on
+        /// 127.0.0.1:9876 routes between them.
+        #[arg(long, default_value_t = 1)]
+        groups: u16,
     },
     /// Run one node of a broker group.
     Serve(Box<NodeArgs>),
@@ -178,7 +182,8 @@ fn main() -> anyhow::Result<()> {
             Command::Dev {
                 data_dir,
                 base_port,
-            } => dev(data_dir, base_port).await,
+                groups,
+            } => dev(data_dir, base_port, groups).await,
             Command::Nameserver {
                 listen,
                 route_expiry_ms,
@@ -439,7 +444,10 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
         let broker = Broker::start(broker_config(cfg, tls.as_deref())?)
             .await
             .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
-        let app = raftmq_http_api::router(broker.clone(), api_config(cfg, tls.as_deref()));
+        let mut api = api_config(cfg, tls.as_deref());
+        api.routes = raftmq_http_api::spawn_routes(cfg.nameservers.clone())
+            .context("the NameServer client")?;
+        let app = raftmq_http_api::router(broker.clone(), api);
         raftmq_http_api::spawn_registration(
             broker.clone(),
             cfg.nameservers.clone(),
@@ -472,7 +480,11 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(data_dir: Option<PathBuf>, base_port: u16) -> anyhow::Result<()> {
+/// Where `raftmq dev --groups N` runs its NameServer.
+const DEV_NAMESERVER: &str = "127.0.0.1:9876";
+
+async fn dev(data_dir: Option<PathBuf>, base_port: u16, groups: u16) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=9).contains(&groups), "--groups: must be 1 to 9");
     let tmp;
     let root: &Path = match &data_dir {
         Some(d) => d,
@@ -481,47 +493,63 @@ async fn dev(data_dir: Option<PathBuf>, base_port: u16) -> anyhow::Result<()> {
             tmp.path()
         }
     };
-    let addrs: Vec<SocketAddr> = (0..3u16)
-        .map(|i| SocketAddr::from(([127, 0, 0, 1], base_port + i)))
-        .collect();
-    let peers: BTreeMap<u64, String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u64 + 1, a.to_string()))
-        .collect();
-    // One secret for the three nodes, made here: their peer requests are authenticated.
+    // One secret for every node (and the NameServer), made here: peer requests and
+    // registrations are authenticated.
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
+    let nameservers = (groups > 1).then(|| vec![DEV_NAMESERVER.to_owned()]);
     let mut nodes = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let args = NodeArgs {
-            cluster_secret: Some(secret.clone()),
-            node_id: Some(i as u64 + 1),
-            listen: Some(*addr),
-            data_dir: Some(root.join(format!("node{}", i + 1))),
-            peers: Some(
-                peers
-                    .iter()
-                    .map(|(id, a)| format!("{id}={a}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            ..NodeArgs::default()
-        };
-        nodes.push(NodeConfig::load(&args, true)?);
+    let mut first_urls = Vec::new();
+    for g in 0..groups {
+        let group = format!("g{}", g + 1);
+        let addrs: Vec<SocketAddr> = (0..3u16)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], base_port + 3 * g + i)))
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        println!("raftmq dev: 3-node group {group}");
+        for (i, addr) in addrs.iter().enumerate() {
+            println!("  node {}: http://{addr}", i + 1);
+            let args = NodeArgs {
+                cluster_secret: Some(secret.clone()),
+                node_id: Some(i as u64 + 1),
+                listen: Some(*addr),
+                data_dir: Some(root.join(&group).join(format!("node{}", i + 1))),
+                peers: Some(peers.clone()),
+                group: Some(group.clone()),
+                nameservers: nameservers.clone(),
+                ..NodeArgs::default()
+            };
+            nodes.push(NodeConfig::load(&args, true)?);
+        }
+        first_urls.push(addrs[0]);
     }
-    println!("raftmq dev: 3-node group g1, data in {}", root.display());
-    for (i, a) in addrs.iter().enumerate() {
-        println!("  node {}: http://{a}", i + 1);
+    println!("data in {}", root.display());
+    // The NameServer runs as long as the nodes do.
+    let (_nameserver_runs, never) = tokio::sync::watch::channel(false);
+    if groups > 1 {
+        let app = raftmq_http_api::nameserver_router(raftmq_http_api::NameServerConfig {
+            route_expiry: Duration::from_secs(10),
+            cluster_secret: Some(secret.clone().into_bytes()),
+        });
+        let listener = TcpListener::bind(DEV_NAMESERVER)
+            .await
+            .with_context(|| format!("binding the NameServer on {DEV_NAMESERVER}"))?;
+        tokio::spawn(serve_http(listener, app, None, never));
+        println!("  NameServer: http://{DEV_NAMESERVER}/v1/routes (any node serves every topic)");
     }
     println!(
         "try: curl -s -XPOST http://{}/v1/topics/demo/messages -d '{{\"messages\":[{{\"body\":\"hello\"}}]}}'",
-        addrs[0]
+        first_urls[0]
     );
     println!(
         "     curl -s 'http://{}/v1/topics/demo/queues/0/messages?offset=0'",
-        addrs[1]
+        first_urls[groups as usize - 1]
     );
     println!("Ctrl-C stops the cluster.");
     serve(nodes).await

@@ -57,6 +57,32 @@ fn groups(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Group g2: one node started by hand (a Cluster is one group), registering with `list`.
+fn group_g2(g1: &Cluster, list: &str) -> (String, Proc) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(g1.dir.path().join("g2.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        .args([
+            "serve",
+            "--node-id",
+            "1",
+            "--listen",
+            &addr,
+            "--group",
+            "g2",
+        ])
+        .arg("--data-dir")
+        .arg(g1.dir.path().join("g2"))
+        .args(["--peers", &format!("1={addr}"), "--min-free-bytes", "0"])
+        .args(["--nameservers", list])
+        .env("RAFTMQ_CLUSTER_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the g2 node");
+    (addr, Proc(child))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_register_with_every_nameserver_and_drop_out_when_silent() {
     let ns: Vec<String> = (0..2)
@@ -74,30 +100,8 @@ async fn brokers_register_with_every_nameserver_and_drop_out_when_silent() {
         .enumerate()
         .map(|(i, a)| nameserver(a, logs(&format!("ns{i}.log"))))
         .collect();
-    // Group g2: one more node, started by hand (a Cluster is one group).
-    let g2_addr = format!("127.0.0.1:{}", free_port());
-    let g2_dir = g1.dir.path().join("g2");
-    let mut g2 = Some(Proc(
-        Command::new(env!("CARGO_BIN_EXE_raftmq"))
-            .args([
-                "serve",
-                "--node-id",
-                "1",
-                "--listen",
-                &g2_addr,
-                "--group",
-                "g2",
-            ])
-            .arg("--data-dir")
-            .arg(&g2_dir)
-            .args(["--peers", &format!("1={g2_addr}"), "--min-free-bytes", "0"])
-            .args(["--nameservers", &list])
-            .env("RAFTMQ_CLUSTER_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(logs("g2.log"))
-            .spawn()
-            .expect("start the g2 node"),
-    ));
+    let (g2_addr, g2) = group_g2(&g1, &list);
+    let mut g2 = Some(g2);
     let g1_leader = g1.wait_leader().await;
     g1.create_topic(g1_leader, "orders", 4).await;
     g1.wait_for("the g2 node to take a topic", || async {
@@ -170,4 +174,107 @@ async fn brokers_register_with_every_nameserver_and_drop_out_when_silent() {
         assert_eq!(t["queues"].as_array().unwrap().len(), 1, "{t}");
     }
     g1.kill(g1_leader);
+}
+
+async fn get_json(c: &Cluster, url: String) -> Value {
+    c.http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn post_json(c: &Cluster, url: String, body: Value) -> (u16, Value) {
+    let r = c.http.post(url).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Any node serves every topic: a request for a topic only another group holds, or for an
+/// id naming another group, goes to that group and is answered as if asked there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_routes_to_the_group_that_holds_the_topic() {
+    let ns = format!("127.0.0.1:{}", free_port());
+    let g1 = Cluster::start_with_env(
+        1,
+        &["--group", "g1", "--nameservers", &ns],
+        vec![(1, secret_env())],
+    );
+    let _ns = nameserver(
+        &ns,
+        std::fs::File::create(g1.dir.path().join("ns.log")).unwrap(),
+    );
+    let (g2_addr, _g2) = group_g2(&g1, &ns);
+    let g1_leader = g1.wait_leader().await;
+    g1.create_topic(g1_leader, "here", 1).await;
+    let http = &g1.http;
+    g1.wait_for("g2 to take a topic", || async {
+        let r = http
+            .put(format!("http://{g2_addr}/v1/topics/there"))
+            .json(&json!({"queues": 1}))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    // Once g1's node has the routes, the topic is found through it (a GET creates nothing).
+    let g1_url = |path: &str| g1.url(g1_leader, path);
+    let shown: Value = g1
+        .wait_for("g1's node to route to g2", || async {
+            let r = http.get(g1_url("/v1/topics/there")).send().await.ok()?;
+            if !r.status().is_success() {
+                return None;
+            }
+            r.json().await.ok()
+        })
+        .await;
+    assert_eq!(shown["queues"], 1, "{shown}");
+
+    let (s, v) = post_json(
+        &g1,
+        g1_url("/v1/topics/there/messages"),
+        json!({"messages": [{"body": "via g1"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["results"][0]["msg_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("g2."), "stored by g2: {v}");
+    let read = get_json(&g1, g1_url("/v1/topics/there/queues/0/messages?offset=0")).await;
+    assert_eq!(read["messages"][0]["body"], "via g1", "{read}");
+    let m = get_json(&g1, g1_url(&format!("/v1/messages/{id}"))).await;
+    assert_eq!(m["body"], "via g1", "{m}");
+    let (_, got) = post_json(
+        &g1,
+        g1_url("/v1/groups/billing/topics/there/receive"),
+        json!({"consumer": "c", "max": 10}),
+    )
+    .await;
+    let receipt = got["messages"][0]["receipt"].as_str().unwrap().to_owned();
+    let (_, acked) = post_json(
+        &g1,
+        g1_url("/v1/groups/billing/topics/there/ack"),
+        json!({"receipts": [receipt]}),
+    )
+    .await;
+    assert_eq!(acked["results"][0]["ok"], true, "{acked}");
+
+    // The other way: g1's topic through g2's node.
+    let through_g2 = g1
+        .wait_for("g2's node to route to g1", || async {
+            let (s, v) = post_json(
+                &g1,
+                format!("http://{g2_addr}/v1/topics/here/messages"),
+                json!({"messages": [{"body": "via g2"}]}),
+            )
+            .await;
+            (s == 200).then_some(v)
+        })
+        .await;
+    let id = through_g2["results"][0]["msg_id"].as_str().unwrap();
+    assert!(id.starts_with("g1."), "{through_g2}");
+    // No group made a topic of its own for the other's.
+    let local = get_json(&g1, g1_url("/v1/topics")).await;
+    let names: Vec<&str> = local["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["here"]);
 }
