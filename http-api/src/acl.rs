@@ -131,7 +131,10 @@ pub(crate) async fn authorize(State(app): State<AppState>, req: Request, next: N
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if matches!(path, "/healthz" | "/readyz" | "/openapi.json") || path.starts_with("/raft/") {
+    if matches!(path, "/healthz" | "/readyz" | "/openapi.json" | "/ui")
+        || path.starts_with("/raft/")
+        || path.starts_with("/ui/")
+    {
         return next.run(req).await;
     }
     let token = req

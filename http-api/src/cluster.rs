@@ -231,7 +231,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let n = app.broker.node_stats();
     let s = &app.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 12] = [
+    let rows: [(&str, &str, &str, u64); 13] = [
         ("raftmq_raft_term", "gauge", "Current Raft term.", n.term),
         (
             "raftmq_raft_is_leader",
@@ -292,6 +292,12 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
             "counter",
             "Read-by-offset requests.",
             load(&s.read_requests),
+        ),
+        (
+            "raftmq_consumed_messages_total",
+            "counter",
+            "Messages handed to consumers by this node (receives and reads by offset).",
+            load(&s.consumed_messages),
         ),
         (
             "raftmq_forwarded_requests_total",

@@ -6,6 +6,7 @@
 //! 504 `OUTCOME_UNKNOWN`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -179,6 +180,9 @@ pub(crate) async fn receive(
                 ));
             }
         };
+    app.stats
+        .consumed_messages
+        .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
     let messages = deliveries
         .iter()
         .map(|d| {

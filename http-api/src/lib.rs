@@ -26,6 +26,7 @@ mod registration;
 mod routing;
 mod topics;
 mod transactions;
+mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -103,6 +104,8 @@ pub(crate) struct ApiStats {
     pub(crate) produce_requests: AtomicU64,
     pub(crate) produced_messages: AtomicU64,
     pub(crate) read_requests: AtomicU64,
+    /// Messages handed to consumers (receives and reads by offset).
+    pub(crate) consumed_messages: AtomicU64,
     pub(crate) forwarded_requests: AtomicU64,
     /// Produce requests handled as leader, from parsed to answered.
     pub(crate) produce_seconds: raftmq_raft::Histogram,
@@ -259,6 +262,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
     let peer = peer::routes();
     public
         .merge(peer)
+        .merge(ui::routes())
         .layer(axum::middleware::from_fn(head_limits))
         // Every request runs in a span carrying its id; the id comes back as a response
         // header (a client's own `x-request-id` is kept, and forwarding passes it on).

@@ -225,6 +225,9 @@ struct ReadJson<'a> {
 }
 
 fn render_read(app: &AppState, r: QueueRead) -> Response {
+    app.stats
+        .consumed_messages
+        .fetch_add(r.messages.len() as u64, Ordering::Relaxed);
     let messages = r
         .messages
         .iter()
