@@ -32,7 +32,7 @@ pub(crate) async fn status(State(app): State<AppState>) -> Response {
             json!({"id": m.id, "addr": m.addr, "role": m.role.as_str(), "matched_index": m.matched_index})
         })
         .collect();
-    Json(json!({
+    let mut v = json!({
         "group": s.broker_group,
         "node_id": s.node_id,
         "leader_id": s.leader_id,
@@ -40,8 +40,12 @@ pub(crate) async fn status(State(app): State<AppState>) -> Response {
         "commit_index": s.commit_index,
         "applied_index": s.applied_index,
         "members": members,
-    }))
-    .into_response()
+    });
+    // With NameServers: every broker group as the routes show it.
+    if let Some(routes) = &app.cfg.routes {
+        v["groups"] = json!(routes.groups_json());
+    }
+    Json(v).into_response()
 }
 
 /// `POST /v1/cluster/members`.

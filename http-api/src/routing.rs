@@ -53,6 +53,19 @@ impl Routes {
             .map(|(g, _)| g.clone())
     }
 
+    /// Every broker group the routes know: `{"group", "leader", "members", "topics"}`.
+    pub(crate) fn groups_json(&self) -> Vec<Value> {
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        routes
+            .iter()
+            .map(|(g, r)| {
+                serde_json::json!({
+                    "group": g, "leader": r.leader, "members": r.members, "topics": r.topics.len(),
+                })
+            })
+            .collect()
+    }
+
     fn replace(&self, v: &Value) {
         let mut groups = BTreeMap::new();
         for g in v["groups"].as_array().into_iter().flatten() {

@@ -457,17 +457,32 @@ pub(crate) async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> anyhow::Resul
                     s(&v["applied_index"]),
                     s(&v["node_id"])
                 );
-                head + &table(
-                    &["ID", "ADDR", "ROLE", "MATCHED_INDEX"],
-                    rows(v, "members").map(|m| {
-                        vec![
-                            s(&m["id"]),
-                            s(&m["addr"]),
-                            s(&m["role"]),
-                            s(&m["matched_index"]),
-                        ]
-                    }),
-                )
+                let mut out = head
+                    + &table(
+                        &["ID", "ADDR", "ROLE", "MATCHED_INDEX"],
+                        rows(v, "members").map(|m| {
+                            ["id", "addr", "role", "matched_index"]
+                                .iter()
+                                .map(|f| s(&m[*f]))
+                                .collect()
+                        }),
+                    );
+                if v["groups"].is_array() {
+                    out += "\nbroker groups (from the NameServers):\n";
+                    out += &table(
+                        &["GROUP", "LEADER", "MEMBERS", "TOPICS"],
+                        rows(v, "groups").map(|g| {
+                            let members: Vec<String> = rows(g, "members").map(s).collect();
+                            vec![
+                                s(&g["group"]),
+                                s(&g["leader"]),
+                                members.join(","),
+                                s(&g["topics"]),
+                            ]
+                        }),
+                    );
+                }
+                out
             });
             return Ok(());
         }

@@ -54,8 +54,10 @@ function status(msg) { $("#status").textContent = msg; }
 async function drawCluster() {
   const c = await api("GET", "/v1/cluster");
   $("#node").textContent = `group ${c.group} · node ${c.node_id}`;
+  const groups = (c.groups || []).map((g) => `${g.group} (leader ${g.leader ?? "none"}, ${g.topics} topics)`);
   $("#cluster-summary").textContent =
-    `leader ${c.leader_id ?? "none"} · term ${c.term} · commit ${c.commit_index} · applied ${c.applied_index}`;
+    `leader ${c.leader_id ?? "none"} · term ${c.term} · commit ${c.commit_index} · applied ${c.applied_index}` +
+    (groups.length ? ` · broker groups: ${groups.join(", ")}` : "");
   const top = Math.max(0, ...c.members.map((m) => m.matched_index ?? 0));
   fill($("#members tbody"), c.members.map((m) => [
     cell(m.id, m.id === c.leader_id ? "leader" : ""),

@@ -268,6 +268,15 @@ async fn any_node_routes_to_the_group_that_holds_the_topic() {
         .await;
     let id = through_g2["results"][0]["msg_id"].as_str().unwrap();
     assert!(id.starts_with("g1."), "{through_g2}");
+    // The cluster view of any node lists every group.
+    let view = get_json(&g1, g1_url("/v1/cluster")).await;
+    let groups: Vec<&str> = view["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["g1", "g2"], "{view}");
     // No group made a topic of its own for the other's.
     let local = get_json(&g1, g1_url("/v1/topics")).await;
     let names: Vec<&str> = local["topics"]
