@@ -22,6 +22,8 @@ pub(crate) struct Spawned {
     token: Option<String>,
     /// With TLS: `raftmq certs` made a CA and the nodes' certificate here.
     tls_dir: Option<PathBuf>,
+    /// More `raftmq serve` flags (`--group`, `--nameservers`).
+    extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,6 +33,17 @@ impl Spawned {
         server_bin: Option<&Path>,
         token: Option<&str>,
         tls: bool,
+    ) -> anyhow::Result<Spawned> {
+        Spawned::start_with(flush, server_bin, token, tls, &[])
+    }
+
+    /// [`Spawned::start`] with more `raftmq serve` flags for every node.
+    pub(crate) fn start_with(
+        flush: &str,
+        server_bin: Option<&Path>,
+        token: Option<&str>,
+        tls: bool,
+        extra: &[String],
     ) -> anyhow::Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("raftmq-bench-").tempdir()?;
         let bin = match server_bin {
@@ -75,6 +88,7 @@ impl Spawned {
             flush: flush.to_owned(),
             token: token.map(str::to_owned),
             tls_dir,
+            extra: extra.to_vec(),
             _dir: dir,
         };
         for (i, a) in addrs.iter().enumerate() {
@@ -122,6 +136,7 @@ impl Spawned {
                 "--auto-create-topics",
                 "true",
             ])
+            .args(&self.extra)
             .env("RAFTMQ_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

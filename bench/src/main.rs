@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 
 mod cluster;
 mod delay;
+mod groups;
 mod scale;
 use cluster::{Spawned, applied_reaches, client, commit_index, leader};
 
@@ -52,6 +53,9 @@ enum Mode {
     /// Scheduled messages: memory of `--pending` parked ones, and how late `--count`
     /// messages due over `--duration` seconds become readable (needs --spawn).
     Delay,
+    /// Two broker groups and a NameServer: produce on one group vs two, and the cost of a
+    /// request reaching a node of the wrong group (starts its own processes; needs --spawn).
+    Groups,
 }
 
 /// Where `--mode consume` reads a backlog.
@@ -253,7 +257,7 @@ fn produce_body(size: usize, batch: usize, keys: u64, seq: u64, unique: Option<&
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(
         args.mode,
-        Mode::Failover | Mode::Catchup | Mode::Scale | Mode::Restart | Mode::Delay
+        Mode::Failover | Mode::Catchup | Mode::Scale | Mode::Restart | Mode::Delay | Mode::Groups
     ) && !args.spawn
     {
         bail!(
@@ -263,6 +267,15 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.tls && !args.spawn {
         bail!("--tls needs --spawn (give --tls-ca and https:// URLs for a running cluster)");
+    }
+    if args.mode == Mode::Groups {
+        let http = client(args.token.as_deref(), None)?;
+        let result = groups::groups(&http, &args).await?;
+        println!("{}", serde_json::to_string_pretty(&result.0)?);
+        if let Some(p) = &args.json {
+            std::fs::write(p, serde_json::to_string_pretty(&result.0)?)?;
+        }
+        return Ok(());
     }
     let mut spawned = if args.spawn {
         Some(Spawned::start(
@@ -326,6 +339,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Mode::Scale => scale::scale(&http, spawned.as_ref().expect("spawned"), &args).await?,
         Mode::Restart => scale::restart(&http, spawned.as_mut().expect("spawned"), &args).await?,
         Mode::Delay => delay::delay(&http, spawned.as_ref().expect("spawned"), &args).await?,
+        Mode::Groups => unreachable!("runs before a cluster is spawned"),
     };
     println!("{}", serde_json::to_string_pretty(&result.0)?);
     if let Some(p) = &args.json {
