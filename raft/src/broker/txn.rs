@@ -198,9 +198,7 @@ impl Broker {
         let Some(txn) = self.txn_index(id) else {
             return Ok(None);
         };
-        let rec = self
-            .read(move |s, _| Ok(s.txn_get(txn)?.and_then(|b| TxnRecord::decode(&b))))
-            .await?;
+        let rec = self.read(move |s, _| TxnRecord::load(s, txn)).await?;
         Ok(rec.map(|r| TxnInfo {
             id: id.to_owned(),
             placed: r
@@ -269,7 +267,7 @@ impl Broker {
     async fn check_back(&self, txn: u64) -> Result<(), BrokerError> {
         let found = self
             .blocking(move |s, log| -> Result<_, BrokerError> {
-                let Some(rec) = s.txn_get(txn)?.and_then(|b| TxnRecord::decode(&b)) else {
+                let Some(rec) = TxnRecord::load(s, txn)? else {
                     return Ok(None);
                 };
                 if rec.state != TxnState::Open {

@@ -301,10 +301,7 @@ pub fn read_message(
     // which records (log index, slot); the time index gives (queue, offset). A scheduled
     // message is indexed at its due time, a transaction's at its commit, and neither before.
     let at = if half {
-        let rec = store
-            .txn_get(log_index)?
-            .and_then(|b| TxnRecord::decode(&b));
-        match rec {
+        match TxnRecord::load(store, log_index)? {
             Some(TxnRecord {
                 state: TxnState::Committed,
                 decided_ms: Some(at),

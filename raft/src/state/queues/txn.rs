@@ -10,8 +10,8 @@
 //! Must never: place a message of a transaction that is not committed, change a decided
 //! transaction's outcome, or let time at apply come from anywhere but the entry.
 
-use raftmq_storage::IndexBatch;
 use raftmq_storage::message::tag_hash;
+use raftmq_storage::{IndexBatch, IndexStore};
 use serde::{Deserialize, Serialize};
 
 use super::schedule::Placement;
@@ -80,16 +80,16 @@ impl TxnRecord {
     pub fn decode(b: &[u8]) -> Option<TxnRecord> {
         dec(b)
     }
-}
 
-impl Queues {
-    fn txn(&self, log_index: u64) -> R<Option<TxnRecord>> {
-        Ok(self
-            .store
+    /// The record of the transaction written at `log_index`, if `store` has one.
+    pub fn load(store: &IndexStore, log_index: u64) -> R<Option<TxnRecord>> {
+        Ok(store
             .txn_get(log_index)?
             .and_then(|b| TxnRecord::decode(&b)))
     }
+}
 
+impl Queues {
     /// Stores a transaction's half messages (checked like a produce, stored whole or not at
     /// all). Answers like a produce whose messages have no offsets yet.
     pub fn produce_half(
@@ -151,7 +151,7 @@ impl Queues {
     /// its own). A decision equal to the one taken is answered again; the other one is a
     /// conflict. Refusals say what is wrong with "the transaction" (the caller names it).
     pub fn end_txn(&mut self, batch: &mut IndexBatch<'_>, c: &EndTxnCmd, now: u64) -> R<Applied> {
-        let Some(mut rec) = self.txn(c.txn)? else {
+        let Some(mut rec) = TxnRecord::load(&self.store, c.txn)? else {
             return Ok(reject(RejectCode::NotFound, "does not exist"));
         };
         match (rec.state, c.decision) {
