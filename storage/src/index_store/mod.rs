@@ -334,6 +334,22 @@ impl IndexStore {
         Ok(())
     }
 
+    /// Iterates `cf` forward over the keys in `[lower, upper)` (RocksDB stops at the bounds,
+    /// so what lies beyond, tombstones included, is never read).
+    fn scan_range(
+        &self,
+        cf: &str,
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+    ) -> impl Iterator<Item = Result<RawKv>> + '_ {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower);
+        ro.set_iterate_upper_bound(upper);
+        self.db
+            .iterator_cf_opt(self.cf(cf), ro, IteratorMode::Start)
+            .map(|r| r.map_err(StorageError::from))
+    }
+
     /// Iterates `cf` over keys starting with `prefix`, from `start` (or the prefix start).
     fn scan_prefix(
         &self,

@@ -18,8 +18,6 @@
 //! Must never: let a `T` or `P` entry outlive its `L` entry or the reverse (they change in
 //! one batch).
 
-use rocksdb::{IteratorMode, ReadOptions};
-
 use super::keys::{be_u32, be_u64, le_u32, le_u64, put_name};
 use super::{CF_TIMERS, IndexBatch, IndexStore, check_name};
 use crate::error::{Result, malformed};
@@ -123,29 +121,20 @@ impl IndexStore {
     /// Pending timers in due order from due time `from_ms` on (timers before it must all
     /// have gone: the bound lets the scan skip their tombstones), up to `max`.
     pub fn timers_from(&self, from_ms: u64, max: usize) -> Result<Vec<Timer>> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(due_key(from_ms, 0, 0).to_vec());
-        ro.set_iterate_upper_bound(b"U".to_vec());
-        let mut out = Vec::new();
-        for kv in self
-            .db
-            .iterator_cf_opt(self.cf(CF_TIMERS), ro, IteratorMode::Start)
-            .take(max)
-        {
-            let (k, v) = kv?;
-            out.push(Timer::decode(&k, &v)?);
-        }
-        Ok(out)
+        self.timers_iter(from_ms).take(max).collect()
+    }
+
+    /// Pending timers in due order from due time `from_ms` on.
+    fn timers_iter(&self, from_ms: u64) -> impl Iterator<Item = Result<Timer>> + '_ {
+        let lower = due_key(from_ms, 0, 0).to_vec();
+        self.scan_range(CF_TIMERS, lower, b"U".to_vec())
+            .map(|kv| kv.and_then(|(k, v)| Timer::decode(&k, &v)))
     }
 
     /// The oldest log index a pending timer or a pin needs.
     pub fn pinned_oldest_log_index(&self) -> Result<Option<u64>> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(b"L".to_vec());
-        ro.set_iterate_upper_bound(b"M".to_vec());
         match self
-            .db
-            .iterator_cf_opt(self.cf(CF_TIMERS), ro, IteratorMode::Start)
+            .scan_range(CF_TIMERS, b"L".to_vec(), b"M".to_vec())
             .next()
         {
             Some(kv) => Ok(Some(be_u64(&kv?.0, 1)?)),
@@ -244,17 +233,9 @@ impl IndexBatch<'_> {
             Some(q) => (pin_key(topic, q, 0), pin_key(topic, q, offset)),
             None => (prefix.clone(), crate::index_store::prefix_end(&prefix)),
         };
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(lower);
-        ro.set_iterate_upper_bound(upper);
         let cf = self.store.cf(CF_TIMERS);
         let mut n = 0;
-        for kv in self
-            .store
-            .db
-            .iterator_cf_opt(cf, ro, IteratorMode::Start)
-            .take(max)
-        {
+        for kv in self.store.scan_range(CF_TIMERS, lower, upper).take(max) {
             let (k, v) = kv?;
             self.wb
                 .delete_cf(cf, log_key(le_u64(&v, 0)?, le_u32(&v, 8)?, topic));
@@ -267,13 +248,8 @@ impl IndexBatch<'_> {
     /// Removes every timer and pin of `topic`, timers from due time `from_ms` on (reads
     /// every pending timer: for deleting a topic, which is rare).
     pub fn delete_topic_timers(&mut self, topic: &str, from_ms: u64) -> Result<()> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(due_key(from_ms, 0, 0).to_vec());
-        ro.set_iterate_upper_bound(b"U".to_vec());
-        let cf = self.store.cf(CF_TIMERS);
-        for kv in self.store.db.iterator_cf_opt(cf, ro, IteratorMode::Start) {
-            let (k, v) = kv?;
-            let t = Timer::decode(&k, &v)?;
+        for t in self.store.timers_iter(from_ms) {
+            let t = t?;
             if t.topic == topic {
                 self.drop_timer(&t);
             }

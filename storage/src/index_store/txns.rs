@@ -11,8 +11,6 @@
 //!
 //! Must never: hold a message body (records carry positions and check settings only).
 
-use rocksdb::{IteratorMode, ReadOptions};
-
 use super::keys::be_u64;
 use super::{CF_TXNS, IndexBatch, IndexStore};
 use crate::error::Result;
@@ -41,15 +39,9 @@ impl IndexStore {
     /// Up to `max` `(check time, log index)` of transactions due for a check at `now_ms`,
     /// earliest first.
     pub fn txn_checks_due(&self, now_ms: u64, max: usize) -> Result<Vec<(u64, u64)>> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(b"C".to_vec());
-        ro.set_iterate_upper_bound(check_key(now_ms.saturating_add(1), 0).to_vec());
+        let upper = check_key(now_ms.saturating_add(1), 0).to_vec();
         let mut out = Vec::new();
-        for kv in self
-            .db
-            .iterator_cf_opt(self.cf(CF_TXNS), ro, IteratorMode::Start)
-            .take(max)
-        {
+        for kv in self.scan_range(CF_TXNS, b"C".to_vec(), upper).take(max) {
             let (k, _) = kv?;
             out.push((be_u64(&k, 1)?, be_u64(&k, 9)?));
         }
