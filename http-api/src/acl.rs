@@ -46,13 +46,9 @@ enum Need {
     ProduceAny,
 }
 
-/// The permission a request needs, from its method and path.
-fn need(method: &axum::http::Method, path: &str) -> Need {
-    use axum::http::Method;
-    // Names as the handlers will see them: decoded, so that an encoded name cannot match a
-    // pattern its decoded form does not (an undecodable one needs an admin).
-    let decoded: Option<Vec<String>> = path
-        .trim_matches('/')
+/// A path's segments, percent-decoded as the handlers see them (`None`: one is not UTF-8).
+pub(crate) fn path_segments(path: &str) -> Option<Vec<String>> {
+    path.trim_matches('/')
         .split('/')
         .map(|s| {
             percent_encoding::percent_decode_str(s)
@@ -60,8 +56,15 @@ fn need(method: &axum::http::Method, path: &str) -> Need {
                 .ok()
                 .map(|c| c.into_owned())
         })
-        .collect();
-    let Some(decoded) = decoded else {
+        .collect()
+}
+
+/// The permission a request needs, from its method and path.
+fn need(method: &axum::http::Method, path: &str) -> Need {
+    use axum::http::Method;
+    // Names as the handlers will see them: decoded, so that an encoded name cannot match a
+    // pattern its decoded form does not (an undecodable one needs an admin).
+    let Some(decoded) = path_segments(path) else {
         return Need::Admin;
     };
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();

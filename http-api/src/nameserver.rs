@@ -143,7 +143,9 @@ pub fn nameserver_router(cfg: NameServerConfig) -> Router {
         .with_state(state)
 }
 
-fn wall_ms() -> u64 {
+/// This machine's wall clock, ms since the epoch (registrations are signed and checked by
+/// it: NameServers have no group time).
+pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use raftmq_raft::Broker;
 use raftmq_raft::consensus::peer_auth::{PEER_HEADER, PeerAuth};
 
-use crate::nameserver::{REGISTER_PATH, Registration, TopicRoute};
+use crate::nameserver::{REGISTER_PATH, Registration, TopicRoute, wall_ms};
 
 /// How often a node registers.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -78,9 +78,7 @@ pub fn spawn_registration(
             }
             let reg = registration(&broker).await;
             let body = serde_json::to_vec(&reg).expect("a registration serializes");
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = wall_ms();
             for ns in &nameservers {
                 let mut req = http
                     .post(format!("http://{ns}{REGISTER_PATH}"))
