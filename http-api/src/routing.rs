@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::AppState;
+use crate::acl::path_segments;
 use crate::error::ApiError;
 use crate::forward::{MAX_HOPS, Target, hops, relay};
 
@@ -139,17 +140,22 @@ pub fn spawn_routes(nameservers: Vec<String>) -> Result<Option<Routes>, reqwest:
 }
 
 /// What a request is about, for routing: a topic, or a broker group an id names.
-enum Subject<'a> {
-    Topic(&'a str),
-    Group(&'a str),
+enum Subject {
+    Topic(String),
+    Group(String),
 }
 
-fn subject(path: &str) -> Option<Subject<'_>> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+/// From the path's segments decoded as the handlers (and authorization) see them.
+fn subject(path: &str) -> Option<Subject> {
+    let segments = path_segments(path)?;
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let group = |g: &str| Subject::Group(g.to_owned());
     match parts.as_slice() {
-        ["v1", "topics", t, ..] | ["v1", "groups", _, "topics", t, ..] => Some(Subject::Topic(t)),
-        ["v1", "messages", id] => id.rsplitn(3, '.').nth(2).map(Subject::Group),
-        ["v1", "transactions", id, ..] => id.rsplit_once('.').map(|(g, _)| Subject::Group(g)),
+        ["v1", "topics", t, ..] | ["v1", "groups", _, "topics", t, ..] => {
+            Some(Subject::Topic((*t).to_owned()))
+        }
+        ["v1", "messages", id] => id.rsplitn(3, '.').nth(2).map(group),
+        ["v1", "transactions", id, ..] => id.rsplit_once('.').map(|(g, _)| group(g)),
         _ => None,
     }
 }
@@ -168,11 +174,11 @@ pub(crate) async fn route_between_groups(
     }
     let here = app.broker.broker_group().to_owned();
     let target = match subject(req.uri().path()) {
-        Some(Subject::Group(g)) if g != here => Some(g.to_owned()),
-        Some(Subject::Topic(t)) => match app.broker.topic(t).await {
+        Some(Subject::Group(g)) if g != here => Some(g),
+        Some(Subject::Topic(t)) => match app.broker.topic(&t).await {
             // This group holds it (or the lookup failed: answer here).
             Ok(Some(_)) | Err(_) => None,
-            Ok(None) => routes.group_of_topic(t, &here),
+            Ok(None) => routes.group_of_topic(&t, &here),
         },
         _ => None,
     };

@@ -225,6 +225,9 @@ async fn any_node_routes_to_the_group_that_holds_the_topic() {
         })
         .await;
     assert_eq!(shown["queues"], 1, "{shown}");
+    // A percent-encoded name is the same topic, for routing as for the handlers.
+    let encoded = http.get(g1_url("/v1/topics/%74here")).send().await.unwrap();
+    assert_eq!(encoded.status().as_u16(), 200);
 
     let (s, v) = post_json(
         &g1,
