@@ -6,9 +6,9 @@
 //! through processes and HTTP, so the server binary carries no load generator.
 //!
 //! Modes: `produce` (batches), `consume` (read by offset), `group` (receive + ack),
-//! `latency` (one message at a time), `failover` (kill -9 the leader mid-run; time to the
-//! next acknowledged produce) and `catchup` (wipe a replica; its catch-up rate). The last
-//! two need `--spawn`, so the bench owns the processes.
+//! `latency` (one message at a time); with `--spawn` (the bench owns the processes) also
+//! `failover` and `catchup` ([`faults`]), `scale` and `restart` ([`scale`]), `delay`
+//! ([`delay`]) and `groups` ([`groups`]).
 //!
 //! Must never: send traffic outside 127.0.0.0/8 when it spawns the cluster, or leave a
 //! process it started running.
@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, ValueEnum};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 mod cluster;
 mod delay;
+mod faults;
 mod groups;
 mod scale;
-use cluster::{Spawned, applied_reaches, client, commit_index, leader};
+use cluster::{Spawned, client, leader};
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -334,8 +334,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ensure_data(&http, &leader_url, &args).await?;
             group(&http, &targets, &args).await?
         }
-        Mode::Failover => failover(&http, spawned.as_mut().expect("spawned"), &args).await?,
-        Mode::Catchup => catchup(&http, spawned.as_mut().expect("spawned"), &args).await?,
+        Mode::Failover => {
+            faults::failover(&http, spawned.as_mut().expect("spawned"), &args).await?
+        }
+        Mode::Catchup => faults::catchup(&http, spawned.as_mut().expect("spawned"), &args).await?,
         Mode::Scale => scale::scale(&http, spawned.as_ref().expect("spawned"), &args).await?,
         Mode::Restart => scale::restart(&http, spawned.as_mut().expect("spawned"), &args).await?,
         Mode::Delay => delay::delay(&http, spawned.as_ref().expect("spawned"), &args).await?,
@@ -467,7 +469,7 @@ fn drained(samples: &[(f64, f64, u64)], now: f64) -> bool {
     last.is_finite() && now - last > 2.0
 }
 
-async fn produce(
+pub(crate) async fn produce(
     http: &reqwest::Client,
     targets: &[String],
     args: &BenchArgs,
@@ -654,127 +656,6 @@ async fn group(
         async move { receive_and_ack(&http, &base, &group, &topic, w, max, size).await }
     })
     .await
-}
-
-async fn failover(
-    http: &reqwest::Client,
-    s: &mut Spawned,
-    args: &BenchArgs,
-) -> anyhow::Result<Outcome> {
-    let urls = s.urls();
-    let (leader_id, _) = leader(http, &urls, Duration::from_secs(30)).await?;
-    // (sent, acknowledged) of every successful produce.
-    let acked = Arc::new(Mutex::new(Vec::<(Instant, Instant)>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for w in 0..4usize {
-        let (http, urls, topic, acked, stop) = (
-            http.clone(),
-            urls.clone(),
-            args.topic.clone(),
-            acked.clone(),
-            stop.clone(),
-        );
-        let body = produce_body(args.size, 10, 0, 0, None);
-        tasks.push(tokio::spawn(async move {
-            let mut i = w;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let url = format!("{}/v1/topics/{topic}/messages", urls[i % urls.len()]);
-                let sent = Instant::now();
-                let ok = http
-                    .post(url)
-                    .timeout(Duration::from_secs(2))
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    acked.lock().await.push((sent, Instant::now()));
-                } else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let killed_at = Instant::now();
-    s.kill(leader_id);
-    eprintln!("bench: killed leader node {leader_id}");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    s.spawn(leader_id)?;
-    let acks = acked.lock().await;
-    // The first produce sent after the kill that was acknowledged: in-flight requests that
-    // committed just before the kill do not count.
-    let next = acks
-        .iter()
-        .filter(|(sent, _)| *sent > killed_at)
-        .map(|(_, done)| *done)
-        .min();
-    let failover_ms = next.map(|t| t.duration_since(killed_at).as_secs_f64() * 1e3);
-    let samples: Vec<(f64, f64, u64)> = Vec::new();
-    Ok((
-        json!({"mode": "failover", "killed_leader": leader_id, "failover_ms": failover_ms, "acks_before_kill": acks.iter().filter(|(_, done)| *done <= killed_at).count()}),
-        samples,
-    ))
-}
-
-async fn catchup(
-    http: &reqwest::Client,
-    s: &mut Spawned,
-    args: &BenchArgs,
-) -> anyhow::Result<Outcome> {
-    let urls = s.urls();
-    let (leader_id, leader_url) = leader(http, &urls, Duration::from_secs(30)).await?;
-    let fill = BenchArgs {
-        count: Some(args.count.unwrap_or(200_000)),
-        duration: 3600,
-        ..args.clone()
-    };
-    produce(
-        http,
-        std::slice::from_ref(&leader_url),
-        &fill,
-        args.batch.max(100),
-        8,
-    )
-    .await?;
-    let metrics = http
-        .get(format!("{leader_url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let log_bytes: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("raftmq_log_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    let commit = commit_index(http, &leader_url).await;
-    let victim = (1..=3).find(|id| *id != leader_id).expect("a follower");
-    s.wipe(victim)?;
-    let t0 = Instant::now();
-    s.spawn(victim)?;
-    let url = s.url_of(victim).expect("victim url");
-    loop {
-        if applied_reaches(http, &url, commit).await {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(300) {
-            bail!("the wiped replica did not catch up in 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    Ok((
-        json!({"mode": "catchup", "log_bytes": log_bytes, "entries": commit, "seconds": secs, "mb_per_s": log_bytes / secs / 1e6}),
-        Vec::new(),
-    ))
 }
 
 fn plot(path: &Path, samples: &[(f64, f64, u64)]) -> Result<(), Box<dyn std::error::Error>> {
