@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use raftmq_raft::broker::acl::same_bytes;
 use raftmq_raft::{Permission, User};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::bodies::{self, Deleted, PermissionJson, UserSaved, Users};
 
 use crate::AppState;
 use crate::dto::{check_name, parse_json};
@@ -181,20 +183,50 @@ fn unauthenticated(message: &str) -> Response {
     ApiError::unauthenticated(message).into_response()
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/acl/users/{name}`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UserRequest)]
 pub(crate) struct UserBody {
+    /// Stored hashed, never returned.
+    #[schema(min_length = 16, max_length = 512)]
     token: String,
+    /// May do everything.
     #[serde(default)]
     admin: bool,
+    /// What it may do otherwise.
     #[serde(default)]
+    #[schema(value_type = Vec<PermissionBody>)]
     permissions: Vec<crate::dto::Object<PermissionBody>>,
 }
 
-#[derive(Deserialize)]
+/// A topic or a group (not both; neither only for `metrics` alone) and what may be done
+/// with it.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionRequest)]
 pub(crate) struct PermissionBody {
+    /// Topic name, or a prefix ending in one `*`.
     topic: Option<String>,
+    /// Consumer group name, or a prefix ending in one `*`.
     group: Option<String>,
+    /// What may be done.
+    #[schema(value_type = Vec<Action>, min_items = 1)]
     actions: Vec<String>,
+}
+
+/// An action a permission allows.
+// Read as a string (a wrong one is named in the error); this type describes the values.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum Action {
+    /// Produce to the topic.
+    Produce,
+    /// Read the topic, or consume as the group.
+    Consume,
+    /// Manage the topic or group.
+    Admin,
+    /// Read `/metrics`.
+    Metrics,
 }
 
 fn check_pattern(field: &str, pattern: &str) -> Result<(), ApiError> {
@@ -203,6 +235,11 @@ fn check_pattern(field: &str, pattern: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /v1/acl/users/{name}`.
+#[utoipa::path(put, path = "/v1/acl/users/{name}", operation_id = "put_user",
+    summary = "Create or replace a user",
+    params(crate::openapi::UserPath),
+    request_body = UserBody,
+    responses((status = 200, description = "OK", body = UserSaved), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn put_user(
     State(app): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -262,29 +299,41 @@ pub(crate) async fn put_user(
             .await?)
     })
     .await?;
-    Ok(Json(json!({"name": name, "admin": admin})).into_response())
+    Ok(Json(UserSaved { admin, name }).into_response())
 }
 
 /// `GET /v1/acl/users` (never with tokens).
+#[utoipa::path(get, path = "/v1/acl/users", operation_id = "list_users",
+    summary = "Every user, without tokens",
+    responses((status = 200, description = "OK", body = crate::bodies::Users), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn list_users(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let users: Vec<_> = app
+    let users = app
         .broker
         .users()
         .await?
         .into_iter()
-        .map(|u| {
-            json!({"name": u.name, "admin": u.admin, "permissions": u.permissions.iter().map(|p| {
-            let mut v = json!({"actions": p.actions});
-            if let Some(t) = &p.topic { v["topic"] = json!(t); }
-            if let Some(g) = &p.group { v["group"] = json!(g); }
-            v
-        }).collect::<Vec<_>>()})
+        .map(|u| bodies::User {
+            admin: u.admin,
+            name: u.name,
+            permissions: u
+                .permissions
+                .into_iter()
+                .map(|p| PermissionJson {
+                    actions: p.actions,
+                    group: p.group,
+                    topic: p.topic,
+                })
+                .collect(),
         })
         .collect();
-    Ok(Json(json!({ "users": users })).into_response())
+    Ok(Json(Users { users }).into_response())
 }
 
 /// `DELETE /v1/acl/users/{name}`.
+#[utoipa::path(delete, path = "/v1/acl/users/{name}", operation_id = "delete_user",
+    summary = "Delete a user",
+    params(crate::openapi::UserPath),
+    responses((status = 200, description = "OK", body = Deleted), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn delete_user(
     State(app): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -295,7 +344,7 @@ pub(crate) async fn delete_user(
         return Ok(resp);
     }
     with_write_timeout(&app, async { Ok(app.broker.delete_user(&name).await?) }).await?;
-    Ok(Json(json!({"deleted": name})).into_response())
+    Ok(Json(Deleted { deleted: name }).into_response())
 }
 
 #[cfg(test)]

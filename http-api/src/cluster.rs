@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::bodies::{AddMemberResponse, Cluster, Compacted, Leader, Member, Removed, Status};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::AppState;
 use crate::dto::{AddMemberRequest, TransferLeaderRequest, parse_json};
@@ -23,32 +23,40 @@ use crate::messages::with_write_timeout;
 use raftmq_raft::MemberRole;
 
 /// `GET /v1/cluster`.
+#[utoipa::path(get, path = "/v1/cluster", operation_id = "cluster",
+    summary = "The broker group as this node sees it",
+    responses((status = 200, description = "OK", body = Cluster), crate::openapi::AuthErrors))]
 pub(crate) async fn status(State(app): State<AppState>) -> Response {
     let s = app.broker.cluster_status();
-    let members: Vec<_> = s
+    let members = s
         .members
         .iter()
-        .map(|m| {
-            json!({"id": m.id, "addr": m.addr, "role": m.role.as_str(), "matched_index": m.matched_index})
+        .map(|m| Member {
+            addr: m.addr.clone(),
+            id: m.id,
+            matched_index: m.matched_index,
+            role: m.role.into(),
         })
         .collect();
-    let mut v = json!({
-        "group": s.broker_group,
-        "node_id": s.node_id,
-        "leader_id": s.leader_id,
-        "term": s.term,
-        "commit_index": s.commit_index,
-        "applied_index": s.applied_index,
-        "members": members,
-    });
-    // With NameServers: every broker group as the routes show it.
-    if let Some(routes) = &app.cfg.routes {
-        v["groups"] = json!(routes.groups_json());
-    }
-    Json(v).into_response()
+    Json(Cluster {
+        applied_index: s.applied_index,
+        commit_index: s.commit_index,
+        group: s.broker_group,
+        // With NameServers: every broker group as the routes show it.
+        groups: app.cfg.routes.as_ref().map(|r| r.groups()),
+        leader_id: s.leader_id,
+        members,
+        node_id: s.node_id,
+        term: s.term,
+    })
+    .into_response()
 }
 
 /// `POST /v1/cluster/members`.
+#[utoipa::path(post, path = "/v1/cluster/members", operation_id = "add_member",
+    summary = "Add a node (a learner until caught up, then a voter if asked)",
+    request_body = AddMemberRequest,
+    responses((status = 200, description = "OK", body = AddMemberResponse), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn add_member(
     State(app): State<AppState>,
     write: WriteReq,
@@ -91,10 +99,19 @@ pub(crate) async fn add_member(
     app.broker
         .add_member(req.id, &req.addr, req.voter, limit)
         .await?;
-    Ok(Json(json!({"id": req.id, "addr": req.addr, "voter": req.voter})).into_response())
+    Ok(Json(AddMemberResponse {
+        addr: req.addr,
+        id: req.id,
+        voter: req.voter,
+    })
+    .into_response())
 }
 
 /// `DELETE /v1/cluster/members/{id}`.
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", operation_id = "remove_member",
+    summary = "Remove a node",
+    params(crate::openapi::MemberPath),
+    responses((status = 200, description = "OK", body = Removed), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn remove_member(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -113,10 +130,14 @@ pub(crate) async fn remove_member(
         ));
     }
     with_write_timeout(&app, async { Ok(app.broker.remove_member(id).await?) }).await?;
-    Ok(Json(json!({"removed": id})).into_response())
+    Ok(Json(Removed { removed: id }).into_response())
 }
 
 /// `POST /v1/cluster/leader`.
+#[utoipa::path(post, path = "/v1/cluster/leader", operation_id = "transfer_leader",
+    summary = "Hand leadership to a voter",
+    request_body = TransferLeaderRequest,
+    responses((status = 200, description = "OK", body = Leader), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn transfer_leader(
     State(app): State<AppState>,
     write: WriteReq,
@@ -143,7 +164,7 @@ pub(crate) async fn transfer_leader(
         Some(_) => {}
     }
     if status.leader_id == Some(req.to) {
-        return Ok(Json(json!({"leader_id": req.to})).into_response());
+        return Ok(Json(Leader { leader_id: req.to }).into_response());
     }
     app.broker.transfer_leader(req.to).await?;
     if app
@@ -151,7 +172,7 @@ pub(crate) async fn transfer_leader(
         .wait_for_leader(req.to, Duration::from_secs(5))
         .await
     {
-        return Ok(Json(json!({"leader_id": req.to})).into_response());
+        return Ok(Json(Leader { leader_id: req.to }).into_response());
     }
     Err(ApiError::unavailable(format!(
         "leadership did not move to node {} in time; check GET /v1/cluster",
@@ -161,20 +182,35 @@ pub(crate) async fn transfer_leader(
 
 /// `POST /v1/cluster/compact`: this node (not forwarded) snapshots its applied state and
 /// lets Raft forget the log up to it.
+#[utoipa::path(post, path = "/v1/cluster/compact", operation_id = "compact",
+    summary = "This node snapshots and lets Raft forget its log up to it",
+    responses((status = 200, description = "OK", body = Compacted), crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn compact(State(app): State<AppState>) -> Result<Response, ApiError> {
     let index = app.broker.compact().await?;
-    Ok(Json(json!({"node_id": app.broker.node_id(), "snapshot_index": index})).into_response())
+    Ok(Json(Compacted {
+        node_id: app.broker.node_id(),
+        snapshot_index: index,
+    })
+    .into_response())
 }
 
 /// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz",
+    summary = "The process is up",
+    security(()),
+    responses((status = 200, description = "OK", body = Status)))]
 pub(crate) async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    Json(Status { status: "ok" }).into_response()
 }
 
 /// `GET /readyz`.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz",
+    summary = "Knows a leader, applied what it saw committed, is a member",
+    security(()),
+    responses((status = 200, description = "OK", body = Status), crate::openapi::BrokerErrors))]
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     if app.broker.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
+        Json(Status { status: "ready" }).into_response()
     } else {
         ApiError::unavailable("no known leader, or still applying committed entries")
             .into_response()
@@ -231,6 +267,9 @@ async fn group_lag(app: &AppState, out: &mut String) -> Result<(), raftmq_raft::
 }
 
 /// `GET /metrics` in Prometheus text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics",
+    summary = "Prometheus text format",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String), crate::openapi::AuthErrors))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let n = app.broker.node_stats();
     let s = &app.stats;

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use raftmq_raft::{ProduceMessage, Schedule, StoredMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
@@ -88,19 +89,30 @@ pub fn is_system_topic(name: &str) -> bool {
 }
 
 /// `POST /v1/topics/{topic}/messages`.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, ToSchema, Debug)]
 pub struct ProduceRequest {
-    /// The batch.
+    /// The batch: stored atomically, all or none.
+    #[schema(value_type = Vec<ProduceItem>, min_items = 1, max_items = 10000)]
     pub messages: Vec<Object<ProduceItem>>,
-    /// Transactional produce: half messages, checked back at `check_url`.
+    /// Makes the batch one transaction of half messages, invisible until committed; its
+    /// messages take no `delay_ms`, `deliver_at_ms` or `idempotency_key`.
     #[serde(default)]
+    #[schema(value_type = Option<TxnBody>)]
     pub transaction: Option<Object<TxnBody>>,
 }
 
 /// `transaction` of a produce request.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, ToSchema, Debug)]
+#[schema(as = Transactional)]
 pub struct TxnBody {
+    /// POSTed `{"transaction_id", "messages"}` when undecided after `check_after_ms` (then
+    /// every `check_after_ms`, `--txn-max-checks` times, then rolled back); answers
+    /// `{"status": "commit" | "rollback" | "unknown"}`. Only hosts in `--txn-check-hosts`
+    /// when that is set.
+    #[schema(value_type = String, required = true, pattern = r"^http://[^\s]+$", max_length = 2048)]
     check_url: Option<String>,
+    /// First check-back after this long, ms (default 6000).
+    #[schema(minimum = 1, maximum = 86400000, default = 6000)]
     check_after_ms: Option<u64>,
 }
 
@@ -160,18 +172,36 @@ impl TxnBody {
     }
 }
 
-/// One message of a produce request.
-#[derive(Deserialize, Debug)]
+/// One message: `body` (UTF-8 text) or `body_base64` (bytes), not both.
+#[derive(Deserialize, ToSchema, Debug)]
+#[schema(as = ProduceMessage)]
 pub struct ProduceItem {
+    /// UTF-8 text.
     body: Option<String>,
+    /// Bytes, base64.
+    #[schema(content_encoding = "base64")]
     body_base64: Option<String>,
+    /// Business key, 1 to 1024 bytes (indexed: query by key).
+    #[schema(min_length = 1, max_length = 256)]
     key: Option<String>,
+    /// 1 to 256 bytes, not `*`, without `||`.
+    #[schema(min_length = 1, max_length = 64)]
     tag: Option<String>,
+    /// At most 64.
     #[serde(default)]
     properties: BTreeMap<String, String>,
+    /// The queue (default: by key hash, else round robin).
+    #[schema(maximum = 1023)]
     queue: Option<u32>,
+    /// Not readable (not in the queue, not receivable) until this long after the broker
+    /// stores it; at most the topic's retention. Not with `deliver_at_ms`.
     delay_ms: Option<u64>,
+    /// Not readable until this time (ms since the epoch): in the future (up to 1 s in the
+    /// past is taken as now) and within the topic's retention. Not with `delay_ms`.
     deliver_at_ms: Option<u64>,
+    /// 1 to 256 bytes: a retry with the same key within the topic's dedup window returns the
+    /// first write's result and writes nothing.
+    #[schema(min_length = 1, max_length = 64)]
     idempotency_key: Option<String>,
 }
 
@@ -320,31 +350,53 @@ impl ProduceItem {
     }
 }
 
-/// A message as JSON, serialized straight from the stored message (no `Value` tree: a
-/// receive or a read of hundreds of messages allocates little). Fields are in the order a
-/// JSON object map would sort them, as before.
-#[derive(Serialize, Debug)]
+/// A message.
+// Serialized straight from the stored message (no `Value` tree: a receive or a read of
+// hundreds of messages allocates little). Fields are in the order a JSON object map would
+// sort them, as before.
+#[derive(Serialize, ToSchema, Debug)]
+#[schema(as = Message)]
 pub struct MessageJson<'a> {
+    /// Delivery number (receives only).
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
+    /// A text body.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     body: Option<std::borrow::Cow<'a, str>>,
+    /// A binary body, base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     body_base64: Option<String>,
+    /// When the producer's request reached the broker (group time), ms since the epoch.
     born_ms: u64,
+    /// A scheduled message's due time.
     #[serde(skip_serializing_if = "Option::is_none")]
     deliver_at_ms: Option<u64>,
+    /// Business key.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     key: Option<&'a str>,
+    /// `{broker_group}.{log_index}.{slot}`.
     msg_id: String,
+    /// Offset in its queue.
     offset: u64,
+    /// Properties.
+    #[schema(value_type = BTreeMap<String, String>)]
     properties: Properties<'a>,
+    /// Queue.
     queue: u32,
+    /// Ack/nack handle (receives only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     receipt: Option<&'a str>,
+    /// When it became readable (group time), ms since the epoch.
     stored_ms: u64,
+    /// Tag.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     tag: Option<&'a str>,
+    /// Topic.
+    #[schema(value_type = String)]
     topic: &'a str,
 }
 
@@ -396,29 +448,35 @@ pub fn message_json(m: &StoredMessage, msg_id: String) -> MessageJson<'_> {
 }
 
 /// `{"messages": [...]}`.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, ToSchema, Debug)]
 pub struct Messages<'a> {
     /// The messages.
     pub messages: Vec<MessageJson<'a>>,
 }
 
 /// `PUT /v1/topics/{topic}`.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, ToSchema, Debug, Default)]
+#[schema(as = TopicSettings)]
 pub struct PutTopicRequest {
-    /// Queue count.
+    /// Queue count (only grows).
+    #[schema(minimum = 1, maximum = 1024)]
     pub queues: Option<u32>,
-    /// FIFO.
+    /// FIFO: a queue is delivered in order, one run at a time.
     pub fifo: Option<bool>,
-    /// Retention.
+    /// How long messages are kept, ms.
+    #[schema(minimum = 1)]
     pub retention_ms: Option<u64>,
-    /// How long idempotency keys are remembered.
+    /// How long idempotency keys are remembered, ms (default 600000).
+    #[schema(minimum = 1, maximum = 604800000)]
     pub dedup_window_ms: Option<u64>,
-    /// Broker groups to spread the queues over (needs a NameServer).
+    /// Broker groups to spread the queues over (not yet: 400).
+    #[schema(ignore)]
     pub groups: Option<serde_json::Value>,
 }
 
 /// A topic as JSON.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, ToSchema, Debug)]
+#[schema(as = Topic)]
 pub struct TopicJson {
     /// Name.
     pub name: String,
@@ -436,7 +494,7 @@ pub struct TopicJson {
 }
 
 /// One queue's offsets.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, ToSchema, Debug)]
 pub struct QueueStat {
     /// Queue.
     pub queue: u32,
@@ -447,22 +505,24 @@ pub struct QueueStat {
 }
 
 /// `POST /v1/cluster/members`.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, ToSchema, Debug)]
 pub struct AddMemberRequest {
     /// Node id.
     pub id: u64,
-    /// HTTP address.
+    /// HTTP address, HOST:PORT.
     pub addr: String,
     /// Promote to voter once caught up.
     #[serde(default)]
     pub voter: bool,
     /// How long the node may take to catch up before it is promoted, ms (an addition to
     /// the contract; default six write timeouts).
+    #[schema(minimum = 100, maximum = 3600000)]
     pub catch_up_ms: Option<u64>,
 }
 
 /// `POST /v1/cluster/leader`.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, ToSchema, Debug)]
+#[schema(as = TransferRequest)]
 pub struct TransferLeaderRequest {
     /// The node to hand leadership to.
     pub to: u64,

@@ -1,7 +1,7 @@
 //! `ApiError`: the one error type of the HTTP API and its mapping to status and body.
 //!
-//! Body: `{"error": {"code": "UPPER_SNAKE", "message": "...", ...extra}}` as `shared/API.md`
-//! defines. 5xx details are logged, never sent.
+//! Body: `{"error": {"code": "UPPER_SNAKE", "message": "...", "min_offset"?}}` as
+//! `shared/API.md` defines ([`crate::bodies::ErrorBody`]). 5xx details are logged, never sent.
 //!
 //! Must never: answer a write whose outcome is unknown with anything but 504
 //! `OUTCOME_UNKNOWN`.
@@ -9,15 +9,16 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use raftmq_raft::{BrokerError, RejectCode};
-use serde_json::{Map, Value, json};
 
-/// An API error: status, stable code, message, optional extra body fields.
+use crate::bodies::{ErrorBody, ErrorDetail};
+
+/// An API error: status, stable code, message, and `min_offset` for `OFFSET_OUT_OF_RANGE`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    extra: Map<String, Value>,
+    min_offset: Option<u64>,
     retry_after_secs: Option<u32>,
 }
 
@@ -27,7 +28,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            extra: Map::new(),
+            min_offset: None,
             retry_after_secs: None,
         }
     }
@@ -49,7 +50,7 @@ impl ApiError {
             "OFFSET_OUT_OF_RANGE",
             format!("offset {offset} is below the queue's min_offset {min_offset}"),
         );
-        e.extra.insert("min_offset".into(), json!(min_offset));
+        e.min_offset = Some(min_offset);
         e
     }
 
@@ -170,11 +171,14 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut err = Map::new();
-        err.insert("code".into(), json!(self.code));
-        err.insert("message".into(), json!(self.message));
-        err.extend(self.extra);
-        let mut resp = (self.status, axum::Json(json!({ "error": err }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                min_offset: self.min_offset,
+            },
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

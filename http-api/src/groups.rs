@@ -15,7 +15,13 @@ use raftmq_raft::{
     ConsumerGroupMode, MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, ReceiveRequest, ResetTo, TagFilter,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::bodies::{
+    self, Assignment, Assignments, Committed, ConsumerRow, GroupQueueRow, GroupSettingsSet,
+    GroupSummary, Groups, OffsetRow, Offsets, ResetResponse, ResetRow,
+};
 
 use crate::AppState;
 use crate::dto::{Messages, check_name, message_json, parse_json, parse_sql};
@@ -24,19 +30,32 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::forward::{Route, WriteReq};
 use crate::messages::with_write_timeout;
 
-#[derive(Deserialize)]
+/// `PUT /v1/groups/{group}/offsets`.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct CommitRequest {
+    /// Topic.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,127}$")]
     topic: String,
+    /// Offsets to commit (forward only).
+    #[schema(value_type = Vec<QueueOffset>, min_items = 1)]
     offsets: Vec<crate::dto::Object<QueueOffset>>,
 }
 
-#[derive(Deserialize)]
-struct QueueOffset {
+/// One queue's offset to commit.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct QueueOffset {
+    /// Queue.
     queue: u32,
+    /// The next offset to consume.
     offset: u64,
 }
 
 /// `PUT /v1/groups/{group}/offsets`.
+#[utoipa::path(put, path = "/v1/groups/{group}/offsets", operation_id = "commit",
+    summary = "Commit offsets (forward only)",
+    params(crate::openapi::GroupPath),
+    request_body = CommitRequest,
+    responses((status = 200, description = "OK", body = bodies::Committed), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn commit(
     State(app): State<AppState>,
     ApiPath(group): ApiPath<String>,
@@ -64,10 +83,14 @@ pub(crate) async fn commit(
             .await?)
     })
     .await?;
-    Ok(Json(json!({"committed": true})).into_response())
+    Ok(Json(Committed { committed: true }).into_response())
 }
 
 /// `GET /v1/groups/{group}/offsets?topic=t`.
+#[utoipa::path(get, path = "/v1/groups/{group}/offsets", operation_id = "offsets",
+    summary = "Committed offsets and lag",
+    params(crate::openapi::GroupPath, crate::openapi::OffsetsParams),
+    responses((status = 200, description = "OK", body = bodies::Offsets), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn offsets(
     State(app): State<AppState>,
     ApiPath(group): ApiPath<String>,
@@ -90,15 +113,21 @@ pub(crate) async fn offsets(
         .await?
         .into_iter()
         .collect();
-    let rows: Vec<_> = bounds
+    let offsets = bounds
         .iter()
         .enumerate()
-        .map(|(q, (_, max))| {
+        .map(|(q, &(_, max))| {
             let c = committed.get(&(q as u32)).copied().unwrap_or(0);
-            json!({"topic": topic, "queue": q, "committed": c, "max_offset": max, "lag": max.saturating_sub(c)})
+            OffsetRow {
+                committed: c,
+                lag: max.saturating_sub(c),
+                max_offset: max,
+                queue: q as u32,
+                topic: topic.clone(),
+            }
         })
         .collect();
-    Ok(Json(json!({ "offsets": rows })).into_response())
+    Ok(Json(Offsets { offsets }).into_response())
 }
 
 /// Most messages per receive.
@@ -106,18 +135,39 @@ const MAX_RECEIVE: usize = 256;
 /// Longest receive long poll, ms.
 const MAX_RECEIVE_WAIT_MS: u64 = 30_000;
 
-#[derive(Deserialize)]
+/// `POST /v1/groups/{group}/topics/{topic}/receive`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ReceiveRequest)]
 pub(crate) struct ReceiveBody {
+    /// The consumer receiving.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,127}$")]
     consumer: String,
+    /// Most messages (default 32).
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 256)]
     max: Option<usize>,
+    /// Long-poll time, ms.
+    #[schema(maximum = 30000)]
     wait_ms: Option<u64>,
+    /// Lease: how long the messages stay invisible to others, ms.
+    #[schema(minimum = 100, maximum = 43200000)]
     invisible_ms: Option<u64>,
+    /// Tag filter `a||b`.
     tag: Option<String>,
+    /// SQL92 property filter over properties, `TAG` and `KEY`; messages it does not select
+    /// count as consumed for the group.
+    #[schema(max_length = 4096)]
     sql: Option<String>,
+    /// The group's mode (fixed by its first receive).
+    #[schema(value_type = Option<bodies::Mode>)]
     mode: Option<String>,
 }
 
 /// `POST /v1/groups/{group}/topics/{topic}/receive`.
+#[utoipa::path(post, path = "/v1/groups/{group}/topics/{topic}/receive", operation_id = "receive",
+    summary = "Receive (lease) messages",
+    params(crate::openapi::GroupTopicPath),
+    request_body = ReceiveBody,
+    responses((status = 200, description = "OK", body = crate::dto::Messages<'static>), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn receive(
     State(app): State<AppState>,
     ApiPath((group, topic)): ApiPath<(String, String)>,
@@ -193,23 +243,36 @@ pub(crate) async fn receive(
     Ok(Json(Messages { messages }).into_response())
 }
 
-/// One receipt's answer (fields in sorted order, as a JSON object map would give them).
-#[derive(serde::Serialize)]
-struct AckResult<'a> {
+/// One receipt's result.
+// Fields in sorted order, as a JSON object map would give them.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct AckResult<'a> {
+    /// Why not: `RECEIPT_INVALID` or `RECEIPT_EXPIRED`.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<String>,
+    /// Acked (or nacked).
     ok: bool,
+    /// The receipt, as sent.
+    #[schema(value_type = String)]
     receipt: &'a str,
 }
 
-#[derive(serde::Serialize)]
-struct AckResults<'a> {
+/// `POST .../ack` and `POST .../nack`: one result per receipt, in request order.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct AckResults<'a> {
+    /// Results.
     results: Vec<AckResult<'a>>,
 }
 
-#[derive(Deserialize)]
+/// `POST .../ack` and `POST .../nack`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = AckRequest)]
 pub(crate) struct AckBody {
+    /// Receipts from receives.
+    #[schema(min_items = 1, max_items = 1024)]
     receipts: Vec<String>,
+    /// Nack only: deliver again after this long, ms (default: the group's retry backoff).
+    #[schema(maximum = 604800000)]
     delay_ms: Option<u64>,
 }
 
@@ -266,6 +329,11 @@ async fn ack_or_nack(
 }
 
 /// `POST /v1/groups/{group}/topics/{topic}/ack`.
+#[utoipa::path(post, path = "/v1/groups/{group}/topics/{topic}/ack", operation_id = "ack",
+    summary = "Ack receipts",
+    params(crate::openapi::GroupTopicPath),
+    request_body = AckBody,
+    responses((status = 200, description = "OK", body = AckResults<'static>), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn ack(
     State(app): State<AppState>,
     ApiPath((group, topic)): ApiPath<(String, String)>,
@@ -275,6 +343,11 @@ pub(crate) async fn ack(
 }
 
 /// `POST /v1/groups/{group}/topics/{topic}/nack`.
+#[utoipa::path(post, path = "/v1/groups/{group}/topics/{topic}/nack", operation_id = "nack",
+    summary = "Nack receipts (deliver again after delay_ms or the retry backoff)",
+    params(crate::openapi::GroupTopicPath),
+    request_body = AckBody,
+    responses((status = 200, description = "OK", body = AckResults<'static>), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn nack(
     State(app): State<AppState>,
     ApiPath((group, topic)): ApiPath<(String, String)>,
@@ -283,14 +356,26 @@ pub(crate) async fn nack(
     ack_or_nack(app, group, topic, write, true).await
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/groups/{group}/heartbeat`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = HeartbeatRequest)]
 pub(crate) struct HeartbeatBody {
+    /// The consumer.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,127}$")]
     consumer: String,
+    /// The topics it consumes.
     topics: Vec<String>,
+    /// Gone after this long without a heartbeat, ms.
+    #[schema(minimum = 100, maximum = 3600000)]
     session_ms: Option<u64>,
 }
 
 /// `POST /v1/groups/{group}/heartbeat`.
+#[utoipa::path(post, path = "/v1/groups/{group}/heartbeat", operation_id = "heartbeat",
+    summary = "Heartbeat, answered with the consumer's queues",
+    params(crate::openapi::GroupPath),
+    request_body = HeartbeatBody,
+    responses((status = 200, description = "OK", body = bodies::Assignments), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn heartbeat(
     State(app): State<AppState>,
     ApiPath(group): ApiPath<String>,
@@ -320,20 +405,58 @@ pub(crate) async fn heartbeat(
             .map_err(ApiError::from)
     })
     .await?;
-    let rows: Vec<_> = assignments
+    let assignments = assignments
         .into_iter()
-        .map(|(topic, queues)| json!({"topic": topic, "queues": queues}))
+        .map(|(topic, queues)| Assignment { queues, topic })
         .collect();
-    Ok(Json(json!({ "assignments": rows })).into_response())
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ResetBody {
-    topic: String,
-    to: Value,
+    Ok(Json(Assignments { assignments }).into_response())
 }
 
 /// `POST /v1/groups/{group}/offsets/reset`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ResetRequest)]
+pub(crate) struct ResetBody {
+    /// Topic.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,127}$")]
+    topic: String,
+    /// Where to.
+    #[schema(value_type = ResetTarget)]
+    to: Value,
+}
+
+/// Where to reset: `earliest`, `latest` or `{"timestamp_ms": N}`.
+// `to` is read by hand (for an error that names the accepted forms); this type describes it.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+#[schema(as = ResetTo)]
+pub(crate) enum ResetTarget {
+    /// `earliest` or `latest`.
+    Named(ResetNamed),
+    /// The first message stored at or after this time.
+    At {
+        /// ms since the epoch.
+        timestamp_ms: u64,
+    },
+}
+
+/// `earliest` or `latest`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ResetNamed {
+    /// The first retained offset.
+    Earliest,
+    /// One past the last offset.
+    Latest,
+}
+
+/// `POST /v1/groups/{group}/offsets/reset`.
+#[utoipa::path(post, path = "/v1/groups/{group}/offsets/reset", operation_id = "reset",
+    summary = "Reset offsets",
+    params(crate::openapi::GroupPath),
+    request_body = ResetBody,
+    responses((status = 200, description = "OK", body = bodies::ResetResponse), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn reset(
     State(app): State<AppState>,
     ApiPath(group): ApiPath<String>,
@@ -372,33 +495,55 @@ pub(crate) async fn reset(
             .map_err(ApiError::from)
     })
     .await?;
-    let rows: Vec<_> = offsets
+    let offsets = offsets
         .into_iter()
-        .map(|(q, o)| json!({"topic": req.topic, "queue": q, "offset": o}))
+        .map(|(queue, offset)| ResetRow {
+            offset,
+            queue,
+            topic: req.topic.clone(),
+        })
         .collect();
-    Ok(Json(json!({ "offsets": rows })).into_response())
+    Ok(Json(ResetResponse { offsets }).into_response())
 }
 
 /// `GET /v1/groups`.
+#[utoipa::path(get, path = "/v1/groups", operation_id = "groups",
+    summary = "Every consumer group",
+    responses((status = 200, description = "OK", body = bodies::Groups), crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let groups: Vec<_> = app
+    let groups = app
         .broker
         .consumer_groups()
         .await?
         .into_iter()
-        .map(|(name, mode)| json!({"name": name, "mode": mode.as_str()}))
+        .map(|(name, mode)| GroupSummary {
+            mode: mode.into(),
+            name,
+        })
         .collect();
-    Ok(Json(json!({ "groups": groups })).into_response())
+    Ok(Json(Groups { groups }).into_response())
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/groups/{group}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GroupSettings)]
 pub(crate) struct GroupSettingsBody {
+    /// Deliveries before a message goes to `DLQ-{group}` (default 16).
+    #[schema(minimum = 1, maximum = 1000)]
     max_attempts: Option<u32>,
+    /// Wait before an expired or nacked (without `delay_ms`) message is visible again, by
+    /// attempt; the last value repeats (default RocketMQ's levels 1 s to 2 h).
+    #[schema(min_items = 1, max_items = 64)]
     retry_backoff_ms: Option<Vec<u64>>,
 }
 
 /// `PUT /v1/groups/{group}`: the group's retry policy; answers the settings in effect.
+#[utoipa::path(put, path = "/v1/groups/{group}", operation_id = "putGroup",
+    summary = "Set a consumer group's retry policy (does not create the group or fix its mode)",
+    params(crate::openapi::GroupPath),
+    request_body = GroupSettingsBody,
+    responses((status = 200, description = "OK", body = bodies::GroupSettingsSet), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn put(
     State(app): State<AppState>,
     ApiPath(group): ApiPath<String>,
@@ -416,15 +561,19 @@ pub(crate) async fn put(
             .map_err(ApiError::from)
     })
     .await?;
-    Ok(Json(json!({
-        "group": group,
-        "max_attempts": max_attempts,
-        "retry_backoff_ms": retry_backoff_ms,
-    }))
+    Ok(Json(GroupSettingsSet {
+        group,
+        max_attempts,
+        retry_backoff_ms,
+    })
     .into_response())
 }
 
 /// `GET /v1/groups/{group}`.
+#[utoipa::path(get, path = "/v1/groups/{group}", operation_id = "group",
+    summary = "A consumer group",
+    params(crate::openapi::GroupPath),
+    responses((status = 200, description = "OK", body = bodies::Group), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn get(
     State(app): State<AppState>,
     ApiPath(group): ApiPath<String>,
@@ -435,38 +584,43 @@ pub(crate) async fn get(
     })?;
     let mut topics: Vec<String> = info.queues.iter().map(|q| q.topic.clone()).collect();
     topics.dedup();
-    let consumers: Vec<_> = info
+    let consumers = info
         .consumers
-        .iter()
-        .map(|(name, last, session, topics)| {
-            json!({"consumer": name, "last_heartbeat_ms": last, "session_ms": session, "topics": topics})
-        })
+        .into_iter()
+        .map(
+            |(consumer, last_heartbeat_ms, session_ms, topics)| ConsumerRow {
+                consumer,
+                last_heartbeat_ms,
+                session_ms,
+                topics,
+            },
+        )
         .collect();
-    let queues: Vec<_> = info
+    let in_flight = info.queues.iter().map(|q| q.in_flight).sum::<u64>();
+    let queues = info
         .queues
-        .iter()
-        .map(|q| {
-            let mut v = json!({
-                "topic": q.topic, "queue": q.queue, "committed": q.committed, "max_offset": q.max_offset,
-                "lag": q.max_offset.saturating_sub(q.committed), "in_flight": q.in_flight,
-            });
-            if let Some(c) = &q.consumer {
-                v["consumer"] = json!(c);
-            }
-            v
+        .into_iter()
+        .map(|q| GroupQueueRow {
+            committed: q.committed,
+            consumer: q.consumer,
+            in_flight: q.in_flight,
+            lag: q.max_offset.saturating_sub(q.committed),
+            max_offset: q.max_offset,
+            queue: q.queue,
+            topic: q.topic,
         })
         .collect();
-    Ok(Json(json!({
-        "group": info.name,
-        "mode": info.mode.as_str(),
-        "max_attempts": info.max_attempts,
-        "retry_backoff_ms": info.retry_backoff_ms,
-        "topics": topics,
-        "consumers": consumers,
-        "queues": queues,
-        "in_flight": info.queues.iter().map(|q| q.in_flight).sum::<u64>(),
-        "dlq_topic": info.dlq_topic,
-        "dlq_depth": info.dlq_depth,
-    }))
+    Ok(Json(bodies::Group {
+        consumers,
+        dlq_depth: info.dlq_depth,
+        dlq_topic: info.dlq_topic,
+        group: info.name,
+        in_flight,
+        max_attempts: info.max_attempts,
+        mode: info.mode.into(),
+        queues,
+        retry_backoff_ms: info.retry_backoff_ms,
+        topics,
+    })
     .into_response())
 }

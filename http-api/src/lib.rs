@@ -1,7 +1,8 @@
 //! raftmq-http-api: every axum router of a node.
 //!
 //! - the public `/v1` API of `shared/API.md` ([`messages`], [`topics`], [`cluster`]);
-//! - `/healthz`, `/readyz`, `/metrics`, and `/openapi.json` (this API described);
+//! - `/healthz`, `/readyz`, `/metrics`, and `/openapi.json` (this API described, generated
+//!   from the handlers' own types by [`openapi`]);
 //! - the internal peer RPC under `/raft` ([`peer`]).
 //!
 //! A follower forwards writes to its leader itself ([`forward`]), so clients may talk to any
@@ -11,6 +12,7 @@
 //! the process environment (configuration arrives from `raftmq-node`).
 
 mod acl;
+pub mod bodies;
 mod cluster;
 pub mod dto;
 pub mod error;
@@ -21,6 +23,7 @@ pub mod fuzz;
 mod groups;
 mod messages;
 pub mod nameserver;
+pub mod openapi;
 mod peer;
 mod registration;
 mod routing;
@@ -119,19 +122,6 @@ pub(crate) struct AppState {
     /// The node's peer client: forwarding goes over the same pool and TLS as Raft's RPC.
     pub(crate) http: raftmq_raft::consensus::transport::PeerHttp,
     pub(crate) stats: Arc<ApiStats>,
-}
-
-/// The OpenAPI 3.1 description of this API (written by hand from shared/API.md and
-/// docs/api.md; a test checks that every operation it lists is routed).
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// `GET /openapi.json`.
-async fn openapi() -> axum::response::Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-        .into_response()
 }
 
 /// Longest request URI, bytes.
@@ -242,7 +232,7 @@ pub fn router(broker: Broker, cfg: ApiConfig) -> Router {
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(

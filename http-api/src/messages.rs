@@ -11,9 +11,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use raftmq_raft::{
-    BrokerError, MessageId, Placed, QueueQuery, QueueRead, TagFilter, TopicSpec, TxnRequest,
+    BrokerError, MessageId, QueueQuery, QueueRead, TagFilter, TopicSpec, TxnRequest,
 };
-use serde_json::{Value, json};
+
+use crate::bodies::{self, ProduceResponse};
 
 use crate::AppState;
 use crate::dto::{
@@ -44,6 +45,11 @@ pub(crate) async fn with_write_timeout<T>(
 }
 
 /// `POST /v1/topics/{topic}/messages`.
+#[utoipa::path(post, path = "/v1/topics/{topic}/messages", operation_id = "produce",
+    summary = "Produce a batch (atomic)",
+    params(crate::openapi::TopicPath),
+    request_body = crate::dto::ProduceRequest,
+    responses((status = 200, description = "OK", body = crate::bodies::ProduceResponse), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn produce(
     State(app): State<AppState>,
     ApiPath(topic): ApiPath<String>,
@@ -93,9 +99,11 @@ async fn produce_here(
                 .await?)
         })
         .await?;
-        return Ok(
-            Json(json!({ "transaction_id": id, "results": placed_json(&placed) })).into_response(),
-        );
+        return Ok(Json(ProduceResponse {
+            results: bodies::placed(&placed),
+            transaction_id: Some(id),
+        })
+        .into_response());
     }
     let placed = with_write_timeout(app, async {
         Ok(app.broker.produce(topic, messages, auto_create).await?)
@@ -104,15 +112,11 @@ async fn produce_here(
     app.stats
         .produced_messages
         .fetch_add(placed.len() as u64, Ordering::Relaxed);
-    Ok(Json(json!({ "results": placed_json(&placed) })).into_response())
-}
-
-/// A produce's `results`.
-pub(crate) fn placed_json(placed: &[Placed]) -> Vec<Value> {
-    placed
-        .iter()
-        .map(|p| json!({"msg_id": p.msg_id.to_string(), "queue": p.queue, "offset": p.offset}))
-        .collect()
+    Ok(Json(ProduceResponse {
+        results: bodies::placed(&placed),
+        transaction_id: None,
+    })
+    .into_response())
 }
 
 fn parse_u64(
@@ -144,6 +148,10 @@ async fn existing_topic(app: &AppState, topic: &str) -> Result<TopicSpec, ApiErr
 }
 
 /// `GET /v1/topics/{topic}/queues/{queue}/messages`.
+#[utoipa::path(get, path = "/v1/topics/{topic}/queues/{queue}/messages", operation_id = "read",
+    summary = "Read a queue by offset (long poll with wait_ms)",
+    params(crate::openapi::QueuePath, crate::openapi::ReadParams),
+    responses((status = 200, description = "OK", body = ReadJson<'static>), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::UriErrors))]
 pub(crate) async fn read(
     State(app): State<AppState>,
     ApiPath((topic, queue)): ApiPath<(String, String)>,
@@ -215,12 +223,18 @@ pub(crate) async fn read(
     }
 }
 
-/// A read's answer (fields in sorted order, as a JSON object map would give them).
-#[derive(serde::Serialize)]
-struct ReadJson<'a> {
+/// A read of a queue.
+// Fields in sorted order, as a JSON object map would give them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = QueueRead)]
+pub(crate) struct ReadJson<'a> {
+    /// One past the queue's last offset.
     max_offset: u64,
+    /// What was read (fewer than asked when the queue ends or a filter skips).
     messages: Vec<MessageJson<'a>>,
+    /// The queue's first retained offset.
     min_offset: u64,
+    /// Where the next read starts.
     next_offset: u64,
 }
 
@@ -243,6 +257,10 @@ fn render_read(app: &AppState, r: QueueRead) -> Response {
 }
 
 /// `GET /v1/messages/{msg_id}`.
+#[utoipa::path(get, path = "/v1/messages/{msg_id}", operation_id = "message",
+    summary = "One message by id",
+    params(crate::openapi::MessagePath),
+    responses((status = 200, description = "OK", body = crate::dto::MessageJson<'static>), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn by_id(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -263,6 +281,10 @@ pub(crate) async fn by_id(
 }
 
 /// `GET /v1/topics/{topic}/messages?key=…` or `?from_ms=…&to_ms=…`.
+#[utoipa::path(get, path = "/v1/topics/{topic}/messages", operation_id = "query",
+    summary = "Messages by key (newest first) or by store time",
+    params(crate::openapi::TopicPath, crate::openapi::QueryParams),
+    responses((status = 200, description = "OK", body = crate::dto::Messages<'static>), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn query(
     State(app): State<AppState>,
     ApiPath(topic): ApiPath<String>,

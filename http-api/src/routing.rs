@@ -54,15 +54,16 @@ impl Routes {
             .map(|(g, _)| g.clone())
     }
 
-    /// Every broker group the routes know: `{"group", "leader", "members", "topics"}`.
-    pub(crate) fn groups_json(&self) -> Vec<Value> {
+    /// Every broker group the routes know.
+    pub(crate) fn groups(&self) -> Vec<crate::bodies::RouteGroup> {
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
         routes
             .iter()
-            .map(|(g, r)| {
-                serde_json::json!({
-                    "group": g, "leader": r.leader, "members": r.members, "topics": r.topics.len(),
-                })
+            .map(|(g, r)| crate::bodies::RouteGroup {
+                group: g.clone(),
+                leader: r.leader.clone(),
+                members: r.members.clone(),
+                topics: r.topics.len() as u64,
             })
             .collect()
     }

@@ -2,11 +2,11 @@
 //!
 //! Must never: let a topic shrink its queue count, or create a system topic by hand.
 
+use crate::bodies::{Deleted, Topics};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use raftmq_raft::TopicSpec;
-use serde_json::json;
 
 use crate::AppState;
 use crate::dto::{PutTopicRequest, QueueStat, TopicJson, check_name, is_system_topic, parse_json};
@@ -32,6 +32,11 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
 }
 
 /// `PUT /v1/topics/{topic}`.
+#[utoipa::path(put, path = "/v1/topics/{topic}", operation_id = "put_topic",
+    summary = "Create or update a topic (queues only grow)",
+    params(crate::openapi::TopicPath),
+    request_body = crate::dto::PutTopicRequest,
+    responses((status = 200, description = "OK", body = crate::dto::TopicJson), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn put(
     State(app): State<AppState>,
     ApiPath(topic): ApiPath<String>,
@@ -110,6 +115,9 @@ pub(crate) async fn put(
 }
 
 /// `GET /v1/topics`.
+#[utoipa::path(get, path = "/v1/topics", operation_id = "topics",
+    summary = "Every topic",
+    responses((status = 200, description = "OK", body = crate::bodies::Topics), crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
     let topics: Vec<TopicJson> = app
         .broker
@@ -118,10 +126,14 @@ pub(crate) async fn list(State(app): State<AppState>) -> Result<Response, ApiErr
         .into_iter()
         .map(|(n, s)| topic_json(n, s))
         .collect();
-    Ok(Json(json!({ "topics": topics })).into_response())
+    Ok(Json(Topics { topics }).into_response())
 }
 
 /// `GET /v1/topics/{topic}`.
+#[utoipa::path(get, path = "/v1/topics/{topic}", operation_id = "get_topic",
+    summary = "A topic with its queue bounds",
+    params(crate::openapi::TopicPath),
+    responses((status = 200, description = "OK", body = crate::dto::TopicJson), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn get(
     State(app): State<AppState>,
     ApiPath(topic): ApiPath<String>,
@@ -149,6 +161,10 @@ pub(crate) async fn get(
 }
 
 /// `DELETE /v1/topics/{topic}`.
+#[utoipa::path(delete, path = "/v1/topics/{topic}", operation_id = "delete_topic",
+    summary = "Delete a topic",
+    params(crate::openapi::TopicPath),
+    responses((status = 200, description = "OK", body = crate::bodies::Deleted), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn delete(
     State(app): State<AppState>,
     ApiPath(topic): ApiPath<String>,
@@ -159,5 +175,5 @@ pub(crate) async fn delete(
         return Ok(resp);
     }
     with_write_timeout(&app, async { Ok(app.broker.delete_topic(&topic).await?) }).await?;
-    Ok(Json(json!({ "deleted": topic })).into_response())
+    Ok(Json(Deleted { deleted: topic }).into_response())
 }

@@ -10,41 +10,29 @@ use std::pin::Pin;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use raftmq_raft::{MessageId, StoredMessage, TxnChecker, TxnDecision, TxnInfo};
+use raftmq_raft::{MessageId, StoredMessage, TxnChecker, TxnDecision};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::bodies::TxnJson;
 use crate::dto::message_json;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::forward::{Route, WriteReq};
-use crate::messages::{placed_json, with_write_timeout};
+use crate::messages::with_write_timeout;
 
 /// Largest check-back answer read, bytes.
 const MAX_ANSWER_BYTES: usize = 64 << 10;
-
-fn txn_json(t: &TxnInfo) -> Value {
-    let mut v = json!({
-        "transaction_id": t.id,
-        "topic": t.topic,
-        "state": t.state.as_str(),
-        "checks": t.checks,
-        "created_ms": t.created_ms,
-    });
-    if let Some(at) = t.decided_ms {
-        v["decided_ms"] = json!(at);
-    }
-    if !t.placed.is_empty() {
-        v["results"] = json!(placed_json(&t.placed));
-    }
-    v
-}
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found("NOT_FOUND", format!("transaction {id} does not exist"))
 }
 
 /// `GET /v1/transactions/{id}`: as this node has applied it.
+#[utoipa::path(get, path = "/v1/transactions/{id}", operation_id = "transaction",
+    summary = "A transaction's state",
+    params(crate::openapi::TxnPath),
+    responses((status = 200, description = "OK", body = TxnJson), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors))]
 pub(crate) async fn get(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -54,7 +42,7 @@ pub(crate) async fn get(
         .transaction(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(txn_json(&t)).into_response())
+    Ok(Json(TxnJson::from(&t)).into_response())
 }
 
 async fn decide(
@@ -67,10 +55,14 @@ async fn decide(
         return Ok(resp);
     }
     let t = with_write_timeout(&app, async { Ok(app.broker.end_txn(&id, commit).await?) }).await?;
-    Ok(Json(txn_json(&t)).into_response())
+    Ok(Json(TxnJson::from(&t)).into_response())
 }
 
 /// `POST /v1/transactions/{id}/commit`.
+#[utoipa::path(post, path = "/v1/transactions/{id}/commit", operation_id = "commitTransaction",
+    summary = "Commit: its messages take the next offsets of their queues (idempotent; the other decision is 409)",
+    params(crate::openapi::TxnPath),
+    responses((status = 200, description = "OK", body = TxnJson), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn commit(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -80,6 +72,10 @@ pub(crate) async fn commit(
 }
 
 /// `POST /v1/transactions/{id}/rollback`.
+#[utoipa::path(post, path = "/v1/transactions/{id}/rollback", operation_id = "rollbackTransaction",
+    summary = "Roll back: its messages are never readable (idempotent; the other decision is 409)",
+    params(crate::openapi::TxnPath),
+    responses((status = 200, description = "OK", body = TxnJson), crate::openapi::InputErrors, crate::openapi::AuthErrors, crate::openapi::BrokerErrors, crate::openapi::WriteErrors))]
 pub(crate) async fn rollback(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,

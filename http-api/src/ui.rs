@@ -31,11 +31,19 @@ fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse + C
     )
 }
 
+/// `GET /ui`.
+#[utoipa::path(get, path = "/ui", operation_id = "ui", security(()),
+    summary = "The web console (its script, style and chart library are under /ui/)",
+    responses((status = 200, description = "The console's page", content_type = "text/html", body = String)))]
+pub(crate) async fn page() -> impl IntoResponse {
+    file(HTML, INDEX)
+}
+
 /// The console's routes (merged into the node's router; no state).
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/ui", get(|| async { file(HTML, INDEX) }))
-        .route("/ui/", get(|| async { file(HTML, INDEX) }))
+        .route("/ui", get(page))
+        .route("/ui/", get(page))
         .route("/ui/app.js", get(|| async { file(JS, APP_JS) }))
         .route("/ui/app.css", get(|| async { file(CSS, APP_CSS) }))
         .route(
