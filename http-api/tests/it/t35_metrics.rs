@@ -94,3 +94,18 @@ async fn every_metric_the_grafana_dashboard_queries_exists() {
         }
     }
 }
+
+#[test]
+fn the_dev_prometheus_config_passes_promtool() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/prometheus-dev.yml");
+    let out = Command::new("promtool")
+        .args(["check", "config", path])
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "promtool check config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
