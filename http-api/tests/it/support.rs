@@ -22,6 +22,7 @@ impl Node {
     pub(crate) async fn start(cfg: ApiConfig) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start(BrokerConfig {
+            transport: None,
             node_id: 1,
             broker_group: "g1".into(),
             data_dir: dir.path().to_path_buf(),

@@ -161,24 +161,22 @@ impl Broker {
     /// One member's clock minus ours, in ms, if it answered in time.
     async fn ask_clock(&self, addr: &str) -> Option<i64> {
         let sent = Instant::now();
-        let mut req = self
-            .inner
-            .http
-            .client()
-            .post(self.inner.http.url(addr, PeerRpc::Clock.path()))
-            .timeout(ASK_TIMEOUT);
-        if let Some(h) =
+        let credentials =
             self.inner
                 .peer_auth
-                .sign(PeerRpc::Clock, self.node_id(), self.group_now_ms(), b"")
-        {
-            req = req.header(crate::consensus::peer_auth::PEER_HEADER, h);
-        }
-        let resp = req.send().await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let body = resp.bytes().await.ok()?;
+                .sign(PeerRpc::Clock, self.node_id(), self.group_now_ms(), b"");
+        let body = self
+            .inner
+            .transport
+            .send(
+                addr,
+                PeerRpc::Clock,
+                credentials,
+                bytes::Bytes::new(),
+                ASK_TIMEOUT,
+            )
+            .await
+            .ok()?;
         let theirs: u64 = rpc::decode(PeerRpc::Clock.response_name(), &body).ok()?;
         let ours = now_ms();
         let half_trip = (sent.elapsed().as_millis() / 2) as i64;

@@ -51,7 +51,7 @@ use crate::consensus::network::Network;
 use crate::consensus::peer::PeerService;
 use crate::consensus::peer_auth::PeerAuth;
 use crate::consensus::rpc::PeerRpc;
-use crate::consensus::transport::PeerHttp;
+use crate::consensus::transport::{PeerHttp, PeerTransport};
 use crate::consensus::types::{Metrics, NodeId, TypeConfig};
 use crate::consensus::{RaftTiming, raft_config};
 use crate::error::BrokerError;
@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     pub cluster_secret: Option<Vec<u8>>,
     /// Raft timing.
     pub timing: RaftTiming,
+    /// How peer requests travel (`None`: HTTP, plain or with `peer_tls`; a simulation
+    /// passes its in-memory router).
+    pub transport: Option<Arc<dyn PeerTransport>>,
 }
 
 /// A broker group member. Cheap to clone.
@@ -112,8 +115,11 @@ struct Inner {
     coalescer: coalesce::Coalescer,
     /// Offsets this leader proposed to lease whose leases are not applied yet.
     reserved: Arc<Mutex<crate::state::consumer_groups::plan::Reserved>>,
-    /// Every request to a peer: Raft's own, clock samples, and the API's forwarding.
+    /// The API's forwarding to the leader (HTTP, over the same pool and TLS as Raft's RPC
+    /// when `transport` is HTTP).
     http: PeerHttp,
+    /// Every request to a peer: Raft's own and clock samples.
+    transport: Arc<dyn PeerTransport>,
     clock: Arc<clock::GroupClock>,
     disk: disk::DiskGuard,
     peer_auth: Arc<PeerAuth>,
@@ -176,10 +182,14 @@ impl Broker {
         };
         let http = PeerHttp::new(cfg.peer_source_ip, cfg.peer_tls.clone())
             .map_err(|e| BrokerError::Internal(format!("HTTP client: {e}")))?;
+        let transport = cfg
+            .transport
+            .clone()
+            .unwrap_or_else(|| Arc::new(http.clone()));
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(config),
-            Network::new(cfg.node_id, http.clone(), signer),
+            Network::new(cfg.node_id, transport.clone(), signer),
             log.clone(),
             sm.clone(),
         )
@@ -198,6 +208,7 @@ impl Broker {
                 topic_cache: Mutex::default(),
                 reserved: Arc::default(),
                 http,
+                transport,
                 clock,
                 disk: disk::DiskGuard::default(),
                 peer_auth,

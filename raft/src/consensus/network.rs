@@ -1,8 +1,11 @@
-//! The peer network, client side: openraft's RPCs as HTTP `POST`s of [`super::rpc`] bodies.
+//! The peer network, client side: openraft's RPCs as [`super::rpc`] bodies sent through the
+//! node's [`PeerTransport`] (HTTP `POST`s between processes, an in-memory router in
+//! simulation).
 //!
-//! One shared HTTP client ([`PeerHttp`]: a connection pool per peer, plain or TLS) serves
-//! every replication and heartbeat stream, so a heartbeat never waits behind a large append on the same
-//! connection: concurrent requests use separate pooled connections.
+//! Over HTTP one shared client ([`super::transport::PeerHttp`]: a connection pool per peer,
+//! plain or TLS) serves every replication and heartbeat stream, so a heartbeat never waits
+//! behind a large append on the same connection: concurrent requests use separate pooled
+//! connections.
 //!
 //! Must never: use a proxy from the environment, or retry on its own (openraft decides).
 
@@ -21,10 +24,9 @@ use openraft::raft::{
 
 use std::sync::Arc;
 
-use crate::consensus::peer_auth::PEER_HEADER;
 use crate::consensus::rpc::{self, PeerRpc};
 use crate::consensus::snapshot_inbox::manifest_of;
-use crate::consensus::transport::PeerHttp;
+use crate::consensus::transport::{PeerTransport, SendError};
 use crate::consensus::types::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Bytes per snapshot chunk request.
@@ -45,7 +47,7 @@ pub type Signer = Arc<dyn Fn(PeerRpc, &[u8]) -> Option<String> + Send + Sync>;
 #[derive(Clone)]
 pub struct Network {
     me: NodeId,
-    http: PeerHttp,
+    transport: Arc<dyn PeerTransport>,
     sign: Signer,
 }
 
@@ -56,10 +58,14 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    /// A network for node `me`, reaching peers through `http`, signing requests with
+    /// A network for node `me`, reaching peers through `transport`, signing requests with
     /// `sign`.
-    pub fn new(me: NodeId, http: PeerHttp, sign: Signer) -> Self {
-        Network { me, http, sign }
+    pub fn new(me: NodeId, transport: Arc<dyn PeerTransport>, sign: Signer) -> Self {
+        Network {
+            me,
+            transport,
+            sign,
+        }
     }
 }
 
@@ -70,8 +76,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             me: self.me,
             target,
-            base: self.http.url(&node.addr, ""),
-            http: self.http.client().clone(),
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
             sign: self.sign.clone(),
         }
     }
@@ -81,64 +87,29 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     me: NodeId,
     target: NodeId,
-    base: String,
-    http: reqwest::Client,
+    addr: String,
+    transport: Arc<dyn PeerTransport>,
     sign: Signer,
 }
 
-enum PostError {
-    Unreachable(String),
-    Timeout,
-    Other(String),
-}
-
 impl PeerClient {
-    async fn post(&self, rpc: PeerRpc, body: Bytes, ttl: Duration) -> Result<Bytes, PostError> {
-        let mut req = self
-            .http
-            .post(format!("{}{}", self.base, rpc.path()))
-            .header("content-type", "application/octet-stream")
-            .timeout(ttl);
-        if let Some(h) = (self.sign)(rpc, &body) {
-            req = req.header(PEER_HEADER, h);
-        }
-        let resp = req.body(body).send().await.map_err(|e| {
-            if e.is_connect() {
-                PostError::Unreachable(e.to_string())
-            } else if e.is_timeout() {
-                PostError::Timeout
-            } else {
-                PostError::Other(e.to_string())
-            }
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                PostError::Timeout
-            } else {
-                PostError::Other(e.to_string())
-            }
-        })?;
-        if !status.is_success() {
-            return Err(PostError::Other(format!(
-                "peer {} answered {status}: {}",
-                self.target,
-                String::from_utf8_lossy(&bytes)
-            )));
-        }
-        Ok(bytes)
+    async fn post(&self, rpc: PeerRpc, body: Bytes, ttl: Duration) -> Result<Bytes, SendError> {
+        let credentials = (self.sign)(rpc, &body);
+        self.transport
+            .send(&self.addr, rpc, credentials, body, ttl)
+            .await
     }
 
-    fn rpc_error(&self, e: PostError, action: RPCTypes, ttl: Duration) -> RPCError<TypeConfig> {
+    fn rpc_error(&self, e: SendError, action: RPCTypes, ttl: Duration) -> RPCError<TypeConfig> {
         match e {
-            PostError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
-            PostError::Timeout => RPCError::Timeout(Timeout {
+            SendError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            SendError::Timeout => RPCError::Timeout(Timeout {
                 action,
                 id: self.me,
                 target: self.target,
                 timeout: ttl,
             }),
-            PostError::Other(m) => RPCError::Network(NetworkError::from_string(m)),
+            SendError::Other(m) => RPCError::Network(NetworkError::from_string(m)),
         }
     }
 
