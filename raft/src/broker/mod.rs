@@ -278,6 +278,11 @@ impl Broker {
         &self.inner.http
     }
 
+    /// A probe that tells when this node's CommitLog is wholly released (after a stop).
+    pub fn log_release_probe(&self) -> crate::consensus::log_store::ReleaseProbe {
+        self.inner.log.release_probe()
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.cfg.node_id

@@ -65,6 +65,18 @@ pub struct LogStore {
     jobs: mpsc::Sender<Job>,
 }
 
+/// Tells when every handle of a log store, its writer thread included, is gone (a crashed
+/// node's files are free to be opened again; see `raftmq-sim`).
+#[derive(Clone, Debug)]
+pub struct ReleaseProbe(std::sync::Weak<Core>);
+
+impl ReleaseProbe {
+    /// Whether the log store is closed and its writer thread has ended.
+    pub fn released(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LogStore")
@@ -122,6 +134,11 @@ impl LogStore {
             .name("raftmq-log-writer".into())
             .spawn(move || writer::writer(writer_core, rx, policy))?;
         Ok(LogStore { core, jobs: tx })
+    }
+
+    /// A probe that tells when this log store is wholly released.
+    pub fn release_probe(&self) -> ReleaseProbe {
+        ReleaseProbe(Arc::downgrade(&self.core))
     }
 
     /// Lets openraft's purges delete data up to `point` (retention decided it is expired).

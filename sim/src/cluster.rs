@@ -1,0 +1,200 @@
+//! A broker group inside one process: each node a real `Broker` (CommitLog, RocksDB,
+//! openraft) on a tokio runtime of its own, its peers reached through [`crate::net`].
+//!
+//! A crash drops the node's runtime at once, as `kill -9` ends a process: its tasks stop
+//! where they are, what it wrote to files stays (the OS keeps it; power loss is not
+//! simulated here), and a restart opens the same data directory.
+//!
+//! Must never: let a crashed node's tasks reach another node (it is detached from the
+//! network first), or open a data directory while the previous incarnation still holds it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use raftmq_raft::consensus::log_store::ReleaseProbe;
+use raftmq_raft::{Broker, BrokerConfig, FlushPolicy, NodeId, RaftTiming};
+use tokio::runtime::Runtime;
+
+use crate::net::SimNet;
+
+/// Raft timing in the simulation: short, so a schedule sees many elections.
+pub const TIMING: RaftTiming = RaftTiming {
+    heartbeat_ms: 30,
+    election_timeout_ms: 150,
+};
+
+struct Member {
+    id: NodeId,
+    addr: String,
+    dir: PathBuf,
+    runtime: Option<Runtime>,
+    broker: Option<Broker>,
+    /// The last incarnation's CommitLog, until its writer thread has ended.
+    released: Option<ReleaseProbe>,
+}
+
+/// The nodes of one simulated broker group.
+pub struct Cluster {
+    members: Vec<Member>,
+    peers: BTreeMap<NodeId, String>,
+    net: Arc<SimNet>,
+    _base: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes that form a group.
+    pub async fn start(n: usize, net: Arc<SimNet>) -> anyhow::Result<Cluster> {
+        let base = tempfile::tempdir()?;
+        // Addresses the membership names nodes by; nothing listens on them (the router
+        // delivers), and the peer checks see requests come from 127.0.0.1.
+        let peers: BTreeMap<NodeId, String> = (1..=n as u64)
+            .map(|id| (id, format!("127.0.0.1:{}", 9000 + id)))
+            .collect();
+        let members = peers
+            .iter()
+            .map(|(id, addr)| Member {
+                id: *id,
+                addr: addr.clone(),
+                dir: base.path().join(format!("n{id}")),
+                runtime: None,
+                broker: None,
+                released: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            members,
+            peers,
+            net,
+            _base: base,
+        };
+        for id in c.ids() {
+            c.boot(id).await?;
+        }
+        Ok(c)
+    }
+
+    /// Every node's id.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// The nodes up now.
+    pub fn up(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| m.broker.is_some())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    fn member(&mut self, id: NodeId) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .expect("a member of the simulation")
+    }
+
+    /// A node's broker and runtime, if it is up.
+    pub fn node(&self, id: NodeId) -> Option<(Broker, tokio::runtime::Handle)> {
+        let m = self.members.iter().find(|m| m.id == id)?;
+        Some((m.broker.clone()?, m.runtime.as_ref()?.handle().clone()))
+    }
+
+    async fn boot(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let transport = self.net.transport(id);
+        let peers = self.peers.clone();
+        let m = self.member(id);
+        let cfg = BrokerConfig {
+            node_id: id,
+            broker_group: "sim".into(),
+            data_dir: m.dir.clone(),
+            peers,
+            flush: FlushPolicy::Sync,
+            // Small segments: rolls and retention happen within a schedule.
+            segment_size: 256 << 10,
+            form_group: true,
+            retention_check: Duration::from_millis(200),
+            peer_source_ip: None,
+            peer_tls: None,
+            min_free_bytes: Some(0),
+            cluster_secret: None,
+            timing: TIMING,
+            transport: Some(transport),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(8)
+            .thread_name(format!("sim-n{id}"))
+            .enable_all()
+            .build()?;
+        // The previous incarnation's files may still be held for a moment by its last
+        // blocking task or its log writer thread: a restarted process never shares its
+        // files with the dead one, so wait until they are let go.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(probe) = m.released.take() {
+            while !probe.released() {
+                if Instant::now() > deadline {
+                    return Err(anyhow!("node {id}'s previous CommitLog was never released"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let broker = loop {
+            let c = cfg.clone();
+            match runtime.spawn(Broker::start(c)).await? {
+                Ok(b) => break b,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(anyhow!("node {id} did not start: {e}")),
+            }
+        };
+        let addr = m.addr.clone();
+        self.net
+            .attach(&addr, id, broker.clone(), runtime.handle().clone());
+        let m = self.member(id);
+        m.runtime = Some(runtime);
+        m.broker = Some(broker);
+        Ok(())
+    }
+
+    /// Crashes a node: detached, its runtime dropped with every task in it.
+    pub fn crash(&mut self, id: NodeId) {
+        let net = self.net.clone();
+        let m = self.member(id);
+        net.detach(&m.addr);
+        if let Some(b) = m.broker.take() {
+            m.released = Some(b.log_release_probe());
+        }
+        if let Some(rt) = m.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Restarts a crashed node on its data directory.
+    pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        if self.member(id).broker.is_some() {
+            return Ok(());
+        }
+        self.boot(id)
+            .await
+            .with_context(|| format!("restarting node {id}"))
+    }
+
+    /// Stops every node (the end of a schedule).
+    pub fn stop(&mut self) {
+        for id in self.ids() {
+            self.crash(id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

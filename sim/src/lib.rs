@@ -1,0 +1,63 @@
+//! raftmq-sim: simulation testing of a broker group. A whole group runs in one process
+//! ([`cluster`]), its nodes talking through an in-memory network that loses, delays,
+//! duplicates and cuts ([`net`]); clients produce, read and consume through a consumer
+//! group ([`client`]) while a seeded schedule of faults plays ([`run`]); each run ends with
+//! raftmq-jepsen's checker on the history and the replica invariants only a simulation can
+//! check. Many seeds a minute, each replayable by its number.
+//!
+//! Must never: bind a socket or start a process (everything is in memory and in temporary
+//! directories), or report a seed as passing when anything was found.
+
+pub mod client;
+pub mod cluster;
+pub mod net;
+pub mod run;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use run::{Options, Verdict};
+
+/// Runs one seed on a runtime of its own (the controller; each node gets another).
+pub fn run_seed(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run::run(seed, opts))
+}
+
+/// Runs seeds `start`, `start + 1`, … on `jobs` threads until `count` seeds ran or `budget`
+/// is spent (a seed that started finishes); calls `report` with each verdict as it comes.
+pub fn run_many(
+    start: u64,
+    count: Option<u64>,
+    budget: Option<Duration>,
+    jobs: usize,
+    opts: Options,
+    report: impl Fn(anyhow::Result<Verdict>, u64) + Send + Sync,
+) -> u64 {
+    let next = AtomicU64::new(start);
+    let done = AtomicU64::new(0);
+    let began = Instant::now();
+    let report = Arc::new(report);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    if budget.is_some_and(|b| began.elapsed() >= b) {
+                        return;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if count.is_some_and(|c| seed >= start + c) {
+                        return;
+                    }
+                    let v = run_seed(seed, opts);
+                    done.fetch_add(1, Ordering::Relaxed);
+                    report(v, seed);
+                }
+            });
+        }
+    });
+    done.load(Ordering::Relaxed)
+}

@@ -1,0 +1,155 @@
+//! `raftmq-sim`: runs seeded simulation schedules of a broker group and prints the seeds
+//! that fail, one line each; `replay` runs one seed again with its trace.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use raftmq_sim::{Options, Verdict, run_many, run_seed};
+
+#[derive(Parser)]
+#[command(
+    name = "raftmq-sim",
+    about = "Simulation testing: a broker group in one process under seeded fault schedules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct Shape {
+    /// Nodes in the group (3 or 5).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Client processes.
+    #[arg(long, default_value_t = 4)]
+    clients: u64,
+    /// How long faults and clients run per schedule, ms.
+    #[arg(long, default_value_t = 1500)]
+    duration_ms: u64,
+}
+
+impl From<Shape> for Options {
+    fn from(s: Shape) -> Options {
+        Options {
+            nodes: s.nodes,
+            clients: s.clients,
+            duration_ms: s.duration_ms,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs many seeds; prints each failing seed with its problems; exits 1 if any failed.
+    Run {
+        /// First seed.
+        #[arg(long, default_value_t = 1)]
+        start: u64,
+        /// How many seeds (default: as many as fit in --budget).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Time budget, seconds (default 60 when --seeds is not given).
+        #[arg(long)]
+        budget: Option<u64>,
+        /// Schedules run at once (each is a whole group; they wait on timers more than
+        /// they compute).
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        #[command(flatten)]
+        shape: Shape,
+    },
+    /// Runs one seed again and prints its fault steps and history.
+    Replay {
+        /// The seed.
+        seed: u64,
+        /// Print every operation of the history too.
+        #[arg(long)]
+        trace: bool,
+        #[command(flatten)]
+        shape: Shape,
+    },
+}
+
+fn line(v: &Verdict) -> String {
+    format!(
+        "seed {}: {} in {:.1} s ({})",
+        v.seed,
+        if v.valid {
+            "ok".to_owned()
+        } else {
+            format!("FAILED: {}", v.problems.join(" | "))
+        },
+        v.elapsed.as_secs_f64(),
+        v.stats
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run {
+            start,
+            seeds,
+            budget,
+            jobs,
+            shape,
+        } => {
+            let budget = budget
+                .or(if seeds.is_none() { Some(60) } else { None })
+                .map(Duration::from_secs);
+            let failed = Mutex::new(Vec::new());
+            let began = Instant::now();
+            let n = run_many(
+                start,
+                seeds,
+                budget,
+                jobs,
+                shape.into(),
+                |v, seed| match v {
+                    Ok(v) if v.valid => {}
+                    Ok(v) => {
+                        println!("{}", line(&v));
+                        failed.lock().unwrap_or_else(|e| e.into_inner()).push(seed);
+                    }
+                    Err(e) => {
+                        println!("seed {seed}: FAILED to run: {e:#}");
+                        failed.lock().unwrap_or_else(|e| e.into_inner()).push(seed);
+                    }
+                },
+            );
+            let secs = began.elapsed().as_secs_f64();
+            let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+            println!(
+                "{n} schedules in {secs:.0} s ({:.0} per minute, {jobs} at once); {} failed{}",
+                n as f64 * 60.0 / secs.max(0.001),
+                failed.len(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": seeds {failed:?} (replay one with `raftmq-sim replay SEED --trace`)")
+                }
+            );
+            if !failed.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Replay { seed, trace, shape } => {
+            let v = run_seed(seed, shape.into())?;
+            for (at, step) in &v.steps {
+                println!("{at:>6} ms  {step:?}");
+            }
+            if trace {
+                for e in &v.history {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            }
+            println!("{}", line(&v));
+            if !v.valid {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}

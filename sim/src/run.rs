@@ -1,0 +1,398 @@
+//! One schedule from one seed: a 3- or 5-node group in this process, a seeded list of fault
+//! steps (partitions, one-way cuts, crashes and restarts, lossy, slow and duplicating links,
+//! leader transfers) played against concurrent clients, then heal, catch-up, a final read of
+//! every queue through every node, and the verdict: raftmq-jepsen's checker on the history
+//! plus the invariants only a simulation can see (every replica applied the same entries and
+//! holds the same messages at the same offsets).
+//!
+//! What is seeded: the schedule, every client's choices, and the network's fault draws.
+//! What is not: thread timing (each node runs its own runtime and RocksDB its own threads,
+//! on real clocks), so a seed replays the same steps and operations, not the same
+//! interleaving; a failure found on a seed is re-run with `--trace` and usually recurs
+//! within a few replays.
+//!
+//! Must never: call a schedule valid when the checker or an invariant found anything, or
+//! leave a node running after it returns.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use raftmq_jepsen::checker;
+use raftmq_jepsen::history::{Kind, Process};
+use raftmq_raft::{NodeId, TopicSpec};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::client::{self, Client, History, Outcome, QUEUES, TOPIC};
+use crate::cluster::Cluster;
+use crate::net::{Faults, SimNet};
+
+/// What a run looks like.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Nodes in the group (3 or 5).
+    pub nodes: usize,
+    /// Client processes.
+    pub clients: u64,
+    /// How long faults and clients run, ms.
+    pub duration_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 3,
+            clients: 4,
+            duration_ms: 1500,
+        }
+    }
+}
+
+/// One fault step.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Cut these nodes off from the rest, both ways.
+    Partition(Vec<NodeId>),
+    /// Cut one direction of one link.
+    CutOneWay(NodeId, NodeId),
+    /// Restore every link.
+    Heal,
+    /// Kill a node.
+    Crash(NodeId),
+    /// Start a killed node again.
+    Restart(NodeId),
+    /// Change how unreliable the links are.
+    Faults(Faults),
+    /// Ask the leader to hand over to this node.
+    TransferLeader(NodeId),
+}
+
+/// The verdict on one seed.
+#[derive(Debug)]
+pub struct Verdict {
+    /// The seed.
+    pub seed: u64,
+    /// No anomaly, no broken invariant.
+    pub valid: bool,
+    /// One line per problem found.
+    pub problems: Vec<String>,
+    /// The fault steps played, with their times (ms from the start of the faults).
+    pub steps: Vec<(u64, Step)>,
+    /// Operation counts: sends ok, polls ok, deliveries.
+    pub stats: serde_json::Value,
+    /// The whole history (for `--trace`).
+    pub history: Vec<raftmq_jepsen::history::Event>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// The fault steps of a seed: every 80-400 ms one step, weighted towards the faults that
+/// found bugs in chaos runs; at most a minority of nodes down at once unless the draw says
+/// to take a majority (about one step in ten).
+pub fn schedule(rng: &mut StdRng, ids: &[NodeId], duration_ms: u64) -> Vec<(u64, Step)> {
+    let mut steps = Vec::new();
+    let mut down: Vec<NodeId> = Vec::new();
+    let mut t = rng.random_range(50..200);
+    while t < duration_ms {
+        let up: Vec<NodeId> = ids.iter().copied().filter(|i| !down.contains(i)).collect();
+        let minority = (ids.len() - 1) / 2;
+        let roll = rng.random_range(0..100);
+        let step = match roll {
+            0..20 => {
+                let mut side = ids.to_vec();
+                side.shuffle(rng);
+                side.truncate(rng.random_range(1..=minority.max(1)));
+                Step::Partition(side)
+            }
+            20..28 => {
+                let a = ids[rng.random_range(0..ids.len())];
+                let b = *ids
+                    .iter()
+                    .filter(|&&b| b != a)
+                    .nth(rng.random_range(0..ids.len() - 1))
+                    .unwrap_or(&a);
+                Step::CutOneWay(a, b)
+            }
+            28..45 => Step::Heal,
+            45..62 if !up.is_empty() && (down.len() < minority || roll < 48) => {
+                let id = up[rng.random_range(0..up.len())];
+                down.push(id);
+                Step::Crash(id)
+            }
+            62..80 if !down.is_empty() => {
+                let id = down.remove(rng.random_range(0..down.len()));
+                Step::Restart(id)
+            }
+            80..92 => Step::Faults(Faults {
+                drop_per_mille: [0, 0, 20, 100, 300][rng.random_range(0..5)],
+                duplicate_per_mille: [0, 0, 50][rng.random_range(0..3)],
+                max_delay_ms: [0, 2, 10, 40][rng.random_range(0..4)],
+            }),
+            _ => Step::TransferLeader(ids[rng.random_range(0..ids.len())]),
+        };
+        steps.push((t, step));
+        t += rng.random_range(80..400);
+    }
+    steps
+}
+
+async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet) -> anyhow::Result<()> {
+    let ids = cluster.ids();
+    match step {
+        Step::Partition(side) => {
+            net.heal();
+            net.partition(side, &ids);
+        }
+        Step::CutOneWay(a, b) => net.cut_one_way(*a, *b),
+        Step::Heal => net.heal(),
+        Step::Crash(id) => cluster.crash(*id),
+        Step::Restart(id) => cluster.restart(*id).await?,
+        Step::Faults(f) => net.set_faults(*f),
+        Step::TransferLeader(to) => {
+            let leader = net
+                .live()
+                .into_iter()
+                .find(|n| n.1.cluster_status().leader_id == Some(n.0));
+            if let Some(node) = leader {
+                let to = *to;
+                let _ = client::on_node(&node, move |b| async move { b.transfer_leader(to).await })
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until some node leads with its group time known, and makes the topic.
+async fn setup(net: &SimNet) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spec = TopicSpec {
+        queues: QUEUES,
+        fifo: false,
+        retention_ms: 3_600_000,
+        dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
+    };
+    loop {
+        for node in net.live() {
+            if node.1.cluster_status().leader_id == Some(node.0)
+                && let Outcome::Ok(()) =
+                    client::on_node(
+                        &node,
+                        move |b| async move { b.put_topic(TOPIC, spec).await },
+                    )
+                    .await
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "the group formed no leader that took the topic in 30 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After the faults: every node up and caught up with the same applied index, or why not.
+async fn converge(cluster: &mut Cluster, net: &SimNet) -> Result<u64, String> {
+    net.heal();
+    net.set_faults(Faults::default());
+    for id in cluster.ids() {
+        cluster.restart(id).await.map_err(|e| e.to_string())?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = net.live();
+        let status: Vec<_> = live.iter().map(|n| n.1.cluster_status()).collect();
+        let leader = status.iter().find(|s| s.leader_id == Some(s.node_id));
+        if let Some(l) = leader {
+            let target = l.commit_index;
+            if status.len() == cluster.ids().len()
+                && status
+                    .iter()
+                    .all(|s| s.applied_index >= target && s.leader_id == Some(l.node_id))
+            {
+                return Ok(target);
+            }
+        }
+        if Instant::now() > deadline {
+            let view: Vec<_> = status
+                .iter()
+                .map(|s| {
+                    format!(
+                        "n{} leader {:?} commit {} applied {}",
+                        s.node_id, s.leader_id, s.commit_index, s.applied_index
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "no-convergence: 30 s after healing, {}",
+                view.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads every queue from offset 0 to its end through each node (`final` polls), and
+/// returns what each node holds.
+async fn drain(net: &SimNet, h: &History, p: u64) -> BTreeMap<NodeId, Vec<Vec<(u64, String)>>> {
+    let mut held = BTreeMap::new();
+    for node in net.live() {
+        let mut queues = Vec::new();
+        for queue in 0..QUEUES {
+            let mut all = Vec::new();
+            let mut offset = 0;
+            let mut first = true;
+            let mut failures = 0;
+            loop {
+                let invoke = json!({"topic": TOPIC, "queue": queue, "offset": offset, "final": true, "reset": first});
+                first = false;
+                h.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
+                match client::read(&node, queue, offset).await {
+                    Outcome::Ok((msgs, next)) => {
+                        h.record(
+                            Process::Client(p),
+                            Kind::Ok,
+                            "poll",
+                            client::messages_value(&invoke, &msgs),
+                        );
+                        if msgs.is_empty() {
+                            break;
+                        }
+                        all.extend(msgs);
+                        offset = next;
+                    }
+                    Outcome::Fail(e) | Outcome::Info(e) => {
+                        let mut v = invoke.clone();
+                        v["error"] = json!(e);
+                        h.record(Process::Client(p), Kind::Fail, "poll", v);
+                        failures += 1;
+                        if failures > 50 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            queues.push(all);
+        }
+        held.insert(node.0, queues);
+    }
+    held
+}
+
+/// Runs one seed to its verdict.
+pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let net = SimNet::new(seed ^ 0x5eed_5eed_5eed_5eed);
+    let mut cluster = Cluster::start(opts.nodes, net.clone()).await?;
+    setup(&net).await?;
+    let h = Arc::new(History::default());
+    let steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for p in 0..opts.clients {
+        let (net, h, stop) = (net.clone(), h.clone(), stop.clone());
+        let mut crng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(p));
+        clients.push(tokio::spawn(async move {
+            let mut c = Client::new(p);
+            while !stop.load(Ordering::Relaxed) {
+                let pick = crng.random_range(0..64);
+                match crng.random_range(0..100) {
+                    0..55 => c.send(&net, &h, pick).await,
+                    55..80 => c.poll(&net, &h, pick, crng.random_range(0..QUEUES)).await,
+                    r => c.receive(&net, &h, pick, r < 95).await,
+                }
+                tokio::time::sleep(Duration::from_millis(crng.random_range(0..8))).await;
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    let mut problems = Vec::new();
+    for (at, step) in &steps {
+        let due = t0 + Duration::from_millis(*at);
+        tokio::time::sleep_until(due.into()).await;
+        h.nemesis("step", json!(format!("{step:?}")));
+        if let Err(e) = play(step, &mut cluster, &net).await {
+            problems.push(format!("nemesis: {step:?}: {e}"));
+        }
+    }
+    tokio::time::sleep_until((t0 + Duration::from_millis(opts.duration_ms)).into()).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    h.nemesis("heal", json!("every link restored, every node up"));
+    match converge(&mut cluster, &net).await {
+        Ok(_) => {}
+        Err(e) => problems.push(e),
+    }
+    let held = drain(&net, &h, opts.clients).await;
+    problems.extend(replicas_disagree(&held));
+    cluster.stop();
+    let history = h.events();
+    let results = checker::check(&history);
+    for (name, a) in &results.anomalies {
+        if a.count > 0 && checker::COUNTED.contains(&name.as_str()) {
+            let example = a
+                .examples
+                .first()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            problems.push(format!("{name}: {} (e.g. {example})", a.count));
+        }
+    }
+    let stats = json!({
+        "send_ok": results.stats["send"]["ok"],
+        "send_info": results.stats["send"]["info"],
+        "poll_ok": results.stats["poll"]["ok"],
+        "deliveries": results.stats["deliveries"],
+        "acks_ok": results.stats["ack"]["ok"],
+    });
+    Ok(Verdict {
+        seed,
+        valid: problems.is_empty(),
+        problems,
+        steps,
+        stats,
+        history,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The invariant behind everything: after healing, every replica holds the same message
+/// at every (queue, offset).
+fn replicas_disagree(held: &BTreeMap<NodeId, Vec<Vec<(u64, String)>>>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = held.iter();
+    let Some((first_id, first)) = it.next() else {
+        return out;
+    };
+    for (id, queues) in it {
+        for (q, (a, b)) in first.iter().zip(queues).enumerate() {
+            if a != b {
+                let at = a
+                    .iter()
+                    .zip(b)
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(a.len().min(b.len()));
+                out.push(format!(
+                    "replicas-disagree: queue {q}: node {first_id} holds {} messages, node {id} {}; first difference at position {at}: {:?} vs {:?}",
+                    a.len(),
+                    b.len(),
+                    a.get(at),
+                    b.get(at)
+                ));
+            }
+        }
+    }
+    out
+}
