@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::client::{self, Client, History, Outcome, QUEUES, TOPIC};
+use crate::client::{self, Client, GROUP, History, Outcome, QUEUES, TOPIC};
 use crate::cluster::Cluster;
 use crate::net::{Faults, SimNet};
 
@@ -133,7 +133,9 @@ pub fn schedule(rng: &mut StdRng, ids: &[NodeId], duration_ms: u64) -> Vec<(u64,
                 duplicate_per_mille: [0, 0, 50][rng.random_range(0..3)],
                 max_delay_ms: [0, 2, 10, 40][rng.random_range(0..4)],
             }),
-            _ => Step::TransferLeader(ids[rng.random_range(0..ids.len())]),
+            92.. => Step::TransferLeader(ids[rng.random_range(0..ids.len())]),
+            // A crash or restart that the state of the nodes does not allow.
+            _ => Step::Heal,
         };
         steps.push((t, step));
         t += rng.random_range(80..400);
@@ -337,6 +339,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     }
     let held = drain(&net, &h, opts.clients).await;
     problems.extend(replicas_disagree(&held));
+    problems.extend(groups_disagree(&net).await);
     cluster.stop();
     let history = h.events();
     let results = checker::check(&history);
@@ -366,6 +369,36 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         history,
         elapsed: started.elapsed(),
     })
+}
+
+/// Equal state at equal applied indexes: after convergence every replica has the same
+/// committed offset (floor) for each queue of the consumer group, and the same dead letters.
+async fn groups_disagree(net: &SimNet) -> Vec<String> {
+    let mut views = Vec::new();
+    for node in net.live() {
+        let out = client::on_node(&node, |b| async move { b.consumer_group(GROUP).await }).await;
+        let view = match out {
+            Outcome::Ok(Some(info)) => {
+                let floors: Vec<(u32, u64)> =
+                    info.queues.iter().map(|q| (q.queue, q.committed)).collect();
+                format!("floors {floors:?}, dead letters {}", info.dlq_depth)
+            }
+            Outcome::Ok(None) => "no group".to_owned(),
+            Outcome::Fail(e) | Outcome::Info(e) => format!("unreadable: {e}"),
+        };
+        views.push((node.0, view));
+    }
+    let mut out = Vec::new();
+    if let Some((first, v0)) = views.first() {
+        for (id, v) in &views[1..] {
+            if v != v0 {
+                out.push(format!(
+                    "group-state-disagrees: node {first}: {v0}; node {id}: {v}"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The invariant behind everything: after healing, every replica holds the same message
