@@ -182,6 +182,7 @@ impl Broker {
         voter: bool,
         catch_up: Duration,
     ) -> Result<(), BrokerError> {
+        self.refuse_if_stopped()?;
         let added = self
             .inner
             .raft
@@ -222,6 +223,7 @@ impl Broker {
 
     /// Removes a node (voter or learner) from the group.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), BrokerError> {
+        self.refuse_if_stopped()?;
         let m = self.metrics();
         let membership = m.membership_config.membership();
         if membership.get_node(&id).is_none() {

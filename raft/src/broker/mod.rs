@@ -336,9 +336,19 @@ impl Broker {
 
     /// Proposes a command and waits for it to be applied here.
     pub(crate) async fn propose(&self, cmd: Command) -> Result<Applied, BrokerError> {
+        self.refuse_if_stopped()?;
         match self.inner.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
             Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// A Raft core that has stopped takes nothing: the caller learns that nothing was
+    /// proposed (503), not that the outcome is unknown.
+    pub(crate) fn refuse_if_stopped(&self) -> Result<(), BrokerError> {
+        match self.metrics().running_state {
+            Ok(()) => Ok(()),
+            Err(f) => Err(BrokerError::Unavailable(format!("raft stopped: {f}"))),
         }
     }
 
@@ -390,8 +400,10 @@ fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Broker
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             BrokerError::rejected(crate::state::RejectCode::Conflict, e.to_string())
         }
-        // The Raft core has stopped: nothing was proposed.
-        RaftError::Fatal(f) => BrokerError::Unavailable(format!("raft stopped: {f}")),
+        // The Raft core stopped while the write was pending (its apply or its log failed,
+        // or the node is going down): it may have been appended, replicated and committed
+        // already. (A core that had stopped before is refused earlier, see `propose`.)
+        RaftError::Fatal(f) => BrokerError::OutcomeUnknown(format!("raft stopped: {f}")),
         other => BrokerError::OutcomeUnknown(other.to_string()),
     }
 }
