@@ -57,6 +57,10 @@ enum Cmd {
         /// they compute).
         #[arg(long, default_value_t = 4)]
         jobs: usize,
+        /// Write each failing seed's history here (`seed-N.jsonl`, raftmq-jepsen's format:
+        /// `raftmq-jepsen check` reads it).
+        #[arg(long)]
+        histories: Option<std::path::PathBuf>,
         #[command(flatten)]
         shape: Shape,
     },
@@ -94,8 +98,12 @@ fn main() -> anyhow::Result<()> {
             seeds,
             budget,
             jobs,
+            histories,
             shape,
         } => {
+            if let Some(dir) = &histories {
+                std::fs::create_dir_all(dir)?;
+            }
             let budget = budget
                 .or(if seeds.is_none() { Some(60) } else { None })
                 .map(Duration::from_secs);
@@ -111,6 +119,15 @@ fn main() -> anyhow::Result<()> {
                     Ok(v) if v.valid => {}
                     Ok(v) => {
                         println!("{}", line(&v));
+                        if let Some(dir) = &histories {
+                            let text: String = v
+                                .history
+                                .iter()
+                                .filter_map(|e| serde_json::to_string(e).ok())
+                                .map(|l| l + "\n")
+                                .collect();
+                            let _ = std::fs::write(dir.join(format!("seed-{seed}.jsonl")), text);
+                        }
                         failed.lock().unwrap_or_else(|e| e.into_inner()).push(seed);
                     }
                     Err(e) => {
