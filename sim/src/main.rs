@@ -92,6 +92,14 @@ fn line(v: &Verdict) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The nodes' own logs, when asked for (`RAFTMQ_LOG=info,openraft=warn`): silent by
+    // default, a batch of schedules would print thousands of elections.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RAFTMQ_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.cmd {
         Cmd::Run {
             start,

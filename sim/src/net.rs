@@ -49,6 +49,8 @@ struct State {
 /// The router. Cheap to share.
 pub struct SimNet {
     state: Mutex<State>,
+    /// Snapshots installed through the router (a lagging node caught up by one).
+    installs: std::sync::atomic::AtomicU64,
 }
 
 /// What the router decided for one delivery.
@@ -74,6 +76,7 @@ impl SimNet {
                 faults: Faults::default(),
                 rng: StdRng::seed_from_u64(seed),
             }),
+            installs: Default::default(),
         })
     }
 
@@ -96,6 +99,11 @@ impl SimNet {
     /// Disconnects a node (it crashed): nothing reaches it or comes from it.
     pub fn detach(&self, addr: &str) {
         self.lock().nodes.remove(addr);
+    }
+
+    /// How many snapshot installs went through.
+    pub fn installs(&self) -> u64 {
+        self.installs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The nodes connected now, with what clients call them through.
@@ -271,6 +279,10 @@ impl PeerTransport for SimTransport {
                             });
                         }
                         let answer = serve(broker, &runtime, rpc, credentials, body).await?;
+                        if matches!(rpc, PeerRpc::SnapshotInstall) {
+                            net.installs
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         if net.answer_passes(to, me) {
                             Ok(answer)
                         } else {
