@@ -239,6 +239,7 @@ fn bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
 fn broker_config(cfg: &NodeConfig, tls: Option<&Tls>) -> anyhow::Result<BrokerConfig> {
     Ok(BrokerConfig {
         transport: None,
+        log_fs: None,
         node_id: cfg.node_id,
         broker_group: cfg.broker_group.clone(),
         data_dir: cfg.data_dir.clone(),

@@ -2,8 +2,10 @@
 //! openraft) on a tokio runtime of its own, its peers reached through [`crate::net`].
 //!
 //! A crash drops the node's runtime at once, as `kill -9` ends a process: its tasks stop
-//! where they are, what it wrote to files stays (the OS keeps it; power loss is not
-//! simulated here), and a restart opens the same data directory.
+//! where they are, what it wrote to files stays (the OS keeps it), and a restart opens the
+//! same data directory. A power loss is a crash after which the CommitLog also loses what
+//! was never synced ([`crate::lossy`]); RocksDB keeps everything (its state is rebuilt from
+//! the log only as far as the log says).
 //!
 //! Must never: let a crashed node's tasks reach another node (it is detached from the
 //! network first), or open a data directory while the previous incarnation still holds it.
@@ -18,6 +20,7 @@ use raftmq_raft::consensus::log_store::ReleaseProbe;
 use raftmq_raft::{Broker, BrokerConfig, FlushPolicy, NodeId, RaftTiming};
 use tokio::runtime::Runtime;
 
+use crate::lossy::LossyFs;
 use crate::net::SimNet;
 
 /// Raft timing in the simulation: short, so a schedule sees many elections.
@@ -34,6 +37,8 @@ struct Member {
     broker: Option<Broker>,
     /// The last incarnation's CommitLog, until its writer thread has ended.
     released: Option<ReleaseProbe>,
+    /// The file system under its CommitLog.
+    fs: Arc<LossyFs>,
 }
 
 /// The nodes of one simulated broker group.
@@ -45,8 +50,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes that form a group.
-    pub async fn start(n: usize, net: Arc<SimNet>) -> anyhow::Result<Cluster> {
+    /// Starts `n` nodes that form a group; each CommitLog sync takes `sync_delay` more.
+    pub async fn start(
+        n: usize,
+        net: Arc<SimNet>,
+        sync_delay: Duration,
+    ) -> anyhow::Result<Cluster> {
         let base = tempfile::tempdir()?;
         // Addresses the membership names nodes by; nothing listens on them (the router
         // delivers), and the peer checks see requests come from 127.0.0.1.
@@ -62,6 +71,7 @@ impl Cluster {
                 runtime: None,
                 broker: None,
                 released: None,
+                fs: LossyFs::new(sync_delay),
             })
             .collect();
         let mut c = Cluster {
@@ -123,6 +133,7 @@ impl Cluster {
             cluster_secret: None,
             timing: TIMING,
             transport: Some(transport),
+            log_fs: Some(m.fs.clone()),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -173,6 +184,25 @@ impl Cluster {
         if let Some(rt) = m.runtime.take() {
             rt.shutdown_background();
         }
+    }
+
+    /// Cuts a node's power: a crash, then its CommitLog loses every byte written since its
+    /// last sync. Returns how many bytes were lost.
+    pub async fn lose_power(&mut self, id: NodeId) -> anyhow::Result<u64> {
+        let cut = self.member(id).fs.cut_power();
+        self.crash(id);
+        let m = self.member(id);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(probe) = &m.released {
+            // Its log writer may be mid-write: the power goes when it has stopped.
+            while !probe.released() {
+                if Instant::now() > deadline {
+                    return Err(anyhow!("node {id}'s CommitLog was never released"));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(m.fs.lose_power(&cut)?)
     }
 
     /// Restarts a crashed node on its data directory.

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod lossy;
 pub mod net;
 pub mod run;
 

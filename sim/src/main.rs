@@ -28,6 +28,9 @@ struct Shape {
     /// How long faults and clients run per schedule, ms.
     #[arg(long, default_value_t = 1500)]
     duration_ms: u64,
+    /// Extra time each CommitLog sync takes, µs.
+    #[arg(long, default_value_t = 500)]
+    sync_delay_us: u64,
 }
 
 impl From<Shape> for Options {
@@ -36,6 +39,7 @@ impl From<Shape> for Options {
             nodes: s.nodes,
             clients: s.clients,
             duration_ms: s.duration_ms,
+            sync_delay_us: s.sync_delay_us,
         }
     }
 }

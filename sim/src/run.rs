@@ -41,6 +41,9 @@ pub struct Options {
     pub clients: u64,
     /// How long faults and clients run, ms.
     pub duration_ms: u64,
+    /// Extra time each CommitLog sync takes, µs (a slower disk widens the window between a
+    /// write and its sync that a power loss can catch).
+    pub sync_delay_us: u64,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             nodes: 3,
             clients: 4,
             duration_ms: 1500,
+            sync_delay_us: 500,
         }
     }
 }
@@ -64,6 +68,10 @@ pub enum Step {
     Heal,
     /// Kill a node.
     Crash(NodeId),
+    /// Cut a node's power: killed, and its CommitLog loses what was not synced.
+    PowerLoss(NodeId),
+    /// Cut every node's power at once.
+    Outage,
     /// Start a killed node again.
     Restart(NodeId),
     /// Change how unreliable the links are.
@@ -125,9 +133,17 @@ pub fn schedule(rng: &mut StdRng, ids: &[NodeId], duration_ms: u64) -> Vec<(u64,
             40..57 if !up.is_empty() && (down.len() < minority || roll < 43) => {
                 let id = up[rng.random_range(0..up.len())];
                 down.push(id);
-                Step::Crash(id)
+                if roll < 50 {
+                    Step::Crash(id)
+                } else {
+                    Step::PowerLoss(id)
+                }
             }
-            57..74 if !down.is_empty() => {
+            57..60 if down.is_empty() => {
+                down = ids.to_vec();
+                Step::Outage
+            }
+            60..74 if !down.is_empty() => {
                 let id = down.remove(rng.random_range(0..down.len()));
                 Step::Restart(id)
             }
@@ -147,7 +163,7 @@ pub fn schedule(rng: &mut StdRng, ids: &[NodeId], duration_ms: u64) -> Vec<(u64,
     steps
 }
 
-async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet) -> anyhow::Result<()> {
+async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet, h: &History) -> anyhow::Result<()> {
     let ids = cluster.ids();
     match step {
         Step::Partition(side) => {
@@ -157,6 +173,16 @@ async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet) -> anyhow::Resul
         Step::CutOneWay(a, b) => net.cut_one_way(*a, *b),
         Step::Heal => net.heal(),
         Step::Crash(id) => cluster.crash(*id),
+        Step::PowerLoss(id) => {
+            let lost = cluster.lose_power(*id).await?;
+            h.nemesis("power-lost", json!({"node": id, "unsynced_bytes": lost}));
+        }
+        Step::Outage => {
+            for id in ids {
+                let lost = cluster.lose_power(id).await?;
+                h.nemesis("power-lost", json!({"node": id, "unsynced_bytes": lost}));
+            }
+        }
         Step::Restart(id) => cluster.restart(*id).await?,
         Step::Faults(f) => net.set_faults(*f),
         Step::Compact(id) => {
@@ -304,7 +330,12 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let net = SimNet::new(seed ^ 0x5eed_5eed_5eed_5eed);
-    let mut cluster = Cluster::start(opts.nodes, net.clone()).await?;
+    let mut cluster = Cluster::start(
+        opts.nodes,
+        net.clone(),
+        Duration::from_micros(opts.sync_delay_us),
+    )
+    .await?;
     setup(&net).await?;
     let h = Arc::new(History::default());
     let steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms);
@@ -332,7 +363,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         let due = t0 + Duration::from_millis(*at);
         tokio::time::sleep_until(due.into()).await;
         h.nemesis("step", json!(format!("{step:?}")));
-        if let Err(e) = play(step, &mut cluster, &net).await {
+        if let Err(e) = play(step, &mut cluster, &net, &h).await {
             problems.push(format!("nemesis: {step:?}: {e}"));
         }
     }
@@ -378,6 +409,11 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         "deliveries": results.stats["deliveries"],
         "acks_ok": results.stats["ack"]["ok"],
         "snapshot_installs": net.installs(),
+        "unsynced_bytes_lost": history
+            .iter()
+            .filter(|e| e.f == "power-lost")
+            .filter_map(|e| e.value["unsynced_bytes"].as_u64())
+            .sum::<u64>(),
     });
     Ok(Verdict {
         seed,
@@ -473,13 +509,14 @@ mod tests {
                 let name = format!("{step:?}");
                 kinds.insert(name[..name.find('(').unwrap_or(name.len())].to_owned());
                 match step {
-                    Step::Crash(_) => down += 1,
+                    Step::Crash(_) | Step::PowerLoss(_) => down += 1,
+                    Step::Outage => down = 5,
                     Step::Restart(_) => down -= 1,
                     _ => {}
                 }
                 assert!(down <= 5);
             }
         }
-        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        assert_eq!(kinds.len(), 10, "{kinds:?}");
     }
 }

@@ -23,6 +23,7 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start(BrokerConfig {
             transport: None,
+            log_fs: None,
             node_id: 1,
             broker_group: "g1".into(),
             data_dir: dir.path().to_path_buf(),

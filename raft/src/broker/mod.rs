@@ -94,6 +94,10 @@ pub struct BrokerConfig {
     /// How peer requests travel (`None`: HTTP, plain or with `peer_tls`; a simulation
     /// passes its in-memory router).
     pub transport: Option<Arc<dyn PeerTransport>>,
+    /// The file system under the CommitLog (`None`: the OS's; a simulation passes one that
+    /// can lose what was never synced). It must name the same files the OS sees: snapshots
+    /// and install recovery reach the log directory directly.
+    pub log_fs: Option<Arc<dyn raftmq_storage::vfs::Vfs>>,
 }
 
 /// A broker group member. Cheap to clone.
@@ -152,7 +156,10 @@ impl Broker {
             &cfg.data_dir.join("log"),
         )
         .map_err(BrokerError::from_io)?;
-        let log = LogStore::open(
+        let log = LogStore::open_on(
+            cfg.log_fs
+                .clone()
+                .unwrap_or_else(|| Arc::new(raftmq_storage::vfs::OsFs)),
             &cfg.data_dir.join("log"),
             CommitLogOptions {
                 segment_size: cfg.segment_size,
