@@ -251,8 +251,9 @@ impl PeerTransport for SimTransport {
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
         let (me, net) = (self.me, self.net.clone());
         let fate = net.fate(me, addr);
+        let to = addr.to_owned();
         Box::pin(async move {
-            match fate {
+            let r = match fate {
                 Fate::Unreachable => Err(SendError::Unreachable("no such node up".into())),
                 Fate::Lost(d) => {
                     tokio::time::sleep(d.min(ttl)).await;
@@ -294,7 +295,13 @@ impl PeerTransport for SimTransport {
                         Err(_) => Err(SendError::Timeout),
                     }
                 }
+            };
+            if let Err(e) = &r
+                && !matches!(rpc, PeerRpc::Append | PeerRpc::Vote | PeerRpc::Clock)
+            {
+                tracing::debug!(from = me, to = %to, ?rpc, error = ?e, "sim: peer request failed");
             }
+            r
         })
     }
 }
