@@ -25,7 +25,13 @@ pub fn run_seed(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run::run(seed, opts))
+    // A schedule that wedges (a node that never catches up waits out its deadlines, so this
+    // is a backstop) fails its seed instead of stalling the batch.
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(180), run::run(seed, opts))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the schedule did not finish in 180 s")))
+    })
 }
 
 /// Runs seeds `start`, `start + 1`, … on `jobs` threads until `count` seeds ran or `budget`
