@@ -8,8 +8,8 @@
 //! What is seeded: the schedule, every client's choices, and the network's fault draws.
 //! What is not: thread timing (each node runs its own runtime and RocksDB its own threads,
 //! on real clocks), so a seed replays the same steps and operations, not the same
-//! interleaving; a failure found on a seed is re-run with `--trace` and usually recurs
-//! within a few replays.
+//! interleaving: a failure found on a seed recurs on some of its replays, not all (run
+//! `replay` in a loop, or keep the failing history with `run --histories`).
 //!
 //! Must never: call a schedule valid when the checker or an invariant found anything, or
 //! leave a node running after it returns.
