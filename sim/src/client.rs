@@ -1,5 +1,6 @@
-//! Clients inside the simulation: produce, read queues by offset as a consumer does, and
-//! receive and ack through a consumer group, each operation recorded as an `invoke` and its
+//! Clients inside the simulation: produce (to a plain topic, and with a key per client to a
+//! FIFO one), read queues by offset as a consumer does, and receive and ack through a
+//! consumer group, each operation recorded as an `invoke` and its
 //! completion in raftmq-jepsen's history format (so its checker judges the run).
 //!
 //! An operation runs on the chosen node's own runtime, so a crash of that node ends it the
@@ -23,9 +24,14 @@ use tokio::runtime::Handle;
 
 use crate::net::SimNet;
 
-/// The topic every client uses.
+/// The plain topic.
 pub const TOPIC: &str = "sim";
-/// Its queues.
+/// The FIFO topic: each client sends with a key of its own, and receives are checked for
+/// order (the checker's fifo-violation).
+pub const FIFO_TOPIC: &str = "simf";
+/// Both topics.
+pub const TOPICS: [&str; 2] = [TOPIC, FIFO_TOPIC];
+/// Queues of each topic.
 pub const QUEUES: u32 = 2;
 /// The consumer group.
 pub const GROUP: &str = "simg";
@@ -118,7 +124,8 @@ pub struct Client {
     /// Its process number in the history.
     pub p: u64,
     leader: Option<NodeId>,
-    next: Vec<u64>,
+    /// Where it reads next, by topic (as in [`TOPICS`]) and queue.
+    next: [[u64; QUEUES as usize]; 2],
     sent: u64,
 }
 
@@ -128,7 +135,7 @@ impl Client {
         Client {
             p,
             leader: None,
-            next: vec![0; QUEUES as usize],
+            next: [[0; QUEUES as usize]; 2],
             sent: 0,
         }
     }
@@ -176,15 +183,19 @@ impl Client {
         }
     }
 
-    /// Produces one new value.
-    pub async fn send(&mut self, net: &SimNet, h: &History, pick: usize) {
+    /// Produces one new value to `topic` (with this client's key to the FIFO topic).
+    pub async fn send(&mut self, net: &SimNet, h: &History, pick: usize, topic: &'static str) {
         let live = net.live();
         let Some(node) = self.writer(&live, pick) else {
             return;
         };
         self.sent += 1;
         let value = format!("{}-{}", self.p, self.sent);
-        let invoke = json!({"topic": TOPIC, "value": value});
+        let key = (topic == FIFO_TOPIC).then(|| format!("k{}", self.p));
+        let mut invoke = json!({"topic": topic, "value": value});
+        if let Some(k) = &key {
+            invoke["key"] = json!(k);
+        }
         h.record(
             Process::Client(self.p),
             Kind::Invoke,
@@ -194,7 +205,7 @@ impl Client {
         let msg = ProduceMessage {
             body: Bytes::from(value.into_bytes()),
             binary: false,
-            key: None,
+            key,
             tag: None,
             properties: Vec::new(),
             queue: None,
@@ -202,7 +213,7 @@ impl Client {
             schedule: None,
         };
         let out = on_node(&node, move |b| async move {
-            let placed = b.produce(TOPIC, &[msg], None).await?;
+            let placed = b.produce(topic, &[msg], None).await?;
             Ok((placed[0].queue, placed[0].offset))
         })
         .await;
@@ -219,37 +230,47 @@ impl Client {
         }
     }
 
-    /// Reads the next messages of a queue through any node, as a consumer does.
-    pub async fn poll(&mut self, net: &SimNet, h: &History, pick: usize, queue: u32) {
+    /// Reads the next messages of a queue of `TOPICS[t]` through any node, as a consumer
+    /// does.
+    pub async fn poll(&mut self, net: &SimNet, h: &History, pick: usize, t: usize, queue: u32) {
         let live = net.live();
         let Some(node) = live.get(pick % live.len().max(1)).cloned() else {
             return;
         };
-        let offset = self.next[queue as usize];
-        let invoke = json!({"topic": TOPIC, "queue": queue, "offset": offset});
+        let topic = TOPICS[t];
+        let offset = self.next[t][queue as usize];
+        let invoke = json!({"topic": topic, "queue": queue, "offset": offset});
         h.record(
             Process::Client(self.p),
             Kind::Invoke,
             "poll",
             invoke.clone(),
         );
-        let out = read(&node, queue, offset).await;
+        let out = read(&node, topic, queue, offset).await;
         self.complete(h, "poll", &invoke, &out, |(msgs, _)| {
             messages_value(&invoke, msgs)
         });
         if let Outcome::Ok((_, next)) = out {
-            self.next[queue as usize] = next;
+            self.next[t][queue as usize] = next;
         }
     }
 
-    /// Receives from the consumer group and acks most of what it got.
-    pub async fn receive(&mut self, net: &SimNet, h: &History, pick: usize, ack: bool) {
+    /// Receives from `topic` through the consumer group and acks what it got if `ack`.
+    pub async fn receive(
+        &mut self,
+        net: &SimNet,
+        h: &History,
+        pick: usize,
+        topic: &'static str,
+        ack: bool,
+    ) {
         let live = net.live();
         let Some(node) = self.writer(&live, pick) else {
             return;
         };
         let consumer = format!("c{}", self.p);
-        let invoke = json!({"topic": TOPIC, "group": GROUP, "consumer": consumer, "fifo": false});
+        let fifo = topic == FIFO_TOPIC;
+        let invoke = json!({"topic": topic, "group": GROUP, "consumer": consumer, "fifo": fifo});
         h.record(
             Process::Client(self.p),
             Kind::Invoke,
@@ -258,7 +279,7 @@ impl Client {
         );
         let req = ReceiveRequest {
             group: GROUP.into(),
-            topic: TOPIC.into(),
+            topic: topic.into(),
             consumer,
             max: 8,
             wait_ms: 0,
@@ -304,10 +325,10 @@ impl Client {
             return;
         }
         let receipts: Vec<String> = msgs.iter().map(|m| m.2.clone()).collect();
-        let invoke = json!({"topic": TOPIC, "group": GROUP, "receipts": receipts});
+        let invoke = json!({"topic": topic, "group": GROUP, "receipts": receipts});
         h.record(Process::Client(self.p), Kind::Invoke, "ack", invoke.clone());
         let out = on_node(&node, move |b| async move {
-            b.ack(GROUP, TOPIC, receipts, None).await
+            b.ack(GROUP, topic, receipts, None).await
         })
         .await;
         self.complete(h, "ack", &invoke, &out, |codes| {
@@ -328,13 +349,14 @@ impl Client {
 /// next read starts.
 pub async fn read(
     node: &(NodeId, Broker, Handle),
+    topic: &'static str,
     queue: u32,
     offset: u64,
 ) -> Outcome<(Vec<(u64, String)>, u64)> {
     on_node(node, move |b| async move {
         let r = b
             .read_queue(QueueQuery {
-                topic: TOPIC.into(),
+                topic: topic.into(),
                 queue,
                 offset,
                 max: 100,

@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::client::{self, Client, GROUP, History, Outcome, QUEUES, TOPIC};
+use crate::client::{self, Client, GROUP, History, Outcome, QUEUES, TOPICS};
 use crate::cluster::Cluster;
 use crate::net::{Faults, SimNet};
 
@@ -208,32 +208,38 @@ async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet, h: &History) -> 
 /// Waits until some node leads with its group time known, and makes the topic.
 async fn setup(net: &SimNet) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let spec = TopicSpec {
-        queues: QUEUES,
-        fifo: false,
-        retention_ms: 3_600_000,
-        dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
-    };
-    loop {
+    let mut made = 0;
+    while made < TOPICS.len() {
+        let topic = TOPICS[made];
+        let spec = TopicSpec {
+            queues: QUEUES,
+            fifo: topic == client::FIFO_TOPIC,
+            retention_ms: 3_600_000,
+            dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
+        };
         for node in net.live() {
             if node.1.cluster_status().leader_id == Some(node.0)
                 && let Outcome::Ok(()) =
                     client::on_node(
                         &node,
-                        move |b| async move { b.put_topic(TOPIC, spec).await },
+                        move |b| async move { b.put_topic(topic, spec).await },
                     )
                     .await
             {
-                return Ok(());
+                made += 1;
+                break;
             }
         }
         if Instant::now() > deadline {
             return Err(anyhow!(
-                "the group formed no leader that took the topic in 30 s"
+                "the group formed no leader that took the topics in 30 s"
             ));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if made < TOPICS.len() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+    Ok(())
 }
 
 /// After the faults: every node up and caught up with the same applied index, or why not.
@@ -277,22 +283,25 @@ async fn converge(cluster: &mut Cluster, net: &SimNet) -> Result<u64, String> {
     }
 }
 
-/// Reads every queue from offset 0 to its end through each node (`final` polls), and
-/// returns what each node holds.
+/// Reads every queue of both topics from offset 0 to its end through each node (`final`
+/// polls), and returns what each node holds, queue by queue.
 async fn drain(net: &SimNet, h: &History, p: u64) -> BTreeMap<NodeId, Vec<Vec<(u64, String)>>> {
     let mut held = BTreeMap::new();
     for node in net.live() {
         let mut queues = Vec::new();
-        for queue in 0..QUEUES {
+        for (topic, queue) in TOPICS
+            .iter()
+            .flat_map(|t| (0..QUEUES).map(move |q| (*t, q)))
+        {
             let mut all = Vec::new();
             let mut offset = 0;
             let mut first = true;
             let mut failures = 0;
             loop {
-                let invoke = json!({"topic": TOPIC, "queue": queue, "offset": offset, "final": true, "reset": first});
+                let invoke = json!({"topic": topic, "queue": queue, "offset": offset, "final": true, "reset": first});
                 first = false;
                 h.record(Process::Client(p), Kind::Invoke, "poll", invoke.clone());
-                match client::read(&node, queue, offset).await {
+                match client::read(&node, topic, queue, offset).await {
                     Outcome::Ok((msgs, next)) => {
                         h.record(
                             Process::Client(p),
@@ -349,9 +358,13 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
             while !stop.load(Ordering::Relaxed) {
                 let pick = crng.random_range(0..64);
                 match crng.random_range(0..100) {
-                    0..55 => c.send(&net, &h, pick).await,
-                    55..80 => c.poll(&net, &h, pick, crng.random_range(0..QUEUES)).await,
-                    r => c.receive(&net, &h, pick, r < 95).await,
+                    0..40 => c.send(&net, &h, pick, TOPICS[0]).await,
+                    40..55 => c.send(&net, &h, pick, TOPICS[1]).await,
+                    55..80 => {
+                        let (t, q) = (crng.random_range(0..2), crng.random_range(0..QUEUES));
+                        c.poll(&net, &h, pick, t, q).await
+                    }
+                    r => c.receive(&net, &h, pick, TOPICS[r % 2], r < 95).await,
                 }
                 tokio::time::sleep(Duration::from_millis(crng.random_range(0..8))).await;
             }
@@ -436,8 +449,11 @@ async fn groups_disagree(net: &SimNet) -> Vec<String> {
         let out = client::on_node(&node, |b| async move { b.consumer_group(GROUP).await }).await;
         let view = match out {
             Outcome::Ok(Some(info)) => {
-                let floors: Vec<(u32, u64)> =
-                    info.queues.iter().map(|q| (q.queue, q.committed)).collect();
+                let floors: Vec<(&str, u32, u64)> = info
+                    .queues
+                    .iter()
+                    .map(|q| (q.topic.as_str(), q.queue, q.committed))
+                    .collect();
                 format!("floors {floors:?}, dead letters {}", info.dlq_depth)
             }
             Outcome::Ok(None) => "no group".to_owned(),
@@ -475,7 +491,9 @@ fn replicas_disagree(held: &BTreeMap<NodeId, Vec<Vec<(u64, String)>>>) -> Vec<St
                     .position(|(x, y)| x != y)
                     .unwrap_or(a.len().min(b.len()));
                 out.push(format!(
-                    "replicas-disagree: queue {q}: node {first_id} holds {} messages, node {id} {}; first difference at position {at}: {:?} vs {:?}",
+                    "replicas-disagree: {} queue {}: node {first_id} holds {} messages, node {id} {}; first difference at position {at}: {:?} vs {:?}",
+                    TOPICS[q / QUEUES as usize],
+                    q % QUEUES as usize,
                     a.len(),
                     b.len(),
                     a.get(at),
