@@ -205,6 +205,31 @@ impl Cluster {
         Ok(m.fs.lose_power(&cut)?)
     }
 
+    /// Crashes a node and deletes its data directory (what an operator does with a node
+    /// whose disk failed or whose log is corrupted): restarted, it is rebuilt from its peers.
+    pub async fn wipe(&mut self, id: NodeId) -> anyhow::Result<()> {
+        self.crash(id);
+        let m = self.member(id);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(probe) = &m.released {
+            while !probe.released() {
+                if Instant::now() > deadline {
+                    return Err(anyhow!("node {id}'s CommitLog was never released"));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let dir = m.dir.clone();
+        // RocksDB may still be closing: its files go once it has let go.
+        while dir.exists() {
+            if std::fs::remove_dir_all(&dir).is_err() && Instant::now() > deadline {
+                return Err(anyhow!("node {id}'s data directory could not be removed"));
+            }
+        }
+        m.fs = LossyFs::new(m.fs.sync_delay());
+        Ok(())
+    }
+
     /// Restarts a crashed node on its data directory.
     pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
         if self.member(id).broker.is_some() {

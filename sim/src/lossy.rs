@@ -53,6 +53,11 @@ impl LossyFs {
         })
     }
 
+    /// The extra time each sync takes.
+    pub fn sync_delay(&self) -> Duration {
+        self.sync_delay
+    }
+
     fn extent(&self, path: &Path) -> Shared {
         self.files
             .lock()

