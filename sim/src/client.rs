@@ -159,6 +159,10 @@ impl Client {
         }
     }
 
+    fn invoke(&self, h: &History, f: &str, invoke: &Value) {
+        h.record(Process::Client(self.p), Kind::Invoke, f, invoke.clone());
+    }
+
     fn complete<T>(
         &self,
         h: &History,
@@ -196,12 +200,7 @@ impl Client {
         if let Some(k) = &key {
             invoke["key"] = json!(k);
         }
-        h.record(
-            Process::Client(self.p),
-            Kind::Invoke,
-            "send",
-            invoke.clone(),
-        );
+        self.invoke(h, "send", &invoke);
         let msg = ProduceMessage {
             body: Bytes::from(value.into_bytes()),
             binary: false,
@@ -240,12 +239,7 @@ impl Client {
         let topic = TOPICS[t];
         let offset = self.next[t][queue as usize];
         let invoke = json!({"topic": topic, "queue": queue, "offset": offset});
-        h.record(
-            Process::Client(self.p),
-            Kind::Invoke,
-            "poll",
-            invoke.clone(),
-        );
+        self.invoke(h, "poll", &invoke);
         let out = read(&node, topic, queue, offset).await;
         self.complete(h, "poll", &invoke, &out, |(msgs, _)| {
             messages_value(&invoke, msgs)
@@ -271,12 +265,7 @@ impl Client {
         let consumer = format!("c{}", self.p);
         let fifo = topic == FIFO_TOPIC;
         let invoke = json!({"topic": topic, "group": GROUP, "consumer": consumer, "fifo": fifo});
-        h.record(
-            Process::Client(self.p),
-            Kind::Invoke,
-            "receive",
-            invoke.clone(),
-        );
+        self.invoke(h, "receive", &invoke);
         let req = ReceiveRequest {
             group: GROUP.into(),
             topic: topic.into(),
@@ -326,7 +315,7 @@ impl Client {
         }
         let receipts: Vec<String> = msgs.iter().map(|m| m.2.clone()).collect();
         let invoke = json!({"topic": topic, "group": GROUP, "receipts": receipts});
-        h.record(Process::Client(self.p), Kind::Invoke, "ack", invoke.clone());
+        self.invoke(h, "ack", &invoke);
         let out = on_node(&node, move |b| async move {
             b.ack(GROUP, topic, receipts, None).await
         })

@@ -145,14 +145,7 @@ impl Cluster {
         // blocking task or its log writer thread: a restarted process never shares its
         // files with the dead one, so wait until they are let go.
         let deadline = Instant::now() + Duration::from_secs(20);
-        if let Some(probe) = m.released.take() {
-            while !probe.released() {
-                if Instant::now() > deadline {
-                    return Err(anyhow!("node {id}'s previous CommitLog was never released"));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        released(id, m.released.take()).await?;
         let broker = loop {
             let c = cfg.clone();
             match runtime.spawn(Broker::start(c)).await? {
@@ -192,16 +185,8 @@ impl Cluster {
         let cut = self.member(id).fs.cut_power();
         self.crash(id);
         let m = self.member(id);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        if let Some(probe) = &m.released {
-            // Its log writer may be mid-write: the power goes when it has stopped.
-            while !probe.released() {
-                if Instant::now() > deadline {
-                    return Err(anyhow!("node {id}'s CommitLog was never released"));
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
+        // Its log writer may be mid-write: the power goes when it has stopped.
+        released(id, m.released.clone()).await?;
         Ok(m.fs.lose_power(&cut)?)
     }
 
@@ -210,20 +195,16 @@ impl Cluster {
     pub async fn wipe(&mut self, id: NodeId) -> anyhow::Result<()> {
         self.crash(id);
         let m = self.member(id);
+        released(id, m.released.clone()).await?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        if let Some(probe) = &m.released {
-            while !probe.released() {
-                if Instant::now() > deadline {
-                    return Err(anyhow!("node {id}'s CommitLog was never released"));
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
         let dir = m.dir.clone();
         // RocksDB may still be closing: its files go once it has let go.
         while dir.exists() {
-            if std::fs::remove_dir_all(&dir).is_err() && Instant::now() > deadline {
-                return Err(anyhow!("node {id}'s data directory could not be removed"));
+            if std::fs::remove_dir_all(&dir).is_err() {
+                if Instant::now() > deadline {
+                    return Err(anyhow!("node {id}'s data directory could not be removed"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
         m.fs = LossyFs::new(m.fs.sync_delay());
@@ -246,6 +227,21 @@ impl Cluster {
             self.crash(id);
         }
     }
+}
+
+/// Waits until a stopped incarnation's CommitLog is wholly let go (its writer thread ended).
+async fn released(id: NodeId, probe: Option<ReleaseProbe>) -> anyhow::Result<()> {
+    let Some(probe) = probe else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !probe.released() {
+        if Instant::now() > deadline {
+            return Err(anyhow!("node {id}'s CommitLog was never released"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 impl Drop for Cluster {
