@@ -159,7 +159,9 @@ impl Client {
         }
     }
 
-    fn invoke(&self, h: &History, f: &str, invoke: &Value) {
+    /// Records an invoke; `invoke` learns the node it goes to (for reading histories).
+    fn invoke(&self, h: &History, f: &str, invoke: &mut Value, node: NodeId) {
+        invoke["node"] = json!(node);
         h.record(Process::Client(self.p), Kind::Invoke, f, invoke.clone());
     }
 
@@ -200,7 +202,7 @@ impl Client {
         if let Some(k) = &key {
             invoke["key"] = json!(k);
         }
-        self.invoke(h, "send", &invoke);
+        self.invoke(h, "send", &mut invoke, node.0);
         let msg = ProduceMessage {
             body: Bytes::from(value.into_bytes()),
             binary: false,
@@ -238,8 +240,8 @@ impl Client {
         };
         let topic = TOPICS[t];
         let offset = self.next[t][queue as usize];
-        let invoke = json!({"topic": topic, "queue": queue, "offset": offset});
-        self.invoke(h, "poll", &invoke);
+        let mut invoke = json!({"topic": topic, "queue": queue, "offset": offset});
+        self.invoke(h, "poll", &mut invoke, node.0);
         let out = read(&node, topic, queue, offset).await;
         self.complete(h, "poll", &invoke, &out, |(msgs, _)| {
             messages_value(&invoke, msgs)
@@ -264,8 +266,9 @@ impl Client {
         };
         let consumer = format!("c{}", self.p);
         let fifo = topic == FIFO_TOPIC;
-        let invoke = json!({"topic": topic, "group": GROUP, "consumer": consumer, "fifo": fifo});
-        self.invoke(h, "receive", &invoke);
+        let mut invoke =
+            json!({"topic": topic, "group": GROUP, "consumer": consumer, "fifo": fifo});
+        self.invoke(h, "receive", &mut invoke, node.0);
         let req = ReceiveRequest {
             group: GROUP.into(),
             topic: topic.into(),
@@ -314,8 +317,8 @@ impl Client {
             return;
         }
         let receipts: Vec<String> = msgs.iter().map(|m| m.2.clone()).collect();
-        let invoke = json!({"topic": topic, "group": GROUP, "receipts": receipts});
-        self.invoke(h, "ack", &invoke);
+        let mut invoke = json!({"topic": topic, "group": GROUP, "receipts": receipts});
+        self.invoke(h, "ack", &mut invoke, node.0);
         let out = on_node(&node, move |b| async move {
             b.ack(GROUP, topic, receipts, None).await
         })

@@ -31,7 +31,7 @@ struct Shape {
     /// Extra time each CommitLog sync takes, µs.
     #[arg(long, default_value_t = 500)]
     sync_delay_us: u64,
-    /// Also produce to and consume from a FIFO topic (finds open fifo-violations).
+    /// Also produce to and consume from a FIFO topic (keys per client, FIFO receives).
     #[arg(long)]
     fifo: bool,
     /// Let schedules wipe a node's data directory (finds the open wiped-node problem).

@@ -33,10 +33,9 @@ fn two_hundred_seeded_fault_schedules_find_no_anomaly() {
     );
 }
 
-/// Open findings (docs/simulation.md, "Open findings"): with a FIFO topic, some seeds show
-/// fifo-violations (72, 157 and 177 of 1..200 once); with wipes, a wiped node rejoining
-/// under its old id can lose committed entries (81, 167); after a power outage of every
-/// node, one replica once lacked a message the others held (78). Run with `--ignored`.
+/// Open findings (docs/simulation.md, "Open findings"): with wipes, a wiped node rejoining
+/// under its old id can lose committed entries (81, 167); with power loss or FIFO, one
+/// replica once lacked the last message the others held (78, 179). Run with `--ignored`.
 #[test]
 #[ignore = "open findings: fails until they are fixed"]
 fn fifo_topics_wiped_nodes_and_power_loss_find_no_anomaly() {

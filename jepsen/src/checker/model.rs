@@ -81,10 +81,12 @@ pub(crate) struct Delivery {
     pub(crate) complete_index: u64,
 }
 
-/// A successful ack: the values it acknowledged.
+/// An ack that succeeded (`certain`), or whose outcome is unknown and may have taken
+/// effect: the values it acknowledged (or may have).
 #[derive(Clone, Debug)]
 pub(crate) struct Ack {
     pub(crate) values: Vec<String>,
+    pub(crate) certain: bool,
     pub(crate) invoke_index: u64,
     pub(crate) complete_index: u64,
 }
@@ -102,6 +104,8 @@ pub(crate) struct Model {
     pub(crate) txns: BTreeMap<String, TxnFate>,
     /// Operations invoked but never completed (the process crashed or the run ended).
     pub(crate) unfinished: usize,
+    /// Receipt -> the value it was handed out with (to read acks whose outcome is unknown).
+    pub(crate) receipts: HashMap<String, String>,
 }
 
 fn s(v: &Value, k: &str) -> Option<String> {
@@ -207,6 +211,9 @@ impl Model {
                     let Some(value) = msg.get(0).and_then(Value::as_str) else {
                         continue;
                     };
+                    if let Some(r) = msg.get(2).and_then(Value::as_str) {
+                        self.receipts.insert(r.to_owned(), value.to_owned());
+                    }
                     let position = match (
                         msg.get(3).and_then(Value::as_u64),
                         msg.get(4).and_then(Value::as_u64),
@@ -249,6 +256,25 @@ impl Model {
                     .unwrap_or_default();
                 self.acks.push(Ack {
                     values,
+                    certain: true,
+                    invoke_index: inv.index,
+                    complete_index: done.index,
+                });
+            }
+            // Unknown outcome: each receipt it carried may have been acked.
+            "ack" if done.kind == Kind::Info => {
+                let values = iv
+                    .get("receipts")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|r| self.receipts.get(r.as_str()?).cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.acks.push(Ack {
+                    values,
+                    certain: false,
                     invoke_index: inv.index,
                     complete_index: done.index,
                 });

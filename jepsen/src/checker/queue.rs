@@ -12,12 +12,13 @@ use serde_json::json;
 use super::Anomaly;
 use super::model::{Delivery, Model};
 
-/// For each value, the earliest history index at which a successful ack of it completed
-/// (`completed`) or was invoked (`invoked`).
-fn acked_at(m: &Model, invoked: bool) -> HashMap<&str, u64> {
+/// For each value, the earliest history index at which an ack of it completed or (with
+/// `possibly`) was invoked. `possibly` also counts acks whose outcome is unknown: they may
+/// have taken effect.
+fn acked_at(m: &Model, possibly: bool) -> HashMap<&str, u64> {
     let mut at: HashMap<&str, u64> = HashMap::new();
-    for a in &m.acks {
-        let i = if invoked {
+    for a in m.acks.iter().filter(|a| a.certain || possibly) {
+        let i = if possibly {
             a.invoke_index
         } else {
             a.complete_index
@@ -31,7 +32,7 @@ fn acked_at(m: &Model, invoked: bool) -> HashMap<&str, u64> {
 }
 
 pub(crate) fn double_delivery(m: &Model) -> Anomaly {
-    // Certainly acked before the receive began: the ack had completed.
+    // Certainly acked before the receive began: an ack that succeeded had completed.
     let acked = acked_at(m, false);
     let mut a = Anomaly::default();
     for d in &m.deliveries {
@@ -54,7 +55,8 @@ pub(crate) fn double_delivery(m: &Model) -> Anomaly {
 
 pub(crate) fn fifo_violation(m: &Model) -> Anomaly {
     // The earlier message may count as acked if its ack began before the receive ended
-    // (a long-polling receive can lease after an ack that overlapped it).
+    // (a long-polling receive can lease after an ack that overlapped it), and if its ack's
+    // outcome is unknown (the node may have applied it before it went down).
     let acked = acked_at(m, true);
     let key_of: HashMap<&str, Option<&str>> = m
         .sends

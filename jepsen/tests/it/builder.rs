@@ -220,6 +220,19 @@ impl H {
         )
     }
 
+    /// An ack of these deliveries `(value, attempt)` whose outcome is unknown (`info`).
+    pub(crate) fn ack_unknown(&mut self, p: u64, delivered: &[(&str, u64)]) -> &mut Self {
+        let receipts: Vec<String> = delivered
+            .iter()
+            .map(|(v, attempt)| format!("r-{v}-{attempt}"))
+            .collect();
+        let v = json!({"topic": "t", "group": "g", "receipts": receipts});
+        self.ev(p, Kind::Invoke, "ack", v.clone());
+        let mut info = v;
+        info["error"] = json!("outcome unknown");
+        self.ev(p, Kind::Info, "ack", info)
+    }
+
     pub(crate) fn nemesis(&mut self, f: &str) -> &mut Self {
         let index = self.events.len() as u64;
         self.events.push(Event {

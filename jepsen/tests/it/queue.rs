@@ -57,6 +57,29 @@ fn the_next_message_of_a_key_before_the_earlier_is_acked_is_a_fifo_violation() {
 }
 
 #[test]
+fn an_ack_whose_outcome_is_unknown_may_have_settled_the_earlier_fifo_message() {
+    // The node went down with the ack in flight; it took effect, and the queue moved on
+    // (raftmq-sim found the checker calling this a fifo-violation).
+    let mut h = sent();
+    h.receive(1, "c1", true, &[("a", 1, 0, 0)])
+        .ack_unknown(1, &[("a", 1)])
+        .receive(2, "c2", true, &[("b", 1, 0, 1)])
+        .ack(2, &["b"]);
+    let r = h.check();
+    assert!(r.valid, "{:#?}", r.anomalies);
+    // It is not a certain ack: the message coming back is a redelivery, not a
+    // double-delivery.
+    let mut h = sent();
+    h.receive(1, "c1", false, &[("a", 1, 0, 0)])
+        .ack_unknown(1, &[("a", 1)])
+        .receive(2, "c2", false, &[("a", 2, 0, 0), ("b", 1, 0, 1)])
+        .ack(2, &["a", "b"]);
+    let r = h.check();
+    assert!(r.valid, "{:#?}", r.anomalies);
+    assert_eq!(r.anomalies["duplicate-consumption"].count, 1);
+}
+
+#[test]
 fn a_fifo_run_in_one_receive_is_in_order_or_a_violation() {
     // n and n+1 in one answer, in order: one run, valid; and after the run expires, both
     // come back together.
