@@ -1,9 +1,10 @@
 //! One schedule from one seed: a 3- or 5-node group in this process, a seeded list of fault
 //! steps (partitions, one-way cuts, crashes and restarts, lossy, slow and duplicating links,
-//! leader transfers, log compactions that make lagging nodes install snapshots) played against concurrent clients, then heal, catch-up, a final read of
-//! every queue through every node, and the verdict: raftmq-jepsen's checker on the history
-//! plus the invariants only a simulation can see (every replica applied the same entries and
-//! holds the same messages at the same offsets).
+//! leader transfers, log compactions that make lagging nodes install snapshots; power loss
+//! and wipes when asked) played against concurrent clients, then heal, catch-up, a final
+//! read of every queue through every node, and the verdict: raftmq-jepsen's checker on the
+//! history plus the invariants only a simulation can see (replicas hold the same messages
+//! at the same offsets and the same consumer-group floors; no two leaders in one term).
 //!
 //! What is seeded: the schedule, every client's choices, and the network's fault draws.
 //! What is not: thread timing (each node runs its own runtime and RocksDB its own threads,
