@@ -281,11 +281,33 @@ impl Cluster {
         self.spawn(id, &[]);
     }
 
-    /// Kills a node, deletes its data dir and starts it again.
-    pub(crate) fn wipe_and_restart(&mut self, id: u64) {
+    /// Replaces a node's data as docs/operations.md says: removed from the group through
+    /// `via`, killed, its data dir deleted, started with `--join`, added back as a voter
+    /// (a learner until it has caught up).
+    pub(crate) async fn replace_data(&mut self, via: u64, id: u64) {
+        let (s, v) = self
+            .send(
+                reqwest::Method::DELETE,
+                via,
+                &format!("/v1/cluster/members/{id}"),
+                &serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{v}");
         self.kill(id);
         std::fs::remove_dir_all(&self.node(id).data_dir).ok();
-        self.spawn(id, &[]);
+        self.spawn(id, &["--join"]);
+        let addr = self.node(id).addr.clone();
+        let (s, v) = self
+            .post(
+                via,
+                "/v1/cluster/members",
+                &serde_json::json!({"id": id, "addr": addr, "voter": true}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{v}");
     }
 
     pub(crate) fn live(&self) -> Vec<u64> {

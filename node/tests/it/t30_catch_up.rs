@@ -1,5 +1,7 @@
-//! A replica restarted with a wiped data dir catches up and, once the old leader is
-//! gone, serves every acknowledged message.
+//! A replica whose data is lost is replaced as docs/operations.md says (removed, wiped,
+//! started with `--join`, added back): it catches up and, once the old leader is gone,
+//! serves every acknowledged message. (Restarted empty under its old id without leaving
+//! the group it would vote without its log: raftmq-sim found committed entries lost so.)
 
 use serde_json::json;
 
@@ -24,7 +26,7 @@ async fn a_wiped_replica_catches_up_and_serves_everything() {
         acked.extend(msgs.iter().map(|m| m["body"].as_str().unwrap().to_owned()));
     }
     let wiped = c.live().into_iter().find(|&id| id != leader).unwrap();
-    c.wipe_and_restart(wiped);
+    c.replace_data(leader, wiped).await;
 
     let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
     let commit = status["commit_index"].as_u64().unwrap();

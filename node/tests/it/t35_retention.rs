@@ -87,7 +87,7 @@ async fn expired_messages_go_and_a_wiped_replica_gets_the_rest_by_snapshot() {
     .await;
 
     let wiped = c.live().into_iter().find(|&id| id != leader).unwrap();
-    c.wipe_and_restart(wiped);
+    c.replace_data(leader, wiped).await;
     let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
     let commit = status["commit_index"].as_u64().unwrap();
     c.wait_for("the wiped node to catch up", || async {
