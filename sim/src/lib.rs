@@ -14,7 +14,6 @@ pub mod lossy;
 pub mod net;
 pub mod run;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,7 +46,6 @@ pub fn run_many(
     let next = AtomicU64::new(start);
     let done = AtomicU64::new(0);
     let began = Instant::now();
-    let report = Arc::new(report);
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
