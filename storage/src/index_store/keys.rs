@@ -1,13 +1,20 @@
 //! Key and value encodings of the IndexStore's column families.
 //!
 //! Keys are built so RocksDB's byte order is the order we scan in: names are
-//! length-prefixed (so `a` never prefixes `ab`'s range) and numbers are big-endian.
+//! length-prefixed (so `a` never prefixes `ab`'s range) and numbers are big-endian. What a
+//! topic holds per message is keyed by its 4-byte [`TopicId`], not its name, so a key's
+//! length (and a memtable's `memcmp`) does not grow with the name.
 //! Values are little-endian fixed-width records. `docs/commitlog-format.md` lists them.
 //!
 //! Must never: change an existing encoding in place (a new layout needs a new column family
 //! or a version byte, and a migration).
 
 use crate::error::{Result, malformed};
+
+/// A topic's number inside this store: given when the topic is created (in apply order, so
+/// every replica gives the same), never reused, and what its index keys start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TopicId(pub(crate) u32);
 
 /// Appends a length-prefixed name (topic, group: at most 255 bytes, checked by callers).
 pub(crate) fn put_name(k: &mut Vec<u8>, name: &str) {
@@ -22,20 +29,29 @@ pub(crate) fn name_prefix(name: &str) -> Vec<u8> {
     k
 }
 
-pub(crate) fn queue_prefix(topic: &str, queue: u32) -> Vec<u8> {
-    let mut k = name_prefix(topic);
-    k.extend_from_slice(&queue.to_be_bytes());
+/// The 4-byte prefix of everything a topic holds in the ConsumeQueue, key index, time
+/// index and queue state: its numeric id (names are only in `topics` and `consumer_offsets`).
+pub(crate) fn topic_prefix(id: TopicId) -> [u8; 4] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn queue_prefix(id: TopicId, queue: u32) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[..4].copy_from_slice(&id.0.to_be_bytes());
+    k[4..].copy_from_slice(&queue.to_be_bytes());
     k
 }
 
-pub(crate) fn cq_key(topic: &str, queue: u32, offset: u64) -> Vec<u8> {
-    let mut k = queue_prefix(topic, queue);
-    k.extend_from_slice(&offset.to_be_bytes());
+pub(crate) fn cq_key(id: TopicId, queue: u32, offset: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&queue_prefix(id, queue));
+    k[8..].copy_from_slice(&offset.to_be_bytes());
     k
 }
 
-pub(crate) fn key_index_prefix(topic: &str, key: &str) -> Vec<u8> {
-    let mut k = name_prefix(topic);
+pub(crate) fn key_index_prefix(id: TopicId, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 2 + key.len() + 12);
+    k.extend_from_slice(&topic_prefix(id));
     k.extend_from_slice(&(key.len() as u16).to_be_bytes());
     k.extend_from_slice(key.as_bytes());
     k
@@ -44,17 +60,18 @@ pub(crate) fn key_index_prefix(topic: &str, key: &str) -> Vec<u8> {
 /// `topic, store_ms, log_index, queue, first_offset`: one entry per run of a batch's
 /// messages in one queue (they share a store time).
 pub(crate) fn time_key(
-    topic: &str,
+    id: TopicId,
     store_ms: u64,
     log_index: u64,
     queue: u32,
     first: u64,
-) -> Vec<u8> {
-    let mut k = name_prefix(topic);
-    k.extend_from_slice(&store_ms.to_be_bytes());
-    k.extend_from_slice(&log_index.to_be_bytes());
-    k.extend_from_slice(&queue.to_be_bytes());
-    k.extend_from_slice(&first.to_be_bytes());
+) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..4].copy_from_slice(&topic_prefix(id));
+    k[4..12].copy_from_slice(&store_ms.to_be_bytes());
+    k[12..20].copy_from_slice(&log_index.to_be_bytes());
+    k[20..24].copy_from_slice(&queue.to_be_bytes());
+    k[24..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
@@ -119,10 +136,13 @@ mod tests {
 
     #[test]
     fn names_do_not_prefix_each_other_and_offsets_sort_numerically() {
-        assert!(!cq_key("ab", 0, 0).starts_with(&queue_prefix("a", 0)));
-        assert!(cq_key("t", 1, 255) < cq_key("t", 1, 256));
-        assert!(cq_key("t", 1, u64::MAX) < cq_key("t", 2, 0));
+        assert!(!name_prefix("ab").starts_with(&name_prefix("a")));
+        let t = TopicId(1);
+        assert!(!cq_key(TopicId(256), 0, 0).starts_with(&queue_prefix(t, 0)));
+        assert!(cq_key(t, 1, 255) < cq_key(t, 1, 256));
+        assert!(cq_key(t, 1, u64::MAX) < cq_key(t, 2, 0));
         assert_eq!(prefix_end(&[1, 2, 0xFF]), vec![1, 3]);
-        assert!(prefix_end(&queue_prefix("t", 7)) > cq_key("t", 7, u64::MAX));
+        assert!(prefix_end(&queue_prefix(t, 7)) > cq_key(t, 7, u64::MAX).to_vec());
+        assert!(time_key(t, 5, 0, 0, 0) < time_key(t, 6, 0, 0, 0));
     }
 }

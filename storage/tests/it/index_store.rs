@@ -18,8 +18,25 @@ fn open(dir: &std::path::Path) -> IndexStore {
     IndexStore::open(dir, &IndexStoreOptions::default()).unwrap()
 }
 
+const META: TopicMeta = TopicMeta {
+    queues: 8,
+    fifo: false,
+    retention_ms: 1,
+    dedup_window_ms: 1,
+};
+
+/// Creates `topic` unless it exists (index entries are only written for existing topics).
+fn create(store: &IndexStore, topic: &str) {
+    if store.topic_get(topic).unwrap().is_none() {
+        let mut b = store.batch();
+        b.put_topic(topic, &META).unwrap();
+        store.write(b, Durability::Wal).unwrap();
+    }
+}
+
 /// Writes `n` messages of `topic` queue `queue` as one applied batch per message.
 fn fill(store: &IndexStore, topic: &str, queue: u32, n: u64) {
+    create(store, topic);
     for offset in 0..n {
         let mut b = store.batch();
         let e = entry(offset + 10, queue);
@@ -94,6 +111,7 @@ fn key_and_time_indexes_find_messages() {
 fn a_time_run_stands_for_a_batch_s_messages_in_one_queue() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
+    create(&store, "t");
     let mut b = store.batch();
     for offset in 0..5 {
         b.put_cq("t", 2, offset, &entry(7, offset as u32)).unwrap();
@@ -142,7 +160,8 @@ fn offsets_topics_and_meta_round_trip_and_survive_reopen() {
         )
         .unwrap();
         b.put_meta("last_applied", b"42");
-        assert_eq!(b.len(), 7);
+        // Two offsets more than the puts above: each new topic moves the id counter.
+        assert_eq!(b.len(), 9);
         // The WAL is off: a clean close must still persist it.
         store.write(b, Durability::Rebuildable).unwrap();
     }
@@ -171,17 +190,10 @@ fn delete_topic_removes_its_indexes_only() {
     fill(&store, "t", 0, 5);
     fill(&store, "t1", 0, 5);
     let mut b = store.batch();
-    b.put_topic(
-        "t",
-        &TopicMeta {
-            queues: 1,
-            fifo: false,
-            retention_ms: 1,
-            dedup_window_ms: 1,
-        },
-    )
-    .unwrap();
+    // Replacing a topic's settings keeps what it holds.
+    b.put_topic("t", &TopicMeta { queues: 1, ..META }).unwrap();
     store.write(b, Durability::Wal).unwrap();
+    assert_eq!(store.cq_bounds("t", 0).unwrap(), Some((0, 5)));
     let mut b = store.batch();
     b.delete_topic("t").unwrap();
     store.write(b, Durability::Wal).unwrap();
@@ -190,6 +202,40 @@ fn delete_topic_removes_its_indexes_only() {
     assert!(store.key_lookup("t", "k0", 10).unwrap().is_empty());
     assert!(store.time_range("t", 0, u64::MAX, 10).unwrap().is_empty());
     assert_eq!(store.cq_bounds("t1", 0).unwrap(), Some((0, 5)));
+    let mut b = store.batch();
+    assert!(
+        matches!(
+            b.put_cq("t", 0, 0, &entry(1, 0)),
+            Err(StorageError::InvalidArgument(_))
+        ),
+        "a deleted topic takes no entries"
+    );
+    // Created again, in one batch with its first message: it starts empty, and the
+    // compaction of the deleted one's range leaves it and its neighbour alone.
+    b.put_topic("t", &META).unwrap();
+    b.put_cq("t", 0, 0, &entry(99, 0)).unwrap();
+    b.put_queue_next("t", 0, 1).unwrap();
+    store.write(b, Durability::Wal).unwrap();
+    store.compact_deleted_topics().unwrap();
+    assert_eq!(store.cq_bounds("t", 0).unwrap(), Some((0, 1)));
+    assert_eq!(store.cq_get("t", 0, 0).unwrap(), Some(entry(99, 0)));
+    assert_eq!(store.cq_bounds("t1", 0).unwrap(), Some((0, 5)));
+}
+
+#[test]
+fn a_dropped_batch_gives_no_topic_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let mut b = store.batch();
+    b.put_topic("gone", &META).unwrap();
+    b.put_cq("gone", 0, 0, &entry(1, 0)).unwrap();
+    drop(b);
+    assert_eq!(store.cq_bounds("gone", 0).unwrap(), None);
+    fill(&store, "kept", 0, 3);
+    drop(store);
+    let store = open(tmp.path());
+    assert_eq!(store.cq_bounds("kept", 0).unwrap(), Some((0, 3)));
+    assert_eq!(store.topic_get("gone").unwrap(), None);
 }
 
 #[test]

@@ -317,14 +317,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let deleted: Vec<(usize, String)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| match &e.payload {
-                EntryPayload::Normal(Command::DeleteTopic { name }) => Some((i, name.clone())),
-                _ => None,
-            })
-            .collect();
+        let deletes = batch.iter().any(|e| {
+            matches!(
+                &e.payload,
+                EntryPayload::Normal(Command::DeleteTopic { .. })
+            )
+        });
         let this = self.clone();
         let (results, last) = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
@@ -336,15 +334,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io_err)??;
         // A deleted topic's range tombstones slow down reads that pass where it was until
         // RocksDB compacts them: compact them now, in the background.
-        for (i, name) in deleted {
-            if results[i] == Applied::Done {
-                let store = self.store();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = store.compact_topic(&name) {
-                        tracing::warn!(error = %e, topic = name, "compacting a deleted topic");
-                    }
-                });
-            }
+        if deletes {
+            let store = self.store();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.compact_deleted_topics() {
+                    tracing::warn!(error = %e, "compacting deleted topics");
+                }
+            });
         }
         for (r, responder) in results.into_iter().zip(responders) {
             if let Some(responder) = responder {
