@@ -303,15 +303,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map(|s| s.trim().trim_end_matches('/').to_owned())
             .collect(),
     };
-    let (_, leader_url) = leader(&http, &urls, Duration::from_secs(30)).await?;
-    let put = http
-        .put(format!("{leader_url}/v1/topics/{}", args.topic))
-        .json(&json!({"queues": args.queues, "fifo": args.fifo}))
-        .send()
-        .await?;
-    if !put.status().is_success() {
-        bail!("creating topic {}: {}", args.topic, put.text().await?);
-    }
+    let leader_url = create_topic(&http, &urls, &args).await?;
     let targets = if args.leader_only {
         vec![leader_url.clone()]
     } else {
@@ -699,4 +691,32 @@ fn plot(path: &Path, samples: &[(f64, f64, u64)]) -> Result<(), Box<dyn std::err
     )?;
     root.present()?;
     Ok(())
+}
+
+/// Creates the topic on the leader and returns the leader's URL. A fresh cluster may still
+/// change leaders while the nodes start (three processes sharing two cores): a 503 is retried
+/// with the leader found again, as any client of a Raft group does.
+async fn create_topic(
+    http: &reqwest::Client,
+    urls: &[String],
+    args: &BenchArgs,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, leader_url) = leader(http, urls, Duration::from_secs(30)).await?;
+        let put = http
+            .put(format!("{leader_url}/v1/topics/{}", args.topic))
+            .json(&json!({"queues": args.queues, "fifo": args.fifo}))
+            .send()
+            .await?;
+        if put.status().is_success() {
+            return Ok(leader_url);
+        }
+        let unavailable = put.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        let text = put.text().await?;
+        if !unavailable || Instant::now() > deadline {
+            bail!("creating topic {}: {text}", args.topic);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
