@@ -122,9 +122,12 @@ async fn brokers_register_with_every_nameserver_and_drop_out_when_silent() {
             .wait_for("both groups in the routes", || async {
                 let (s, v) = routes(&g1, a, "/v1/routes").await;
                 let both = s == 200 && groups(&v) == ["g1", "g2"];
-                let topics = v["groups"][1]["topics"]
-                    .as_array()
-                    .is_some_and(|t| !t.is_empty());
+                // Both groups' registrations carry the topic (each heartbeats on its own).
+                let topics = (0..2).all(|g| {
+                    v["groups"][g]["topics"]
+                        .as_array()
+                        .is_some_and(|t| !t.is_empty())
+                });
                 (both && topics).then_some((s, v))
             })
             .await;
