@@ -303,14 +303,10 @@ impl<'a> BatchView<'a> {
         }
     }
 
-    /// The message at `slot`, skipping earlier ones by their length prefix.
+    /// The message at `slot`, skipping earlier ones by their length prefix (reading many
+    /// slots of one batch: [`SlotIndex`]).
     pub fn get(&self, slot: u32) -> Result<MessageRef<'a>> {
-        if slot >= self.count {
-            return Err(malformed(
-                "message batch",
-                format!("slot {slot} is past its {} messages", self.count),
-            ));
-        }
+        self.check_slot(slot)?;
         let mut r = Reader {
             buf: self.messages,
             pos: 0,
@@ -319,6 +315,52 @@ impl<'a> BatchView<'a> {
             let len = r.u32()? as usize;
             r.take(len)?;
         }
+        decode_message(&mut r, slot)
+    }
+
+    fn check_slot(&self, slot: u32) -> Result<()> {
+        if slot >= self.count {
+            return Err(malformed(
+                "message batch",
+                format!("slot {slot} is past its {} messages", self.count),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where each message of a batch starts, found in one pass, so reading many slots of a
+/// batch costs one pass instead of one per slot ([`BatchView::get`] skips `slot` messages).
+#[derive(Clone, Debug, Default)]
+pub struct SlotIndex(Vec<u32>);
+
+impl SlotIndex {
+    /// Indexes `view`'s messages (an error if their length prefixes do not add up).
+    pub fn new(view: &BatchView<'_>) -> Result<Self> {
+        let mut r = Reader {
+            buf: view.messages,
+            pos: 0,
+        };
+        let mut starts = Vec::with_capacity(view.count as usize);
+        for _ in 0..view.count {
+            starts.push(r.pos as u32);
+            let len = r.u32()? as usize;
+            r.take(len)?;
+        }
+        Ok(SlotIndex(starts))
+    }
+
+    /// The message at `slot` of `view`, the batch this index was built from.
+    pub fn get<'a>(&self, view: &BatchView<'a>, slot: u32) -> Result<MessageRef<'a>> {
+        view.check_slot(slot)?;
+        let start = *self
+            .0
+            .get(slot as usize)
+            .ok_or_else(|| malformed("slot index", "built from another batch"))?;
+        let mut r = Reader {
+            buf: view.messages,
+            pos: start as usize,
+        };
         decode_message(&mut r, slot)
     }
 }
@@ -534,6 +576,16 @@ mod tests {
         assert!(msgs[1].binary && msgs[1].key.is_none() && msgs[1].properties.is_empty());
         assert_eq!(batch.get(1).unwrap(), msgs[1]);
         assert!(batch.get(2).is_err());
+        let index = SlotIndex::new(&batch).unwrap();
+        for (slot, m) in msgs.iter().enumerate() {
+            assert_eq!(&index.get(&batch, slot as u32).unwrap(), m);
+        }
+        assert!(index.get(&batch, 2).is_err());
+        let other = BatchView::parse(&buf[..buf.len() - 1]);
+        assert!(
+            other.and_then(|b| SlotIndex::new(&b)).is_err(),
+            "a cut batch"
+        );
         let total: u32 = msgs.iter().map(|m| m.encoded_len).sum();
         assert_eq!(total as usize, buf.len() - (1 + 8 + 1 + 6 + 4));
     }

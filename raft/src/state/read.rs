@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raftmq_storage::message::{BatchView, MessageRef, tag_hash};
+use raftmq_storage::message::{BatchView, MessageRef, SlotIndex, tag_hash};
 use raftmq_storage::{CommitLog, CqEntry, IndexStore};
 
 use crate::consensus::entry_codec;
@@ -145,21 +145,44 @@ fn indexed_batch(log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> 
     }
 }
 
-/// The batch of the last log entry read: consecutive messages of one batch cost one
-/// CommitLog read.
+/// The batch of the last log entry read and where its messages start: consecutive
+/// messages of one batch cost one CommitLog read and one pass over the batch.
 #[derive(Default)]
-struct BatchCache(Option<(u64, Bytes)>);
+struct BatchCache(Option<(u64, Bytes, SlotIndex)>);
 
 impl BatchCache {
-    fn get(&mut self, log: &CommitLog, log_index: u64) -> Result<Bytes, BrokerError> {
-        if let Some((i, b)) = &self.0
-            && *i == log_index
-        {
-            return Ok(b.clone());
-        }
-        let b = indexed_batch(log, log_index)?;
-        self.0 = Some((log_index, b.clone()));
-        Ok(b)
+    /// Message `slot` of log entry `log_index`, at `offset` of its queue.
+    fn message(
+        &mut self,
+        log: &CommitLog,
+        log_index: u64,
+        slot: u32,
+        offset: u64,
+    ) -> Result<StoredMessage, BrokerError> {
+        self.with(log, log_index, slot, |batch, view, m| {
+            stored_message(batch, view, m, log_index, slot, offset)
+        })
+    }
+
+    /// `f` of message `slot` of log entry `log_index`, its batch and the batch's header.
+    fn with<T>(
+        &mut self,
+        log: &CommitLog,
+        log_index: u64,
+        slot: u32,
+        f: impl FnOnce(&Bytes, &BatchView<'_>, MessageRef<'_>) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        let cached = match &self.0 {
+            Some((i, ..)) if *i == log_index => self.0.as_ref().expect("just matched"),
+            _ => {
+                let batch = indexed_batch(log, log_index)?;
+                let index = SlotIndex::new(&BatchView::parse(&batch)?)?;
+                self.0.insert((log_index, batch, index))
+            }
+        };
+        let (_, batch, index) = cached;
+        let view = BatchView::parse(batch)?;
+        f(batch, &view, index.get(&view, slot)?)
     }
 }
 
@@ -171,7 +194,17 @@ fn message_at(
     offset: u64,
 ) -> Result<StoredMessage, BrokerError> {
     let view = BatchView::parse(batch)?;
-    let m = view.get(slot)?;
+    stored_message(batch, &view, view.get(slot)?, log_index, slot, offset)
+}
+
+fn stored_message(
+    batch: &Bytes,
+    view: &BatchView<'_>,
+    m: MessageRef<'_>,
+    log_index: u64,
+    slot: u32,
+    offset: u64,
+) -> Result<StoredMessage, BrokerError> {
     Ok(StoredMessage {
         log_index,
         slot,
@@ -254,8 +287,7 @@ pub fn read_queue(
         {
             continue;
         }
-        let batch = batches.get(log, e.log_index)?;
-        let mut m = message_at(&batch, e.log_index, e.slot, off)?;
+        let mut m = batches.message(log, e.log_index, e.slot, off)?;
         if filter.is_some_and(|f| !f.matches(m.tag.as_deref()))
             || q.sql.as_ref().is_some_and(|sql| !sql.matches(&m))
         {
@@ -359,9 +391,10 @@ pub fn filter_misses(
         let Some(e) = store.cq_get(topic, queue, offset)? else {
             continue;
         };
-        let batch = batches.get(log, e.log_index)?;
-        let m = BatchView::parse(&batch)?.get(e.slot)?;
-        if tag.is_some_and(|t| !t.matches(m.tag)) || sql.is_some_and(|q| !q.matches(&m)) {
+        let missed = batches.with(log, e.log_index, e.slot, |_, _, m| {
+            Ok(tag.is_some_and(|t| !t.matches(m.tag)) || sql.is_some_and(|q| !q.matches(&m)))
+        })?;
+        if missed {
             out.push((queue, offset));
         }
     }
@@ -422,8 +455,7 @@ pub fn read_granted(
                 continue;
             };
             let e = entries[at].1;
-            let batch = batches.get(log, e.log_index)?;
-            let mut m = message_at(&batch, e.log_index, e.slot, g.offset)?;
+            let mut m = batches.message(log, e.log_index, e.slot, g.offset)?;
             if m.topic != topic {
                 mark_dead_letter(store, &mut m, topic, g.queue)?;
             }
