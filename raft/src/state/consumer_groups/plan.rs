@@ -7,7 +7,6 @@
 //! Must never: hand anything to a consumer: a plan is only a proposal, and what apply
 //! grants (see [`super::lease`]) is what gets delivered.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use raftmq_storage::IndexStore;
@@ -16,6 +15,7 @@ use super::{ConsumerGroupMode, ConsumerGroups, GroupMeta, gkey};
 use crate::error::BrokerError;
 use crate::state::applied::RejectCode;
 use crate::state::read::TagFilter;
+use crate::state::{FastMap, FastSet};
 
 /// A receive request.
 #[derive(Clone, Debug)]
@@ -55,11 +55,11 @@ pub enum ResetTo {
 /// Offsets proposed for leasing whose lease is not applied yet, per (progress key, topic):
 /// leader-local, never part of the replicated state.
 #[derive(Debug, Default)]
-pub struct Reserved(HashMap<(String, String), HashSet<(u32, u64)>>);
+pub struct Reserved(FastMap<(String, String), FastSet<(u32, u64)>>);
 
 impl Reserved {
     /// What is reserved for a progress key in a topic.
-    fn of(&self, gk: &str, topic: &str) -> Option<&HashSet<(u32, u64)>> {
+    fn of(&self, gk: &str, topic: &str) -> Option<&FastSet<(u32, u64)>> {
         self.0.get(&(gk.to_owned(), topic.to_owned()))
     }
 

@@ -11,12 +11,13 @@
 //! Must never: change a message's state or a floor without marking what must be written
 //! ([`Progress::flush`] writes it with the command), or keep a state below its floor.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use raftmq_storage::{IndexBatch, IndexStore};
 
 use super::view::{FloorKey, GroupView};
 use super::{MsgState, enc, keys};
+use crate::state::FastMap;
 
 type R<T> = raftmq_storage::Result<T>;
 
@@ -51,7 +52,7 @@ impl QueueState {
 }
 
 /// progress key → topic → queue → progress.
-type Queues = HashMap<String, HashMap<String, HashMap<u32, QueueState>>>;
+type Queues = FastMap<String, FastMap<String, FastMap<u32, QueueState>>>;
 
 /// The in-memory progress of every queue touched since the start, and which of them the
 /// command being applied changed.

@@ -28,6 +28,7 @@ pub use txn::{TxnRecord, TxnState};
 /// The offset an idempotency record names for a scheduled message: it has none until due.
 const NOT_YET_PLACED: u64 = u64::MAX;
 
+use crate::state::FastMap;
 use crate::state::applied::{Applied, RejectCode, reject};
 use crate::state::command::TopicSpec;
 
@@ -86,7 +87,8 @@ pub struct Retained {
 pub struct Queues {
     store: Arc<IndexStore>,
     topics: HashMap<String, Option<TopicMeta>>,
-    next_offsets: HashMap<(String, u32), u64>,
+    /// topic → queue → next offset (nested, so a lookup by name allocates nothing).
+    next_offsets: FastMap<String, FastMap<u32, u64>>,
     /// A topic was created, changed or deleted since the last batch was written.
     topics_changed: bool,
     /// Idempotency records this batch wrote (RocksDB sees them only once it is written).
@@ -106,7 +108,7 @@ impl Queues {
         let q = Queues {
             store,
             topics: HashMap::new(),
-            next_offsets: HashMap::new(),
+            next_offsets: FastMap::default(),
             topics_changed: false,
             dedup_pending: HashMap::new(),
             next_due,
@@ -150,15 +152,25 @@ impl Queues {
 
     /// The offset the next message of a queue gets.
     fn next_offset(&mut self, topic: &str, queue: u32) -> R<&mut u64> {
-        let key = (topic.to_owned(), queue);
-        if !self.next_offsets.contains_key(&key) {
+        let cached = self
+            .next_offsets
+            .get(topic)
+            .is_some_and(|q| q.contains_key(&queue));
+        if !cached {
             let next = self
                 .store
                 .cq_bounds(topic, queue)?
                 .map_or(0, |(_, max)| max);
-            self.next_offsets.insert(key.clone(), next);
+            self.next_offsets
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(queue, next);
         }
-        Ok(self.next_offsets.get_mut(&key).expect("inserted above"))
+        Ok(self
+            .next_offsets
+            .get_mut(topic)
+            .and_then(|q| q.get_mut(&queue))
+            .expect("inserted above"))
     }
 
     /// Creates or updates a topic; its queues may only grow.
@@ -202,7 +214,7 @@ impl Queues {
         self.forget_timers(batch, name)?;
         self.topics.insert(name.to_owned(), None);
         self.topics_changed = true;
-        self.next_offsets.retain(|(t, _), _| t != name);
+        self.next_offsets.remove(name);
         Ok(Some(meta))
     }
 
