@@ -59,7 +59,12 @@ for _ in $(seq 60); do
 done
 urls=http://127.0.0.1:18081,http://127.0.0.1:18082,http://127.0.0.1:18083
 
-run() { "$@" 2>/dev/null | tail -n +1 | python3 -c 'import json,sys; t=sys.stdin.read(); print(json.dumps(json.loads(t[t.index("{"):])))'; }
+# One case's JSON summary on one line; a case that fails says why (its stderr's end).
+run() {
+  local out
+  out=$("$@" 2>"$tmp/case.err") || { echo "$* failed:" >&2; tail -5 "$tmp/case.err" >&2; return 1; }
+  python3 -c 'import json,sys; t=sys.stdin.read(); print(json.dumps(json.loads(t[t.index("{"):])))' <<<"$out"
+}
 row() { printf '%s\t%s\t%s\n' "$1" "$2" "$(run "${@:3}")"; }
 {
   row nats "100B publish" "$natsload" --mode publish --size 100 --inflight 256 --duration "$secs" --stream P100

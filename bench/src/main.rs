@@ -340,7 +340,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&result.0)?)?;
     }
     if let Some(p) = &args.plot {
-        plot(p, &result.1).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        let drawn = if args.mode == Mode::Scale {
+            scale::plot(p, &result.0)
+        } else {
+            plot(p, &result.1)
+        };
+        drawn.map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     }
     drop(spawned.take());
     Ok(())

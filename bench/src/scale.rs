@@ -141,6 +141,56 @@ pub(crate) async fn scale(
     Ok((json!({"mode": "scale", "rows": rows}), Vec::new()))
 }
 
+/// Draws `--mode scale`'s rows: throughput and the largest node's RSS against the number of
+/// topics (produce) and of consumer groups (receive + ack), both on log scales.
+pub(crate) fn plot(
+    path: &std::path::Path,
+    result: &serde_json::Value,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let rows = result["rows"].as_array().cloned().unwrap_or_default();
+    let series = |x: &str, y: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((r[x].as_f64()?, r[y].as_f64()?)))
+            .collect()
+    };
+    let panels = [
+        (
+            "produce (msgs/s) by topics",
+            series("topics", "produce_msgs_per_s"),
+        ),
+        (
+            "node RSS after (MiB) by topics",
+            series("topics", "rss_mib_after"),
+        ),
+        (
+            "receive + ack (msgs/s) by consumer groups",
+            series("consumer_groups", "group_msgs_per_s"),
+        ),
+        (
+            "node RSS after (MiB) by consumer groups",
+            series("consumer_groups", "rss_mib_after"),
+        ),
+    ];
+    let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    for (area, (caption, points)) in root.split_evenly((2, 2)).iter().zip(panels) {
+        let x_max = points.iter().map(|p| p.0).fold(10.0, f64::max) * 2.0;
+        let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+        let mut c = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0.5f64..x_max).log_scale(), 0f64..y_max)?;
+        c.configure_mesh().draw()?;
+        c.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?;
+        c.draw_series(points.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
 /// `--mode restart`: fills the log (`--count` messages of `--size`), stops a follower, starts
 /// it again and times it to ready (`/readyz`) and to applied up to the commit index.
 pub(crate) async fn restart(

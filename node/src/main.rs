@@ -140,7 +140,11 @@ fn init_tracing(format: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(args) = bench_args(&argv) {
+        return bench(args);
+    }
+    let cli = Cli::parse_from(argv);
     match &cli.command {
         Command::Bench { args } => return bench(args),
         Command::Completions { shell } => {
@@ -217,6 +221,16 @@ fn client_command(cli: Cli) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The arguments of `raftmq bench …`, all of them for raftmq-bench: parsed by clap, the
+/// client commands' global options (`--url`, `--token`, `--json`) would take their
+/// namesakes of the bench's own and leave it its defaults.
+fn bench_args(argv: &[std::ffi::OsString]) -> Option<&[std::ffi::OsString]> {
+    match argv {
+        [_, command, rest @ ..] if command == "bench" => Some(rest),
+        _ => None,
+    }
 }
 
 /// Runs `raftmq-bench` (beside this binary) with `args`, telling it where `raftmq` is.
@@ -555,4 +569,33 @@ async fn dev(data_dir: Option<PathBuf>, base_port: u16, groups: u16) -> anyhow::
     );
     println!("Ctrl-C stops the cluster.");
     serve(nodes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_gets_every_argument_even_the_client_commands_global_ones() {
+        let argv: Vec<std::ffi::OsString> = [
+            "raftmq",
+            "bench",
+            "--url",
+            "http://h:1",
+            "--json",
+            "out.json",
+            "--token",
+            "t",
+        ]
+        .map(Into::into)
+        .to_vec();
+        assert_eq!(bench_args(&argv), Some(&argv[2..]));
+        // What clap alone made of them: the URL went to the client options.
+        let cli = Cli::parse_from(&argv[..4]);
+        assert!(matches!(&cli.command, Command::Bench { args } if args.is_empty()));
+        let produce: Vec<std::ffi::OsString> = ["raftmq", "produce", "t", "--url", "x"]
+            .map(Into::into)
+            .to_vec();
+        assert_eq!(bench_args(&produce), None);
+    }
 }
