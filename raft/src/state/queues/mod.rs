@@ -277,6 +277,8 @@ impl Queues {
         let mut dedup_keys = Vec::new();
         // Per run of consecutive offsets in one queue: (queue, first offset, next offset).
         let mut touched: Vec<(u32, u64, u64)> = Vec::new();
+        // ConsumeQueue entries, written after the loop in key order (see below).
+        let mut entries: Vec<(u32, u64, CqEntry)> = Vec::with_capacity(view.count as usize);
         for m in view.iter() {
             let m = m.expect("validated above");
             // A retry of a key still in its window: the first write's result, nothing new.
@@ -329,7 +331,7 @@ impl Queues {
                         tag_hash: tag_hash(m.tag),
                         store_ms: view.store_ms,
                     };
-                    batch.put_cq(topic, m.queue, offset, &entry)?;
+                    entries.push((m.queue, offset, entry));
                     if let Some(key) = m.key {
                         let hit = IndexHit {
                             log_index,
@@ -363,6 +365,13 @@ impl Queues {
                 dedup_keys.push(k);
             }
             placed.push((m.queue, offset));
+        }
+        // In key order (by queue; offsets already rise within one), RocksDB's memtable inserts
+        // one queue's entries each next to the last instead of searching its skiplist for
+        // every message: a batch's messages come in slot order, spread over the queues.
+        entries.sort_by_key(|(queue, ..)| *queue);
+        for (queue, offset, entry) in &entries {
+            batch.put_cq(topic, *queue, *offset, entry)?;
         }
         if !dedup_keys.is_empty() {
             let expires = view.store_ms.saturating_add(meta.dedup_window_ms);
