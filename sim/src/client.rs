@@ -83,6 +83,7 @@ impl History {
 }
 
 /// How an operation ended.
+#[derive(Debug)]
 pub enum Outcome<T> {
     /// It happened.
     Ok(T),

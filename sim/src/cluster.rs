@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use raftmq_raft::consensus::log_store::ReleaseProbe;
-use raftmq_raft::{Broker, BrokerConfig, FlushPolicy, NodeId, RaftTiming};
+use raftmq_raft::{Broker, BrokerConfig, BrokerError, FlushPolicy, NodeId, RaftTiming, RejectCode};
 use tokio::runtime::Runtime;
 
 use crate::lossy::LossyFs;
@@ -81,7 +81,9 @@ impl Cluster {
             _base: base,
         };
         for id in c.ids() {
-            c.boot(id).await?;
+            if !c.boot(id, false).await? {
+                return Err(anyhow!("node {id} refused to start in a new group"));
+            }
         }
         Ok(c)
     }
@@ -113,8 +115,12 @@ impl Cluster {
         Some((m.broker.clone()?, m.runtime.as_ref()?.handle().clone()))
     }
 
-    async fn boot(&mut self, id: NodeId) -> anyhow::Result<()> {
+    /// Starts node `id` on its data directory: `join`, as a node waiting to be added (not
+    /// forming the group). `Ok(false)`: it refused to start because its log is empty while
+    /// the leader has replicated to it before (its data was wiped).
+    async fn boot(&mut self, id: NodeId, join: bool) -> anyhow::Result<bool> {
         let transport = self.net.transport(id);
+        let net = self.net.clone();
         let peers = self.peers.clone();
         let m = self.member(id);
         let cfg = BrokerConfig {
@@ -125,7 +131,7 @@ impl Cluster {
             flush: FlushPolicy::Sync,
             // Small segments: rolls and retention happen within a schedule.
             segment_size: 256 << 10,
-            form_group: true,
+            form_group: !join,
             retention_check: Duration::from_millis(200),
             peer_source_ip: None,
             peer_tls: None,
@@ -146,15 +152,29 @@ impl Cluster {
         // files with the dead one, so wait until they are let go.
         let deadline = Instant::now() + Duration::from_secs(20);
         released(id, m.released.take()).await?;
-        let broker = loop {
+        net.booting(id, true);
+        let started = loop {
             let c = cfg.clone();
             match runtime.spawn(Broker::start(c)).await? {
-                Ok(b) => break b,
+                Ok(b) => break Ok(b),
+                Err(BrokerError::Rejected {
+                    code: RejectCode::Conflict,
+                    ..
+                }) => break Err(None),
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => return Err(anyhow!("node {id} did not start: {e}")),
+                Err(e) => break Err(Some(anyhow!("node {id} did not start: {e}"))),
+            }
+        };
+        net.booting(id, false);
+        let broker = match started {
+            Ok(b) => b,
+            Err(refused) => {
+                // A runtime cannot be dropped inside another one: let it go in the background.
+                runtime.shutdown_background();
+                return refused.map_or(Ok(false), Err);
             }
         };
         let addr = m.addr.clone();
@@ -163,7 +183,7 @@ impl Cluster {
         let m = self.member(id);
         m.runtime = Some(runtime);
         m.broker = Some(broker);
-        Ok(())
+        Ok(true)
     }
 
     /// Crashes a node: detached, its runtime dropped with every task in it.
@@ -211,14 +231,69 @@ impl Cluster {
         Ok(())
     }
 
-    /// Restarts a crashed node on its data directory.
-    pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+    /// Restarts a crashed node on its data directory. A node that refuses to start
+    /// because its data was wiped stays down, unless `replace`: then it is replaced as an
+    /// operator would (after the faults, when the group can commit the membership changes).
+    pub async fn restart(&mut self, id: NodeId, replace: bool) -> anyhow::Result<()> {
         if self.member(id).broker.is_some() {
             return Ok(());
         }
-        self.boot(id)
+        let started = self
+            .boot(id, false)
             .await
-            .with_context(|| format!("restarting node {id}"))
+            .with_context(|| format!("restarting node {id}"))?;
+        if !started && replace {
+            self.replace(id)
+                .await
+                .with_context(|| format!("replacing wiped node {id}"))?;
+        }
+        Ok(())
+    }
+
+    /// What an operator does for a node refused because its data is gone
+    /// (docs/operations.md): removes it through the leader, starts it to join, adds it
+    /// back as a voter (a learner until it has caught up).
+    async fn replace(&mut self, id: NodeId) -> anyhow::Result<()> {
+        tracing::info!(
+            node = id,
+            "sim: replacing a wiped node (remove, join, add back)"
+        );
+        self.on_leader(|b| async move { b.remove_member(id).await })
+            .await
+            .context("removing it")?;
+        if !self.boot(id, true).await? {
+            return Err(anyhow!("refused again after it was removed"));
+        }
+        let addr = self.member(id).addr.clone();
+        self.on_leader(move |b| {
+            let addr = addr.clone();
+            async move { b.add_member(id, &addr, true, Duration::from_secs(10)).await }
+        })
+        .await
+        .context("adding it back")
+    }
+
+    /// Runs `op` on whichever live node takes it (the leader), retrying for 60 s while the
+    /// schedule's faults keep the group from answering.
+    async fn on_leader<F, Fut>(&self, op: F) -> anyhow::Result<()>
+    where
+        F: Fn(Broker) -> Fut,
+        Fut: std::future::Future<Output = Result<(), BrokerError>> + Send + 'static,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut last = String::from("no live node");
+            for node in self.net.live() {
+                match crate::client::on_node(&node, &op).await {
+                    crate::client::Outcome::Ok(()) => return Ok(()),
+                    other => last = format!("node {}: {other:?}", node.0),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!("no node took it within 60 s ({last})"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops every node (the end of a schedule).

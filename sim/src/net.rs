@@ -42,6 +42,9 @@ struct State {
     nodes: HashMap<String, Node>,
     /// Directed links that deliver nothing: `(from, to)`.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes starting: they can ask peers (a process sends before it serves) but nothing
+    /// reaches them yet.
+    booting: BTreeSet<NodeId>,
     faults: Faults,
     rng: StdRng,
 }
@@ -73,6 +76,7 @@ impl SimNet {
             state: Mutex::new(State {
                 nodes: HashMap::new(),
                 cut: BTreeSet::new(),
+                booting: BTreeSet::new(),
                 faults: Faults::default(),
                 rng: StdRng::seed_from_u64(seed),
             }),
@@ -99,6 +103,21 @@ impl SimNet {
     /// Disconnects a node (it crashed): nothing reaches it or comes from it.
     pub fn detach(&self, addr: &str) {
         self.lock().nodes.remove(addr);
+    }
+
+    /// Node `id` is starting (until [`attach`](Self::attach) or [`detach`](Self::detach)
+    /// of it): what it sends goes out, and answers come back.
+    pub fn booting(&self, id: NodeId, up: bool) {
+        let mut s = self.lock();
+        if up {
+            s.booting.insert(id);
+        } else {
+            s.booting.remove(&id);
+        }
+    }
+
+    fn is_up(s: &State, id: NodeId) -> bool {
+        s.booting.contains(&id) || s.nodes.values().any(|n| n.id == id)
     }
 
     /// How many snapshot installs went through.
@@ -170,7 +189,7 @@ impl SimNet {
         let Some(to) = s.nodes.get(addr).map(|n| n.id) else {
             return Fate::Unreachable;
         };
-        if !s.nodes.values().any(|n| n.id == me) {
+        if !Self::is_up(&s, me) {
             return Fate::Unreachable;
         }
         if s.cut.contains(&(me, to)) || Self::lost(&mut s) {
@@ -193,8 +212,7 @@ impl SimNet {
     /// Whether the answer from `from` back to `to` gets through.
     fn answer_passes(&self, from: NodeId, to: NodeId) -> bool {
         let mut s = self.lock();
-        let both_up =
-            s.nodes.values().any(|n| n.id == from) && s.nodes.values().any(|n| n.id == to);
+        let both_up = Self::is_up(&s, from) && Self::is_up(&s, to);
         both_up && !s.cut.contains(&(from, to)) && !Self::lost(&mut s)
     }
 }

@@ -217,7 +217,7 @@ async fn every_peer_route_is_mounted_and_refuses_a_body_that_does_not_decode() {
     let n = Node::auto().await;
     for rpc in raftmq_raft::PeerRpc::ALL {
         let (status, body) = n.post(rpc.path(), "x").await;
-        // The clock takes no body: it answers whatever it is sent.
+        // The clock takes no body: it answers whatever it is sent. The others refuse "x".
         let expected = if rpc == raftmq_raft::PeerRpc::Clock {
             StatusCode::OK
         } else {

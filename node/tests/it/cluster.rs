@@ -275,6 +275,24 @@ impl Cluster {
         }
     }
 
+    /// Waits (generously) until node `id`'s process exits on its own; its exit status.
+    pub(crate) async fn wait_exit(&mut self, id: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let child = self.node_mut(id).child.as_mut().expect("node was started");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.node_mut(id).child = None;
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id} still runs after 60 s; log: {}",
+                self.log_of(id)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts a killed node again with its data.
     pub(crate) fn restart(&mut self, id: u64) {
         self.kill(id);

@@ -1,7 +1,8 @@
 //! A replica whose data is lost is replaced as docs/operations.md says (removed, wiped,
 //! started with `--join`, added back): it catches up and, once the old leader is gone,
-//! serves every acknowledged message. (Restarted empty under its old id without leaving
-//! the group it would vote without its log: raftmq-sim found committed entries lost so.)
+//! serves every acknowledged message. Restarted empty under its old id without leaving the
+//! group, it would vote without its log (raftmq-sim found committed entries lost so): it
+//! refuses to start instead.
 
 use serde_json::json;
 
@@ -26,6 +27,24 @@ async fn a_wiped_replica_catches_up_and_serves_everything() {
         acked.extend(msgs.iter().map(|m| m["body"].as_str().unwrap().to_owned()));
     }
     let wiped = c.live().into_iter().find(|&id| id != leader).unwrap();
+    c.wait_for("the leader to have replicated to the node", || async {
+        let (_, s) = c.get(leader, "/v1/cluster").await.ok()?;
+        let members = s["members"].as_array()?;
+        let m = members.iter().find(|m| m["id"] == wiped)?;
+        m["matched_index"].as_u64().map(|_| ())
+    })
+    .await;
+    // The unsafe way: its data gone, started again as the same member.
+    c.kill(wiped);
+    std::fs::remove_dir_all(&c.node(wiped).data_dir).unwrap();
+    c.restart(wiped);
+    let status = c.wait_exit(wiped).await;
+    let log = c.log_of(wiped);
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("data is gone") && log.contains("--join"),
+        "the refusal says why and what to do: {log}"
+    );
     c.replace_data(leader, wiped).await;
 
     let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();

@@ -222,6 +222,10 @@ impl Broker {
                 txns: txn::Txns::default(),
             }),
         };
+        if let Err(refused) = broker.refuse_if_data_lost().await {
+            broker.shutdown().await;
+            return Err(refused);
+        }
         broker.watch_disk();
         if broker.inner.cfg.form_group {
             broker.spawn_group_formation();

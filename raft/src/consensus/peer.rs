@@ -15,6 +15,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftStateMachine;
 
 use crate::consensus::rpc::{self, InstallRequest, PeerRpc, SnapshotManifest};
@@ -106,6 +107,23 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>> PeerService<
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 Ok(rpc::encode(&now))
+            }
+            PeerRpc::Replicated => {
+                // The asking node's id, 8 bytes little-endian.
+                let node = <[u8; 8]>::try_from(body.as_ref())
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| {
+                        bad_request(CodecError::new("replicated", "not an 8-byte node id"))
+                    })?;
+                let matched: Option<u64> = self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&node).copied().flatten())
+                    .map(|log_id| log_id.index);
+                Ok(rpc::encode(&matched))
             }
             PeerRpc::SnapshotInstall => {
                 let req: InstallRequest =

@@ -42,11 +42,14 @@ pub enum PeerRpc {
     SnapshotInstall,
     /// This node's wall clock (ms since the epoch), for group time.
     Clock,
+    /// How far this node, if it leads, has replicated its log to a given node: asked by a
+    /// node that starts with an empty log (see `broker/formation.rs`).
+    Replicated,
 }
 
 impl PeerRpc {
     /// Every peer RPC.
-    pub const ALL: [PeerRpc; 7] = [
+    pub const ALL: [PeerRpc; 8] = [
         PeerRpc::Append,
         PeerRpc::Vote,
         PeerRpc::TransferLeader,
@@ -54,6 +57,7 @@ impl PeerRpc {
         PeerRpc::SnapshotChunk,
         PeerRpc::SnapshotInstall,
         PeerRpc::Clock,
+        PeerRpc::Replicated,
     ];
 
     /// The HTTP path it is posted to.
@@ -66,6 +70,7 @@ impl PeerRpc {
             PeerRpc::SnapshotChunk => "/raft/snapshot/chunk",
             PeerRpc::SnapshotInstall => "/raft/snapshot/install",
             PeerRpc::Clock => "/raft/clock",
+            PeerRpc::Replicated => "/raft/replicated",
         }
     }
 
@@ -79,6 +84,7 @@ impl PeerRpc {
             PeerRpc::SnapshotChunk => "snapshot chunk response",
             PeerRpc::SnapshotInstall => "snapshot response",
             PeerRpc::Clock => "clock response",
+            PeerRpc::Replicated => "replicated response",
         }
     }
 }
