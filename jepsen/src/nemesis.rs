@@ -1,11 +1,12 @@
 //! Faults injected from outside the processes, on a schedule drawn from the run's seed:
 //! kill -9 (one node, the leader, a minority), pause (SIGSTOP/SIGCONT), network partitions
 //! through the proxies (isolate one, isolate the leader, halves, bridge, majorities ring),
-//! membership change (remove, wipe, re-add), leader transfer, wipe-and-restart, clock
+//! membership change (remove, wipe, re-add), leader transfer, a lost disk (wipe, then the
+//! node replaced: removed, started to join, re-added), clock
 //! skew (one node's wall clock, often the leader's, moved hours ahead or behind), a kill
-//! during a snapshot install (the leader compacts its log, a wiped follower starts catching
-//! up by snapshot and is killed part-way), a flipped byte in a follower's sealed segment
-//! (repaired by wiping the node), and a full disk (the leader's, below its free-space floor,
+//! during a snapshot install (the leader compacts its log, a replaced follower starts
+//! catching up by snapshot and is killed part-way), a flipped byte in a follower's sealed
+//! segment (repaired by replacing the node), and a full disk (the leader's, below its free-space floor,
 //! or a node's, to the last byte). Faults are dealt like cards, so a run meets every
 //! chosen kind before any repeats: the first round in the order given, later rounds
 //! shuffled. Each
@@ -124,8 +125,10 @@ enum Undo {
     Restart(Vec<u64>),
     Resume(Vec<u64>),
     Unskew(Vec<u64>),
-    /// Wipe and restart (the repair of a corrupted node).
-    Rewipe(u64),
+    /// Replace a node whose data is gone or bad as docs/operations.md says: removed,
+    /// wiped, started to join, added back (restarted empty under its old id, it would vote
+    /// without its log, and raftmq refuses to start it so).
+    Replace(u64),
     /// Free the disk; restart the node if it stopped.
     FreeDisk(u64),
     Heal,
@@ -305,10 +308,7 @@ impl Nemesis {
                 let t = *self.rng.pick(&ids).expect("nodes");
                 let mut c = self.cluster.lock().await;
                 let r = c.wipe(t);
-                (
-                    json!({"node": t, "wiped": r.is_ok()}),
-                    Undo::Restart(vec![t]),
-                )
+                (json!({"node": t, "wiped": r.is_ok()}), Undo::Replace(t))
             }
             Fault::Member => self.member_change(&ids, leader).await,
             Fault::InstallKill => self.install_kill(&ids, leader).await,
@@ -321,7 +321,7 @@ impl Nemesis {
                 match r {
                     Ok(Some((file, pos))) => (
                         json!({"node": t, "file": file.display().to_string(), "byte": pos}),
-                        Undo::Rewipe(t),
+                        Undo::Replace(t),
                     ),
                     other => (
                         json!({"node": t, "skipped": format!("{other:?}")}),
@@ -378,16 +378,14 @@ impl Nemesis {
             None => Outcome::Fail("leader not found".into()),
         };
         let after = Duration::from_millis(self.rng.between(100, 1500));
-        {
-            let mut c = self.cluster.lock().await;
-            let _ = c.wipe(t);
-            let _ = c.start_node(t, false);
-        }
+        // Wiped, it is replaced the safe way; the add (which waits for the catch-up) runs
+        // on while the node is killed part-way.
+        let add = self.replace(t, false).await;
         tokio::time::sleep(after).await;
         self.cluster.lock().await.kill(t);
         (
-            json!({"node": t, "compact": format!("{compacted:?}"), "killed_after_ms": after.as_millis()}),
-            Undo::Restart(vec![t]),
+            json!({"node": t, "compact": format!("{compacted:?}"), "replace": add, "killed_after_ms": after.as_millis()}),
+            Undo::Replace(t),
         )
     }
 
@@ -412,13 +410,20 @@ impl Nemesis {
     async fn member_change(&mut self, ids: &[u64], leader: Option<u64>) -> (Value, Undo) {
         let followers: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
         let t = *self.rng.pick(&followers).expect("nodes");
+        let r = self.replace(t, true).await;
+        (json!({"node": t, "replace": r}), Undo::Nothing)
+    }
+
+    /// Replaces node `t` as docs/operations.md says: removed through another running
+    /// node, wiped, started to join, added back as a voter (`wait`: until the add answers,
+    /// which is once the node has caught up; else the add runs on in the background).
+    async fn replace(&mut self, t: u64, wait: bool) -> Value {
         let addrs = self.addrs().await;
         let Some(via) = addrs.iter().find(|a| a.2 && a.0 != t).map(|a| a.1) else {
-            return (
-                json!({"node": t, "skipped": "no running node"}),
-                Undo::Nothing,
-            );
+            return json!({"skipped": "no running node"});
         };
+        let addr = addrs.iter().find(|a| a.0 == t).map(|a| a.1).expect("node");
+        // A node removed already (an earlier replace that did not finish) is "not a member".
         let removed = self
             .client
             .admin(
@@ -428,34 +433,40 @@ impl Nemesis {
                 None,
             )
             .await;
-        if !matches!(removed, Outcome::Ok(_)) {
-            return (
-                json!({"node": t, "remove": format!("{removed:?}")}),
-                Undo::Nothing,
-            );
+        if !matches!(removed, Outcome::Ok(_)) && !format!("{removed:?}").contains("not a member") {
+            // Still a member: wiping it now would be the unsafe restart.
+            return json!({"remove": format!("{removed:?}")});
         }
-        let addr = addrs.iter().find(|a| a.0 == t).map(|a| a.1).expect("node");
         {
             let mut c = self.cluster.lock().await;
             let _ = c.wipe(t);
             let _ = c.start_node(t, true);
         }
-        let added = self
-            .client
-            .admin(
-                reqwest::Method::POST,
-                via,
-                "/v1/cluster/members",
-                Some(&json!({"id": t, "addr": addr.to_string(), "voter": true})),
-            )
-            .await;
-        (
-            json!({"node": t, "remove": "ok", "add": format!("{added:?}")}),
-            Undo::Nothing,
-        )
+        let client = self.client.clone();
+        let add = async move {
+            client
+                .admin(
+                    reqwest::Method::POST,
+                    via,
+                    "/v1/cluster/members",
+                    Some(&json!({"id": t, "addr": addr.to_string(), "voter": true})),
+                )
+                .await
+        };
+        if wait {
+            let added = add.await;
+            json!({"remove": format!("{removed:?}"), "add": format!("{added:?}")})
+        } else {
+            tokio::spawn(add);
+            json!({"remove": format!("{removed:?}"), "add": "in the background"})
+        }
     }
 
     async fn undo(&mut self, undo: Undo) {
+        if let Undo::Replace(id) = undo {
+            self.replace(id, true).await;
+            return;
+        }
         let mut c = self.cluster.lock().await;
         match undo {
             Undo::Restart(ids) => {
@@ -473,10 +484,7 @@ impl Nemesis {
                     let _ = c.skew_clock(id, "+0");
                 }
             }
-            Undo::Rewipe(id) => {
-                let _ = c.wipe(id);
-                let _ = c.start_node(id, false);
-            }
+            Undo::Replace(_) => unreachable!("handled above"),
             Undo::FreeDisk(id) => {
                 c.free_disk(id);
                 // A node whose log failed on the full disk has stopped for good: restart it
