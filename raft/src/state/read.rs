@@ -172,15 +172,12 @@ impl BatchCache {
         slot: u32,
         f: impl FnOnce(&Bytes, &BatchView<'_>, MessageRef<'_>) -> Result<T, BrokerError>,
     ) -> Result<T, BrokerError> {
-        let cached = match &self.0 {
-            Some((i, ..)) if *i == log_index => self.0.as_ref().expect("just matched"),
-            _ => {
-                let batch = indexed_batch(log, log_index)?;
-                let index = SlotIndex::new(&BatchView::parse(&batch)?)?;
-                self.0.insert((log_index, batch, index))
-            }
-        };
-        let (_, batch, index) = cached;
+        if !matches!(&self.0, Some((i, ..)) if *i == log_index) {
+            let batch = indexed_batch(log, log_index)?;
+            let index = SlotIndex::new(&BatchView::parse(&batch)?)?;
+            self.0 = Some((log_index, batch, index));
+        }
+        let (_, batch, index) = self.0.as_ref().expect("filled above");
         let view = BatchView::parse(batch)?;
         f(batch, &view, index.get(&view, slot)?)
     }
@@ -230,9 +227,13 @@ fn stored_message(
 /// check-back, before its messages have any).
 pub fn entry_messages(log: &CommitLog, log_index: u64) -> Result<Vec<StoredMessage>, BrokerError> {
     let batch = indexed_batch(log, log_index)?;
-    let count = BatchView::parse(&batch)?.count;
-    (0..count)
-        .map(|slot| message_at(&batch, log_index, slot, 0))
+    let view = BatchView::parse(&batch)?;
+    // In one pass: `message_at` per slot would skip every earlier message each time.
+    view.iter()
+        .map(|m| {
+            let m = m?;
+            stored_message(&batch, &view, m, log_index, m.slot, 0)
+        })
         .collect()
 }
 

@@ -101,10 +101,7 @@ impl IndexStore {
     pub(super) fn load_topic_ids(&self) -> Result<TopicIds> {
         migrate(self)?;
         let mut ids = TopicIds {
-            next: match self.meta_get(NEXT_ID)? {
-                Some(v) => le_u32(&v, 0)?,
-                None => 0,
-            },
+            next: self.stored_next_id()?,
             ..TopicIds::default()
         };
         for (name, _, id) in self.topic_records()? {
@@ -113,6 +110,14 @@ impl IndexStore {
             ids.by_name.insert(name.into(), id);
         }
         Ok(ids)
+    }
+
+    /// The id counter as written (0 before the first topic).
+    fn stored_next_id(&self) -> Result<u32> {
+        match self.meta_get(NEXT_ID)? {
+            Some(v) => le_u32(&v, 0),
+            None => Ok(0),
+        }
     }
 
     fn topic_records(&self) -> Result<Vec<(String, TopicMeta, Option<TopicId>)>> {
@@ -262,10 +267,7 @@ fn migrate(store: &IndexStore) -> Result<()> {
     if legacy.is_empty() {
         return Ok(());
     }
-    let mut next = match store.meta_get(NEXT_ID)? {
-        Some(v) => le_u32(&v, 0)?,
-        None => 0,
-    };
+    let mut next = store.stored_next_id()?;
     for (name, meta) in legacy {
         let id = TopicId(next);
         next += 1;
