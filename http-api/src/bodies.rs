@@ -138,6 +138,9 @@ pub struct Assignment {
     pub queues: Vec<u32>,
     /// Topic.
     pub topic: String,
+    /// The consumer group's live consumers of the topic, sorted: the queues are shared
+    /// among them in this order.
+    pub consumers: Vec<String>,
 }
 
 /// `POST /v1/groups/{group}/heartbeat`.

@@ -469,9 +469,14 @@ pub struct PutTopicRequest {
     /// How long idempotency keys are remembered, ms (default 600000).
     #[schema(minimum = 1, maximum = 604800000)]
     pub dedup_window_ms: Option<u64>,
-    /// Broker groups to spread the queues over (not yet: 400).
+    /// Broker groups to spread the queues over (only on a node with NameServers): the
+    /// queues are split evenly over them, in one queue space; on an existing topic, the
+    /// groups that do not hold it yet take the queues it grows by.
+    pub groups: Option<Vec<String>>,
+    /// Set by a node that spreads a topic, on each group's part: where this group's queues
+    /// start in the queue space (`queues` is then where they end).
     #[schema(ignore)]
-    pub groups: Option<serde_json::Value>,
+    pub first_queue: Option<u32>,
 }
 
 /// A topic as JSON.
@@ -491,6 +496,24 @@ pub struct TopicJson {
     /// Per-queue offsets (single-topic view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_stats: Option<Vec<QueueStat>>,
+    /// A part of a spread topic, as one broker group holds it: its first queue (`queues`
+    /// is then where its queues end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_queue: Option<u32>,
+    /// A spread topic: the broker groups holding it and their slices of the queue space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<TopicPartJson>>,
+}
+
+/// One broker group's slice of a spread topic.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct TopicPartJson {
+    /// The broker group.
+    pub group: String,
+    /// Its first queue in the queue space.
+    pub first_queue: u32,
+    /// How many queues it holds.
+    pub queues: u32,
 }
 
 /// One queue's offsets.

@@ -155,6 +155,12 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The body's `{"code", "message"}`, as a value to place inside another answer (a
+    /// share of a request spread over broker groups that failed).
+    pub(crate) fn detail(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.code, "message": self.message})
+    }
 }
 
 impl std::fmt::Display for ApiError {

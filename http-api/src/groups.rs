@@ -106,23 +106,23 @@ pub(crate) async fn offsets(
         .topic(topic)
         .await?
         .ok_or_else(|| ApiError::topic_not_found(topic))?;
-    let bounds = app.broker.queue_bounds(topic, spec.queues).await?;
+    let own = spec.own_queues();
+    let bounds = app.broker.queue_bounds(topic, own.clone()).await?;
     let committed: HashMap<u32, u64> = app
         .broker
         .committed_offsets(&group, topic)
         .await?
         .into_iter()
         .collect();
-    let offsets = bounds
-        .iter()
-        .enumerate()
+    let offsets = own
+        .zip(&bounds)
         .map(|(q, &(_, max))| {
-            let c = committed.get(&(q as u32)).copied().unwrap_or(0);
+            let c = committed.get(&q).copied().unwrap_or(0);
             OffsetRow {
                 committed: c,
                 lag: max.saturating_sub(c),
                 max_offset: max,
-                queue: q as u32,
+                queue: q,
                 topic: topic.clone(),
             }
         })
@@ -407,7 +407,11 @@ pub(crate) async fn heartbeat(
     .await?;
     let assignments = assignments
         .into_iter()
-        .map(|(topic, queues)| Assignment { queues, topic })
+        .map(|a| Assignment {
+            queues: a.queues,
+            topic: a.topic,
+            consumers: a.consumers,
+        })
         .collect();
     Ok(Json(Assignments { assignments }).into_response())
 }

@@ -14,6 +14,7 @@
 mod acl;
 pub mod bodies;
 mod cluster;
+mod coordinator;
 pub mod dto;
 pub mod error;
 mod extract;
@@ -27,6 +28,7 @@ pub mod openapi;
 mod peer;
 mod registration;
 mod routing;
+mod spread;
 mod topics;
 mod transactions;
 mod ui;

@@ -48,6 +48,10 @@ pub struct TopicRoute {
     pub topic: String,
     /// Queues in this group.
     pub queues: u32,
+    /// Where this group's queues start in the topic's queue space, when the topic is
+    /// spread over broker groups (`None`: a whole topic, placed in route order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_queue: Option<u32>,
 }
 
 /// What a broker node tells the NameServers on each heartbeat.
@@ -195,23 +199,28 @@ async fn routes(State(ns): State<NsState>) -> Response {
 }
 
 /// `GET /v1/routes/{topic}`: the groups holding `topic`, each with its slice of the queue
-/// space (in route order: by group name).
+/// space: a part of a spread topic where it says it starts, a whole topic after the slices
+/// before it in route order (by group name); sorted by first queue.
 async fn topic_routes(
     State(ns): State<NsState>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let mut first_queue = 0u32;
+    let mut next_queue = 0u32;
     let mut queues = Vec::new();
     for (group, members) in &ns.live() {
         let (leader, topics) = group_view(members);
         let Some(t) = topics.iter().find(|t| t.topic == topic) else {
             continue;
         };
-        queues.push(json!({
-            "group": group, "first_queue": first_queue, "queues": t.queues, "leader": leader,
-            "members": members.iter().map(|(r, _)| r.addr.clone()).collect::<Vec<_>>(),
-        }));
-        first_queue += t.queues;
+        let first_queue = t.first_queue.unwrap_or(next_queue);
+        next_queue = first_queue + t.queues;
+        queues.push((
+            first_queue,
+            json!({
+                "group": group, "first_queue": first_queue, "queues": t.queues, "leader": leader,
+                "members": members.iter().map(|(r, _)| r.addr.clone()).collect::<Vec<_>>(),
+            }),
+        ));
     }
     if queues.is_empty() {
         return Err(ApiError::not_found(
@@ -219,5 +228,7 @@ async fn topic_routes(
             format!("no live broker group holds topic {topic}"),
         ));
     }
+    queues.sort_by_key(|(first, _)| *first);
+    let queues: Vec<Value> = queues.into_iter().map(|(_, q)| q).collect();
     Ok(Json(json!({"topic": topic, "queues": queues})).into_response())
 }

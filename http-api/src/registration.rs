@@ -39,7 +39,8 @@ async fn registration(broker: &Broker) -> Registration {
         .into_iter()
         .map(|(topic, spec)| TopicRoute {
             topic,
-            queues: spec.queues,
+            queues: spec.own_queues().len() as u32,
+            first_queue: spec.first_queue,
         })
         .collect();
     Registration {

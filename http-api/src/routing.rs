@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -21,6 +22,7 @@ use crate::AppState;
 use crate::acl::path_segments;
 use crate::error::ApiError;
 use crate::forward::{MAX_HOPS, Target, hops, relay};
+use crate::{coordinator, spread};
 
 /// How often a node refreshes its routes.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
@@ -30,7 +32,51 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 struct GroupRoute {
     leader: Option<String>,
     members: Vec<String>,
-    topics: Vec<String>,
+    topics: Vec<TopicPlace>,
+}
+
+/// A topic as one broker group holds it.
+#[derive(Clone, Debug)]
+struct TopicPlace {
+    name: String,
+    /// Queues this group holds.
+    queues: u32,
+    /// Where they start in a spread topic's queue space (`None`: a whole topic).
+    first_queue: Option<u32>,
+}
+
+/// One broker group's slice of a spread topic's queue space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) group: String,
+    pub(crate) first: u32,
+    pub(crate) count: u32,
+}
+
+impl Part {
+    pub(crate) fn end(&self) -> u32 {
+        self.first + self.count
+    }
+}
+
+/// A spread topic's queue space: its parts in queue order, from queue 0 without a gap.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub(crate) parts: Vec<Part>,
+}
+
+impl Layout {
+    /// Queues in the whole queue space.
+    pub(crate) fn total(&self) -> u32 {
+        self.parts.last().map_or(0, Part::end)
+    }
+
+    /// The part holding `queue`.
+    pub(crate) fn part_of(&self, queue: u32) -> Option<&Part> {
+        self.parts
+            .iter()
+            .find(|p| (p.first..p.end()).contains(&queue))
+    }
 }
 
 /// The routes a node knows, shared by its handlers and refreshed in the background.
@@ -39,7 +85,7 @@ pub struct Routes(Arc<RwLock<BTreeMap<String, GroupRoute>>>);
 
 impl Routes {
     /// Where to send a request for `group`: its leader, else a member (which forwards).
-    fn addr_of(&self, group: &str) -> Option<String> {
+    pub(crate) fn addr_of(&self, group: &str) -> Option<String> {
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
         let g = routes.get(group)?;
         g.leader.clone().or_else(|| g.members.first().cloned())
@@ -50,8 +96,83 @@ impl Routes {
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
         routes
             .iter()
-            .find(|(g, r)| g.as_str() != except && r.topics.iter().any(|t| t == topic))
+            .find(|(g, r)| g.as_str() != except && r.topics.iter().any(|t| t.name == topic))
             .map(|(g, _)| g.clone())
+    }
+
+    /// How many queues `topic` has in all, as the routes know it: a spread topic's whole
+    /// queue space, else the queues of the first group holding it.
+    pub(crate) fn queue_count(&self, topic: &str) -> Option<u32> {
+        if let Ok(Some(layout)) = self.layout(topic) {
+            return Some(layout.total());
+        }
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        routes
+            .values()
+            .find_map(|r| r.topics.iter().find(|t| t.name == topic))
+            .map(|t| t.queues)
+    }
+
+    /// Every broker group's name, sorted.
+    pub(crate) fn group_names(&self) -> Vec<String> {
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        routes.keys().cloned().collect()
+    }
+
+    /// The queue space of `topic` if it is spread over broker groups (`Ok(None)`: it is
+    /// not, as far as the routes know); `Err` when the parts the routes know leave a gap
+    /// (a group's registration not seen yet, or the group gone).
+    pub(crate) fn layout(&self, topic: &str) -> Result<Option<Layout>, String> {
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let places: Vec<(&String, &TopicPlace)> = routes
+            .iter()
+            .filter_map(|(g, r)| r.topics.iter().find(|t| t.name == topic).map(|t| (g, t)))
+            .collect();
+        if places.iter().all(|(_, t)| t.first_queue.is_none()) {
+            return Ok(None);
+        }
+        // A whole topic next to parts is the first part before its group says so.
+        let mut parts: Vec<Part> = places
+            .into_iter()
+            .map(|(g, t)| Part {
+                group: g.clone(),
+                first: t.first_queue.unwrap_or(0),
+                count: t.queues,
+            })
+            .collect();
+        parts.sort_by_key(|p| p.first);
+        let mut next = 0;
+        for p in &parts {
+            if p.first != next {
+                let seen: Vec<String> = parts
+                    .iter()
+                    .map(|p| format!("{} {}..{}", p.group, p.first, p.end()))
+                    .collect();
+                return Err(format!(
+                    "the routes of topic {topic} do not cover its queue space once ({}); retry",
+                    seen.join(", ")
+                ));
+            }
+            next = p.end();
+        }
+        Ok(Some(Layout { parts }))
+    }
+
+    /// Records parts this node has just made, so that it routes by them before the
+    /// NameServers report them.
+    pub(crate) fn note_parts(&self, topic: &str, parts: &[Part]) {
+        let mut routes = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for p in parts {
+            let Some(g) = routes.get_mut(&p.group) else {
+                continue;
+            };
+            g.topics.retain(|t| t.name != topic);
+            g.topics.push(TopicPlace {
+                name: topic.to_owned(),
+                queues: p.count,
+                first_queue: Some(p.first),
+            });
+        }
     }
 
     /// Every broker group the routes know.
@@ -74,24 +195,25 @@ impl Routes {
             let Some(name) = g["group"].as_str() else {
                 continue;
             };
-            let strings = |field: &str, key: Option<&str>| -> Vec<String> {
-                g[field]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| match key {
-                        Some(k) => x[k].as_str(),
-                        None => x.as_str(),
-                    })
-                    .map(str::to_owned)
-                    .collect()
-            };
+            let items = |field: &str| g[field].as_array().into_iter().flatten();
             groups.insert(
                 name.to_owned(),
                 GroupRoute {
                     leader: g["leader"].as_str().map(str::to_owned),
-                    members: strings("members", Some("addr")),
-                    topics: strings("topics", Some("topic")),
+                    members: items("members")
+                        .filter_map(|m| m["addr"].as_str().map(str::to_owned))
+                        .collect(),
+                    topics: items("topics")
+                        .filter_map(|t| {
+                            Some(TopicPlace {
+                                name: t["topic"].as_str()?.to_owned(),
+                                queues: u32::try_from(t["queues"].as_u64()?).ok()?,
+                                first_queue: t["first_queue"]
+                                    .as_u64()
+                                    .and_then(|f| u32::try_from(f).ok()),
+                            })
+                        })
+                        .collect(),
                 },
             );
         }
@@ -140,10 +262,14 @@ pub fn spawn_routes(nameservers: Vec<String>) -> Result<Option<Routes>, reqwest:
     Ok(Some(routes))
 }
 
-/// What a request is about, for routing: a topic, or a broker group an id names.
+/// What a request is about, for routing: a topic, a broker group an id names, a
+/// consumer group's heartbeat, or a consumer group's offsets (whose topic is in the query
+/// or the body).
 enum Subject {
     Topic(String),
     Group(String),
+    Heartbeat(String),
+    Offsets,
 }
 
 /// From the path's segments decoded as the handlers (and authorization) see them.
@@ -155,10 +281,51 @@ fn subject(path: &str) -> Option<Subject> {
         ["v1", "topics", t, ..] | ["v1", "groups", _, "topics", t, ..] => {
             Some(Subject::Topic((*t).to_owned()))
         }
+        ["v1", "groups", g, "heartbeat"] => Some(Subject::Heartbeat((*g).to_owned())),
+        ["v1", "groups", _, "offsets"] | ["v1", "groups", _, "offsets", "reset"] => {
+            Some(Subject::Offsets)
+        }
         ["v1", "messages", id] => id.rsplitn(3, '.').nth(2).map(group),
         ["v1", "transactions", id, ..] => id.rsplit_once('.').map(|(g, _)| group(g)),
         _ => None,
     }
+}
+
+/// The topic of an offsets request (the `topic` query parameter, or the body's `topic`),
+/// and the request again, its body read.
+async fn offsets_topic(
+    app: &AppState,
+    req: Request,
+) -> Result<(Option<String>, Request), Response> {
+    if req.method() == Method::GET {
+        let topic = req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "topic")
+                .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+                .map(|v| v.into_owned())
+        });
+        return Ok((topic, req));
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, app.cfg.max_request_bytes).await else {
+        return Err(
+            ApiError::too_large("the request body is larger than the node's limit").into_response(),
+        );
+    };
+    let topic = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["topic"].as_str().map(str::to_owned));
+    Ok((
+        topic,
+        Request::from_parts(parts, axum::body::Body::from(body)),
+    ))
+}
+
+/// Whether a topic's PUT body asks to spread it (`groups` given).
+fn names_groups(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .is_ok_and(|v| v.get("groups").is_some_and(|g| !g.is_null()))
 }
 
 /// The middleware: sends a request that belongs to another broker group there.
@@ -174,7 +341,55 @@ pub(crate) async fn route_between_groups(
         return next.run(req).await;
     }
     let here = app.broker.broker_group().to_owned();
-    let target = match subject(req.uri().path()) {
+    let first_hop = hops(req.headers()) == 0;
+    let mut req = req;
+    let subject = match subject(req.uri().path()) {
+        Some(Subject::Heartbeat(g)) if first_hop => {
+            return coordinator::heartbeat(&app, &routes, &g, req, next).await;
+        }
+        Some(Subject::Offsets) => {
+            let (topic, again) = match offsets_topic(&app, req).await {
+                Ok(x) => x,
+                Err(resp) => return resp,
+            };
+            req = again;
+            topic.map(Subject::Topic)
+        }
+        s => s,
+    };
+    if let Some(Subject::Topic(t)) = &subject
+        && first_hop
+    {
+        let local = app.broker.topic(t).await.ok().flatten();
+        match routes.layout(t) {
+            Ok(Some(layout)) => return spread::handle(&app, &routes, layout, t, req).await,
+            Err(why) => return ApiError::unavailable(why).into_response(),
+            Ok(None) if local.is_some_and(|s| s.first_queue.is_some()) => {
+                return ApiError::unavailable(format!(
+                    "topic {t} is spread over broker groups and the NameServers have not reported all its parts yet; retry"
+                ))
+                .into_response();
+            }
+            Ok(None) => {}
+        }
+        if req.method() == Method::PUT && req.uri().path().matches('/').count() == 3 {
+            let (parts, body) = req.into_parts();
+            let Ok(body) = axum::body::to_bytes(body, app.cfg.max_request_bytes).await else {
+                return ApiError::too_large("the request body is larger than the node's limit")
+                    .into_response();
+            };
+            if names_groups(&body) {
+                let local = local.map(|spec| Part {
+                    group: here.clone(),
+                    first: 0,
+                    count: spec.queues,
+                });
+                return spread::put(&app, &routes, t, local, &parts.headers, &body).await;
+            }
+            req = Request::from_parts(parts, axum::body::Body::from(body));
+        }
+    }
+    let target = match subject {
         Some(Subject::Group(g)) if g != here => Some(g),
         Some(Subject::Topic(t)) => match app.broker.topic(&t).await {
             // This group holds it (or the lookup failed: answer here).

@@ -28,6 +28,8 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
         retention_ms: spec.retention_ms,
         dedup_window_ms: spec.dedup_window_ms,
         queue_stats: None,
+        first_queue: spec.first_queue,
+        groups: None,
     }
 }
 
@@ -64,9 +66,18 @@ pub(crate) async fn put(
         ));
     }
     if req.groups.is_some() {
+        // A node with NameServers spreads topics before the request gets here.
         return Err(ApiError::invalid(
             "groups",
             "spreading a topic over broker groups needs a NameServer; this node runs one broker group",
+        ));
+    }
+    if let (Some(first), Some(queues)) = (req.first_queue, req.queues)
+        && first >= queues
+    {
+        return Err(ApiError::invalid(
+            "first_queue",
+            format!("must be below queues ({queues})"),
         ));
     }
     if req.retention_ms == Some(0) {
@@ -98,6 +109,7 @@ pub(crate) async fn put(
             .dedup_window_ms
             .or(existing.map(|e| e.dedup_window_ms))
             .unwrap_or(raftmq_raft::DEFAULT_DEDUP_WINDOW_MS),
+        first_queue: req.first_queue.or(existing.and_then(|e| e.first_queue)),
     };
     if let Some(e) = existing
         && spec.queues < e.queues
@@ -144,14 +156,13 @@ pub(crate) async fn get(
         .topic(&topic)
         .await?
         .ok_or_else(|| ApiError::topic_not_found(&topic))?;
-    let bounds = app.broker.queue_bounds(&topic, spec.queues).await?;
+    let own = spec.own_queues();
+    let bounds = app.broker.queue_bounds(&topic, own.clone()).await?;
     let mut t = topic_json(topic, spec);
     t.queue_stats = Some(
-        bounds
-            .into_iter()
-            .enumerate()
-            .map(|(q, (min, max))| QueueStat {
-                queue: q as u32,
+        own.zip(bounds)
+            .map(|(queue, (min, max))| QueueStat {
+                queue,
                 min_offset: min,
                 max_offset: max,
             })

@@ -29,7 +29,7 @@ pub mod state;
 pub use broker::{
     Broker, BrokerConfig, CHECK_TIMEOUT, ClusterStatus, Delivery, MAX_BATCH_BYTES,
     MAX_REQUEST_BYTES, MemberRole, MemberStatus, MessageId, NodeStats, PAST_GRACE_MS, Placed,
-    ProduceMessage, Schedule, TxnChecker, TxnInfo, TxnRequest,
+    ProduceMessage, Schedule, TxnChecker, TxnInfo, TxnRequest, queue_for_key,
 };
 pub use consensus::RaftTiming;
 pub use consensus::log_store::{FlushPolicy, LogStore};
@@ -42,9 +42,10 @@ pub use raftmq_storage::MAX_IDEMPOTENCY_KEY_LEN;
 pub use state::command::{
     MAX_BACKOFF_MS as MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, Permission, TxnDecision, User,
 };
+pub use state::consumer_groups::admin::assigned_queues;
 pub use state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, QueueProgress, ReceiveRequest, ResetTo,
 };
 pub use state::queues::TxnState;
 pub use state::read::{QueueQuery, QueueRead, StoredMessage, TagFilter};
-pub use state::{RejectCode, StateMachine, TopicSpec};
+pub use state::{Assignment, RejectCode, StateMachine, TopicSpec};

@@ -13,7 +13,7 @@ use crate::state::consumer_groups::{
     ConsumerGroupInfo, ConsumerGroupMode, ReceiveRequest, ResetTo, info, plan,
 };
 use crate::state::read::{StoredMessage, filter_misses, read_granted};
-use crate::state::{Applied, Command, RejectCode};
+use crate::state::{Applied, Assignment, Command, RejectCode};
 
 /// A received message.
 #[derive(Clone, Debug)]
@@ -156,7 +156,7 @@ impl Broker {
         consumer: &str,
         topics: Vec<String>,
         session_ms: u64,
-    ) -> Result<Vec<(String, Vec<u32>)>, BrokerError> {
+    ) -> Result<Vec<Assignment>, BrokerError> {
         let cmd = Command::Heartbeat(HeartbeatCmd {
             group: group.to_owned(),
             consumer: consumer.to_owned(),

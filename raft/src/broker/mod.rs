@@ -42,7 +42,7 @@ use tokio::sync::watch;
 pub use consumer_groups::Delivery;
 pub use membership::{ClusterStatus, MemberRole, MemberStatus, NodeStats};
 pub use message_id::MessageId;
-pub use produce::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Placed, ProduceMessage};
+pub use produce::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Placed, ProduceMessage, queue_for_key};
 pub use schedule::{PAST_GRACE_MS, Schedule};
 pub use txn::{CHECK_TIMEOUT, TxnChecker, TxnInfo, TxnRequest};
 

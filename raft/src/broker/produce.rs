@@ -5,6 +5,7 @@
 //! Must never: answer before the batch is committed and applied (the answer comes from
 //! apply), or let a request choose a queue outside its topic.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -55,14 +56,23 @@ pub struct Placed {
     pub offset: Option<u64>,
 }
 
+/// The queue of `count` a message with `key` goes to: the same hash as the tag index,
+/// stable across versions and replicas (a node routing a topic spread over broker groups
+/// picks queues by it too).
+pub fn queue_for_key(key: &str, count: u32) -> u32 {
+    raftmq_storage::message::tag_hash(Some(key)) % count
+}
+
 impl Broker {
-    fn pick_queue(&self, topic: &str, queues: u32, m: &ProduceMessage) -> u32 {
+    /// A message's queue within `own` (this group's queues of the topic: all of them, or
+    /// its part of a topic spread over broker groups).
+    fn pick_queue(&self, topic: &str, own: &Range<u32>, m: &ProduceMessage) -> u32 {
         if let Some(q) = m.queue {
             return q;
         }
+        let count = own.end - own.start;
         if let Some(key) = &m.key {
-            // The same hash as the tag index: stable across versions and replicas.
-            return raftmq_storage::message::tag_hash(Some(key)) % queues;
+            return own.start + queue_for_key(key, count);
         }
         let counter = self
             .inner
@@ -72,20 +82,20 @@ impl Broker {
             .entry(topic.to_owned())
             .or_default()
             .clone();
-        counter.fetch_add(1, Ordering::Relaxed) % queues
+        own.start + counter.fetch_add(1, Ordering::Relaxed) % count
     }
 
-    /// A topic's queue count and retention, and the settings to create it with if it does
-    /// not exist and `auto_create` allows.
+    /// The queues of a topic this group holds, its retention, and the settings to create
+    /// it with if it does not exist and `auto_create` allows.
     pub(super) async fn produce_target(
         &self,
         topic: &str,
         auto_create: Option<TopicSpec>,
-    ) -> Result<(u32, u64, Option<TopicSpec>), BrokerError> {
+    ) -> Result<(Range<u32>, u64, Option<TopicSpec>), BrokerError> {
         self.check_disk()?;
         match (self.topic(topic).await?, auto_create) {
-            (Some(t), _) => Ok((t.queues, t.retention_ms, None)),
-            (None, Some(spec)) => Ok((spec.queues, spec.retention_ms, Some(spec))),
+            (Some(t), _) => Ok((t.own_queues(), t.retention_ms, None)),
+            (None, Some(spec)) => Ok((spec.own_queues(), spec.retention_ms, Some(spec))),
             (None, None) => Err(BrokerError::rejected(
                 RejectCode::TopicNotFound,
                 format!("topic {topic} does not exist"),
@@ -99,7 +109,7 @@ impl Broker {
         &self,
         topic: &str,
         messages: &[ProduceMessage],
-        queues: u32,
+        own: Range<u32>,
         retention_ms: u64,
     ) -> Result<Vec<u8>, BrokerError> {
         let invalid = |m: String| BrokerError::rejected(RejectCode::InvalidArgument, m);
@@ -110,13 +120,21 @@ impl Broker {
         let born = now;
         for (i, m) in messages.iter().enumerate() {
             if let Some(q) = m.queue
-                && q >= queues
+                && !own.contains(&q)
             {
-                return Err(invalid(format!(
-                    "messages[{i}].queue: {q} is out of range (topic {topic} has {queues} queues)"
-                )));
+                return Err(invalid(if q >= own.end {
+                    format!(
+                        "messages[{i}].queue: {q} is out of range (topic {topic} has {} queues)",
+                        own.end
+                    )
+                } else {
+                    format!(
+                        "messages[{i}].queue: {q} is held by another broker group (this one holds queues {}..{} of topic {topic})",
+                        own.start, own.end
+                    )
+                }));
             }
-            let queue = self.pick_queue(topic, queues, m);
+            let queue = self.pick_queue(topic, &own, m);
             let deliver_at_ms = match m.schedule {
                 Some(s) => s.due(i, now, retention_ms)?,
                 None => None,
@@ -157,9 +175,9 @@ impl Broker {
         messages: &[ProduceMessage],
         auto_create: Option<TopicSpec>,
     ) -> Result<Vec<Placed>, BrokerError> {
-        let (queues, retention_ms, create_topic) = self.produce_target(topic, auto_create).await?;
+        let (own, retention_ms, create_topic) = self.produce_target(topic, auto_create).await?;
         let buf = self
-            .encode_batch(topic, messages, queues, retention_ms)
+            .encode_batch(topic, messages, own, retention_ms)
             .await?;
         let (log_index, first_slot, placed, originals) = match create_topic {
             // Creating the topic is rare; the request goes alone.

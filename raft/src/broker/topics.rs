@@ -63,15 +63,15 @@ impl Broker {
         .await
     }
 
-    /// `(min, max)` offsets of each of a topic's first `queues` queues.
+    /// `(min, max)` offsets of each of a topic's queues in `queues`.
     pub async fn queue_bounds(
         &self,
         topic: &str,
-        queues: u32,
+        queues: std::ops::Range<u32>,
     ) -> Result<Vec<(u64, u64)>, BrokerError> {
         let topic = topic.to_owned();
         self.read(move |s, _| {
-            (0..queues)
+            queues
                 .map(|q| Ok(s.cq_bounds(&topic, q)?.unwrap_or((0, 0))))
                 .collect()
         })

@@ -115,9 +115,9 @@ impl Broker {
         txn: TxnRequest,
         auto_create: Option<TopicSpec>,
     ) -> Result<(String, Vec<Placed>), BrokerError> {
-        let (queues, retention_ms, create_topic) = self.produce_target(topic, auto_create).await?;
+        let (own, retention_ms, create_topic) = self.produce_target(topic, auto_create).await?;
         let buf = self
-            .encode_batch(topic, messages, queues, retention_ms)
+            .encode_batch(topic, messages, own, retention_ms)
             .await?;
         let cmd = Command::ProduceHalf {
             create_topic,

@@ -73,8 +73,8 @@ pub enum Applied {
     },
     /// A consumer's queue assignment after a heartbeat.
     Assigned {
-        /// `(topic, queues)`.
-        assignments: Vec<(String, Vec<u32>)>,
+        /// One per topic of the heartbeat, in its order.
+        assignments: Vec<Assignment>,
     },
     /// The command was refused and changed nothing.
     Rejected {
@@ -91,4 +91,17 @@ pub(crate) fn reject(code: RejectCode, message: impl Into<String>) -> Applied {
         code,
         message: message.into(),
     }
+}
+
+/// A consumer's share of one topic after a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Assignment {
+    /// The topic.
+    pub topic: String,
+    /// Its queues for this consumer: those `q` with `q % consumers.len()` equal to the
+    /// consumer's place in `consumers`.
+    pub queues: Vec<u32>,
+    /// The group's live consumers of the topic, sorted (a node routing a topic this group
+    /// does not hold applies the same rule over the topic's whole queue space).
+    pub consumers: Vec<String>,
 }

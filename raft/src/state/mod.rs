@@ -20,7 +20,7 @@ pub mod read;
 pub mod sql;
 pub mod state_machine;
 
-pub use applied::{Applied, Granted, RejectCode};
+pub use applied::{Applied, Assignment, Granted, RejectCode};
 pub use applier::Applier;
 pub use command::{Command, TopicSpec};
 pub use state_machine::StateMachine;

@@ -27,7 +27,7 @@ const NEXT_ID: &str = "next_topic_id";
 /// A topic's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopicMeta {
-    /// Number of queues.
+    /// Number of queues: with `first_queue`, the end of this store's range.
     pub queues: u32,
     /// Per-queue order is strict for consumer groups.
     pub fifo: bool,
@@ -35,30 +35,47 @@ pub struct TopicMeta {
     pub retention_ms: u64,
     /// How long idempotency keys are remembered.
     pub dedup_window_ms: u64,
+    /// `Some`: the topic is spread over broker groups and this store holds its queues
+    /// `first_queue..queues` (the ones below belong to other groups); `None`: all of them.
+    pub first_queue: Option<u32>,
 }
 
 impl TopicMeta {
     /// Version 1 (14 bytes) had no dedup window; version 2 adds it; version 3 adds the id
-    /// (versions 1 and 2 are only read, from stores written before ids, by [`migrate`]).
+    /// (versions 1 and 2 are only read, from stores written before ids, by [`migrate`]);
+    /// version 4 adds the first queue of a part of a spread topic, and is written only for
+    /// such parts (so a store without them stays readable by builds before parts).
     const VERSION: u8 = 3;
+    const VERSION_PART: u8 = 4;
 
-    fn encode(&self, id: TopicId) -> [u8; 26] {
-        let mut v = [0u8; 26];
-        v[0] = Self::VERSION;
-        v[1..5].copy_from_slice(&self.queues.to_le_bytes());
-        v[5] = u8::from(self.fifo);
-        v[6..14].copy_from_slice(&self.retention_ms.to_le_bytes());
-        v[14..22].copy_from_slice(&self.dedup_window_ms.to_le_bytes());
-        v[22..26].copy_from_slice(&id.0.to_le_bytes());
+    fn encode(&self, id: TopicId) -> Vec<u8> {
+        let mut v = Vec::with_capacity(30);
+        v.push(match self.first_queue {
+            Some(_) => Self::VERSION_PART,
+            None => Self::VERSION,
+        });
+        v.extend_from_slice(&self.queues.to_le_bytes());
+        v.push(u8::from(self.fifo));
+        v.extend_from_slice(&self.retention_ms.to_le_bytes());
+        v.extend_from_slice(&self.dedup_window_ms.to_le_bytes());
+        v.extend_from_slice(&id.0.to_le_bytes());
+        if let Some(first) = self.first_queue {
+            v.extend_from_slice(&first.to_le_bytes());
+        }
         v
     }
 
     /// The settings and, from version 3 on, the id.
     fn decode(v: &[u8]) -> Result<(Self, Option<TopicId>)> {
-        let (dedup_window_ms, id) = match (v.len(), v.first()) {
-            (14, Some(1)) => (DEFAULT_DEDUP_WINDOW_MS, None),
-            (22, Some(2)) => (le_u64(v, 14)?, None),
-            (26, Some(3)) => (le_u64(v, 14)?, Some(TopicId(le_u32(v, 22)?))),
+        let (dedup_window_ms, id, first_queue) = match (v.len(), v.first()) {
+            (14, Some(1)) => (DEFAULT_DEDUP_WINDOW_MS, None, None),
+            (22, Some(2)) => (le_u64(v, 14)?, None, None),
+            (26, Some(3)) => (le_u64(v, 14)?, Some(TopicId(le_u32(v, 22)?)), None),
+            (30, Some(4)) => (
+                le_u64(v, 14)?,
+                Some(TopicId(le_u32(v, 22)?)),
+                Some(le_u32(v, 26)?),
+            ),
             _ => return Err(malformed("topic metadata", "unknown layout")),
         };
         let meta = TopicMeta {
@@ -66,6 +83,7 @@ impl TopicMeta {
             fifo: v[5] != 0,
             retention_ms: le_u64(v, 6)?,
             dedup_window_ms,
+            first_queue,
         };
         Ok((meta, id))
     }
@@ -331,6 +349,7 @@ mod tests {
             fifo: true,
             retention_ms: 99,
             dedup_window_ms: 5,
+            first_queue: None,
         };
         let v3 = meta.encode(TopicId(7));
         assert_eq!(TopicMeta::decode(&v3).unwrap(), (meta, Some(TopicId(7))));
@@ -345,9 +364,18 @@ mod tests {
         };
         assert_eq!(TopicMeta::decode(&v1).unwrap(), (v1_meta, None));
         assert!(TopicMeta::decode(&v1[..13]).is_err());
-        let mut wrong = v3;
+        let mut wrong = v3.clone();
         wrong[0] = 2;
         assert!(TopicMeta::decode(&wrong).is_err(), "version 2 is 22 bytes");
+        // A part of a spread topic, and only it, is written as version 4.
+        let part = TopicMeta {
+            first_queue: Some(4),
+            ..meta
+        };
+        let v4 = part.encode(TopicId(7));
+        assert_eq!((v3.len(), v4.len(), v4[0]), (26, 30, 4));
+        assert_eq!(TopicMeta::decode(&v4).unwrap(), (part, Some(TopicId(7))));
+        assert!(TopicMeta::decode(&v4[..29]).is_err());
     }
 
     fn entry(log_index: u64) -> CqEntry {
@@ -369,6 +397,7 @@ mod tests {
             fifo: false,
             retention_ms: 1_000,
             dedup_window_ms: 2_000,
+            first_queue: None,
         };
         wb.put_cf(
             store.cf(CF_TOPICS),

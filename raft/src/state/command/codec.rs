@@ -27,6 +27,8 @@ const TAG_PUT_TOPIC_V2: u8 = 13;
 const TAG_DELIVER: u8 = 14;
 const TAG_PRODUCE_HALF: u8 = 15;
 const TAG_END_TXN: u8 = 16;
+/// `PutTopic` of a part of a topic spread over broker groups (with its first queue).
+const TAG_PUT_TOPIC_PART: u8 = 17;
 
 #[derive(Serialize, Deserialize)]
 struct HalfHeader {
@@ -38,6 +40,13 @@ struct HalfHeader {
 struct PutTopicBody<'a> {
     name: &'a str,
     spec: TopicSpec,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PutTopicPartBody<'a> {
+    name: &'a str,
+    spec: TopicSpec,
+    first_queue: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,9 +107,19 @@ impl Command {
                 out.put_slice(batch);
             }
             Command::EndTxn(c) => postcard_into(out, TAG_END_TXN, c),
-            Command::PutTopic { name, spec } => {
-                postcard_into(out, TAG_PUT_TOPIC_V2, &PutTopicBody { name, spec: *spec })
-            }
+            // A whole topic keeps the older tag, which builds before parts apply too.
+            Command::PutTopic { name, spec } => match spec.first_queue {
+                None => postcard_into(out, TAG_PUT_TOPIC_V2, &PutTopicBody { name, spec: *spec }),
+                Some(first_queue) => postcard_into(
+                    out,
+                    TAG_PUT_TOPIC_PART,
+                    &PutTopicPartBody {
+                        name,
+                        spec: *spec,
+                        first_queue,
+                    },
+                ),
+            },
             Command::DeleteTopic { name } => postcard_into(out, TAG_DELETE_TOPIC, name),
             Command::Retain { now_ms } => postcard_into(out, TAG_RETAIN, now_ms),
             Command::Deliver { now_ms } => postcard_into(out, TAG_DELIVER, now_ms),
@@ -157,6 +176,7 @@ impl Command {
                             } else {
                                 le64(14)
                             },
+                            first_queue: None,
                         };
                         (Some(spec), if v == 1 { 15 } else { 23 })
                     }
@@ -179,6 +199,17 @@ impl Command {
                 Ok(Command::PutTopic {
                     name: b.name.to_owned(),
                     spec: b.spec,
+                })
+            }
+            TAG_PUT_TOPIC_PART => {
+                let b: PutTopicPartBody<'_> =
+                    postcard::from_bytes(rest).map_err(de("put-topic"))?;
+                Ok(Command::PutTopic {
+                    name: b.name.to_owned(),
+                    spec: TopicSpec {
+                        first_queue: Some(b.first_queue),
+                        ..b.spec
+                    },
                 })
             }
             TAG_DELETE_TOPIC => {

@@ -11,12 +11,23 @@ use raftmq_storage::IndexBatch;
 
 use super::state::R;
 use super::{ConsumerGroupMode, ConsumerGroups, ConsumerRec, dec, enc, gkey, keys};
-use crate::state::applied::{Applied, RejectCode, reject};
+use crate::state::applied::{Applied, Assignment, RejectCode, reject};
 use crate::state::command::{GroupSettingsCmd, HeartbeatCmd, ResetCmd};
 use crate::state::queues::Queues;
 
 /// A group that touched a topic: its `T` record's key, its name, its progress keys there.
 type TopicGroup = (Vec<u8>, String, Vec<String>);
+
+/// The queues of `0..count` that `consumer` gets among `consumers` (sorted): every
+/// `consumers.len()`-th from its place.
+pub fn assigned_queues(count: u32, consumers: &[String], consumer: &str) -> Vec<u32> {
+    match consumers.iter().position(|n| n == consumer) {
+        Some(i) => (0..count)
+            .filter(|q| *q as usize % consumers.len() == i)
+            .collect(),
+        None => Vec::new(),
+    }
+}
 
 impl ConsumerGroups {
     /// Applies a heartbeat: records the consumer, drops expired ones, and answers the
@@ -58,13 +69,12 @@ impl ConsumerGroups {
                 .map(|(n, _)| n.as_str())
                 .collect();
             members.sort_unstable();
-            let mine = match members.iter().position(|n| *n == c.consumer) {
-                Some(i) => (0..count)
-                    .filter(|q| *q as usize % members.len() == i)
-                    .collect(),
-                None => Vec::new(),
-            };
-            assignments.push((t.clone(), mine));
+            let consumers: Vec<String> = members.iter().map(|n| (*n).to_owned()).collect();
+            assignments.push(Assignment {
+                topic: t.clone(),
+                queues: assigned_queues(count, &consumers, &c.consumer),
+                consumers,
+            });
         }
         Ok(Applied::Assigned { assignments })
     }

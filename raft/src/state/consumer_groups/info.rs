@@ -106,7 +106,8 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
         let Some(t) = store.topic_get(topic)? else {
             continue;
         };
-        for q in 0..t.queues {
+        // A part of a spread topic answers for its own queues only.
+        for q in t.first_queue.unwrap_or(0)..t.queues {
             let max = store.cq_bounds(topic, q)?.map_or(0, |(_, max)| max);
             for (gk, consumer) in &progress_keys {
                 let progress = view.queue_state(gk, topic, q)?;

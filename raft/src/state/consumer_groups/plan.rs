@@ -163,8 +163,11 @@ pub fn plan(
     let mut plan = Plan::default();
     let mut held = reserved.lock().unwrap_or_else(|e| e.into_inner());
     let taken = held.of(&gk, &req.topic);
-    for i in 0..topic.queues {
-        let q = (start_queue + i) % topic.queues;
+    // A part of a spread topic holds only `first..queues`; the queues below are others'.
+    let first = topic.first_queue.unwrap_or(0);
+    let count = topic.queues - first;
+    for i in 0..count {
+        let q = first + (start_queue + i) % count;
         // One point lookup; a floor that retention passed is raised by apply.
         let next = match store.queue_next(&req.topic, q)? {
             Some(next) => next,
@@ -243,7 +246,7 @@ pub fn reset_targets(
     let meta = store
         .topic_get(topic)?
         .ok_or_else(|| topic_not_found(topic))?;
-    (0..meta.queues)
+    (meta.first_queue.unwrap_or(0)..meta.queues)
         .map(|q| {
             let (min, max) = store.cq_bounds(topic, q)?.unwrap_or((0, 0));
             let at = match to {

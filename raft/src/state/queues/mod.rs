@@ -186,16 +186,39 @@ impl Queues {
                 "queues must be at least 1",
             ));
         }
-        if let Some(old) = self.topic(name)?
-            && spec.queues < old.queues
+        if let Some(first) = spec.first_queue
+            && first >= spec.queues
         {
             return Ok(reject(
-                RejectCode::Conflict,
+                RejectCode::InvalidArgument,
                 format!(
-                    "queues may only grow: topic {name} has {} queues, asked for {}",
-                    old.queues, spec.queues
+                    "first_queue: {first} leaves no queue below queues ({})",
+                    spec.queues
                 ),
             ));
+        }
+        if let Some(old) = self.topic(name)? {
+            if spec.queues < old.queues {
+                return Ok(reject(
+                    RejectCode::Conflict,
+                    format!(
+                        "queues may only grow: topic {name} has {} queues, asked for {}",
+                        old.queues, spec.queues
+                    ),
+                ));
+            }
+            // A part never moves in the queue space; a whole topic may become the first
+            // part of a spread one (grown onto another broker group), nothing else.
+            let becomes_first_part = old.first_queue.is_none() && spec.first_queue == Some(0);
+            if spec.first_queue != old.first_queue && !becomes_first_part {
+                return Ok(reject(
+                    RejectCode::Conflict,
+                    format!(
+                        "topic {name} holds queues from {} on this broker group; that cannot change",
+                        old.first_queue.unwrap_or(0)
+                    ),
+                ));
+            }
         }
         let meta = TopicMeta::from(spec);
         batch.put_topic(name, &meta)?;
@@ -414,6 +437,7 @@ impl Queues {
                 fifo: false,
                 retention_ms,
                 dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
+                first_queue: None,
             };
             self.put_topic(batch, dlq, spec)?;
         }

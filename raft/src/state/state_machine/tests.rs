@@ -55,6 +55,7 @@ fn entries() -> Vec<Entry> {
         fifo: false,
         retention_ms: 1_000_000,
         dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
+        first_queue: None,
     };
     let lease = LeaseCmd {
         group: "g".into(),
@@ -157,7 +158,11 @@ fn results_do_not_depend_on_how_entries_are_cut_into_apply_calls() {
     assert_eq!(
         together[4],
         Applied::Assigned {
-            assignments: vec![("t".into(), vec![0])]
+            assignments: vec![crate::state::Assignment {
+                topic: "t".into(),
+                queues: vec![0],
+                consumers: vec!["c".into()],
+            }]
         }
     );
     // A commit below the floor changes nothing (only a reset moves a floor back); the ack

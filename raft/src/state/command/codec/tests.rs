@@ -15,6 +15,7 @@ fn topic_settings_in_old_entries_decode_with_the_default_dedup_window() {
         fifo: true,
         retention_ms: 1000,
         dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
+        first_queue: None,
     };
     let mut put = BytesMut::new();
     postcard_into(
@@ -53,6 +54,7 @@ fn every_command_round_trips() {
         fifo: true,
         retention_ms: 1000,
         dedup_window_ms: 5000,
+        first_queue: None,
     };
     for cmd in [
         Command::Produce {

@@ -1,0 +1,221 @@
+//! Admin of a spread topic: create it over broker groups, grow it (onto new groups, or its
+//! last part), show it as one topic, delete every part.
+//!
+//! Must never: move a queue that exists to another group (growing only appends queues at
+//! the end of the queue space), or leave a gap in the queue space: parts are made in queue
+//! order, so a failure part way leaves a shorter topic that a retry completes.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Ctx, describe};
+use crate::dto::{PutTopicRequest, check_name, parse_json};
+use crate::error::ApiError;
+use crate::routing::{Layout, Part};
+
+/// `PUT /v1/topics/{t}` with `groups`, or of a topic already spread. `current`: the topic's
+/// queue space now (a whole topic is one part at 0; `None`: no group holds it).
+pub(crate) async fn put_spread(
+    ctx: &Ctx<'_>,
+    current: Option<Layout>,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let topic = ctx.topic;
+    check_name("topic", topic)?;
+    let req: PutTopicRequest = if body.is_empty() {
+        PutTopicRequest::default()
+    } else {
+        parse_json(body)?
+    };
+    if req.first_queue.is_some() {
+        return Err(ApiError::invalid(
+            "first_queue",
+            "is set by the node that spreads a topic, not by clients",
+        ));
+    }
+    let groups = req.groups.clone().unwrap_or_default();
+    for (i, g) in groups.iter().enumerate() {
+        if ctx.routes.addr_of(g).is_none() {
+            return Err(ApiError::invalid(
+                &format!("groups[{i}]"),
+                format!("broker group {g} is not known to the NameServers"),
+            ));
+        }
+        if groups[..i].contains(g) {
+            return Err(ApiError::invalid(
+                &format!("groups[{i}]"),
+                format!("{g} is named twice"),
+            ));
+        }
+    }
+    let parts_now = current.map(|l| l.parts).unwrap_or_default();
+    let total_now = parts_now.last().map_or(0, Part::end);
+    let queues = req.queues.unwrap_or(if total_now > 0 {
+        total_now
+    } else {
+        ctx.app.cfg.default_queues
+    });
+    if queues < total_now {
+        return Err(ApiError::conflict(format!(
+            "queues may only grow: topic {topic} has {total_now} queues, asked for {queues}"
+        )));
+    }
+    let new_groups: Vec<&String> = groups
+        .iter()
+        .filter(|g| !parts_now.iter().any(|p| &p.group == *g))
+        .collect();
+    let grow = queues - total_now;
+    if parts_now.is_empty() && new_groups.is_empty() {
+        return Err(ApiError::invalid(
+            "groups",
+            "must name at least one broker group",
+        ));
+    }
+    if !new_groups.is_empty() && (grow as usize) < new_groups.len() {
+        return Err(ApiError::invalid(
+            "queues",
+            format!(
+                "{queues} queues leave {grow} new ones for {} new broker groups: each needs at least one",
+                new_groups.len()
+            ),
+        ));
+    }
+    // The plan: the parts as they are (the last one grown when no new group takes the new
+    // queues), then the new groups' parts, split evenly, the first ones taking the rest.
+    let mut plan = parts_now.clone();
+    if new_groups.is_empty() {
+        if let Some(last) = plan.last_mut() {
+            last.count += grow;
+        }
+    } else {
+        let k = new_groups.len() as u32;
+        let mut first = total_now;
+        for (i, g) in new_groups.iter().enumerate() {
+            let count = grow / k + u32::from((i as u32) < grow % k);
+            plan.push(Part {
+                group: (*g).clone(),
+                first,
+                count,
+            });
+            first += count;
+        }
+    }
+    // Settings a new part copies when the request leaves them out: the topic's own.
+    let mut settings = json!({});
+    for f in ["fifo", "retention_ms", "dedup_window_ms"] {
+        if let Ok(v) = serde_json::from_slice::<Value>(body)
+            && let Some(x) = v.get(f).filter(|x| !x.is_null())
+        {
+            settings[f] = x.clone();
+        }
+    }
+    if let Some(p) = parts_now.first()
+        && plan.len() > parts_now.len()
+    {
+        let a = ctx
+            .call(
+                &p.group,
+                Method::GET,
+                &topic_path(topic),
+                Bytes::new(),
+                Duration::ZERO,
+            )
+            .await?;
+        if !a.ok() {
+            return Ok(a.into_response());
+        }
+        let have = a.json();
+        for f in ["fifo", "retention_ms", "dedup_window_ms"] {
+            if settings.get(f).is_none() {
+                settings[f] = have[f].clone();
+            }
+        }
+    }
+    let mut last = Value::Null;
+    for p in &plan {
+        let mut share = settings.clone();
+        share["queues"] = json!(p.end());
+        share["first_queue"] = json!(p.first);
+        let body = Bytes::from(share.to_string());
+        let a = ctx
+            .call(
+                &p.group,
+                Method::PUT,
+                &topic_path(topic),
+                body,
+                Duration::ZERO,
+            )
+            .await?;
+        if !a.ok() {
+            return Ok(a.into_response());
+        }
+        last = a.json();
+    }
+    ctx.routes.note_parts(topic, &plan);
+    tracing::info!(topic, parts = %describe(&Layout { parts: plan.clone() }), "topic spread over broker groups");
+    Ok(axum::Json(merged(topic, &last, &plan, None)).into_response())
+}
+
+fn topic_path(topic: &str) -> String {
+    format!(
+        "/v1/topics/{}",
+        percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// The topic as one: `part`'s settings, the whole queue space, every group's slice.
+fn merged(topic: &str, part: &Value, plan: &[Part], stats: Option<Vec<Value>>) -> Value {
+    let mut t = json!({
+        "name": topic,
+        "queues": plan.last().map_or(0, Part::end),
+        "fifo": part["fifo"],
+        "retention_ms": part["retention_ms"],
+        "dedup_window_ms": part["dedup_window_ms"],
+        "groups": plan.iter().map(|p| json!({
+            "group": p.group, "first_queue": p.first, "queues": p.count,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(stats) = stats {
+        t["queue_stats"] = Value::Array(stats);
+    }
+    t
+}
+
+/// `GET /v1/topics/{t}`: every part asked, its queue bounds joined in queue order.
+pub(super) async fn get(ctx: &Ctx<'_>, layout: &Layout) -> Result<Response, ApiError> {
+    let answers = ctx
+        .call_all(layout, Method::GET, &topic_path(ctx.topic), Bytes::new())
+        .await?;
+    let mut stats = Vec::new();
+    let mut first = Value::Null;
+    for a in answers {
+        if !a.ok() {
+            return Ok(a.into_response());
+        }
+        let t = a.json();
+        stats.extend(t["queue_stats"].as_array().cloned().unwrap_or_default());
+        if first.is_null() {
+            first = t;
+        }
+    }
+    Ok(axum::Json(merged(ctx.topic, &first, &layout.parts, Some(stats))).into_response())
+}
+
+/// `DELETE /v1/topics/{t}`: every part deleted.
+pub(super) async fn delete(
+    ctx: &Ctx<'_>,
+    layout: &Layout,
+    path: &str,
+) -> Result<Response, ApiError> {
+    let answers = ctx
+        .call_all(layout, Method::DELETE, path, Bytes::new())
+        .await?;
+    if let Some(failed) = answers.into_iter().find(|a| !a.ok()) {
+        return Ok(failed.into_response());
+    }
+    Ok(axum::Json(json!({ "deleted": ctx.topic })).into_response())
+}

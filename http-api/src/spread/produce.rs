@@ -1,0 +1,154 @@
+//! Producing to a spread topic: each message placed in the whole queue space, each
+//! group's messages sent to it as one batch.
+//!
+//! Must never: send a group a message of a queue it does not hold, or answer a batch as
+//! written when a group's part of it failed.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use raftmq_raft::queue_for_key;
+use serde_json::{Value, json};
+
+use super::{Ctx, describe, error_answer, next_turn};
+use crate::error::ApiError;
+use crate::routing::{Layout, Part};
+
+/// Each message's queue in the whole queue space: its own `queue`, else by its `key`, else
+/// by its `idempotency_key` (so that a retry reaches the group that remembers the key),
+/// else round-robin. A transaction's messages must share one group: those with no queue
+/// or key take the group of the first that has one (else the next in turn).
+fn place(layout: &Layout, topic: &str, msgs: &[Value], txn: bool) -> Result<Vec<u32>, ApiError> {
+    let total = layout.total();
+    let mut chosen = Vec::with_capacity(msgs.len());
+    for (i, m) in msgs.iter().enumerate() {
+        let q = match m.get("queue").filter(|q| !q.is_null()) {
+            Some(q) => Some(
+                q.as_u64()
+                    .filter(|q| *q < u64::from(total))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            &format!("messages[{i}].queue"),
+                            format!("must be a queue of topic {topic}: 0 to {}", total - 1),
+                        )
+                    })? as u32,
+            ),
+            None => ["key", "idempotency_key"]
+                .iter()
+                .find_map(|f| m.get(*f).and_then(Value::as_str))
+                .map(|k| queue_for_key(k, total)),
+        };
+        chosen.push(q);
+    }
+    if !txn {
+        return Ok(chosen
+            .into_iter()
+            .map(|q| q.unwrap_or_else(|| next_turn() % total))
+            .collect());
+    }
+    let part = match chosen.iter().flatten().next() {
+        Some(&q) => layout.part_of(q),
+        None => layout.part_of(next_turn() % total),
+    }
+    .ok_or_else(|| ApiError::internal("a queue outside the layout"))?;
+    let mut out = Vec::with_capacity(chosen.len());
+    for (i, q) in chosen.into_iter().enumerate() {
+        let q = q.unwrap_or_else(|| part.first + next_turn() % part.count);
+        if layout.part_of(q) != Some(part) {
+            return Err(ApiError::invalid(
+                &format!("messages[{i}]"),
+                format!(
+                    "a transaction's messages must all be in one broker group's queues; topic {topic} spreads them as {}",
+                    describe(layout)
+                ),
+            ));
+        }
+        out.push(q);
+    }
+    Ok(out)
+}
+
+/// `POST /v1/topics/{t}/messages`: each message placed in the queue space, each group's
+/// messages sent to it as one batch (atomic there), the results put back in request order;
+/// a group whose batch failed gives each of its messages that error.
+pub(super) async fn produce(
+    ctx: &Ctx<'_>,
+    layout: &Layout,
+    path: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let mut req: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let txn = req.get("transaction").is_some_and(|t| !t.is_null());
+    let Some(msgs) = req.get_mut("messages").and_then(Value::as_array_mut) else {
+        return Err(ApiError::invalid(
+            "messages",
+            "is required: a list of messages",
+        ));
+    };
+    let queues = place(layout, ctx.topic, msgs, txn)?;
+    // Per part (in part order): the request indexes of its messages.
+    let mut shares: Vec<(&Part, Vec<usize>)> = layout.parts.iter().map(|p| (p, vec![])).collect();
+    for (i, (m, q)) in msgs.iter_mut().zip(&queues).enumerate() {
+        if let Some(obj) = m.as_object_mut() {
+            obj.insert("queue".into(), json!(q));
+        }
+        let at = layout
+            .parts
+            .iter()
+            .position(|p| p.first <= *q && *q < p.end());
+        if let Some(at) = at {
+            shares[at].1.push(i);
+        }
+    }
+    shares.retain(|(_, idx)| !idx.is_empty());
+    let all = std::mem::take(msgs);
+    if let [(part, _)] = shares.as_slice() {
+        req["messages"] = Value::Array(all);
+        let body = Bytes::from(serde_json::to_vec(&req).map_err(ApiError::internal)?);
+        let a = ctx
+            .call(&part.group, Method::POST, path, body, Duration::ZERO)
+            .await?;
+        return Ok(a.into_response());
+    }
+    let calls = shares.iter().map(|(part, idx)| {
+        let mut share = req.clone();
+        share["messages"] = Value::Array(idx.iter().map(|&i| all[i].clone()).collect());
+        let body = serde_json::to_vec(&share).map(Bytes::from);
+        async move {
+            let body = body.map_err(ApiError::internal)?;
+            ctx.call(&part.group, Method::POST, path, body, Duration::ZERO)
+                .await
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut results = vec![Value::Null; all.len()];
+    let mut failed = None;
+    let mut any_ok = false;
+    for ((_, idx), answer) in shares.iter().zip(answers) {
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => error_answer(e),
+        };
+        if answer.ok() {
+            any_ok = true;
+            let got = answer.json();
+            let got = got["results"].as_array().cloned().unwrap_or_default();
+            for (&i, r) in idx.iter().zip(got) {
+                results[i] = r;
+            }
+        } else {
+            let e = answer.error();
+            for &i in idx {
+                results[i] = json!({"queue": queues[i], "error": e});
+            }
+            failed.get_or_insert(answer);
+        }
+    }
+    match failed {
+        Some(a) if !any_ok => Ok(a.into_response()),
+        _ => Ok(axum::Json(json!({"results": results})).into_response()),
+    }
+}
