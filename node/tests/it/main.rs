@@ -7,6 +7,7 @@ mod t30_catch_up;
 mod t35_retention;
 mod t40_membership;
 mod t45_nameserver;
+mod t46_spread;
 mod t50_transfer;
 mod t60_unavailable;
 mod t70_clock_skew;

@@ -11,7 +11,7 @@ use crate::cluster::{Cluster, free_port};
 const SECRET: &str = "a-cluster-secret-for-tests";
 
 /// A process the test started, killed when the test ends.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for Proc {
     }
 }
 
-fn nameserver(addr: &str, log: std::fs::File) -> Proc {
+pub(crate) fn nameserver(addr: &str, log: std::fs::File) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_raftmq"))
             .args(["nameserver", "--listen", addr, "--route-expiry-ms", "1500"])
@@ -32,7 +32,7 @@ fn nameserver(addr: &str, log: std::fs::File) -> Proc {
     )
 }
 
-fn secret_env() -> Vec<(String, String)> {
+pub(crate) fn secret_env() -> Vec<(String, String)> {
     vec![("RAFTMQ_CLUSTER_SECRET".into(), SECRET.into())]
 }
 
@@ -58,7 +58,7 @@ fn groups(v: &Value) -> Vec<String> {
 }
 
 /// Group g2: one node started by hand (a Cluster is one group), registering with `list`.
-fn group_g2(g1: &Cluster, list: &str) -> (String, Proc) {
+pub(crate) fn group_g2(g1: &Cluster, list: &str) -> (String, Proc) {
     let addr = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(g1.dir.path().join("g2.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
@@ -179,11 +179,11 @@ async fn brokers_register_with_every_nameserver_and_drop_out_when_silent() {
     g1.kill(g1_leader);
 }
 
-async fn get_json(c: &Cluster, url: String) -> Value {
+pub(crate) async fn get_json(c: &Cluster, url: String) -> Value {
     c.http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-async fn post_json(c: &Cluster, url: String, body: Value) -> (u16, Value) {
+pub(crate) async fn post_json(c: &Cluster, url: String, body: Value) -> (u16, Value) {
     let r = c.http.post(url).json(&body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
