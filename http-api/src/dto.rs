@@ -477,6 +477,9 @@ pub struct PutTopicRequest {
     /// start in the queue space (`queues` is then where they end).
     #[schema(ignore)]
     pub first_queue: Option<u32>,
+    /// With `first_queue`: how many queues the whole queue space has.
+    #[schema(ignore)]
+    pub queue_space: Option<u32>,
 }
 
 /// A topic as JSON.
@@ -500,6 +503,9 @@ pub struct TopicJson {
     /// is then where its queues end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_queue: Option<u32>,
+    /// With `first_queue`: the queues of the whole queue space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_space: Option<u32>,
     /// A spread topic: the broker groups holding it and their slices of the queue space.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<TopicPartJson>>,

@@ -85,7 +85,7 @@ async fn produce_here(
             fifo: false,
             retention_ms: app.cfg.default_retention_ms,
             dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
-            first_queue: None,
+            part: None,
         });
     if let Some((check_url, check_after_ms)) = txn {
         let txn = TxnRequest {

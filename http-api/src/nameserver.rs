@@ -52,6 +52,9 @@ pub struct TopicRoute {
     /// spread over broker groups (`None`: a whole topic, placed in route order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_queue: Option<u32>,
+    /// With `first_queue`: the queues of the whole queue space, as this part knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_space: Option<u32>,
 }
 
 /// What a broker node tells the NameServers on each heartbeat.

@@ -40,7 +40,8 @@ async fn registration(broker: &Broker) -> Registration {
         .map(|(topic, spec)| TopicRoute {
             topic,
             queues: spec.own_queues().len() as u32,
-            first_queue: spec.first_queue,
+            first_queue: spec.part.map(|p| p.first_queue),
+            queue_space: spec.part.map(|p| p.queue_space),
         })
         .collect();
     Registration {

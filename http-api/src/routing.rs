@@ -43,6 +43,8 @@ struct TopicPlace {
     queues: u32,
     /// Where they start in a spread topic's queue space (`None`: a whole topic).
     first_queue: Option<u32>,
+    /// A spread topic's whole queue space, as this part knows it.
+    queue_space: Option<u32>,
 }
 
 /// One broker group's slice of a spread topic's queue space.
@@ -133,14 +135,17 @@ impl Routes {
         }
         // A whole topic next to parts is the first part before its group says so.
         let mut parts: Vec<Part> = places
-            .into_iter()
+            .iter()
             .map(|(g, t)| Part {
-                group: g.clone(),
+                group: (*g).clone(),
                 first: t.first_queue.unwrap_or(0),
                 count: t.queues,
             })
             .collect();
         parts.sort_by_key(|p| p.first);
+        // Every part knows the whole space: a group missing at the end (gone from the
+        // routes) must not make the topic look shorter, or keys would hash elsewhere.
+        let space = places.iter().filter_map(|(_, t)| t.queue_space).max();
         let mut next = 0;
         for p in &parts {
             if p.first != next {
@@ -154,6 +159,13 @@ impl Routes {
                 ));
             }
             next = p.end();
+        }
+        if let Some(space) = space
+            && next < space
+        {
+            return Err(format!(
+                "topic {topic} has {space} queues but the routes show broker groups for only {next} (a group is down or not registered yet); retry"
+            ));
         }
         Ok(Some(Layout { parts }))
     }
@@ -171,6 +183,7 @@ impl Routes {
                 name: topic.to_owned(),
                 queues: p.count,
                 first_queue: Some(p.first),
+                queue_space: parts.last().map(Part::end),
             });
         }
     }
@@ -209,6 +222,9 @@ impl Routes {
                                 name: t["topic"].as_str()?.to_owned(),
                                 queues: u32::try_from(t["queues"].as_u64()?).ok()?,
                                 first_queue: t["first_queue"]
+                                    .as_u64()
+                                    .and_then(|f| u32::try_from(f).ok()),
+                                queue_space: t["queue_space"]
                                     .as_u64()
                                     .and_then(|f| u32::try_from(f).ok()),
                             })
@@ -364,7 +380,7 @@ pub(crate) async fn route_between_groups(
         match routes.layout(t) {
             Ok(Some(layout)) => return spread::handle(&app, &routes, layout, t, req).await,
             Err(why) => return ApiError::unavailable(why).into_response(),
-            Ok(None) if local.is_some_and(|s| s.first_queue.is_some()) => {
+            Ok(None) if local.is_some_and(|s| s.part.is_some()) => {
                 return ApiError::unavailable(format!(
                     "topic {t} is spread over broker groups and the NameServers have not reported all its parts yet; retry"
                 ))

@@ -28,7 +28,8 @@ fn topic_json(name: String, spec: TopicSpec) -> TopicJson {
         retention_ms: spec.retention_ms,
         dedup_window_ms: spec.dedup_window_ms,
         queue_stats: None,
-        first_queue: spec.first_queue,
+        first_queue: spec.part.map(|p| p.first_queue),
+        queue_space: spec.part.map(|p| p.queue_space),
         groups: None,
     }
 }
@@ -72,14 +73,23 @@ pub(crate) async fn put(
             "spreading a topic over broker groups needs a NameServer; this node runs one broker group",
         ));
     }
-    if let (Some(first), Some(queues)) = (req.first_queue, req.queues)
-        && first >= queues
-    {
-        return Err(ApiError::invalid(
-            "first_queue",
-            format!("must be below queues ({queues})"),
-        ));
-    }
+    let part = match (req.first_queue, req.queue_space, req.queues) {
+        (None, None, _) => None,
+        (Some(first_queue), Some(queue_space), Some(queues))
+            if first_queue < queues && queues <= queue_space =>
+        {
+            Some(raftmq_raft::SpreadPart {
+                first_queue,
+                queue_space,
+            })
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "first_queue",
+                "a part needs first_queue < queues <= queue_space, all three given",
+            ));
+        }
+    };
     if req.retention_ms == Some(0) {
         return Err(ApiError::invalid("retention_ms", "must be positive"));
     }
@@ -109,7 +119,7 @@ pub(crate) async fn put(
             .dedup_window_ms
             .or(existing.map(|e| e.dedup_window_ms))
             .unwrap_or(raftmq_raft::DEFAULT_DEDUP_WINDOW_MS),
-        first_queue: req.first_queue.or(existing.and_then(|e| e.first_queue)),
+        part: part.or(existing.and_then(|e| e.part)),
     };
     if let Some(e) = existing
         && spec.queues < e.queues

@@ -71,7 +71,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             fifo: false,
             retention_ms: 1000,
             dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-            first_queue: None,
+            part: None,
         }),
         batch: Bytes::from_static(b"\x01batch"),
     };

@@ -39,6 +39,7 @@ pub use error::BrokerError;
 pub use metrics::Histogram;
 pub use raftmq_storage::DEFAULT_DEDUP_WINDOW_MS;
 pub use raftmq_storage::MAX_IDEMPOTENCY_KEY_LEN;
+pub use raftmq_storage::SpreadPart;
 pub use state::command::{
     MAX_BACKOFF_MS as MAX_NACK_DELAY_MS, NACK_WITH_BACKOFF, Permission, TxnDecision, User,
 };

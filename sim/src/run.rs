@@ -245,7 +245,7 @@ async fn setup(net: &SimNet) -> anyhow::Result<()> {
             fifo: topic == client::FIFO_TOPIC,
             retention_ms: 3_600_000,
             dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
-            first_queue: None,
+            part: None,
         };
         for node in net.live() {
             if node.1.cluster_status().leader_id == Some(node.0)

@@ -35,6 +35,6 @@ pub use durable_cell::DurableCell;
 pub use error::{Result, StorageError};
 pub use index_store::{
     CqEntry, DEFAULT_DEDUP_WINDOW_MS, DedupHit, Durability, IndexBatch, IndexHit, IndexStore,
-    IndexStoreOptions, MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, MAX_NAME_LEN, Timer, TopicMeta,
-    prefix_end,
+    IndexStoreOptions, MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, MAX_NAME_LEN, SpreadPart, Timer,
+    TopicMeta, prefix_end,
 };

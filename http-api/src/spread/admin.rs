@@ -31,10 +31,10 @@ pub(crate) async fn put_spread(
     } else {
         parse_json(body)?
     };
-    if req.first_queue.is_some() {
+    if req.first_queue.is_some() || req.queue_space.is_some() {
         return Err(ApiError::invalid(
             "first_queue",
-            "is set by the node that spreads a topic, not by clients",
+            "first_queue and queue_space are set by the node that spreads a topic, not by clients",
         ));
     }
     let groups = req.groups.clone().unwrap_or_default();
@@ -135,11 +135,21 @@ pub(crate) async fn put_spread(
             }
         }
     }
+    // The parts that add queues first, then the others learn the new queue space: at
+    // every step the parts the routes show cover the largest space any of them names (a
+    // failure part way leaves a topic that works; a retry finishes it).
+    let space = plan.last().map_or(0, Part::end);
+    let adds = |p: &Part| !parts_now.contains(p);
+    let order = plan
+        .iter()
+        .filter(|p| adds(p))
+        .chain(plan.iter().filter(|p| !adds(p)));
     let mut last = Value::Null;
-    for p in &plan {
+    for p in order {
         let mut share = settings.clone();
         share["queues"] = json!(p.end());
         share["first_queue"] = json!(p.first);
+        share["queue_space"] = json!(space);
         let body = Bytes::from(share.to_string());
         let a = ctx
             .call(

@@ -258,6 +258,22 @@ async fn a_topic_spread_over_two_groups_is_one_queue_space_from_any_node() {
     assert_eq!(s, 200, "{v}");
     assert!(v["results"][0]["msg_id"].as_str().is_some(), "{v}");
     assert_eq!(v["results"][1]["error"]["code"], "UNAVAILABLE", "{v}");
+    // Once g2 has dropped out of the routes the topic does not look shorter (keys would
+    // hash to other queues): g1's part knows the queue space has four queues.
+    g1.wait_for("the topic refused while a part is missing", || async {
+        let r = g1
+            .http
+            .post(at_g1("/v1/topics/wide/messages"))
+            .json(&json!({"messages": [{"body": "k", "key": "x"}]}))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.ok()?;
+        let why = v["error"]["message"].as_str()?.to_owned();
+        (status == 503 && why.contains("has 4 queues")).then_some(())
+    })
+    .await;
 }
 
 async fn c_status(c: &Cluster, url: String) -> u16 {

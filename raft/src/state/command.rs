@@ -30,17 +30,16 @@ pub struct TopicSpec {
     pub retention_ms: u64,
     /// How long idempotency keys are remembered (ms).
     pub dedup_window_ms: u64,
-    /// `Some`: a part of a topic spread over broker groups, holding queues
-    /// `first_queue..queues` of its queue space. Never in a serialized spec (older
-    /// encodings have no room for it): a part's `PutTopic` carries it beside the spec.
+    /// `Some`: a part of a topic spread over broker groups. Never in a serialized spec
+    /// (older encodings have no room for it): a part's `PutTopic` carries it beside the spec.
     #[serde(skip)]
-    pub first_queue: Option<u32>,
+    pub part: Option<raftmq_storage::SpreadPart>,
 }
 
 impl TopicSpec {
-    /// The queues this group holds: `first_queue..queues`.
+    /// The queues this group holds: `first_queue..queues` of a part, else all.
     pub fn own_queues(&self) -> std::ops::Range<u32> {
-        self.first_queue.unwrap_or(0)..self.queues
+        self.part.map_or(0, |p| p.first_queue)..self.queues
     }
 }
 
@@ -60,7 +59,7 @@ impl From<TopicSpecV1> for TopicSpec {
             fifo: s.fifo,
             retention_ms: s.retention_ms,
             dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-            first_queue: None,
+            part: None,
         }
     }
 }
@@ -72,7 +71,7 @@ impl From<TopicSpec> for raftmq_storage::TopicMeta {
             fifo: s.fifo,
             retention_ms: s.retention_ms,
             dedup_window_ms: s.dedup_window_ms,
-            first_queue: s.first_queue,
+            part: s.part,
         }
     }
 }
@@ -84,7 +83,7 @@ impl From<raftmq_storage::TopicMeta> for TopicSpec {
             fifo: m.fifo,
             retention_ms: m.retention_ms,
             dedup_window_ms: m.dedup_window_ms,
-            first_queue: m.first_queue,
+            part: m.part,
         }
     }
 }

@@ -75,7 +75,7 @@ fn spec(queues: u32, retention_ms: u64) -> TopicSpec {
         fifo: false,
         retention_ms,
         dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-        first_queue: None,
+        part: None,
     }
 }
 

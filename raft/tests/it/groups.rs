@@ -50,7 +50,7 @@ impl Node {
                 fifo,
                 retention_ms,
                 dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-                first_queue: None,
+                part: None,
             },
         });
         self.apply(Command::PutGroup(GroupSettingsCmd {

@@ -36,7 +36,7 @@ fn produce(topic: &str, store_ms: u64, msgs: &[(&str, Option<u64>)]) -> Command 
             fifo: false,
             retention_ms: 1_000,
             dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-            first_queue: None,
+            part: None,
         }),
         batch: batch(topic, store_ms, msgs),
     }

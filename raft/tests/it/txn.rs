@@ -19,7 +19,7 @@ fn spec() -> TopicSpec {
         fifo: false,
         retention_ms: 1_000,
         dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-        first_queue: None,
+        part: None,
     }
 }
 

@@ -48,8 +48,8 @@ use keys::{
     queue_prefix, time_key, topic_prefix,
 };
 pub use timers::Timer;
-pub use topics::TopicMeta;
 use topics::{IdChanges, TopicIds};
+pub use topics::{SpreadPart, TopicMeta};
 
 /// A raw key-value pair from a RocksDB iterator.
 type RawKv = (Box<[u8]>, Box<[u8]>);

@@ -27,7 +27,7 @@ const NEXT_ID: &str = "next_topic_id";
 /// A topic's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopicMeta {
-    /// Number of queues: with `first_queue`, the end of this store's range.
+    /// Number of queues: for a part, the end of this store's range.
     pub queues: u32,
     /// Per-queue order is strict for consumer groups.
     pub fifo: bool,
@@ -35,22 +35,38 @@ pub struct TopicMeta {
     pub retention_ms: u64,
     /// How long idempotency keys are remembered.
     pub dedup_window_ms: u64,
-    /// `Some`: the topic is spread over broker groups and this store holds its queues
-    /// `first_queue..queues` (the ones below belong to other groups); `None`: all of them.
-    pub first_queue: Option<u32>,
+    /// `Some`: the topic is spread over broker groups and this store holds a part of its
+    /// queue space; `None`: all of its queues.
+    pub part: Option<SpreadPart>,
+}
+
+/// A part of a topic spread over broker groups: this store holds queues
+/// `first_queue..queues` of a queue space of `queue_space` queues (the others belong to
+/// other groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpreadPart {
+    /// The first queue held here.
+    pub first_queue: u32,
+    /// Queues in the whole queue space, as of this part's last change.
+    pub queue_space: u32,
 }
 
 impl TopicMeta {
+    /// The queues this store holds: `first_queue..queues` of a part, else all.
+    pub fn own_queues(&self) -> std::ops::Range<u32> {
+        self.part.map_or(0, |p| p.first_queue)..self.queues
+    }
+
     /// Version 1 (14 bytes) had no dedup window; version 2 adds it; version 3 adds the id
     /// (versions 1 and 2 are only read, from stores written before ids, by [`migrate`]);
-    /// version 4 adds the first queue of a part of a spread topic, and is written only for
-    /// such parts (so a store without them stays readable by builds before parts).
+    /// version 4 adds a part of a spread topic (first queue, queue space), and is written
+    /// only for such parts (so a store without them stays readable by builds before parts).
     const VERSION: u8 = 3;
     const VERSION_PART: u8 = 4;
 
     fn encode(&self, id: TopicId) -> Vec<u8> {
-        let mut v = Vec::with_capacity(30);
-        v.push(match self.first_queue {
+        let mut v = Vec::with_capacity(34);
+        v.push(match self.part {
             Some(_) => Self::VERSION_PART,
             None => Self::VERSION,
         });
@@ -59,22 +75,26 @@ impl TopicMeta {
         v.extend_from_slice(&self.retention_ms.to_le_bytes());
         v.extend_from_slice(&self.dedup_window_ms.to_le_bytes());
         v.extend_from_slice(&id.0.to_le_bytes());
-        if let Some(first) = self.first_queue {
-            v.extend_from_slice(&first.to_le_bytes());
+        if let Some(p) = self.part {
+            v.extend_from_slice(&p.first_queue.to_le_bytes());
+            v.extend_from_slice(&p.queue_space.to_le_bytes());
         }
         v
     }
 
     /// The settings and, from version 3 on, the id.
     fn decode(v: &[u8]) -> Result<(Self, Option<TopicId>)> {
-        let (dedup_window_ms, id, first_queue) = match (v.len(), v.first()) {
+        let (dedup_window_ms, id, part) = match (v.len(), v.first()) {
             (14, Some(1)) => (DEFAULT_DEDUP_WINDOW_MS, None, None),
             (22, Some(2)) => (le_u64(v, 14)?, None, None),
             (26, Some(3)) => (le_u64(v, 14)?, Some(TopicId(le_u32(v, 22)?)), None),
-            (30, Some(4)) => (
+            (34, Some(4)) => (
                 le_u64(v, 14)?,
                 Some(TopicId(le_u32(v, 22)?)),
-                Some(le_u32(v, 26)?),
+                Some(SpreadPart {
+                    first_queue: le_u32(v, 26)?,
+                    queue_space: le_u32(v, 30)?,
+                }),
             ),
             _ => return Err(malformed("topic metadata", "unknown layout")),
         };
@@ -83,7 +103,7 @@ impl TopicMeta {
             fifo: v[5] != 0,
             retention_ms: le_u64(v, 6)?,
             dedup_window_ms,
-            first_queue,
+            part,
         };
         Ok((meta, id))
     }
@@ -349,7 +369,7 @@ mod tests {
             fifo: true,
             retention_ms: 99,
             dedup_window_ms: 5,
-            first_queue: None,
+            part: None,
         };
         let v3 = meta.encode(TopicId(7));
         assert_eq!(TopicMeta::decode(&v3).unwrap(), (meta, Some(TopicId(7))));
@@ -369,13 +389,16 @@ mod tests {
         assert!(TopicMeta::decode(&wrong).is_err(), "version 2 is 22 bytes");
         // A part of a spread topic, and only it, is written as version 4.
         let part = TopicMeta {
-            first_queue: Some(4),
+            part: Some(SpreadPart {
+                first_queue: 4,
+                queue_space: 9,
+            }),
             ..meta
         };
         let v4 = part.encode(TopicId(7));
-        assert_eq!((v3.len(), v4.len(), v4[0]), (26, 30, 4));
+        assert_eq!((v3.len(), v4.len(), v4[0]), (26, 34, 4));
         assert_eq!(TopicMeta::decode(&v4).unwrap(), (part, Some(TopicId(7))));
-        assert!(TopicMeta::decode(&v4[..29]).is_err());
+        assert!(TopicMeta::decode(&v4[..33]).is_err());
     }
 
     fn entry(log_index: u64) -> CqEntry {
@@ -397,7 +420,7 @@ mod tests {
             fifo: false,
             retention_ms: 1_000,
             dedup_window_ms: 2_000,
-            first_queue: None,
+            part: None,
         };
         wb.put_cf(
             store.cf(CF_TOPICS),

@@ -23,7 +23,7 @@ const META: TopicMeta = TopicMeta {
     fifo: false,
     retention_ms: 1,
     dedup_window_ms: 1,
-    first_queue: None,
+    part: None,
 };
 
 /// Creates `topic` unless it exists (index entries are only written for existing topics).
@@ -150,7 +150,7 @@ fn offsets_topics_and_meta_round_trip_and_survive_reopen() {
             fifo: true,
             retention_ms: 3_600_000,
             dedup_window_ms: 60_000,
-            first_queue: None,
+            part: None,
         };
         b.put_topic("t", &meta).unwrap();
         b.put_topic(

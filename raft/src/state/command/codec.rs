@@ -47,6 +47,7 @@ struct PutTopicPartBody<'a> {
     name: &'a str,
     spec: TopicSpec,
     first_queue: u32,
+    queue_space: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -108,15 +109,16 @@ impl Command {
             }
             Command::EndTxn(c) => postcard_into(out, TAG_END_TXN, c),
             // A whole topic keeps the older tag, which builds before parts apply too.
-            Command::PutTopic { name, spec } => match spec.first_queue {
+            Command::PutTopic { name, spec } => match spec.part {
                 None => postcard_into(out, TAG_PUT_TOPIC_V2, &PutTopicBody { name, spec: *spec }),
-                Some(first_queue) => postcard_into(
+                Some(p) => postcard_into(
                     out,
                     TAG_PUT_TOPIC_PART,
                     &PutTopicPartBody {
                         name,
                         spec: *spec,
-                        first_queue,
+                        first_queue: p.first_queue,
+                        queue_space: p.queue_space,
                     },
                 ),
             },
@@ -176,7 +178,7 @@ impl Command {
                             } else {
                                 le64(14)
                             },
-                            first_queue: None,
+                            part: None,
                         };
                         (Some(spec), if v == 1 { 15 } else { 23 })
                     }
@@ -207,7 +209,10 @@ impl Command {
                 Ok(Command::PutTopic {
                     name: b.name.to_owned(),
                     spec: TopicSpec {
-                        first_queue: Some(b.first_queue),
+                        part: Some(raftmq_storage::SpreadPart {
+                            first_queue: b.first_queue,
+                            queue_space: b.queue_space,
+                        }),
                         ..b.spec
                     },
                 })

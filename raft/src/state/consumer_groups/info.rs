@@ -107,7 +107,7 @@ pub fn info(store: &IndexStore, group: &str, now: u64) -> R<Option<ConsumerGroup
             continue;
         };
         // A part of a spread topic answers for its own queues only.
-        for q in t.first_queue.unwrap_or(0)..t.queues {
+        for q in t.own_queues() {
             let max = store.cq_bounds(topic, q)?.map_or(0, |(_, max)| max);
             for (gk, consumer) in &progress_keys {
                 let progress = view.queue_state(gk, topic, q)?;

@@ -164,7 +164,7 @@ pub fn plan(
     let mut held = reserved.lock().unwrap_or_else(|e| e.into_inner());
     let taken = held.of(&gk, &req.topic);
     // A part of a spread topic holds only `first..queues`; the queues below are others'.
-    let first = topic.first_queue.unwrap_or(0);
+    let first = topic.own_queues().start;
     let count = topic.queues - first;
     for i in 0..count {
         let q = first + (start_queue + i) % count;
@@ -246,7 +246,7 @@ pub fn reset_targets(
     let meta = store
         .topic_get(topic)?
         .ok_or_else(|| topic_not_found(topic))?;
-    (meta.first_queue.unwrap_or(0)..meta.queues)
+    meta.own_queues()
         .map(|q| {
             let (min, max) = store.cq_bounds(topic, q)?.unwrap_or((0, 0));
             let at = match to {

@@ -18,7 +18,8 @@ use std::sync::atomic::AtomicU64;
 
 use raftmq_storage::message::{BatchView, tag_hash};
 use raftmq_storage::{
-    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, Timer, TopicMeta,
+    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, SpreadPart,
+    Timer, TopicMeta,
 };
 
 pub use schedule::NO_TIMER;
@@ -186,14 +187,14 @@ impl Queues {
                 "queues must be at least 1",
             ));
         }
-        if let Some(first) = spec.first_queue
-            && first >= spec.queues
+        if let Some(p) = spec.part
+            && !(p.first_queue < spec.queues && spec.queues <= p.queue_space)
         {
             return Ok(reject(
                 RejectCode::InvalidArgument,
                 format!(
-                    "first_queue: {first} leaves no queue below queues ({})",
-                    spec.queues
+                    "first_queue ({}), queues ({}) and queue_space ({}) must be in that order, queues above first_queue",
+                    p.first_queue, spec.queues, p.queue_space
                 ),
             ));
         }
@@ -207,15 +208,28 @@ impl Queues {
                     ),
                 ));
             }
-            // A part never moves in the queue space; a whole topic may become the first
-            // part of a spread one (grown onto another broker group), nothing else.
-            let becomes_first_part = old.first_queue.is_none() && spec.first_queue == Some(0);
-            if spec.first_queue != old.first_queue && !becomes_first_part {
+            // A part never moves in the queue space and its space never shrinks; a whole
+            // topic may become the first part of a spread one (grown onto other broker
+            // groups), nothing else.
+            let first = |p: Option<SpreadPart>| p.map(|p| p.first_queue);
+            let becomes_first_part = old.part.is_none() && first(spec.part) == Some(0);
+            if first(spec.part) != first(old.part) && !becomes_first_part {
                 return Ok(reject(
                     RejectCode::Conflict,
                     format!(
                         "topic {name} holds queues from {} on this broker group; that cannot change",
-                        old.first_queue.unwrap_or(0)
+                        first(old.part).unwrap_or(0)
+                    ),
+                ));
+            }
+            if let (Some(old_p), Some(p)) = (old.part, spec.part)
+                && p.queue_space < old_p.queue_space
+            {
+                return Ok(reject(
+                    RejectCode::Conflict,
+                    format!(
+                        "queue_space may only grow: topic {name} spans {} queues, asked for {}",
+                        old_p.queue_space, p.queue_space
                     ),
                 ));
             }
@@ -437,7 +451,7 @@ impl Queues {
                 fifo: false,
                 retention_ms,
                 dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-                first_queue: None,
+                part: None,
             };
             self.put_topic(batch, dlq, spec)?;
         }

@@ -50,7 +50,7 @@ fn produce(i: u64) -> Entry {
                 fifo: false,
                 retention_ms: 1 << 40,
                 dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-                first_queue: None,
+                part: None,
             }),
             batch: Bytes::from(buf),
         }),

@@ -55,7 +55,7 @@ fn entries() -> Vec<Entry> {
         fifo: false,
         retention_ms: 1_000_000,
         dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-        first_queue: None,
+        part: None,
     };
     let lease = LeaseCmd {
         group: "g".into(),

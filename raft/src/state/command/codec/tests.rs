@@ -15,7 +15,7 @@ fn topic_settings_in_old_entries_decode_with_the_default_dedup_window() {
         fifo: true,
         retention_ms: 1000,
         dedup_window_ms: raftmq_storage::DEFAULT_DEDUP_WINDOW_MS,
-        first_queue: None,
+        part: None,
     };
     let mut put = BytesMut::new();
     postcard_into(
@@ -54,7 +54,7 @@ fn every_command_round_trips() {
         fifo: true,
         retention_ms: 1000,
         dedup_window_ms: 5000,
-        first_queue: None,
+        part: None,
     };
     for cmd in [
         Command::Produce {
@@ -77,6 +77,17 @@ fn every_command_round_trips() {
         Command::PutTopic {
             name: "t".into(),
             spec,
+        },
+        // A part of a spread topic goes under its own tag; a whole one keeps the old tag.
+        Command::PutTopic {
+            name: "t".into(),
+            spec: TopicSpec {
+                part: Some(raftmq_storage::SpreadPart {
+                    first_queue: 4,
+                    queue_space: 12,
+                }),
+                ..spec
+            },
         },
         Command::DeleteTopic { name: "t".into() },
         Command::Retain { now_ms: 17 },
