@@ -55,17 +55,20 @@ async fn registration(broker: &Broker) -> Registration {
     }
 }
 
-/// Registers `broker` with every NameServer (`host:port`) until the process ends.
+/// Registers `broker` with every NameServer (`host:port`) until the process ends, from
+/// `source_ip` when given (the node's peer source address).
 pub fn spawn_registration(
     broker: Broker,
     nameservers: Vec<String>,
     cluster_secret: Option<Vec<u8>>,
+    source_ip: Option<std::net::IpAddr>,
 ) -> Result<(), reqwest::Error> {
     if nameservers.is_empty() {
         return Ok(());
     }
     let http = reqwest::Client::builder()
         .no_proxy()
+        .local_address(source_ip)
         .connect_timeout(Duration::from_millis(500))
         .timeout(HEARTBEAT_EVERY)
         .build()?;

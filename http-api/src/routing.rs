@@ -238,8 +238,12 @@ impl Routes {
 }
 
 /// Routes kept fresh from `nameservers` (`host:port`) until the process ends (`None`
-/// without NameServers: one group, nothing to route).
-pub fn spawn_routes(nameservers: Vec<String>) -> Result<Option<Routes>, reqwest::Error> {
+/// without NameServers: one group, nothing to route); asked from `source_ip` when given
+/// (the node's peer source address, so a partition cuts a node off its NameServers too).
+pub fn spawn_routes(
+    nameservers: Vec<String>,
+    source_ip: Option<std::net::IpAddr>,
+) -> Result<Option<Routes>, reqwest::Error> {
     if nameservers.is_empty() {
         return Ok(None);
     }
@@ -247,6 +251,7 @@ pub fn spawn_routes(nameservers: Vec<String>) -> Result<Option<Routes>, reqwest:
     let kept = routes.clone();
     let http = reqwest::Client::builder()
         .no_proxy()
+        .local_address(source_ip)
         .connect_timeout(Duration::from_millis(500))
         .timeout(REFRESH_EVERY)
         .build()?;

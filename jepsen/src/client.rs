@@ -254,19 +254,24 @@ impl Client {
         }
     }
 
-    /// Creates a topic.
+    /// Creates a topic (spread over `groups` when there are any).
     pub async fn create_topic(
         &self,
         node: SocketAddr,
         topic: &str,
         queues: u64,
         fifo: bool,
+        groups: &[String],
     ) -> Outcome<Value> {
+        let mut body = json!({"queues": queues, "fifo": fifo});
+        if !groups.is_empty() {
+            body["groups"] = json!(groups);
+        }
         self.call(
             reqwest::Method::PUT,
             node,
             &format!("/v1/topics/{topic}"),
-            Some(&json!({"queues": queues, "fifo": fifo})),
+            Some(&body),
         )
         .await
     }

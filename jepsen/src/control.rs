@@ -1,5 +1,8 @@
 //! Cluster control: real `raftmq serve` processes with their own data dirs and logs, each
-//! behind a harness-owned proxy ([`crate::proxy`]). Start, stop, kill -9, pause
+//! behind a harness-owned proxy ([`crate::proxy`]); with several broker groups, groups of
+//! `n` nodes each (harness ids 1..=n in g1, n+1..=2n in g2, …; each node's Raft id is its
+//! place in its group) and NameServers (harness ids from [`NAMESERVER_IDS`]), behind
+//! proxies too, so a group can be cut off them. Start, stop, kill -9, pause
 //! (SIGSTOP/SIGCONT), restart, wipe, skew a node's wall clock (libfaketime, which reads
 //! each node's offset from a file the harness rewrites), corrupt a byte of a sealed
 //! segment, and fill a node's disk (each node's data directory its own small tmpfs, which
@@ -30,15 +33,22 @@ pub struct Node {
     paused: bool,
 }
 
+/// Harness ids of NameServers start here (above any node's; below 245, so that their
+/// source IPs stay in 127.0.0.0/8).
+pub const NAMESERVER_IDS: u64 = 200;
+
 /// A cluster of processes.
 pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
-    /// Its nodes.
+    /// Its broker nodes, every group's.
     pub nodes: Vec<Node>,
+    /// Its NameServers (none with one broker group).
+    pub nameservers: Vec<Node>,
+    /// Nodes per broker group.
+    per_group: u64,
     /// The proxies in front of them.
     pub proxies: Proxies,
-    peers: String,
     extra: Vec<String>,
     /// How clients reach the nodes.
     pub access: Access,
@@ -71,6 +81,8 @@ pub struct Options {
     pub token: String,
     /// Serve HTTPS: `raftmq certs` makes a CA for the run, and peers verify each other.
     pub tls: bool,
+    /// Broker groups (more than one: with two NameServers).
+    pub groups: u64,
 }
 
 impl Default for Options {
@@ -80,6 +92,7 @@ impl Default for Options {
             disks: false,
             token: ADMIN_TOKEN.to_owned(),
             tls: false,
+            groups: 1,
         }
     }
 }
@@ -122,8 +135,9 @@ fn signal(pid: u32, sig: &str) {
 }
 
 impl Cluster {
-    /// Prepares `n` nodes (proxies started, processes started) under `dir`; `skewable`:
-    /// run them under libfaketime so [`Cluster::skew_clock`] works.
+    /// Prepares `n` nodes per broker group (proxies started, processes started) under
+    /// `dir`, and two NameServers when there are several groups; `skewable`: run them under
+    /// libfaketime so [`Cluster::skew_clock`] works.
     pub async fn start(
         bin: &Path,
         dir: &Path,
@@ -136,6 +150,7 @@ impl Cluster {
             disks,
             token,
             tls,
+            groups,
         } = opts;
         let mut extra = extra.to_vec();
         let ca = if tls {
@@ -164,28 +179,33 @@ impl Cluster {
         if skewable && !Path::new(LIBFAKETIME).exists() {
             anyhow::bail!("the clock nemesis needs {LIBFAKETIME} (scripts/setup installs it)");
         }
-        let mut nodes = Vec::new();
-        for id in 1..=n {
-            nodes.push(Node {
+        let place = |id: u64| -> anyhow::Result<Node> {
+            Ok(Node {
                 id,
                 real: format!("127.0.0.1:{}", free_port()?).parse()?,
                 addr: format!("127.0.0.1:{}", free_port()?).parse()?,
                 data_dir: dir.join(format!("n{id}")),
                 child: None,
                 paused: false,
-            });
-        }
-        let peers = nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect::<Vec<_>>()
-            .join(",");
+            })
+        };
+        let nodes = (1..=n * groups)
+            .map(place)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let nameservers = if groups > 1 {
+            (1..=2)
+                .map(|k| place(NAMESERVER_IDS + k))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let mut c = Cluster {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             nodes,
+            nameservers,
+            per_group: n,
             proxies: Proxies::default(),
-            peers,
             extra,
             access: Access { token, ca_pem: ca },
             skewable,
@@ -196,16 +216,90 @@ impl Cluster {
                 mount_tmpfs(&node.data_dir)?;
             }
         }
-        for n in &c.nodes {
+        for n in c.nodes.iter().chain(&c.nameservers) {
             c.proxies.spawn(n.id, n.addr, n.real).await?;
         }
-        for id in 1..=n {
+        for k in 0..c.nameservers.len() {
+            c.start_nameserver(NAMESERVER_IDS + 1 + k as u64)?;
+        }
+        for id in c.ids() {
             if skewable {
                 c.skew_clock(id, "+0")?;
             }
             c.start_node(id, false)?;
         }
         Ok(c)
+    }
+
+    /// Broker groups.
+    pub fn groups(&self) -> u64 {
+        self.nodes.len() as u64 / self.per_group
+    }
+
+    /// The broker group (0-based) of node `id`.
+    pub fn group_of(&self, id: u64) -> u64 {
+        (id - 1) / self.per_group
+    }
+
+    /// Node `id`'s Raft id within its group.
+    pub fn raft_id(&self, id: u64) -> u64 {
+        (id - 1) % self.per_group + 1
+    }
+
+    /// The node of group `g` whose Raft id is `raft_id`.
+    pub fn node_id(&self, g: u64, raft_id: u64) -> u64 {
+        g * self.per_group + raft_id
+    }
+
+    /// The nodes of group `g`.
+    pub fn group_ids(&self, g: u64) -> Vec<u64> {
+        (1..=self.per_group).map(|r| self.node_id(g, r)).collect()
+    }
+
+    /// A group's name: `g1`, `g2`, ….
+    pub fn group_name(g: u64) -> String {
+        format!("g{}", g + 1)
+    }
+
+    /// The NameServers' harness ids.
+    pub fn nameserver_ids(&self) -> Vec<u64> {
+        self.nameservers.iter().map(|n| n.id).collect()
+    }
+
+    /// Starts NameServer `id`'s process (if it is not running).
+    pub fn start_nameserver(&mut self, id: u64) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("ns{id}.log")))?;
+        let ns = self
+            .nameservers
+            .iter_mut()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no NameServer {id}"))?;
+        if ns.child.is_some() {
+            return Ok(());
+        }
+        let child = Command::new(&self.bin)
+            .args(["nameserver", "--listen", &ns.real.to_string()])
+            .args(["--route-expiry-ms", "3000"])
+            .env("RAFTMQ_CLUSTER_SECRET", CLUSTER_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        ns.child = Some(child);
+        Ok(())
+    }
+
+    /// kill -9 of NameServer `id`.
+    pub fn kill_nameserver(&mut self, id: u64) {
+        if let Some(ns) = self.nameservers.iter_mut().find(|n| n.id == id)
+            && let Some(mut c) = ns.child.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn clock_file(&self, id: u64) -> PathBuf {
@@ -252,14 +346,21 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("n{id}.log")))?;
         let node = self.node(id);
+        let g = self.group_of(id);
+        let peers = self
+            .group_ids(g)
+            .iter()
+            .map(|&p| format!("{}={}", self.raft_id(p), self.node(p).addr))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["serve", "--node-id", &id.to_string()])
+        cmd.args(["serve", "--node-id", &self.raft_id(id).to_string()])
             .args(["--listen", &node.real.to_string()])
             .args(["--advertise", &node.addr.to_string()])
             .args(["--peer-source-ip", &source_ip(id).to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--peers", &self.peers])
+            .args(["--peers", &peers])
             .args(["--min-free-bytes", &self.min_free().to_string()])
             .args(&self.extra)
             .env("RAFTMQ_LOG", "info,openraft=info")
@@ -271,6 +372,15 @@ impl Cluster {
             .stderr(log);
         if join {
             cmd.arg("--join");
+        }
+        if !self.nameservers.is_empty() {
+            let list: Vec<String> = self
+                .nameservers
+                .iter()
+                .map(|n| n.addr.to_string())
+                .collect();
+            cmd.args(["--group", &Self::group_name(g)])
+                .args(["--nameservers", &list.join(",")]);
         }
         if self.skewable {
             cmd.env("LD_PRELOAD", LIBFAKETIME)
@@ -397,6 +507,9 @@ impl Cluster {
         for id in self.ids() {
             self.resume(id);
             self.kill(id);
+        }
+        for id in self.nameserver_ids() {
+            self.kill_nameserver(id);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raftmq_jepsen::nemesis::Fault;
+use raftmq_jepsen::nemesis::{ACROSS_GROUPS, Fault};
 use raftmq_jepsen::runner::{self, TestOpts};
 use raftmq_jepsen::workload::{Kind, LogWorkload};
 use raftmq_jepsen::{checker, history};
@@ -31,9 +31,14 @@ enum Command {
         /// Faults: kill, pause, partition, member, transfer, wipe, all, none.
         #[arg(long, default_value = "kill,pause,partition")]
         nemesis: String,
-        /// Nodes in the group.
+        /// Nodes in each broker group.
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// Broker groups: more than one runs two NameServers, spreads the test topic over
+        /// every group, and `all` adds the faults across groups (groups-apart, ns-cut,
+        /// ns-kill, leaders-kill).
+        #[arg(long, default_value_t = 1)]
+        groups: u64,
         /// Seed of every random choice (default: from the clock; printed).
         #[arg(long)]
         seed: Option<u64>,
@@ -128,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             time,
             nemesis,
             nodes,
+            groups,
             seed,
             store,
             name,
@@ -150,6 +156,16 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             };
             anyhow::ensure!(bin.is_file(), "--bin {} is not a file", bin.display());
             anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be 1 to 9");
+            anyhow::ensure!((1..=3).contains(&groups), "--groups must be 1 to 3");
+            let mut faults = Fault::parse_list(&nemesis)?;
+            let across = faults.iter().any(|f| ACROSS_GROUPS.contains(f));
+            anyhow::ensure!(
+                groups > 1 || !across,
+                "groups-apart, ns-cut, ns-kill and leaders-kill need --groups 2 or more"
+            );
+            if groups > 1 && nemesis.split(',').any(|p| p.trim() == "all") {
+                faults.extend(ACROSS_GROUPS);
+            }
             anyhow::ensure!(
                 queues >= 1 && consumers >= 1 && producers >= 1,
                 "--queues, --consumers and --producers must be at least 1"
@@ -162,8 +178,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let opts = TestOpts {
                 bin,
                 time: Duration::from_secs(time),
-                faults: Fault::parse_list(&nemesis)?,
+                faults,
                 nodes,
+                groups,
                 seed,
                 store,
                 name: name.unwrap_or_else(|| workload.clone()),

@@ -7,7 +7,10 @@
 //! during a snapshot install (the leader compacts its log, a replaced follower starts
 //! catching up by snapshot and is killed part-way), a flipped byte in a follower's sealed
 //! segment (repaired by replacing the node), and a full disk (the leader's, below its free-space floor,
-//! or a node's, to the last byte). Faults are dealt like cards, so a run meets every
+//! or a node's, to the last byte). With several broker groups each of those strikes one
+//! group, drawn for it, and four more strike across groups: the groups cut from each other,
+//! a group cut from the NameServers, a NameServer killed, and every group's leader killed
+//! at once. Faults are dealt like cards, so a run meets every
 //! chosen kind before any repeats: the first round in the order given, later rounds
 //! shuffled. Each
 //! fault is recorded as a `start` and a `stop` event of process `nemesis`, and every fault
@@ -51,7 +54,23 @@ pub enum Fault {
     Corrupt,
     /// Fill a node's disk.
     Disk,
+    /// Cut every broker group from the others (several groups).
+    GroupsApart,
+    /// Cut one broker group from the NameServers (several groups).
+    NameServerCut,
+    /// Kill a NameServer (several groups).
+    NameServerKill,
+    /// Kill every group's leader at once (several groups).
+    LeadersKill,
 }
+
+/// The faults that need several broker groups (what `all` adds to a run with several).
+pub const ACROSS_GROUPS: [Fault; 4] = [
+    Fault::GroupsApart,
+    Fault::NameServerCut,
+    Fault::NameServerKill,
+    Fault::LeadersKill,
+];
 
 impl Fault {
     /// Parses `kill,pause,partition,member,transfer,wipe` (or `all`, or `none`).
@@ -69,6 +88,10 @@ impl Fault {
                 "install-kill" => out.push(Fault::InstallKill),
                 "corrupt" => out.push(Fault::Corrupt),
                 "disk" => out.push(Fault::Disk),
+                "groups-apart" => out.push(Fault::GroupsApart),
+                "ns-cut" => out.push(Fault::NameServerCut),
+                "ns-kill" => out.push(Fault::NameServerKill),
+                "leaders-kill" => out.push(Fault::LeadersKill),
                 "all" => out.extend([
                     Fault::Kill,
                     Fault::Pause,
@@ -83,7 +106,7 @@ impl Fault {
                 ]),
                 "none" => {}
                 other => anyhow::bail!(
-                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, clock, install-kill, corrupt, disk, all, none)"
+                    "unknown nemesis `{other}` (kill, pause, partition, member, transfer, wipe, clock, install-kill, corrupt, disk, groups-apart, ns-cut, ns-kill, leaders-kill, all, none)"
                 ),
             }
         }
@@ -102,6 +125,10 @@ impl Fault {
             Fault::InstallKill => "install-kill",
             Fault::Corrupt => "corrupt",
             Fault::Disk => "disk",
+            Fault::GroupsApart => "groups-apart",
+            Fault::NameServerCut => "ns-cut",
+            Fault::NameServerKill => "ns-kill",
+            Fault::LeadersKill => "leaders-kill",
         }
     }
 }
@@ -131,6 +158,8 @@ enum Undo {
     Replace(u64),
     /// Free the disk; restart the node if it stopped.
     FreeDisk(u64),
+    /// Start a NameServer again.
+    RestartNameServer(u64),
     Heal,
     Nothing,
 }
@@ -149,19 +178,33 @@ impl Nemesis {
             .collect()
     }
 
-    /// The leader as seen by a running node.
-    pub async fn leader(&self) -> Option<u64> {
-        for (_, addr, running) in self.addrs().await {
-            if !running {
+    /// Broker group `g`'s leader (its harness id) as seen by a running node of it.
+    pub async fn leader_of(&self, g: u64) -> Option<u64> {
+        let ids = self.cluster.lock().await.group_ids(g);
+        for (id, addr, running) in self.addrs().await {
+            if !running || !ids.contains(&id) {
                 continue;
             }
             if let Some(v) = self.client.cluster(addr).await
                 && let Some(l) = v["leader_id"].as_u64()
             {
-                return Some(l);
+                return Some(self.cluster.lock().await.node_id(g, l));
             }
         }
         None
+    }
+
+    /// A running node of `t`'s group other than `t`: where to ask about `t`.
+    async fn peer_of(&self, t: u64) -> Option<SocketAddr> {
+        let same = {
+            let c = self.cluster.lock().await;
+            c.group_ids(c.group_of(t))
+        };
+        self.addrs()
+            .await
+            .iter()
+            .find(|a| a.2 && a.0 != t && same.contains(&a.0))
+            .map(|a| a.1)
     }
 
     /// Runs faults until `until`, then heals everything.
@@ -202,10 +245,68 @@ impl Nemesis {
     }
 
     async fn inject(&mut self, fault: Fault) -> (Value, Undo) {
-        let ids: Vec<u64> = self.addrs().await.iter().map(|n| n.0).collect();
-        let leader = self.leader().await;
+        let groups = self.cluster.lock().await.groups();
+        let g = self.rng.below(groups);
+        let (value, undo) = self.inject_in(fault, g).await;
+        if groups == 1 {
+            return (value, undo);
+        }
+        let mut value = value;
+        if !ACROSS_GROUPS.contains(&fault) {
+            value["group"] = json!(crate::control::Cluster::group_name(g));
+        }
+        (value, undo)
+    }
+
+    /// The fault, in broker group `g` for the faults that strike one group.
+    async fn inject_in(&mut self, fault: Fault, g: u64) -> (Value, Undo) {
+        let ids: Vec<u64> = self.cluster.lock().await.group_ids(g);
+        let leader = self.leader_of(g).await;
         let n = ids.len();
         match fault {
+            Fault::GroupsApart => {
+                let c = self.cluster.lock().await;
+                let mut links = Vec::new();
+                for a in 0..c.groups() {
+                    for b in a + 1..c.groups() {
+                        links.extend(between(&c.group_ids(a), &c.group_ids(b)));
+                    }
+                }
+                c.proxies.cut(&links);
+                (json!({"cut": links}), Undo::Heal)
+            }
+            Fault::NameServerCut => {
+                let c = self.cluster.lock().await;
+                let links = between(&ids, &c.nameserver_ids());
+                c.proxies.cut(&links);
+                (
+                    json!({"group": crate::control::Cluster::group_name(g), "cut": links}),
+                    Undo::Heal,
+                )
+            }
+            Fault::NameServerKill => {
+                let mut c = self.cluster.lock().await;
+                let ns = c.nameserver_ids();
+                let Some(&t) = self.rng.pick(&ns) else {
+                    return (json!({"skipped": "no NameServer"}), Undo::Nothing);
+                };
+                c.kill_nameserver(t);
+                (json!({"nameserver": t}), Undo::RestartNameServer(t))
+            }
+            Fault::LeadersKill => {
+                let groups = self.cluster.lock().await.groups();
+                let mut targets = Vec::new();
+                for g in 0..groups {
+                    if let Some(l) = self.leader_of(g).await {
+                        targets.push(l);
+                    }
+                }
+                let mut c = self.cluster.lock().await;
+                for &t in &targets {
+                    c.kill(t);
+                }
+                (json!({"nodes": targets}), Undo::Restart(targets))
+            }
             Fault::Kill => {
                 let targets = self.targets(&ids, leader);
                 let mut c = self.cluster.lock().await;
@@ -285,7 +386,13 @@ impl Nemesis {
             Fault::Transfer => {
                 let others: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
                 let to = *self.rng.pick(&others).expect("nodes");
-                let via = self.addrs().await.iter().find(|a| a.2).map(|a| a.1);
+                let via = self
+                    .addrs()
+                    .await
+                    .iter()
+                    .find(|a| a.2 && ids.contains(&a.0))
+                    .map(|a| a.1);
+                let raft_to = self.cluster.lock().await.raft_id(to);
                 let outcome = match via {
                     Some(addr) => {
                         self.client
@@ -293,7 +400,7 @@ impl Nemesis {
                                 reqwest::Method::POST,
                                 addr,
                                 "/v1/cluster/leader",
-                                Some(&json!({"to": to})),
+                                Some(&json!({"to": raft_to})),
                             )
                             .await
                     }
@@ -419,17 +526,19 @@ impl Nemesis {
     /// which is once the node has caught up; else the add runs on in the background).
     async fn replace(&mut self, t: u64, wait: bool) -> Value {
         let addrs = self.addrs().await;
-        let Some(via) = addrs.iter().find(|a| a.2 && a.0 != t).map(|a| a.1) else {
+        let Some(via) = self.peer_of(t).await else {
             return json!({"skipped": "no running node"});
         };
         let addr = addrs.iter().find(|a| a.0 == t).map(|a| a.1).expect("node");
+        // The group knows the node by its Raft id.
+        let member = self.cluster.lock().await.raft_id(t);
         // A node removed already (an earlier replace that did not finish) is "not a member".
         let removed = self
             .client
             .admin(
                 reqwest::Method::DELETE,
                 via,
-                &format!("/v1/cluster/members/{t}"),
+                &format!("/v1/cluster/members/{member}"),
                 None,
             )
             .await;
@@ -449,7 +558,7 @@ impl Nemesis {
                     reqwest::Method::POST,
                     via,
                     "/v1/cluster/members",
-                    Some(&json!({"id": t, "addr": addr.to_string(), "voter": true})),
+                    Some(&json!({"id": member, "addr": addr.to_string(), "voter": true})),
                 )
                 .await
         };
@@ -492,6 +601,9 @@ impl Nemesis {
                 c.kill(id);
                 let _ = c.start_node(id, false);
             }
+            Undo::RestartNameServer(id) => {
+                let _ = c.start_nameserver(id);
+            }
             Undo::Heal => c.proxies.heal(),
             Undo::Nothing => {}
         }
@@ -501,6 +613,9 @@ impl Nemesis {
     pub async fn heal_all(&self) {
         let mut c = self.cluster.lock().await;
         c.proxies.heal();
+        for id in c.nameserver_ids() {
+            let _ = c.start_nameserver(id);
+        }
         for id in c.ids() {
             c.resume(id);
             let _ = c.start_node(id, false);

@@ -44,6 +44,9 @@ pub struct TestOpts {
     pub token: Option<String>,
     /// Nodes serve HTTPS with certificates from a CA made for the run.
     pub tls: bool,
+    /// Broker groups (`nodes` each); more than one runs two NameServers and spreads the
+    /// test topic over every group.
+    pub groups: u64,
 }
 
 /// The outcome of a run.
@@ -67,6 +70,15 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
+}
+
+/// Every broker group settled ([`settled`]): its leader's Raft id.
+async fn all_settled(client: &Client, groups: &[Vec<(u64, SocketAddr)>]) -> Option<Vec<u64>> {
+    let mut leaders = Vec::new();
+    for g in groups {
+        leaders.push(settled(client, g).await?);
+    }
+    Some(leaders)
 }
 
 /// Waits for a leader every node agrees on, with everything committed applied everywhere.
@@ -125,6 +137,7 @@ pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
         skewable: opts.faults.contains(&Fault::Clock),
         disks: opts.faults.contains(&Fault::Disk),
         tls: opts.tls,
+        groups: opts.groups,
         ..crate::control::Options::default()
     };
     if let Some(token) = &opts.token {
@@ -143,10 +156,19 @@ pub async fn run(opts: TestOpts) -> anyhow::Result<RunOutcome> {
     ]
     .map(str::to_owned);
     let cluster = Cluster::start(&opts.bin, &dir, opts.nodes, &extra, control).await?;
-    let addrs: Vec<(u64, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
+    // Per broker group: each node's Raft id and address.
+    let groups: Vec<Vec<(u64, SocketAddr)>> = (0..cluster.groups())
+        .map(|g| {
+            cluster
+                .group_ids(g)
+                .into_iter()
+                .map(|id| (cluster.raft_id(id), cluster.node(id).addr))
+                .collect()
+        })
+        .collect();
     let access = cluster.access.clone();
     let cluster = Arc::new(Mutex::new(cluster));
-    let result = run_in(&opts, &dir, cluster.clone(), &addrs, &access).await;
+    let result = run_in(&opts, &dir, cluster.clone(), &groups, &access).await;
     cluster.lock().await.stop_all();
     let results = result?;
     Ok(RunOutcome { dir, results })
@@ -156,16 +178,18 @@ async fn run_in(
     opts: &TestOpts,
     dir: &Path,
     cluster: Arc<Mutex<Cluster>>,
-    addrs: &[(u64, SocketAddr)],
+    groups: &[Vec<(u64, SocketAddr)>],
     access: &Access,
 ) -> anyhow::Result<Results> {
     let client = Client::new(Duration::from_secs(5), access)?;
     let admin = Client::new(Duration::from_secs(60), access)?;
-    settled(&client, addrs)
+    let addrs: Vec<(u64, SocketAddr)> = groups.iter().flatten().copied().collect();
+    let addrs = &addrs[..];
+    all_settled(&client, groups)
         .await
         .ok_or(())
         .or(
-            wait_until(Duration::from_secs(60), || settled(&client, addrs))
+            wait_until(Duration::from_secs(60), || all_settled(&client, groups))
                 .await
                 .ok_or(()),
         )
@@ -181,9 +205,18 @@ async fn run_in(
         w.check_url = crate::txn_check::start(recorder.clone()).await?;
     }
     let w = Arc::new(w);
+    // Several groups: the topic spread over all of them (once a node's routes show them).
+    let spread_over: Vec<String> = if groups.len() > 1 {
+        (0..groups.len() as u64).map(Cluster::group_name).collect()
+    } else {
+        Vec::new()
+    };
     wait_until(Duration::from_secs(30), || async {
         for (_, addr) in addrs {
-            if let Outcome::Ok(_) = client.create_topic(*addr, &w.topic, w.queues, w.fifo).await {
+            let made = client
+                .create_topic(*addr, &w.topic, w.queues, w.fifo, &spread_over)
+                .await;
+            if let Outcome::Ok(_) = made {
                 return Some(());
             }
         }
@@ -258,10 +291,14 @@ async fn run_in(
             let _ = c.start_node(id, false);
         }
     }
-    restore_membership(&admin, addrs).await;
+    for g in groups {
+        restore_membership(&admin, g).await;
+    }
     let settled_leader = wait_until(Duration::from_secs(90), || async {
-        restore_membership(&admin, addrs).await;
-        settled(&client, addrs).await
+        for g in groups {
+            restore_membership(&admin, g).await;
+        }
+        all_settled(&client, groups).await
     })
     .await;
     if settled_leader.is_none() {
@@ -301,6 +338,7 @@ async fn run_in(
         "seed": opts.seed,
         "time_s": opts.time.as_secs_f64(),
         "nodes": opts.nodes,
+        "groups": opts.groups,
         "nemesis": opts.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>(),
         "producers": w.producers,
         "consumers": w.consumers,

@@ -461,13 +461,14 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
         let mut api = api_config(cfg, tls.as_deref());
-        api.routes = raftmq_http_api::spawn_routes(cfg.nameservers.clone())
+        api.routes = raftmq_http_api::spawn_routes(cfg.nameservers.clone(), cfg.peer_source_ip)
             .context("the NameServer client")?;
         let app = raftmq_http_api::router(broker.clone(), api);
         raftmq_http_api::spawn_registration(
             broker.clone(),
             cfg.nameservers.clone(),
             cfg.cluster_secret.clone(),
+            cfg.peer_source_ip,
         )
         .context("the NameServer client")?;
         servers.push(tokio::spawn(serve_http(
