@@ -372,6 +372,9 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         "Apply calls of the state machine (their RocksDB write included).",
     );
     replication_lag(&app, &mut out);
+    if let Some(routes) = &app.cfg.routes {
+        routes.render_metrics(&mut out);
+    }
     if let Err(e) = group_lag(&app, &mut out).await {
         tracing::warn!(error = %e, "consumer-group lag for /metrics");
     }

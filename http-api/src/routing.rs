@@ -188,6 +188,36 @@ impl Routes {
         }
     }
 
+    /// Every broker group's gauges for `/metrics`: whether it has a leader, its members
+    /// and topics as the routes show them.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let rows: [(&str, &str, fn(&GroupRoute) -> usize); 3] = [
+            (
+                "raftmq_broker_group_up",
+                "1 if the routes know the broker group's leader.",
+                |g| usize::from(g.leader.is_some()),
+            ),
+            (
+                "raftmq_broker_group_members",
+                "Live members of a broker group in the routes.",
+                |g| g.members.len(),
+            ),
+            (
+                "raftmq_broker_group_topics",
+                "Topics (or parts) a broker group holds.",
+                |g| g.topics.len(),
+            ),
+        ];
+        for (name, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (group, g) in routes.iter() {
+                let _ = writeln!(out, "{name}{{group=\"{group}\"}} {}", value(g));
+            }
+        }
+    }
+
     /// Every broker group the routes know.
     pub(crate) fn groups(&self) -> Vec<crate::bodies::RouteGroup> {
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
@@ -291,6 +321,8 @@ enum Subject {
     Group(String),
     Heartbeat(String),
     Offsets,
+    /// `/v1/topics`: the list of every group's topics.
+    Topics,
 }
 
 /// From the path's segments decoded as the handlers (and authorization) see them.
@@ -302,6 +334,7 @@ fn subject(path: &str) -> Option<Subject> {
         ["v1", "topics", t, ..] | ["v1", "groups", _, "topics", t, ..] => {
             Some(Subject::Topic((*t).to_owned()))
         }
+        ["v1", "topics"] => Some(Subject::Topics),
         ["v1", "groups", g, "heartbeat"] => Some(Subject::Heartbeat((*g).to_owned())),
         ["v1", "groups", _, "offsets"] | ["v1", "groups", _, "offsets", "reset"] => {
             Some(Subject::Offsets)
@@ -365,6 +398,9 @@ pub(crate) async fn route_between_groups(
     let first_hop = hops(req.headers()) == 0;
     let mut req = req;
     let subject = match subject(req.uri().path()) {
+        Some(Subject::Topics) if first_hop && req.method() == Method::GET => {
+            return spread::list_topics(&app, &routes, req.headers()).await;
+        }
         Some(Subject::Heartbeat(g)) if first_hop => {
             return coordinator::heartbeat(&app, &routes, &g, req, next).await;
         }

@@ -229,3 +229,54 @@ pub(super) async fn delete(
     }
     Ok(axum::Json(json!({ "deleted": ctx.topic })).into_response())
 }
+
+/// `GET /v1/topics` on a node with routes: every broker group's topics, a spread topic
+/// once (its whole queue space and its parts), each with the groups holding it. A group
+/// that does not answer is named in `unreachable_groups` (its whole topics are missing).
+pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let groups = ctx.routes.group_names();
+    let calls = groups
+        .iter()
+        .map(|g| ctx.call(g, Method::GET, "/v1/topics", Bytes::new(), Duration::ZERO));
+    let answers = futures::future::join_all(calls).await;
+    let mut topics: std::collections::BTreeMap<String, Value> = Default::default();
+    let mut unreachable = Vec::new();
+    for (g, a) in groups.iter().zip(answers) {
+        let a = match a {
+            Ok(a) if a.ok() => a,
+            _ => {
+                unreachable.push(g.clone());
+                continue;
+            }
+        };
+        for t in a.json()["topics"].as_array().into_iter().flatten() {
+            let Some(name) = t["name"].as_str() else {
+                continue;
+            };
+            let first = t["first_queue"].as_u64().unwrap_or(0);
+            let end = t["queues"].as_u64().unwrap_or(0);
+            let space = t["queue_space"].as_u64().unwrap_or(end);
+            let part = json!({"group": g, "first_queue": first, "queues": end - first});
+            let entry = topics.entry(name.to_owned()).or_insert_with(|| {
+                let mut e = t.clone();
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("first_queue");
+                    o.remove("queue_space");
+                    o.insert("groups".into(), json!([]));
+                }
+                e
+            });
+            let queues = entry["queues"].as_u64().unwrap_or(0).max(space);
+            entry["queues"] = json!(queues);
+            if let Some(parts) = entry["groups"].as_array_mut() {
+                parts.push(part);
+                parts.sort_by_key(|p| p["first_queue"].as_u64());
+            }
+        }
+    }
+    let mut body = json!({ "topics": topics.into_values().collect::<Vec<_>>() });
+    if !unreachable.is_empty() {
+        body["unreachable_groups"] = json!(unreachable);
+    }
+    Ok(axum::Json(body).into_response())
+}

@@ -297,6 +297,19 @@ pub(crate) async fn put(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `GET /v1/topics` on a node with routes: every broker group's topics.
+pub(crate) async fn list_topics(app: &AppState, routes: &Routes, headers: &HeaderMap) -> Response {
+    let ctx = Ctx {
+        app,
+        routes,
+        headers,
+        topic: "",
+    };
+    admin::list(&ctx)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
 /// A numeric query parameter (0 when absent or not a number).
 fn query_u64(query: Option<&str>, name: &str) -> u64 {
     query

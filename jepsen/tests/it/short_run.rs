@@ -1,6 +1,6 @@
 //! The short chaos runs of the test suite: a real 3-node cluster under faults (the log
 //! workload for 45 s; a FIFO queue workload over TLS for 30 s; the delay and txn workloads
-//! for 20 s each), then the checker.
+//! for 20 s each; the queue workload over two broker groups for 25 s), then the checker.
 //! Longer runs: `raftmq-jepsen test` (docs/jepsen.md).
 
 use std::path::PathBuf;
@@ -131,5 +131,17 @@ fn short_txn_run_finds_no_anomalies() {
         &["--time", "20", "--workload", "txn"],
         "poll",
         "kill,partition,transfer",
+    );
+}
+
+#[test]
+fn short_two_group_queue_run_finds_no_anomalies() {
+    // A topic spread over two broker groups behind two NameServers: receives drawn from
+    // both groups and acks routed by receipt while the groups are cut apart, a group is cut
+    // off the NameServers, a NameServer dies, and both leaders die at once.
+    run_with(
+        &["--time", "25", "--workload", "queue", "--groups", "2"],
+        "receive",
+        "groups-apart,leaders-kill,ns-cut,ns-kill,kill,partition",
     );
 }

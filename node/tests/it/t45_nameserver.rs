@@ -21,9 +21,15 @@ impl Drop for Proc {
 }
 
 pub(crate) fn nameserver(addr: &str, log: std::fs::File) -> Proc {
+    nameserver_expiring(addr, log, 1500)
+}
+
+/// A NameServer dropping a node after `expiry_ms` without a heartbeat.
+pub(crate) fn nameserver_expiring(addr: &str, log: std::fs::File, expiry_ms: u64) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_raftmq"))
-            .args(["nameserver", "--listen", addr, "--route-expiry-ms", "1500"])
+            .args(["nameserver", "--listen", addr])
+            .args(["--route-expiry-ms", &expiry_ms.to_string()])
             .env("RAFTMQ_CLUSTER_SECRET", SECRET)
             .stdout(Stdio::null())
             .stderr(log)
@@ -283,13 +289,21 @@ async fn any_node_routes_to_the_group_that_holds_the_topic() {
         .map(|g| g["group"].as_str().unwrap())
         .collect();
     assert_eq!(groups, ["g1", "g2"], "{view}");
-    // No group made a topic of its own for the other's.
-    let local = get_json(&g1, g1_url("/v1/topics")).await;
-    let names: Vec<&str> = local["topics"]
+    // The topic list of any node holds every group's topics, each in the group that made
+    // it: no group made a topic of its own for the other's.
+    let all = get_json(&g1, g1_url("/v1/topics")).await;
+    let places: Vec<(&str, &str)> = all["topics"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["name"].as_str().unwrap())
+        .map(|t| {
+            let groups = t["groups"].as_array().unwrap();
+            assert_eq!(groups.len(), 1, "{t}");
+            (
+                t["name"].as_str().unwrap(),
+                groups[0]["group"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(names, ["here"]);
+    assert_eq!(places, [("here", "g1"), ("there", "g2")], "{all}");
 }
