@@ -193,7 +193,8 @@ impl Routes {
     pub(crate) fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let rows: [(&str, &str, fn(&GroupRoute) -> usize); 3] = [
+        type Gauge = fn(&GroupRoute) -> usize;
+        let rows: [(&str, &str, Gauge); 3] = [
             (
                 "raftmq_broker_group_up",
                 "1 if the routes know the broker group's leader.",
