@@ -1,7 +1,10 @@
 //! `--mode groups`: several broker groups on this machine. Starts a NameServer and two
 //! groups of three `raftmq serve` processes, then measures
 //! - scale-out: produce throughput with two topics on one group, then with one topic on
-//!   each group (each produced through its own group's nodes), for `--duration` seconds each;
+//!   each group (each produced through its own group's nodes), then with one topic spread
+//!   over both groups (produced through every node: each batch splits in two), for
+//!   `--duration` seconds each; then receive+ack of the backlog, from a topic of one group
+//!   and from the spread topic (every receive drawing from both groups);
 //! - the route-miss cost: one message at a time to a topic of g1, sent to g1's leader, to a
 //!   g1 follower (forwarded in the group) and to a g2 node (routed to g1 through the
 //!   NameServers' routes).
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::{BenchArgs, Outcome, percentile, post_json, produce_body};
+use super::{BenchArgs, Outcome, percentile, post_json, produce_body, receive_and_ack};
 use crate::cluster::{Spawned, leader};
 
 /// The NameServer process, killed when dropped.
@@ -95,15 +98,82 @@ async fn latency(
 }
 
 async fn create(http: &reqwest::Client, url: &str, topic: &str, queues: u32) -> anyhow::Result<()> {
+    create_with(http, url, topic, json!({ "queues": queues })).await
+}
+
+async fn create_with(
+    http: &reqwest::Client,
+    url: &str,
+    topic: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
     let r = http
         .put(format!("{url}/v1/topics/{topic}"))
-        .json(&json!({ "queues": queues }))
+        .json(&body)
         .send()
         .await?;
     if !r.status().is_success() {
         bail!("creating {topic}: {}", r.text().await?);
     }
     Ok(())
+}
+
+/// Waits until `url` serves `topic` (a node learning a route or a spread topic's parts).
+async fn until_served(
+    http: &reqwest::Client,
+    url: &str,
+    topic: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while http
+        .get(format!("{url}/v1/topics/{topic}"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        if Instant::now() > deadline {
+            bail!("{url} never served topic {topic}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Consumer-group receive (up to 256) + ack through `urls` in turn, `conc` consumers, for
+/// `dur`: messages acked per second.
+async fn consume_for(
+    http: &reqwest::Client,
+    urls: &[String],
+    topic: &str,
+    args: &BenchArgs,
+    dur: Duration,
+) -> anyhow::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (http, stop, count) = (http.clone(), stop.clone(), count.clone());
+        let (urls, topic, size) = (urls.to_vec(), topic.to_owned(), args.size as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let base = &urls[i % urls.len()];
+                let (n, _) = receive_and_ack(&http, base, "bench", &topic, w, 256, size).await?;
+                count.fetch_add(n, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// `--mode groups` (see the module docs).
@@ -171,6 +241,29 @@ pub(crate) async fn groups(http: &reqwest::Client, args: &BenchArgs) -> anyhow::
         if i % 2 == 0 { on_g1 += r } else { on_g2 += r }
     }
 
+    // One topic spread over both groups (twice the queues, half on each), produced
+    // through every node: each batch is split into one share per group.
+    create_with(
+        http,
+        &l1_url,
+        "wide",
+        json!({"queues": 2 * q, "groups": ["g1", "g2"]}),
+    )
+    .await?;
+    let all_urls: Vec<String> = g1_urls.iter().chain(&g2_urls).cloned().collect();
+    for u in &all_urls {
+        until_served(http, u, "wide", within).await?;
+    }
+    let targets: Vec<(String, String)> = (0..args.concurrency)
+        .map(|i| (pick(&all_urls, i), "wide".to_owned()))
+        .collect();
+    let spread: f64 = produce_for(http, &targets, args, dur).await?.iter().sum();
+
+    // Receive+ack of the backlogs: a topic of g1 through g1's nodes, then the spread topic
+    // through every node.
+    let consume_one = consume_for(http, &g1_urls, "one-a", args, dur).await?;
+    let consume_spread = consume_for(http, &all_urls, "wide", args, dur).await?;
+
     // Route misses: a topic of g1 through each kind of node.
     let follower = g1_urls
         .iter()
@@ -178,19 +271,7 @@ pub(crate) async fn groups(http: &reqwest::Client, args: &BenchArgs) -> anyhow::
         .cloned()
         .context("a g1 follower")?;
     // g2's node must have learned the routes before it is timed.
-    let deadline = Instant::now() + within;
-    while http
-        .get(format!("{}/v1/topics/one-a", g2_urls[0]))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        if Instant::now() > deadline {
-            bail!("g2's nodes never learned the route to g1's topics");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(http, &g2_urls[0], "one-a", within).await?;
     let n = 1000;
     let direct = latency(http, &l1_url, "one-a", n).await?;
     let forwarded = latency(http, &follower, "one-a", n).await?;
@@ -203,6 +284,11 @@ pub(crate) async fn groups(http: &reqwest::Client, args: &BenchArgs) -> anyhow::
             "two_groups_one_topic_each": on_g1 + on_g2,
             "two_groups_g1": on_g1,
             "two_groups_g2": on_g2,
+            "two_groups_one_spread_topic": spread,
+        },
+        "receive_ack_msgs_per_s": {
+            "one_group_topic": consume_one,
+            "spread_topic_two_groups": consume_spread,
         },
         "single_message_ms": {
             "g1_leader": {"p50": direct.0, "p99": direct.1},

@@ -82,17 +82,19 @@ pub(super) async fn receive(
         let answers: Vec<Answer> = futures::future::join_all(calls).await;
         let mut messages = Vec::new();
         let mut failed = None;
+        let mut answered = false;
         for a in answers {
             if a.ok() {
+                answered = true;
                 messages.extend(a.json()["messages"].as_array().cloned().unwrap_or_default());
             } else {
                 failed.get_or_insert(a);
             }
         }
-        // Every part refused (a bad request, the consumer group unknown): say why.
+        // Every part refused (a bad request, no group reachable): say why. While some
+        // answer, a group that is down only takes its share out of the round.
         if let Some(a) = failed
-            && messages.is_empty()
-            && (round_wait.is_zero() || a.status.is_client_error())
+            && !answered
         {
             return Ok(a.into_response());
         }

@@ -95,13 +95,13 @@ pub(super) async fn produce(
         if let Some(obj) = m.as_object_mut() {
             obj.insert("queue".into(), json!(q));
         }
+        // `place` gave a queue of the layout: some part holds it.
         let at = layout
             .parts
             .iter()
-            .position(|p| p.first <= *q && *q < p.end());
-        if let Some(at) = at {
-            shares[at].1.push(i);
-        }
+            .position(|p| p.first <= *q && *q < p.end())
+            .ok_or_else(|| ApiError::internal(format!("queue {q} outside the layout")))?;
+        shares[at].1.push(i);
     }
     shares.retain(|(_, idx)| !idx.is_empty());
     let all = std::mem::take(msgs);
