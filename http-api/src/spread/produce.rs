@@ -16,13 +16,26 @@ use super::{Ctx, describe, error_answer, next_turn};
 use crate::error::ApiError;
 use crate::routing::{Layout, Part};
 
-/// Each message's queue in the whole queue space: its own `queue`, else by its `key`, else
-/// by its `idempotency_key` (so that a retry reaches the group that remembers the key),
-/// else round-robin. A transaction's messages must share one group: those with no queue
-/// or key take the group of the first that has one (else the next in turn).
-fn place(layout: &Layout, topic: &str, msgs: &[Value], txn: bool) -> Result<Vec<u32>, ApiError> {
+/// Which part each message goes to (its index in the layout), and the queue of those that
+/// name one: their own `queue`, else by `key`, else by `idempotency_key` (so a retry meets
+/// the group that remembers the key). The others all go to one part, the next in turn,
+/// whose leader spreads them over its own queues: a batch of such messages then stays in
+/// one group and so atomic as a whole. A transaction's messages must share one group.
+fn place(
+    layout: &Layout,
+    topic: &str,
+    msgs: &[Value],
+    txn: bool,
+) -> Result<Vec<(usize, Option<u32>)>, ApiError> {
     let total = layout.total();
-    let mut chosen = Vec::with_capacity(msgs.len());
+    let part_index = |q: u32| {
+        layout
+            .parts
+            .iter()
+            .position(|p| (p.first..p.end()).contains(&q))
+            .ok_or_else(|| ApiError::internal(format!("queue {q} outside the layout")))
+    };
+    let mut named = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
         let q = match m.get("queue").filter(|q| !q.is_null()) {
             Some(q) => Some(
@@ -40,23 +53,20 @@ fn place(layout: &Layout, topic: &str, msgs: &[Value], txn: bool) -> Result<Vec<
                 .find_map(|f| m.get(*f).and_then(Value::as_str))
                 .map(|k| queue_for_key(k, total)),
         };
-        chosen.push(q);
+        named.push(q);
     }
-    if !txn {
-        return Ok(chosen
-            .into_iter()
-            .map(|q| q.unwrap_or_else(|| next_turn() % total))
-            .collect());
-    }
-    let part = match chosen.iter().flatten().next() {
-        Some(&q) => layout.part_of(q),
-        None => layout.part_of(next_turn() % total),
-    }
-    .ok_or_else(|| ApiError::internal("a queue outside the layout"))?;
-    let mut out = Vec::with_capacity(chosen.len());
-    for (i, q) in chosen.into_iter().enumerate() {
-        let q = q.unwrap_or_else(|| part.first + next_turn() % part.count);
-        if layout.part_of(q) != Some(part) {
+    // A transaction's free messages join its first named one's group.
+    let free_part = match named.iter().flatten().next() {
+        Some(&q) if txn => part_index(q)?,
+        _ => next_turn() as usize % layout.parts.len(),
+    };
+    let mut out = Vec::with_capacity(named.len());
+    for (i, q) in named.into_iter().enumerate() {
+        let at = match q {
+            Some(q) => part_index(q)?,
+            None => free_part,
+        };
+        if txn && at != free_part {
             return Err(ApiError::invalid(
                 &format!("messages[{i}]"),
                 format!(
@@ -65,7 +75,7 @@ fn place(layout: &Layout, topic: &str, msgs: &[Value], txn: bool) -> Result<Vec<
                 ),
             ));
         }
-        out.push(q);
+        out.push((at, q));
     }
     Ok(out)
 }
@@ -88,20 +98,14 @@ pub(super) async fn produce(
             "is required: a list of messages",
         ));
     };
-    let queues = place(layout, ctx.topic, msgs, txn)?;
+    let placed = place(layout, ctx.topic, msgs, txn)?;
     // Per part (in part order): the request indexes of its messages.
     let mut shares: Vec<(&Part, Vec<usize>)> = layout.parts.iter().map(|p| (p, vec![])).collect();
-    for (i, (m, q)) in msgs.iter_mut().zip(&queues).enumerate() {
-        if let Some(obj) = m.as_object_mut() {
+    for (i, (m, (at, q))) in msgs.iter_mut().zip(&placed).enumerate() {
+        if let (Some(obj), Some(q)) = (m.as_object_mut(), q) {
             obj.insert("queue".into(), json!(q));
         }
-        // `place` gave a queue of the layout: some part holds it.
-        let at = layout
-            .parts
-            .iter()
-            .position(|p| p.first <= *q && *q < p.end())
-            .ok_or_else(|| ApiError::internal(format!("queue {q} outside the layout")))?;
-        shares[at].1.push(i);
+        shares[*at].1.push(i);
     }
     shares.retain(|(_, idx)| !idx.is_empty());
     let all = std::mem::take(msgs);
@@ -142,7 +146,7 @@ pub(super) async fn produce(
         } else {
             let e = answer.error();
             for &i in idx {
-                results[i] = json!({"queue": queues[i], "error": e});
+                results[i] = json!({ "error": e });
             }
             failed.get_or_insert(answer);
         }

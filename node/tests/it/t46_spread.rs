@@ -142,6 +142,21 @@ async fn a_topic_spread_over_two_groups_is_one_queue_space_from_any_node() {
     )
     .await;
     assert_eq!(again["results"][0]["queue"], results[2]["queue"], "{again}");
+    // A batch without queues or keys goes to one group as a whole (atomic as a whole).
+    let (s, free) = post_ready(
+        &g1,
+        at_g1("/v1/topics/wide/messages"),
+        json!({"messages": [{"body": "f1"}, {"body": "f2"}, {"body": "f3"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{free}");
+    let stored_by: std::collections::BTreeSet<&str> = free["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["msg_id"].as_str().unwrap().split('.').next().unwrap())
+        .collect();
+    assert_eq!(stored_by.len(), 1, "{free}");
 
     // Reads by queue from either node; a key query over both groups; a message by id.
     let read = get_ready(&g1, at_g1("/v1/topics/wide/queues/3/messages?offset=0")).await;
@@ -193,7 +208,7 @@ async fn a_topic_spread_over_two_groups_is_one_queue_space_from_any_node() {
             .iter()
             .map(|m| m["receipt"].clone()),
     );
-    assert_eq!(receipts.len(), 7, "{rest}");
+    assert_eq!(receipts.len(), 10, "{rest}");
     let (_, acked) = post_ready(
         &g1,
         at_g2("/v1/groups/billing/topics/wide/ack"),
@@ -201,7 +216,7 @@ async fn a_topic_spread_over_two_groups_is_one_queue_space_from_any_node() {
     )
     .await;
     let oks = acked["results"].as_array().unwrap();
-    assert_eq!(oks.len(), 7);
+    assert_eq!(oks.len(), 10);
     assert!(oks.iter().all(|r| r["ok"] == true), "{acked}");
     let (_, none) = post_ready(
         &g1,
