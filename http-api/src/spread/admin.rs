@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Ctx, describe};
+use super::{Ctx, describe, topic_path};
 use crate::dto::{PutTopicRequest, check_name, parse_json};
 use crate::error::ApiError;
 use crate::routing::{Layout, Part};
@@ -168,13 +168,6 @@ pub(crate) async fn put_spread(
     ctx.routes.note_parts(topic, &plan);
     tracing::info!(topic, parts = %describe(&Layout { parts: plan.clone() }), "topic spread over broker groups");
     Ok(axum::Json(merged(topic, &last, &plan, None)).into_response())
-}
-
-fn topic_path(topic: &str) -> String {
-    format!(
-        "/v1/topics/{}",
-        percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC)
-    )
 }
 
 /// The topic as one: `part`'s settings, the whole queue space, every group's slice.

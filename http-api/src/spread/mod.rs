@@ -137,17 +137,12 @@ impl Ctx<'_> {
             .map(|p| self.call(&p.group, method.clone(), path, body.clone(), Duration::ZERO));
         futures::future::join_all(calls).await.into_iter().collect()
     }
-}
 
-impl Ctx<'_> {
     /// The group other than `here` holding the topic whole, asked of every group; `Err`
     /// when one holds a part (the topic is spread, the routes do not know it yet) or a
     /// group cannot say.
     async fn find_whole(&self, here: &str) -> Result<Option<Part>, ApiError> {
-        let path = format!(
-            "/v1/topics/{}",
-            percent_encoding::utf8_percent_encode(self.topic, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let path = topic_path(self.topic);
         let groups: Vec<String> = self
             .routes
             .group_names()
@@ -308,6 +303,14 @@ pub(crate) async fn list_topics(app: &AppState, routes: &Routes, headers: &Heade
     admin::list(&ctx)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/v1/topics/{topic}`, the name percent-encoded.
+fn topic_path(topic: &str) -> String {
+    format!(
+        "/v1/topics/{}",
+        percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC)
+    )
 }
 
 /// A numeric query parameter (0 when absent or not a number).
