@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::forward::{Target, relay};
+use crate::forward::{Target, body_within, relay};
 use crate::routing::Routes;
 
 /// The broker group coordinating consumer group `group` (`None`: the routes know none).
@@ -41,9 +41,9 @@ pub(crate) async fn heartbeat(
     next: Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, app.cfg.max_request_bytes).await else {
-        return ApiError::too_large("the request body is larger than the node's limit")
-            .into_response();
+    let body = match body_within(app, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
     };
     let consumer = serde_json::from_slice::<Value>(&body)
         .ok()

@@ -36,6 +36,19 @@ pub(crate) fn hops(headers: &HeaderMap) -> u32 {
         .unwrap_or(0)
 }
 
+/// A request's body, at most the node's request limit (413 past it): for middleware that
+/// must read a body before the handlers do.
+pub(crate) async fn body_within(app: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, app.cfg.max_request_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "the body is larger than {} bytes",
+                app.cfg.max_request_bytes
+            ))
+        })
+}
+
 /// Where [`relay`] sends a request.
 pub(crate) struct Target<'a> {
     /// `host:port`.

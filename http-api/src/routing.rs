@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::AppState;
 use crate::acl::path_segments;
 use crate::error::ApiError;
-use crate::forward::{MAX_HOPS, Target, hops, relay};
+use crate::forward::{MAX_HOPS, Target, body_within, hops, relay};
 use crate::{coordinator, spread};
 
 /// How often a node refreshes its routes.
@@ -75,9 +75,14 @@ impl Layout {
 
     /// The part holding `queue`.
     pub(crate) fn part_of(&self, queue: u32) -> Option<&Part> {
+        self.index_of(queue).map(|i| &self.parts[i])
+    }
+
+    /// The place in [`Layout::parts`] of the part holding `queue`.
+    pub(crate) fn index_of(&self, queue: u32) -> Option<usize> {
         self.parts
             .iter()
-            .find(|p| (p.first..p.end()).contains(&queue))
+            .position(|p| (p.first..p.end()).contains(&queue))
     }
 }
 
@@ -363,11 +368,9 @@ async fn offsets_topic(
         return Ok((topic, req));
     }
     let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, app.cfg.max_request_bytes).await else {
-        return Err(
-            ApiError::too_large("the request body is larger than the node's limit").into_response(),
-        );
-    };
+    let body = body_within(app, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let topic = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["topic"].as_str().map(str::to_owned));
@@ -432,9 +435,9 @@ pub(crate) async fn route_between_groups(
         }
         if req.method() == Method::PUT && req.uri().path().matches('/').count() == 3 {
             let (parts, body) = req.into_parts();
-            let Ok(body) = axum::body::to_bytes(body, app.cfg.max_request_bytes).await else {
-                return ApiError::too_large("the request body is larger than the node's limit")
-                    .into_response();
+            let body = match body_within(&app, body).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
             };
             if names_groups(&body) {
                 let local = local.map(|spec| Part {
@@ -460,15 +463,9 @@ pub(crate) async fn route_between_groups(
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, app.cfg.max_request_bytes).await {
+    let body = match body_within(&app, body).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::too_large(format!(
-                "the body is larger than {} bytes",
-                app.cfg.max_request_bytes
-            ))
-            .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let to = Target {
         addr: &addr,

@@ -50,10 +50,9 @@ pub(super) async fn receive(
         // The part validates what is wrong, and a single part needs no sharing.
         let part = &layout.parts[0];
         let wait = Duration::from_millis(wait_ms);
-        let a = ctx
-            .call(&part.group, Method::POST, path, body.clone(), wait)
-            .await?;
-        return Ok(a.into_response());
+        return ctx
+            .pass(&part.group, Method::POST, path, body.clone(), wait)
+            .await;
     }
     let share = shares(
         layout.parts.len(),
@@ -116,20 +115,10 @@ pub(super) async fn ack(
 ) -> Result<Response, ApiError> {
     let req: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-    let Some(receipts) = req.get("receipts").and_then(Value::as_array) else {
-        // The part says what is wrong with it.
-        let part = &layout.parts[0];
-        let a = ctx
-            .call(
-                &part.group,
-                Method::POST,
-                path,
-                body.clone(),
-                Duration::ZERO,
-            )
-            .await?;
-        return Ok(a.into_response());
-    };
+    let receipts: &[Value] = req
+        .get("receipts")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
     let mut by_part: Vec<Vec<usize>> = vec![Vec::new(); layout.parts.len()];
     for (i, r) in receipts.iter().enumerate() {
         let queue = r
@@ -138,14 +127,7 @@ pub(super) async fn ack(
             .and_then(|q| q.parse::<u32>().ok());
         // A receipt that names no queue of the topic: the first part answers that it is
         // not valid.
-        let at = queue
-            .and_then(|q| {
-                layout
-                    .parts
-                    .iter()
-                    .position(|p| (p.first..p.end()).contains(&q))
-            })
-            .unwrap_or(0);
+        let at = queue.and_then(|q| layout.index_of(q)).unwrap_or(0);
         by_part[at].push(i);
     }
     let used: Vec<(usize, &Vec<usize>)> = by_part
@@ -153,18 +135,14 @@ pub(super) async fn ack(
         .enumerate()
         .filter(|(_, v)| !v.is_empty())
         .collect();
-    if let [(at, _)] = used.as_slice() {
-        let part = &layout.parts[*at];
-        let a = ctx
-            .call(
-                &part.group,
-                Method::POST,
-                path,
-                body.clone(),
-                Duration::ZERO,
-            )
-            .await?;
-        return Ok(a.into_response());
+    // One group's receipts, or none to share out (the first part says what is wrong with
+    // the request): sent on as they came.
+    if used.len() <= 1 {
+        let at = used.first().map_or(0, |u| u.0);
+        let group = &layout.parts[at].group;
+        return ctx
+            .pass(group, Method::POST, path, body.clone(), Duration::ZERO)
+            .await;
     }
     let calls = used.iter().map(|(at, idx)| {
         let mut share = req.clone();
@@ -237,13 +215,7 @@ pub(super) async fn commit(
     let mut by_part: Vec<Vec<Value>> = vec![Vec::new(); layout.parts.len()];
     for (i, row) in rows.into_iter().enumerate() {
         let q = row.get("queue").and_then(Value::as_u64);
-        let at = q.and_then(|q| {
-            let q = u32::try_from(q).ok()?;
-            layout
-                .parts
-                .iter()
-                .position(|p| (p.first..p.end()).contains(&q))
-        });
+        let at = q.and_then(|q| layout.index_of(u32::try_from(q).ok()?));
         match (q, at) {
             (_, Some(at)) => by_part[at].push(row),
             // Not a number: the first part says what is wrong with it.
@@ -270,10 +242,9 @@ pub(super) async fn commit(
     if used.is_empty() {
         // No queue named: the first part says so.
         let group = &layout.parts[0].group;
-        let a = ctx
-            .call(group, Method::PUT, path, body.clone(), Duration::ZERO)
-            .await?;
-        return Ok(a.into_response());
+        return ctx
+            .pass(group, Method::PUT, path, body.clone(), Duration::ZERO)
+            .await;
     }
     let mut last = None;
     for (group, rows) in used {

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::acl::path_segments;
 use crate::error::ApiError;
-use crate::forward::{Target, relay};
+use crate::forward::{Target, body_within, relay};
 use crate::routing::{Layout, Part, Routes};
 
 /// Round-robin over a spread topic's queues (for messages with no queue or key) and over
@@ -123,6 +123,21 @@ impl Ctx<'_> {
         })
     }
 
+    /// Sends a request on to `group` unchanged and answers with its answer.
+    async fn pass(
+        &self,
+        group: &str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        wait: Duration,
+    ) -> Result<Response, ApiError> {
+        Ok(self
+            .call(group, method, path, body, wait)
+            .await?
+            .into_response())
+    }
+
     /// Sends the same request to every part's group at once; answers in part order.
     async fn call_all(
         &self,
@@ -193,15 +208,9 @@ pub(crate) async fn handle(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, app.cfg.max_request_bytes).await {
+    let body = match body_within(app, body).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::too_large(format!(
-                "the body is larger than {} bytes",
-                app.cfg.max_request_bytes
-            ))
-            .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let ctx = Ctx {
         app,
@@ -229,9 +238,7 @@ pub(crate) async fn handle(
             Ok(q) => match layout.part_of(q) {
                 Some(p) => {
                     let wait = Duration::from_millis(query_u64(parts.uri.query(), "wait_ms"));
-                    ctx.call(&p.group, m.clone(), path, body, wait)
-                        .await
-                        .map(IntoResponse::into_response)
+                    ctx.pass(&p.group, m.clone(), path, body, wait).await
                 }
                 None => Err(ApiError::invalid(
                     "queue",

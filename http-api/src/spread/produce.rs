@@ -30,9 +30,7 @@ fn place(
     let total = layout.total();
     let part_index = |q: u32| {
         layout
-            .parts
-            .iter()
-            .position(|p| (p.first..p.end()).contains(&q))
+            .index_of(q)
             .ok_or_else(|| ApiError::internal(format!("queue {q} outside the layout")))
     };
     let mut named = Vec::with_capacity(msgs.len());
@@ -112,10 +110,9 @@ pub(super) async fn produce(
     if let [(part, _)] = shares.as_slice() {
         req["messages"] = Value::Array(all);
         let body = Bytes::from(serde_json::to_vec(&req).map_err(ApiError::internal)?);
-        let a = ctx
-            .call(&part.group, Method::POST, path, body, Duration::ZERO)
-            .await?;
-        return Ok(a.into_response());
+        return ctx
+            .pass(&part.group, Method::POST, path, body, Duration::ZERO)
+            .await;
     }
     let calls = shares.iter().map(|(part, idx)| {
         let mut share = req.clone();
