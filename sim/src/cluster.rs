@@ -200,14 +200,18 @@ impl Cluster {
     }
 
     /// Cuts a node's power: a crash, then its CommitLog loses every byte written since its
-    /// last sync. Returns how many bytes were lost.
-    pub async fn lose_power(&mut self, id: NodeId) -> anyhow::Result<u64> {
+    /// last sync (zeroed, or with `damage` torn or flipped). Returns how many bytes were lost.
+    pub async fn lose_power(
+        &mut self,
+        id: NodeId,
+        damage: Option<crate::lossy::Damage>,
+    ) -> anyhow::Result<u64> {
         let cut = self.member(id).fs.cut_power();
         self.crash(id);
         let m = self.member(id);
         // Its log writer may be mid-write: the power goes when it has stopped.
         released(id, m.released.clone()).await?;
-        Ok(m.fs.lose_power(&cut)?)
+        Ok(m.fs.lose_power(&cut, damage)?)
     }
 
     /// Crashes a node and deletes its data directory (what an operator does with a node

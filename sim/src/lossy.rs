@@ -4,6 +4,10 @@
 //! disk loses what sat in its cache. Each sync can be slowed down, which widens the window a
 //! bug that acknowledges before syncing needs.
 //!
+//! A power loss zeroes the unsynced bytes, or (a few seeds) damages them as a disk may:
+//! torn (each 512-byte sector of the unsynced part written or not, independently) or with
+//! one byte flipped; synced bytes are never touched.
+//!
 //! Only data is modelled: directory operations (create, rename, remove, link) are taken as
 //! durable when they return, which is stronger than a real disk and so hides no bug of ours
 //! that loses data (it may hide one that forgets `sync_dir`).
@@ -35,6 +39,43 @@ pub struct PowerCut(HashMap<PathBuf, u64>);
 
 fn lock(e: &Shared) -> std::sync::MutexGuard<'_, Extent> {
     e.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a power loss damages the unsynced bytes instead of zeroing them all.
+#[derive(Clone, Copy, Debug)]
+pub enum Damage {
+    /// Each 512-byte sector of the unsynced part reached the disk or not (zeroed), drawn
+    /// from the seed.
+    Torn(u64),
+    /// The unsynced part reached the disk, with one byte flipped (drawn from the seed).
+    Flipped(u64),
+}
+
+impl Damage {
+    /// Damages `tail` (the unsynced bytes of the `nth` file); returns the bytes that
+    /// differ from what was written.
+    fn apply(self, tail: &mut [u8], nth: u64) -> u64 {
+        use rand::{Rng, SeedableRng};
+        match self {
+            Damage::Torn(seed) => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ nth.wrapping_mul(0x9e37));
+                let mut lost = 0;
+                for sector in tail.chunks_mut(512) {
+                    if rng.random_bool(0.5) {
+                        lost += sector.len() as u64;
+                        sector.fill(0);
+                    }
+                }
+                lost
+            }
+            Damage::Flipped(seed) => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ nth.wrapping_mul(0x9e37));
+                let at = rng.random_range(0..tail.len());
+                tail[at] ^= 1 << rng.random_range(0..8);
+                1
+            }
+        }
+    }
 }
 
 /// The OS's file system with power-loss bookkeeping.
@@ -80,21 +121,36 @@ impl LossyFs {
 
     /// Makes a power cut real once the node's writers have stopped: every byte written
     /// after what its file had synced at the cut becomes zero (a file the cut did not know
-    /// loses all it holds). Returns how many bytes were lost.
-    pub fn lose_power(&self, cut: &PowerCut) -> io::Result<u64> {
+    /// loses all it holds), or with `damage`, is torn or has a byte flipped instead
+    /// ([`Damage`]). Returns how many unsynced bytes did not survive as written.
+    pub fn lose_power(&self, cut: &PowerCut, damage: Option<Damage>) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
         let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let mut lost = 0;
-        for (path, e) in files.iter() {
+        // Files in a fixed order, so a damage seed damages the same way on every replay.
+        let mut files: Vec<(&PathBuf, &Shared)> = files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, (path, e)) in files.into_iter().enumerate() {
             let mut e = lock(e);
             let keep = cut.0.get(path).copied().unwrap_or(0).min(e.synced);
             if e.written > keep && path.exists() {
-                let f = std::fs::OpenOptions::new().write(true).open(path)?;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)?;
                 let end = e.written.min(f.metadata()?.len());
                 if end > keep {
-                    use std::os::unix::fs::FileExt;
-                    f.write_all_at(&vec![0u8; (end - keep) as usize], keep)?;
+                    let mut tail = vec![0u8; (end - keep) as usize];
+                    f.read_exact_at(&mut tail, keep)?;
+                    lost += match damage {
+                        None => {
+                            tail.fill(0);
+                            end - keep
+                        }
+                        Some(d) => d.apply(&mut tail, i as u64),
+                    };
+                    f.write_all_at(&tail, keep)?;
                     f.sync_data()?;
-                    lost += end - keep;
                 }
             }
             e.written = keep;
@@ -227,7 +283,7 @@ mod tests {
         let cut = fs.cut_power();
         // What a dying writer does after the cut does not survive it.
         f.sync_data().unwrap();
-        assert_eq!(fs.lose_power(&cut).unwrap(), 6);
+        assert_eq!(fs.lose_power(&cut, None).unwrap(), 6);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..7], b"durable");
         assert_eq!(&bytes[7..], &[0u8; 6]);
@@ -239,6 +295,33 @@ mod tests {
         fs.rename(&dir.path().join("g.tmp"), &dir.path().join("g"))
             .unwrap();
         let cut = fs.cut_power();
-        assert_eq!(fs.lose_power(&cut).unwrap(), 1);
+        assert_eq!(fs.lose_power(&cut, None).unwrap(), 1);
+    }
+
+    #[test]
+    fn damage_touches_only_unsynced_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LossyFs::new(Duration::ZERO);
+        let path = dir.path().join("f");
+        let f = fs.open(&path, OpenMode::CreateNew).unwrap();
+        f.write_all_at(&[7u8; 100], 0).unwrap();
+        f.sync_data().unwrap();
+        f.write_all_at(&[9u8; 2048], 100).unwrap();
+        let cut = fs.cut_power();
+        assert_eq!(fs.lose_power(&cut, Some(Damage::Flipped(3))).unwrap(), 1);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..100], &[7u8; 100]);
+        assert_eq!(bytes[100..].iter().filter(|b| **b != 9).count(), 1);
+        // Torn: whole sectors written or zeroed, the synced part untouched.
+        f.write_all_at(&[5u8; 4096], 2148).unwrap();
+        let cut = fs.cut_power();
+        let lost = fs.lose_power(&cut, Some(Damage::Torn(11))).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..100], &[7u8; 100]);
+        // Everything after the synced 100 bytes was unsynced at this cut (the first cut
+        // left 100..2148 on disk, unsynced).
+        let zeroed = bytes[100..].iter().filter(|b| **b == 0).count() as u64;
+        assert_eq!(zeroed, lost);
+        assert_eq!(lost % 512, 0);
     }
 }

@@ -25,6 +25,8 @@ use anyhow::anyhow;
 use raftmq_jepsen::checker;
 use raftmq_jepsen::history::{Kind, Process};
 use raftmq_raft::{NodeId, TopicSpec};
+
+use crate::lossy::Damage;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -191,7 +193,23 @@ pub fn schedule(
     steps
 }
 
-async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet, h: &History) -> anyhow::Result<()> {
+/// How power losses of this seed damage unsynced bytes: with `--power-loss`, one seed in
+/// eight tears them by sector and one in eight flips a byte; the rest zero them.
+fn damage_of(seed: u64, power_loss: bool) -> Option<Damage> {
+    match seed % 8 {
+        0 if power_loss => Some(Damage::Torn(seed)),
+        4 if power_loss => Some(Damage::Flipped(seed)),
+        _ => None,
+    }
+}
+
+async fn play(
+    step: &Step,
+    cluster: &mut Cluster,
+    net: &SimNet,
+    h: &History,
+    damage: Option<Damage>,
+) -> anyhow::Result<()> {
     let ids = cluster.ids();
     match step {
         Step::Partition(side) => {
@@ -202,14 +220,20 @@ async fn play(step: &Step, cluster: &mut Cluster, net: &SimNet, h: &History) -> 
         Step::Heal => net.heal(),
         Step::Crash(id) => cluster.crash(*id),
         Step::PowerLoss(id) => {
-            let lost = cluster.lose_power(*id).await?;
-            h.nemesis("power-lost", json!({"node": id, "unsynced_bytes": lost}));
+            let lost = cluster.lose_power(*id, damage).await?;
+            h.nemesis(
+                "power-lost",
+                json!({"node": id, "unsynced_bytes": lost, "damage": format!("{damage:?}")}),
+            );
         }
         Step::Wipe(id) => cluster.wipe(*id).await?,
         Step::Outage => {
             for id in ids {
-                let lost = cluster.lose_power(id).await?;
-                h.nemesis("power-lost", json!({"node": id, "unsynced_bytes": lost}));
+                let lost = cluster.lose_power(id, damage).await?;
+                h.nemesis(
+                    "power-lost",
+                    json!({"node": id, "unsynced_bytes": lost, "damage": format!("{damage:?}")}),
+                );
             }
         }
         Step::Restart(id) => cluster.restart(*id, false).await?,
@@ -419,6 +443,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     setup(&net).await?;
     let h = Arc::new(History::default());
     let steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms, opts);
+    let damage = damage_of(seed, opts.power_loss);
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     let fifo = opts.fifo;
@@ -455,7 +480,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         let due = t0 + Duration::from_millis(*at);
         tokio::time::sleep_until(due.into()).await;
         h.nemesis("step", json!(format!("{step:?}")));
-        if let Err(e) = play(step, &mut cluster, &net, &h).await {
+        if let Err(e) = play(step, &mut cluster, &net, &h, damage).await {
             problems.push(format!("nemesis: {step:?}: {e}"));
         }
     }
