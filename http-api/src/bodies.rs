@@ -288,6 +288,10 @@ pub struct Member {
     pub matched_index: Option<u64>,
     /// Role.
     pub role: Role,
+    /// The group's record that this member has held the log (up to this index, as the
+    /// leader saw it), as this node has applied it: a member whose data is lost and that
+    /// has a record is refused at start (replace it instead).
+    pub held_log_index: Option<u64>,
 }
 
 /// One broker group as the NameServers' routes show it.

@@ -28,16 +28,16 @@ use raftmq_raft::MemberRole;
     responses((status = 200, description = "OK", body = Cluster), crate::openapi::AuthErrors))]
 pub(crate) async fn status(State(app): State<AppState>) -> Response {
     let s = app.broker.cluster_status();
-    let members = s
-        .members
-        .iter()
-        .map(|m| Member {
+    let mut members = Vec::with_capacity(s.members.len());
+    for m in &s.members {
+        members.push(Member {
             addr: m.addr.clone(),
             id: m.id,
             matched_index: m.matched_index,
             role: m.role.into(),
-        })
-        .collect();
+            held_log_index: app.broker.held_log_record(m.id).await.ok().flatten(),
+        });
+    }
     Json(Cluster {
         applied_index: s.applied_index,
         commit_index: s.commit_index,

@@ -27,16 +27,27 @@ async fn a_wiped_replica_catches_up_and_serves_everything() {
         acked.extend(msgs.iter().map(|m| m["body"].as_str().unwrap().to_owned()));
     }
     let wiped = c.live().into_iter().find(|&id| id != leader).unwrap();
-    c.wait_for("the leader to have replicated to the node", || async {
-        let (_, s) = c.get(leader, "/v1/cluster").await.ok()?;
-        let members = s["members"].as_array()?;
-        let m = members.iter().find(|m| m["id"] == wiped)?;
-        m["matched_index"].as_u64().map(|_| ())
-    })
+    let other = c
+        .live()
+        .into_iter()
+        .find(|&id| id != leader && id != wiped)
+        .unwrap();
+    c.wait_for(
+        "the group to record that the node has held the log",
+        || async {
+            let (_, s) = c.get(other, "/v1/cluster").await.ok()?;
+            let members = s["members"].as_array()?;
+            let m = members.iter().find(|m| m["id"] == wiped)?;
+            m["held_log_index"].as_u64().map(|_| ())
+        },
+    )
     .await;
-    // The unsafe way: its data gone, started again as the same member.
+    // The unsafe way: its data gone, started again as the same member, after leadership
+    // moved to a node that never replicated to it (the leader's own view of it is gone, so
+    // only the group's record says it has held the log).
     c.kill(wiped);
     std::fs::remove_dir_all(&c.node(wiped).data_dir).unwrap();
+    c.make_leader(other).await;
     c.restart(wiped);
     let status = c.wait_exit(wiped).await;
     let log = c.log_of(wiped);
@@ -45,6 +56,7 @@ async fn a_wiped_replica_catches_up_and_serves_everything() {
         log.contains("data is gone") && log.contains("--join"),
         "the refusal says why and what to do: {log}"
     );
+    let leader = other;
     c.replace_data(leader, wiped).await;
 
     let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();

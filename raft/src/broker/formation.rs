@@ -1,13 +1,17 @@
 //! Forming a broker group without an init step: nodes started with the same `peers` form
 //! the group by themselves; and refusing to start a member whose data is gone.
 //!
-//! A node that starts with an empty log asks its peers first whether one of them, leading
-//! the group, has replicated to it before (etcd's "member already bootstrapped" check). If
-//! so, its data was lost (a wiped or replaced disk), and as the same member it would vote at
-//! once with nothing: with another node lagging, a leader missing acknowledged entries could
-//! win. It stops instead and says how to replace it (remove, start with `--join`, add back).
-//! Best effort: it catches the usual case, a node wiped and restarted while the leader that
-//! replicated to it still leads; a leader elected while it was down has no record of it.
+//! A node that starts with an empty log asks its peers first whether it has held the
+//! group's log before (etcd's "member already bootstrapped" check): a peer leading the group
+//! that has replicated to it says so, and so does any peer that applied the group's record
+//! of it. The leader records each member once it has seen it hold the log (a `HeldLog`
+//! entry, kept while the node is a member: removing it forgets the record), so the answer
+//! survives leader changes. If it has, its data was lost (a wiped or replaced disk), and as
+//! the same member it would vote at once with nothing: with another node lagging, a leader
+//! missing acknowledged entries could win. It stops instead and says how to replace it
+//! (remove, start with `--join`, add back). Best effort still: the peers it can reach must
+//! have applied the record (or lead), and a node wiped before the leader recorded it (its
+//! first second in the group) is not caught.
 //!
 //! Must never: initialize a node that has a log, or one started to join an existing group;
 //! let a node refused here serve anything.
@@ -22,9 +26,13 @@ use crate::consensus::rpc::{self, PeerRpc};
 use crate::consensus::types::NodeId;
 use crate::error::BrokerError;
 use crate::state::RejectCode;
+use crate::state::command::{Command, held_log_key};
 
 /// How long a starting node waits for each peer's answer about it.
 const ASK_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// How often the leader looks for members it has seen hold the log and has not recorded.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
 
 impl Broker {
     /// Fails when this node's log is empty but a peer leading the group has replicated its
@@ -47,8 +55,8 @@ impl Broker {
                 return Err(BrokerError::rejected(
                     RejectCode::Conflict,
                     format!(
-                        "node {me} starts with an empty log, but node {peer}, leading the \
-                         group, has replicated its log to it up to index {index}: this \
+                        "node {me} starts with an empty log, but node {peer} knows it has \
+                         held the group's log (up to index {index}): this \
                          node's data is gone, and voting as the same member could lose \
                          acknowledged writes. Replace it: remove it from the group \
                          (DELETE /v1/cluster/members/{me} on any node), start it with --join, \
@@ -61,7 +69,8 @@ impl Broker {
         Ok(())
     }
 
-    /// The log index `addr`, if it leads, has replicated to this node.
+    /// How far `addr` knows this node to have held the log (replicated to it, if it leads;
+    /// else the group's record).
     async fn ask_replicated(&self, addr: &str) -> Option<u64> {
         let body = bytes::Bytes::copy_from_slice(&self.node_id().to_le_bytes());
         let credentials = self.inner.peer_auth.sign(
@@ -107,6 +116,72 @@ impl Broker {
             match this.inner.raft.initialize(members).await {
                 Ok(()) => tracing::info!(node_id = cfg.node_id, "initialized the group"),
                 Err(e) => tracing::debug!(error = %e, "not initializing the group"),
+            }
+        });
+    }
+}
+
+impl Broker {
+    /// The answer to a peer asking how far it has held the log: what the leader's
+    /// replication saw (`from_raft`, already answered), else the group's record of it.
+    pub(super) async fn held_log_answer(
+        &self,
+        body: &bytes::Bytes,
+        from_raft: bytes::Bytes,
+    ) -> Result<bytes::Bytes, BrokerError> {
+        let seen = rpc::decode::<Option<u64>>(PeerRpc::Replicated.response_name(), &from_raft)
+            .ok()
+            .flatten();
+        let Ok(node) = <[u8; 8]>::try_from(body.as_ref()).map(u64::from_le_bytes) else {
+            return Ok(from_raft);
+        };
+        if seen.is_some() {
+            return Ok(from_raft);
+        }
+        Ok(rpc::encode(&self.held_log_record(node).await?))
+    }
+
+    /// The group's record that `node` has held the log, as this node has applied it.
+    pub async fn held_log_record(&self, node: NodeId) -> Result<Option<u64>, BrokerError> {
+        self.read(move |s, _| {
+            Ok(s.meta_get(&held_log_key(node))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(u64::from_le_bytes))
+        })
+        .await
+    }
+
+    /// On the leader, every [`RECORD_EVERY`]: records each member it has seen hold the log
+    /// (itself included) that the group has no record of yet.
+    pub(super) fn spawn_held_log_records(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECORD_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if !this.is_running() {
+                    return;
+                }
+                if !this.is_leader() {
+                    continue;
+                }
+                let m = this.metrics();
+                let mut held: Vec<(NodeId, u64)> = m
+                    .replication
+                    .iter()
+                    .flatten()
+                    .filter_map(|(id, l)| l.map(|l| (*id, l.index)))
+                    .collect();
+                held.push((m.id, m.last_log_index.unwrap_or(0)));
+                for (node, index) in held.into_iter().filter(|(_, i)| *i > 0) {
+                    if matches!(this.held_log_record(node).await, Ok(None)) {
+                        let r = this.propose_checked(Command::HeldLog { node, index }).await;
+                        if let Err(e) = r {
+                            tracing::debug!(node, error = %e, "recording a member's log");
+                        }
+                    }
+                }
             }
         });
     }

@@ -231,6 +231,7 @@ impl Broker {
             broker.spawn_group_formation();
         }
         broker.spawn_clock_sync();
+        broker.spawn_held_log_records();
         broker.spawn_retention();
         broker.spawn_delivery();
         broker.spawn_txn_checks();
@@ -259,6 +260,10 @@ impl Broker {
             self.group_now_ms(),
             &body,
         )?;
+        if rpc == PeerRpc::Replicated {
+            let from_raft = self.inner.peer.serve(rpc, body.clone()).await?;
+            return self.held_log_answer(&body, from_raft).await;
+        }
         self.inner.peer.serve(rpc, body).await
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 use raftmq_storage::{IndexBatch, IndexStore, StorageError};
 
 use crate::state::applied::{Applied, RejectCode, reject};
-use crate::state::command::{Command, User};
+use crate::state::command::{Command, User, held_log_key};
 use crate::state::consumer_groups::ConsumerGroups;
 use crate::state::consumer_groups::ReceiveRequest;
 use crate::state::consumer_groups::plan::{self, Plan, Reserved};
@@ -154,7 +154,8 @@ impl Applier {
             | Command::PutGroup(_)
             | Command::CommitOffsets { .. }
             | Command::PutUser(_)
-            | Command::DeleteUser { .. } => self.clock,
+            | Command::DeleteUser { .. }
+            | Command::HeldLog { .. } => self.clock,
         };
         let (queues, groups) = (&mut self.queues, &mut self.groups);
         match cmd {
@@ -173,6 +174,11 @@ impl Applier {
             } => queues.produce_half(batch, log_index, *create_topic, check, bytes),
             Command::EndTxn(c) => queues.end_txn(batch, c, now),
             Command::PutTopic { name, spec } => queues.put_topic(batch, name, *spec),
+            // The state machine applies it only while the node is a member.
+            Command::HeldLog { node, index } => {
+                batch.put_meta(&held_log_key(*node), &index.to_le_bytes());
+                Ok(Applied::Done)
+            }
             Command::DeleteTopic { name } => match queues.delete_topic(batch, name)? {
                 Some(meta) => {
                     groups.forget_topic(batch, name, meta.queues)?;

@@ -356,6 +356,20 @@ pub enum Command {
         /// User name.
         name: String,
     },
+    /// Record that a member has held the group's log (up to `index`), so that, its data
+    /// lost, it is refused at start by any member that applied this (`broker/formation.rs`).
+    /// Applied only while `node` is a member; removing it forgets the record.
+    HeldLog {
+        /// The member.
+        node: u64,
+        /// How far the leader saw it hold the log.
+        index: u64,
+    },
+}
+
+/// The state-machine metadata key recording that `node` has held the log.
+pub fn held_log_key(node: u64) -> String {
+    format!("held_log/{node}")
 }
 
 impl Command {
@@ -386,6 +400,8 @@ impl Command {
             Command::CommitOffsets { .. } => true,
             // Read the stored users.
             Command::PutUser(_) | Command::DeleteUser { .. } => true,
+            // A single write.
+            Command::HeldLog { .. } => false,
             // Read floors and scan consumer records through the overlay but fall back to
             // RocksDB: kept apart until that is proved safe in a shared batch.
             Command::Ack(_) | Command::Heartbeat(_) => true,
@@ -402,6 +418,7 @@ impl std::fmt::Display for Command {
             }
             Command::EndTxn(c) => write!(f, "end-txn({}, {:?})", c.txn, c.decision),
             Command::PutTopic { name, .. } => write!(f, "put-topic({name})"),
+            Command::HeldLog { node, index } => write!(f, "held-log({node}, {index})"),
             Command::DeleteTopic { name } => write!(f, "delete-topic({name})"),
             Command::PutGroup(c) => write!(f, "put-group({})", c.group),
             Command::Retain { now_ms } => write!(f, "retain({now_ms})"),

@@ -692,4 +692,10 @@ impl IndexBatch<'_> {
         let cf = self.store.cf(CF_META);
         self.wb.put_cf(cf, key.as_bytes(), value);
     }
+
+    /// Deletes a state-machine metadata value.
+    pub fn delete_meta(&mut self, key: &str) {
+        let cf = self.store.cf(CF_META);
+        self.wb.delete_cf(cf, key.as_bytes());
+    }
 }

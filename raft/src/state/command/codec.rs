@@ -29,6 +29,7 @@ const TAG_PRODUCE_HALF: u8 = 15;
 const TAG_END_TXN: u8 = 16;
 /// `PutTopic` of a part of a topic spread over broker groups (with its first queue).
 const TAG_PUT_TOPIC_PART: u8 = 17;
+const TAG_HELD_LOG: u8 = 18;
 
 #[derive(Serialize, Deserialize)]
 struct HalfHeader {
@@ -108,6 +109,7 @@ impl Command {
                 out.put_slice(batch);
             }
             Command::EndTxn(c) => postcard_into(out, TAG_END_TXN, c),
+            Command::HeldLog { node, index } => postcard_into(out, TAG_HELD_LOG, &(node, index)),
             // A whole topic keeps the older tag, which builds before parts apply too.
             Command::PutTopic { name, spec } => match spec.part {
                 None => postcard_into(out, TAG_PUT_TOPIC_V2, &PutTopicBody { name, spec: *spec }),
@@ -261,6 +263,10 @@ impl Command {
                     check: h.check,
                     batch: buf.slice(5 + len..),
                 })
+            }
+            TAG_HELD_LOG => {
+                let (node, index) = postcard::from_bytes(rest).map_err(de("held-log"))?;
+                Ok(Command::HeldLog { node, index })
             }
             TAG_END_TXN => Ok(Command::EndTxn(
                 postcard::from_bytes(rest).map_err(de("end-txn"))?,

@@ -39,7 +39,7 @@ use crate::consensus::types::{
 use crate::error::{corrupt, io_err, io_other, lock};
 use crate::state::applied::Applied;
 use crate::state::applier::Applier;
-use crate::state::command::Command;
+use crate::state::command::{Command, held_log_key};
 
 const META_LAST_APPLIED: &str = "last_applied";
 const META_MEMBERSHIP: &str = "membership";
@@ -181,6 +181,19 @@ impl StateMachine {
         lock(&self.shared.applier).retention_point()
     }
 
+    /// Whether `node` is in the membership as of this point of apply (`latest`: a change
+    /// earlier in the same apply call).
+    fn is_member(&self, latest: &Option<StoredMembership>, node: u64) -> bool {
+        match latest {
+            Some(m) => m.membership().get_node(&node).is_some(),
+            None => lock(&self.shared.state)
+                .1
+                .membership()
+                .get_node(&node)
+                .is_some(),
+        }
+    }
+
     /// The last applied log id and membership.
     pub fn applied_state_now(&self) -> (Option<LogId>, StoredMembership) {
         lock(&self.shared.state).clone()
@@ -229,10 +242,30 @@ impl StateMachine {
             }
             let r = match &e.payload {
                 EntryPayload::Blank => Applied::Done,
+                // A member's record only: one about a node removed meanwhile is dropped.
+                EntryPayload::Normal(Command::HeldLog { node, .. })
+                    if !self.is_member(&membership, *node) =>
+                {
+                    Applied::Done
+                }
                 EntryPayload::Normal(cmd) => applier
                     .apply(&mut batch, e.log_id.index, cmd)
                     .map_err(io_err)?,
                 EntryPayload::Membership(m) => {
+                    // Nodes leaving the group: their records go (added back, they start
+                    // empty by design).
+                    let before: Vec<u64> = match &membership {
+                        Some(old) => old.membership().nodes().map(|(id, _)| *id).collect(),
+                        None => lock(&self.shared.state)
+                            .1
+                            .membership()
+                            .nodes()
+                            .map(|(id, _)| *id)
+                            .collect(),
+                    };
+                    for gone in before.into_iter().filter(|id| m.get_node(id).is_none()) {
+                        batch.delete_meta(&held_log_key(gone));
+                    }
                     membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
                     Applied::Done
                 }

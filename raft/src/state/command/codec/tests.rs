@@ -78,6 +78,10 @@ fn every_command_round_trips() {
             name: "t".into(),
             spec,
         },
+        Command::HeldLog {
+            node: 3,
+            index: 1234,
+        },
         // A part of a spread topic goes under its own tag; a whole one keeps the old tag.
         Command::PutTopic {
             name: "t".into(),
