@@ -329,6 +329,8 @@ enum Subject {
     Offsets,
     /// `/v1/topics`: the list of every group's topics.
     Topics,
+    /// `/v1/groups` (`None`) or `/v1/groups/{g}`: consumer-group admin.
+    ConsumerGroup(Option<String>),
 }
 
 /// From the path's segments decoded as the handlers (and authorization) see them.
@@ -341,6 +343,8 @@ fn subject(path: &str) -> Option<Subject> {
             Some(Subject::Topic((*t).to_owned()))
         }
         ["v1", "topics"] => Some(Subject::Topics),
+        ["v1", "groups"] => Some(Subject::ConsumerGroup(None)),
+        ["v1", "groups", g] => Some(Subject::ConsumerGroup(Some((*g).to_owned()))),
         ["v1", "groups", g, "heartbeat"] => Some(Subject::Heartbeat((*g).to_owned())),
         ["v1", "groups", _, "offsets"] | ["v1", "groups", _, "offsets", "reset"] => {
             Some(Subject::Offsets)
@@ -404,6 +408,9 @@ pub(crate) async fn route_between_groups(
     let subject = match subject(req.uri().path()) {
         Some(Subject::Topics) if first_hop && req.method() == Method::GET => {
             return spread::list_topics(&app, &routes, req.headers()).await;
+        }
+        Some(Subject::ConsumerGroup(g)) if first_hop => {
+            return spread::consumer_group_admin(&app, &routes, g.as_deref(), req).await;
         }
         Some(Subject::Heartbeat(g)) if first_hop => {
             return coordinator::heartbeat(&app, &routes, &g, req, next).await;

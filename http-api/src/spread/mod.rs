@@ -15,6 +15,7 @@
 
 mod admin;
 mod consume;
+mod group_admin;
 mod produce;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -84,6 +85,7 @@ pub(crate) struct Ctx<'a> {
     app: &'a AppState,
     routes: &'a Routes,
     headers: &'a HeaderMap,
+    /// The topic (or consumer group) the request is about.
     topic: &'a str,
 }
 
@@ -99,7 +101,7 @@ impl Ctx<'_> {
     ) -> Result<Answer, ApiError> {
         let addr = self.routes.addr_of(group).ok_or_else(|| {
             ApiError::unavailable(format!(
-                "broker group {group} holds part of topic {} but no member of it is known; retry",
+                "no member of broker group {group} is known (asked about {}); retry",
                 self.topic
             ))
         })?;
@@ -318,6 +320,34 @@ fn topic_path(topic: &str) -> String {
         "/v1/topics/{}",
         percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC)
     )
+}
+
+/// A consumer-group admin request on a node with routes (`group`: `None` for the list):
+/// answered from every broker group.
+pub(crate) async fn consumer_group_admin(
+    app: &AppState,
+    routes: &Routes,
+    group: Option<&str>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match body_within(app, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = Ctx {
+        app,
+        routes,
+        headers: &parts.headers,
+        topic: group.unwrap_or(""),
+    };
+    let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    let answer = match (group, &parts.method) {
+        (None, _) => group_admin::list(&ctx).await,
+        (Some(_), m) if m == Method::PUT => group_admin::put(&ctx, path, &body).await,
+        (Some(_), _) => group_admin::get(&ctx, path).await,
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A numeric query parameter (0 when absent or not a number).

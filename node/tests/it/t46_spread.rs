@@ -169,6 +169,14 @@ async fn a_topic_spread_over_two_groups_is_one_queue_space_from_any_node() {
     let bad = c_status(&g1, at_g1("/v1/topics/wide/queues/4/messages?offset=0")).await;
     assert_eq!(bad, 400);
 
+    // A consumer group's settings reach every broker group (each keeps its progress).
+    let (s, v) = put_json(
+        &g1,
+        at_g1("/v1/groups/billing"),
+        json!({"retry_backoff_ms": [100, 200]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
     // Receive draws from both groups: max 2 gets one from each (the shares go round).
     let (s, got) = post_ready(
         &g1,
@@ -225,6 +233,10 @@ async fn a_topic_spread_over_two_groups_is_one_queue_space_from_any_node() {
     )
     .await;
     assert_eq!(none["messages"], json!([]), "{none}");
+    // Once it has consumed there, g2 shows the settings set through g1's node.
+    let g2_own = c_json_forwarded(&g1, at_g2("/v1/groups/billing")).await;
+    assert_eq!(g2_own["retry_backoff_ms"], json!([100, 200]), "{g2_own}");
+
     // Offsets and lag over the whole queue space, each queue once.
     let offs = get_ready(&g1, at_g2("/v1/groups/billing/offsets?topic=wide")).await;
     let rows: Vec<u64> = offs["offsets"]
@@ -322,4 +334,17 @@ async fn c_status(c: &Cluster, url: String) -> u16 {
         (s != 503).then_some(s)
     })
     .await
+}
+
+/// A GET answered by the node asked for its own broker group only (marked as already
+/// routed, so it is not joined with the other groups' views).
+async fn c_json_forwarded(c: &Cluster, url: String) -> Value {
+    let r = c
+        .http
+        .get(url)
+        .header("x-raftmq-forwarded", "1")
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
 }
