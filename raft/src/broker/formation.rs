@@ -11,7 +11,7 @@
 //! missing acknowledged entries could win. It stops instead and says how to replace it
 //! (remove, start with `--join`, add back). Best effort still: the peers it can reach must
 //! have applied the record (or lead), and a node wiped before the leader recorded it (its
-//! first second in the group) is not caught.
+//! first tenth of a second holding the log) is not caught.
 //!
 //! Must never: initialize a node that has a log, or one started to join an existing group;
 //! let a node refused here serve anything.
@@ -31,8 +31,10 @@ use crate::state::command::{Command, held_log_key};
 /// How long a starting node waits for each peer's answer about it.
 const ASK_TIMEOUT: Duration = Duration::from_millis(1_000);
 
-/// How often the leader looks for members it has seen hold the log and has not recorded.
-const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader looks for members it has seen hold the log and has not recorded
+/// (a look at what it has recorded already costs nothing: it is remembered until the
+/// membership changes).
+const RECORD_EVERY: Duration = Duration::from_millis(100);
 
 impl Broker {
     /// Fails when this node's log is empty but a peer leading the group has replicated its
@@ -158,6 +160,9 @@ impl Broker {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RECORD_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Members known recorded, as of one membership (a change may remove records).
+            let mut recorded: (Option<crate::consensus::types::LogId>, Vec<NodeId>) =
+                (None, Vec::new());
             loop {
                 tick.tick().await;
                 if !this.is_running() {
@@ -167,6 +172,10 @@ impl Broker {
                     continue;
                 }
                 let m = this.metrics();
+                let config = *m.membership_config.log_id();
+                if recorded.0 != config {
+                    recorded = (config, Vec::new());
+                }
                 let mut held: Vec<(NodeId, u64)> = m
                     .replication
                     .iter()
@@ -174,12 +183,23 @@ impl Broker {
                     .filter_map(|(id, l)| l.map(|l| (*id, l.index)))
                     .collect();
                 held.push((m.id, m.last_log_index.unwrap_or(0)));
-                for (node, index) in held.into_iter().filter(|(_, i)| *i > 0) {
-                    if matches!(this.held_log_record(node).await, Ok(None)) {
-                        let r = this.propose_checked(Command::HeldLog { node, index }).await;
-                        if let Err(e) = r {
-                            tracing::debug!(node, error = %e, "recording a member's log");
-                        }
+                for (node, index) in held {
+                    if index == 0 || recorded.1.contains(&node) {
+                        continue;
+                    }
+                    let known = match this.held_log_record(node).await {
+                        Ok(Some(_)) => true,
+                        Ok(None) => this
+                            .propose_checked(Command::HeldLog { node, index })
+                            .await
+                            .inspect_err(
+                                |e| tracing::debug!(node, error = %e, "recording a member's log"),
+                            )
+                            .is_ok(),
+                        Err(_) => false,
+                    };
+                    if known {
+                        recorded.1.push(node);
                     }
                 }
             }
