@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Answer, Ctx, error_answer, next_turn};
+use super::{Answer, Ctx, error_answer, json_body, next_turn};
 use crate::error::ApiError;
 use crate::routing::Layout;
 
@@ -42,8 +42,7 @@ pub(super) async fn receive(
     path: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let req: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let req: Value = json_body(body)?;
     let max = req.get("max").and_then(Value::as_u64).unwrap_or(32);
     let wait_ms = req.get("wait_ms").and_then(Value::as_u64).unwrap_or(0);
     if max == 0 || layout.parts.len() == 1 {
@@ -113,8 +112,7 @@ pub(super) async fn ack(
     path: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let req: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let req: Value = json_body(body)?;
     let receipts: &[Value] = req
         .get("receipts")
         .and_then(Value::as_array)
@@ -205,8 +203,7 @@ pub(super) async fn commit(
     path: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let req: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let req: Value = json_body(body)?;
     let rows = req
         .get("offsets")
         .and_then(Value::as_array)

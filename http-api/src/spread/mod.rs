@@ -350,6 +350,11 @@ pub(crate) async fn consumer_group_admin(
     answer.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// A request body as JSON, before it is shared out (the groups check its fields).
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))
+}
+
 /// A numeric query parameter (0 when absent or not a number).
 fn query_u64(query: Option<&str>, name: &str) -> u64 {
     query

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use raftmq_raft::queue_for_key;
 use serde_json::{Value, json};
 
-use super::{Ctx, describe, error_answer, next_turn};
+use super::{Ctx, describe, error_answer, json_body, next_turn};
 use crate::error::ApiError;
 use crate::routing::{Layout, Part};
 
@@ -87,8 +87,7 @@ pub(super) async fn produce(
     path: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let mut req: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let mut req: Value = json_body(body)?;
     let txn = req.get("transaction").is_some_and(|t| !t.is_null());
     let Some(msgs) = req.get_mut("messages").and_then(Value::as_array_mut) else {
         return Err(ApiError::invalid(
