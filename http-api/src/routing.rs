@@ -2,11 +2,14 @@
 //! [`REFRESH_EVERY`], from the first that answers; the last routes stay when none does) and
 //! sends a request that belongs to another group — a topic only that group holds, a message
 //! or transaction id naming it — to that group's leader, which answers as if asked
-//! directly.
+//! directly. A request a client sent here (not relayed) about a topic spread over groups,
+//! the topic or consumer-group lists, a consumer group's settings or its heartbeat is
+//! answered over every group concerned ([`crate::spread`], [`crate::coordinator`]).
 //!
-//! Must never: route a request whose topic this node's group holds (its own group decides),
-//! or route a request that has already travelled [`MAX_HOPS`] times (stale routes must not
-//! make a loop).
+//! Must never: route a request whose topic this node's group holds whole (its own group
+//! decides), touch a relayed request other than to pass it on (its sender has done the
+//! sharing out), or route a request that has already travelled [`MAX_HOPS`] times (stale
+//! routes must not make a loop).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
