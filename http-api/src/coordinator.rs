@@ -8,17 +8,18 @@
 //! Must never: split a topic's queues by any other rule than the state machine's
 //! ([`assigned_queues`]), so that an answer from one node agrees with every other's.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use raftmq_raft::{assigned_queues, queue_for_key};
 use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::forward::{Target, body_within, relay};
+use crate::forward::{Target, relay};
 use crate::routing::Routes;
 
 /// The broker group coordinating consumer group `group` (`None`: the routes know none).
@@ -37,36 +38,28 @@ pub(crate) async fn heartbeat(
     app: &AppState,
     routes: &Routes,
     group: &str,
-    req: Request,
+    parts: Parts,
+    body: Bytes,
     next: Next,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match body_within(app, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
     let consumer = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["consumer"].as_str().map(str::to_owned));
     let here = app.broker.broker_group();
     let answer = match coordinator_of(routes, group) {
         Some(c) if c != here => {
-            let Some(addr) = routes.addr_of(&c) else {
-                return ApiError::unavailable(format!(
+            let addr = routes.addr_of(&c).ok_or_else(|| {
+                ApiError::unavailable(format!(
                     "consumer group {group}'s coordinator, broker group {c}, has no known member; retry"
                 ))
-                .into_response();
-            };
+            })?;
             let to = Target {
                 addr: &addr,
                 who: &format!("broker group {c} ({addr}), the coordinator of {group}"),
                 hops: 1,
                 timeout: app.cfg.write_timeout,
             };
-            match relay(app, parts.method, &parts.uri, &parts.headers, body, &to).await {
-                Ok(r) => r,
-                Err(e) => return e.into_response(),
-            }
+            relay(app, parts.method, &parts.uri, &parts.headers, body, &to).await?
         }
         _ => next.run(Request::from_parts(parts, Body::from(body))).await,
     };
@@ -74,19 +67,23 @@ pub(crate) async fn heartbeat(
         Some(consumer) if answer.status().is_success() => {
             over_whole_topics(answer, routes, &consumer).await
         }
-        _ => answer,
+        _ => Ok(answer),
     }
 }
 
 /// Each assignment's queues shared out again over the topic's queue count as the routes
 /// know it (the coordinator counted only what it holds).
-async fn over_whole_topics(answer: Response, routes: &Routes, consumer: &str) -> Response {
+async fn over_whole_topics(
+    answer: Response,
+    routes: &Routes,
+    consumer: &str,
+) -> Result<Response, ApiError> {
     let (mut parts, body) = answer.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return ApiError::unavailable("lost the coordinator's answer; retry").into_response();
-    };
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| ApiError::unavailable("lost the coordinator's answer; retry"))?;
     let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
     };
     for a in v["assignments"].as_array_mut().into_iter().flatten() {
         let (Some(topic), Some(consumers)) = (a["topic"].as_str(), a["consumers"].as_array())
@@ -103,5 +100,5 @@ async fn over_whole_topics(answer: Response, routes: &Routes, consumer: &str) ->
         a["queues"] = assigned_queues(count, &consumers, consumer).into();
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(v.to_string()))
+    Ok(Response::from_parts(parts, Body::from(v.to_string())))
 }

@@ -36,17 +36,22 @@ pub(crate) fn hops(headers: &HeaderMap) -> u32 {
         .unwrap_or(0)
 }
 
-/// A request's body, at most the node's request limit (413 past it): for middleware that
-/// must read a body before the handlers do.
-pub(crate) async fn body_within(app: &AppState, body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, app.cfg.max_request_bytes)
+/// A request's head and body, the body at most the node's request limit (413 past it):
+/// for middleware that must read a body before the handlers do.
+pub(crate) async fn read_request(
+    app: &AppState,
+    req: Request,
+) -> Result<(axum::http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, app.cfg.max_request_bytes)
         .await
         .map_err(|_| {
             ApiError::too_large(format!(
                 "the body is larger than {} bytes",
                 app.cfg.max_request_bytes
             ))
-        })
+        })?;
+    Ok((parts, body))
 }
 
 /// Where [`relay`] sends a request.

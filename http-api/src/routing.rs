@@ -11,11 +11,12 @@
 //! sharing out), or route a request that has already travelled [`MAX_HOPS`] times (stale
 //! routes must not make a loop).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,7 +25,7 @@ use serde_json::Value;
 use crate::AppState;
 use crate::acl::path_segments;
 use crate::error::ApiError;
-use crate::forward::{MAX_HOPS, Target, body_within, hops, relay};
+use crate::forward::{MAX_HOPS, Target, hops, read_request, relay};
 use crate::{coordinator, spread};
 
 /// How often a node refreshes its routes.
@@ -358,33 +359,10 @@ fn subject(path: &str) -> Option<Subject> {
     }
 }
 
-/// The topic of an offsets request (the `topic` query parameter, or the body's `topic`),
-/// and the request again, its body read.
-async fn offsets_topic(
-    app: &AppState,
-    req: Request,
-) -> Result<(Option<String>, Request), Response> {
-    if req.method() == Method::GET {
-        let topic = req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == "topic")
-                .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
-                .map(|v| v.into_owned())
-        });
-        return Ok((topic, req));
-    }
-    let (parts, body) = req.into_parts();
-    let body = body_within(app, body)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    let topic = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["topic"].as_str().map(str::to_owned));
-    Ok((
-        topic,
-        Request::from_parts(parts, axum::body::Body::from(body)),
-    ))
+/// A query parameter, decoded.
+fn query_param(uri: &axum::http::Uri, name: &str) -> Option<String> {
+    let Query(q) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
+    q.get(name).cloned()
 }
 
 /// Whether a topic's PUT body asks to spread it (`groups` given).
@@ -393,7 +371,8 @@ fn names_groups(body: &[u8]) -> bool {
         .is_ok_and(|v| v.get("groups").is_some_and(|g| !g.is_null()))
 }
 
-/// The middleware: sends a request that belongs to another broker group there.
+/// The middleware: sends a request that belongs to another broker group there, and
+/// answers one about several groups from all of them.
 pub(crate) async fn route_between_groups(
     State(app): State<AppState>,
     req: Request,
@@ -405,78 +384,90 @@ pub(crate) async fn route_between_groups(
     if hops(req.headers()) >= MAX_HOPS {
         return next.run(req).await;
     }
-    let here = app.broker.broker_group().to_owned();
+    route(&app, &routes, req, next)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn route(
+    app: &AppState,
+    routes: &Routes,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let here = app.broker.broker_group();
+    // A relayed request has been shared out by its sender: only passed on.
     let first_hop = hops(req.headers()) == 0;
-    let mut req = req;
     let subject = match subject(req.uri().path()) {
         Some(Subject::Topics) if first_hop && req.method() == Method::GET => {
-            return spread::list_topics(&app, &routes, req.headers()).await;
+            return spread::list_topics(app, routes, req.headers()).await;
         }
         Some(Subject::ConsumerGroup(g)) if first_hop => {
-            return spread::consumer_group_admin(&app, &routes, g.as_deref(), req).await;
+            let (parts, body) = read_request(app, req).await?;
+            return spread::consumer_group_admin(app, routes, g.as_deref(), &parts, &body).await;
         }
         Some(Subject::Heartbeat(g)) if first_hop => {
-            return coordinator::heartbeat(&app, &routes, &g, req, next).await;
+            let (parts, body) = read_request(app, req).await?;
+            return coordinator::heartbeat(app, routes, &g, parts, body, next).await;
+        }
+        // Offsets name their topic in the query (GET) or the body.
+        Some(Subject::Offsets) if req.method() == Method::GET => {
+            query_param(req.uri(), "topic").map(Subject::Topic)
         }
         Some(Subject::Offsets) => {
-            let (topic, again) = match offsets_topic(&app, req).await {
-                Ok(x) => x,
-                Err(resp) => return resp,
-            };
-            req = again;
+            let (parts, body) = read_request(app, req).await?;
+            let topic = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["topic"].as_str().map(str::to_owned));
+            req = Request::from_parts(parts, Body::from(body));
             topic.map(Subject::Topic)
         }
         s => s,
     };
-    if let Some(Subject::Topic(t)) = &subject
-        && first_hop
-    {
-        let local = app.broker.topic(t).await.ok().flatten();
-        match routes.layout(t) {
-            Ok(Some(layout)) => return spread::handle(&app, &routes, layout, t, req).await,
-            Err(why) => return ApiError::unavailable(why).into_response(),
-            Ok(None) if local.is_some_and(|s| s.part.is_some()) => {
-                return ApiError::unavailable(format!(
-                    "topic {t} is spread over broker groups and the NameServers have not reported all its parts yet; retry"
-                ))
-                .into_response();
-            }
-            Ok(None) => {}
-        }
-        if req.method() == Method::PUT && req.uri().path().matches('/').count() == 3 {
-            let (parts, body) = req.into_parts();
-            let body = match body_within(&app, body).await {
-                Ok(b) => b,
-                Err(e) => return e.into_response(),
-            };
-            if names_groups(&body) {
-                let local = local.map(|spec| Part {
-                    group: here.clone(),
-                    first: 0,
-                    count: spec.queues,
-                });
-                return spread::put(&app, &routes, t, local, &parts.headers, &body).await;
-            }
-            req = Request::from_parts(parts, axum::body::Body::from(body));
-        }
-    }
     let target = match subject {
         Some(Subject::Group(g)) if g != here => Some(g),
-        Some(Subject::Topic(t)) => match app.broker.topic(&t).await {
-            // This group holds it (or the lookup failed: answer here).
-            Ok(Some(_)) | Err(_) => None,
-            Ok(None) => routes.group_of_topic(&t, &here),
-        },
+        Some(Subject::Topic(t)) => {
+            // This group's own topic or part (a failed lookup: answer here).
+            let local = app.broker.topic(&t).await;
+            if first_hop {
+                let local = local.as_ref().ok().copied().flatten();
+                match routes.layout(&t) {
+                    Ok(Some(layout)) => {
+                        let (parts, body) = read_request(app, req).await?;
+                        return spread::handle(app, routes, layout, &t, &parts, body).await;
+                    }
+                    Err(why) => return Err(ApiError::unavailable(why)),
+                    Ok(None) if local.is_some_and(|s| s.part.is_some()) => {
+                        return Err(ApiError::unavailable(format!(
+                            "topic {t} is spread over broker groups and the NameServers have not reported all its parts yet; retry"
+                        )));
+                    }
+                    Ok(None) => {}
+                }
+                if req.method() == Method::PUT && req.uri().path().matches('/').count() == 3 {
+                    let (parts, body) = read_request(app, req).await?;
+                    if names_groups(&body) {
+                        let local = local.map(|spec| Part {
+                            group: here.to_owned(),
+                            first: 0,
+                            count: spec.queues,
+                        });
+                        return spread::put(app, routes, &t, local, &parts.headers, &body).await;
+                    }
+                    req = Request::from_parts(parts, Body::from(body));
+                }
+            }
+            match local {
+                Ok(Some(_)) | Err(_) => None,
+                Ok(None) => routes.group_of_topic(&t, here),
+            }
+        }
         _ => None,
     };
     let Some((group, addr)) = target.and_then(|g| routes.addr_of(&g).map(|a| (g, a))) else {
-        return next.run(req).await;
+        return Ok(next.run(req).await);
     };
-    let (parts, body) = req.into_parts();
-    let body = match body_within(&app, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+    let (parts, body) = read_request(app, req).await?;
     let to = Target {
         addr: &addr,
         who: &format!("broker group {group} ({addr})"),
@@ -484,8 +475,5 @@ pub(crate) async fn route_between_groups(
         // A long poll may be held there: allow for it on top of a write's time.
         timeout: app.cfg.write_timeout + Duration::from_secs(60),
     };
-    match relay(&app, parts.method, &parts.uri, &parts.headers, body, &to).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    relay(app, parts.method, &parts.uri, &parts.headers, body, &to).await
 }

@@ -104,15 +104,13 @@ pub(crate) async fn put_spread(
             first += count;
         }
     }
-    // Settings a new part copies when the request leaves them out: the topic's own.
-    let mut settings = json!({});
-    for f in ["fifo", "retention_ms", "dedup_window_ms"] {
-        if let Ok(v) = serde_json::from_slice::<Value>(body)
-            && let Some(x) = v.get(f).filter(|x| !x.is_null())
-        {
-            settings[f] = x.clone();
-        }
-    }
+    // What the request sets (null: left as it is); a new part copies the topic's own
+    // settings for what the request leaves out.
+    let mut settings = json!({
+        "fifo": req.fifo,
+        "retention_ms": req.retention_ms,
+        "dedup_window_ms": req.dedup_window_ms,
+    });
     if let Some(p) = parts_now.first()
         && plan.len() > parts_now.len()
     {
@@ -130,7 +128,7 @@ pub(crate) async fn put_spread(
         }
         let have = a.json();
         for f in ["fifo", "retention_ms", "dedup_window_ms"] {
-            if settings.get(f).is_none() {
+            if settings[f].is_null() {
                 settings[f] = have[f].clone();
             }
         }
@@ -166,7 +164,7 @@ pub(crate) async fn put_spread(
         last = a.json();
     }
     ctx.routes.note_parts(topic, &plan);
-    tracing::info!(topic, parts = %describe(&Layout { parts: plan.clone() }), "topic spread over broker groups");
+    tracing::info!(topic, parts = %describe(&plan), "topic spread over broker groups");
     Ok(axum::Json(merged(topic, &last, &plan, None)).into_response())
 }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::acl::path_segments;
 use crate::error::ApiError;
-use crate::forward::{Target, body_within, relay};
+use crate::forward::{Target, relay};
 use crate::routing::{Layout, Part, Routes};
 
 /// Round-robin over a spread topic's queues (for messages with no queue or key) and over
@@ -207,13 +207,9 @@ pub(crate) async fn handle(
     routes: &Routes,
     layout: Layout,
     topic: &str,
-    req: Request,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match body_within(app, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+    parts: &Parts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let ctx = Ctx {
         app,
         routes,
@@ -224,7 +220,7 @@ pub(crate) async fn handle(
     let segments = path_segments(parts.uri.path()).unwrap_or_default();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let m = &parts.method;
-    let answer = match seg.as_slice() {
+    match seg.as_slice() {
         ["v1", "topics", _] if m == Method::PUT => {
             admin::put_spread(&ctx, Some(layout), &body).await
         }
@@ -234,12 +230,12 @@ pub(crate) async fn handle(
             produce::produce(&ctx, &layout, path, &body).await
         }
         ["v1", "topics", _, "messages"] if m == Method::GET => {
-            query(&ctx, &layout, path, parts.uri.query()).await
+            query(&ctx, &layout, path, &parts.uri).await
         }
         ["v1", "topics", _, "queues", q, "messages"] => match q.parse::<u32>() {
             Ok(q) => match layout.part_of(q) {
                 Some(p) => {
-                    let wait = Duration::from_millis(query_u64(parts.uri.query(), "wait_ms"));
+                    let wait = Duration::from_millis(query_u64(&parts.uri, "wait_ms"));
                     ctx.pass(&p.group, m.clone(), path, body, wait).await
                 }
                 None => Err(ApiError::invalid(
@@ -268,8 +264,7 @@ pub(crate) async fn handle(
                 parts.uri.path()
             ),
         )),
-    };
-    answer.unwrap_or_else(IntoResponse::into_response)
+    }
 }
 
 /// `PUT /v1/topics/{t}` naming `groups` for a topic not spread yet: `local` is this
@@ -283,35 +278,34 @@ pub(crate) async fn put(
     local: Option<Part>,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let ctx = Ctx {
         app,
         routes,
         headers,
         topic,
     };
-    let run = async {
-        let current = match local {
-            Some(p) => Some(p),
-            None => ctx.find_whole(app.broker.broker_group()).await?,
-        };
-        let current = current.map(|p| Layout { parts: vec![p] });
-        admin::put_spread(&ctx, current, body).await
+    let current = match local {
+        Some(p) => Some(p),
+        None => ctx.find_whole(app.broker.broker_group()).await?,
     };
-    run.await.unwrap_or_else(IntoResponse::into_response)
+    let current = current.map(|p| Layout { parts: vec![p] });
+    admin::put_spread(&ctx, current, body).await
 }
 
 /// `GET /v1/topics` on a node with routes: every broker group's topics.
-pub(crate) async fn list_topics(app: &AppState, routes: &Routes, headers: &HeaderMap) -> Response {
+pub(crate) async fn list_topics(
+    app: &AppState,
+    routes: &Routes,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let ctx = Ctx {
         app,
         routes,
         headers,
         topic: "",
     };
-    admin::list(&ctx)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    admin::list(&ctx).await
 }
 
 /// `/v1/topics/{topic}`, the name percent-encoded.
@@ -328,13 +322,9 @@ pub(crate) async fn consumer_group_admin(
     app: &AppState,
     routes: &Routes,
     group: Option<&str>,
-    req: Request,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match body_within(app, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+    parts: &Parts,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
     let ctx = Ctx {
         app,
         routes,
@@ -342,12 +332,11 @@ pub(crate) async fn consumer_group_admin(
         topic: group.unwrap_or(""),
     };
     let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
-    let answer = match (group, &parts.method) {
+    match (group, &parts.method) {
         (None, _) => group_admin::list(&ctx).await,
-        (Some(_), m) if m == Method::PUT => group_admin::put(&ctx, path, &body).await,
+        (Some(_), m) if m == Method::PUT => group_admin::put(&ctx, path, body).await,
         (Some(_), _) => group_admin::get(&ctx, path).await,
-    };
-    answer.unwrap_or_else(IntoResponse::into_response)
+    }
 }
 
 /// A request body as JSON, before it is shared out (the groups check its fields).
@@ -356,20 +345,16 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 /// A numeric query parameter (0 when absent or not a number).
-fn query_u64(query: Option<&str>, name: &str) -> u64 {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
+fn query_u64(uri: &Uri, name: &str) -> u64 {
+    axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.get(name)?.parse().ok())
         .unwrap_or(0)
 }
 
 /// `g1 0..4, g2 4..8`.
-fn describe(layout: &Layout) -> String {
-    layout
-        .parts
+fn describe(parts: &[Part]) -> String {
+    parts
         .iter()
         .map(|p| format!("{} {}..{}", p.group, p.first, p.end()))
         .collect::<Vec<_>>()
@@ -393,9 +378,9 @@ async fn query(
     ctx: &Ctx<'_>,
     layout: &Layout,
     path: &str,
-    q: Option<&str>,
+    uri: &Uri,
 ) -> Result<Response, ApiError> {
-    let max = match query_u64(q, "max") {
+    let max = match query_u64(uri, "max") {
         0 => 32,
         n => n as usize,
     };

@@ -69,7 +69,7 @@ fn place(
                 &format!("messages[{i}]"),
                 format!(
                     "a transaction's messages must all be in one broker group's queues; topic {topic} spreads them as {}",
-                    describe(layout)
+                    describe(&layout.parts)
                 ),
             ));
         }

@@ -1,6 +1,6 @@
 //! Topics and their ConsumeQueues as the applier keeps them: topic settings and each queue's
-//! next offset (cached), storing a produced batch's index entries, scheduled messages
-//! ([`schedule`]), dead-letter entries, and retention's deletes.
+//! next offset (cached), topic admin ([`topics`]), storing a produced batch's index
+//! entries, scheduled messages ([`schedule`]), dead-letter entries, and retention's deletes.
 //!
 //! A message's offset is its queue's next offset at apply time, so every replica assigns
 //! the same offsets. Everything goes into the caller's `IndexBatch`.
@@ -10,6 +10,7 @@
 //! retention).
 
 mod schedule;
+mod topics;
 mod txn;
 
 use std::collections::HashMap;
@@ -18,8 +19,7 @@ use std::sync::atomic::AtomicU64;
 
 use raftmq_storage::message::{BatchView, tag_hash};
 use raftmq_storage::{
-    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, SpreadPart,
-    Timer, TopicMeta,
+    CqEntry, DedupHit, IndexBatch, IndexHit, IndexStore, MAX_IDEMPOTENCY_KEY_LEN, Timer, TopicMeta,
 };
 
 pub use schedule::NO_TIMER;
@@ -172,87 +172,6 @@ impl Queues {
             .get_mut(topic)
             .and_then(|q| q.get_mut(&queue))
             .expect("inserted above"))
-    }
-
-    /// Creates or updates a topic; its queues may only grow.
-    pub fn put_topic(
-        &mut self,
-        batch: &mut IndexBatch<'_>,
-        name: &str,
-        spec: TopicSpec,
-    ) -> R<Applied> {
-        if spec.queues == 0 {
-            return Ok(reject(
-                RejectCode::InvalidArgument,
-                "queues must be at least 1",
-            ));
-        }
-        if let Some(p) = spec.part
-            && !(p.first_queue < spec.queues && spec.queues <= p.queue_space)
-        {
-            return Ok(reject(
-                RejectCode::InvalidArgument,
-                format!(
-                    "first_queue ({}), queues ({}) and queue_space ({}) must be in that order, queues above first_queue",
-                    p.first_queue, spec.queues, p.queue_space
-                ),
-            ));
-        }
-        if let Some(old) = self.topic(name)? {
-            if spec.queues < old.queues {
-                return Ok(reject(
-                    RejectCode::Conflict,
-                    format!(
-                        "queues may only grow: topic {name} has {} queues, asked for {}",
-                        old.queues, spec.queues
-                    ),
-                ));
-            }
-            // A part never moves in the queue space and its space never shrinks; a whole
-            // topic may become the first part of a spread one (grown onto other broker
-            // groups), nothing else.
-            let first = |p: Option<SpreadPart>| p.map(|p| p.first_queue);
-            let becomes_first_part = old.part.is_none() && first(spec.part) == Some(0);
-            if first(spec.part) != first(old.part) && !becomes_first_part {
-                return Ok(reject(
-                    RejectCode::Conflict,
-                    format!(
-                        "topic {name} holds queues from {} on this broker group; that cannot change",
-                        first(old.part).unwrap_or(0)
-                    ),
-                ));
-            }
-            if let (Some(old_p), Some(p)) = (old.part, spec.part)
-                && p.queue_space < old_p.queue_space
-            {
-                return Ok(reject(
-                    RejectCode::Conflict,
-                    format!(
-                        "queue_space may only grow: topic {name} spans {} queues, asked for {}",
-                        old_p.queue_space, p.queue_space
-                    ),
-                ));
-            }
-        }
-        let meta = TopicMeta::from(spec);
-        batch.put_topic(name, &meta)?;
-        self.topics.insert(name.to_owned(), Some(meta));
-        self.topics_changed = true;
-        Ok(Applied::Done)
-    }
-
-    /// Deletes a topic's settings and indexes; returns its settings, `None` if it did not
-    /// exist.
-    pub fn delete_topic(&mut self, batch: &mut IndexBatch<'_>, name: &str) -> R<Option<TopicMeta>> {
-        let Some(meta) = self.topic(name)? else {
-            return Ok(None);
-        };
-        batch.delete_topic(name)?;
-        self.forget_timers(batch, name)?;
-        self.topics.insert(name.to_owned(), None);
-        self.topics_changed = true;
-        self.next_offsets.remove(name);
-        Ok(Some(meta))
     }
 
     /// Parses a produce entry's batch and finds (or creates) its topic; checks every

@@ -181,16 +181,13 @@ impl StateMachine {
         lock(&self.shared.applier).retention_point()
     }
 
-    /// Whether `node` is in the membership as of this point of apply (`latest`: a change
-    /// earlier in the same apply call).
-    fn is_member(&self, latest: &Option<StoredMembership>, node: u64) -> bool {
+    /// The members as of this point of apply (`latest`: a change earlier in the same
+    /// apply call, else the last applied one).
+    fn members_now(&self, latest: &Option<StoredMembership>) -> Vec<u64> {
+        let ids = |m: &StoredMembership| m.membership().nodes().map(|(id, _)| *id).collect();
         match latest {
-            Some(m) => m.membership().get_node(&node).is_some(),
-            None => lock(&self.shared.state)
-                .1
-                .membership()
-                .get_node(&node)
-                .is_some(),
+            Some(m) => ids(m),
+            None => ids(&lock(&self.shared.state).1),
         }
     }
 
@@ -244,7 +241,7 @@ impl StateMachine {
                 EntryPayload::Blank => Applied::Done,
                 // A member's record only: one about a node removed meanwhile is dropped.
                 EntryPayload::Normal(Command::HeldLog { node, .. })
-                    if !self.is_member(&membership, *node) =>
+                    if !self.members_now(&membership).contains(node) =>
                 {
                     Applied::Done
                 }
@@ -254,15 +251,7 @@ impl StateMachine {
                 EntryPayload::Membership(m) => {
                     // Nodes leaving the group: their records go (added back, they start
                     // empty by design).
-                    let before: Vec<u64> = match &membership {
-                        Some(old) => old.membership().nodes().map(|(id, _)| *id).collect(),
-                        None => lock(&self.shared.state)
-                            .1
-                            .membership()
-                            .nodes()
-                            .map(|(id, _)| *id)
-                            .collect(),
-                    };
+                    let before = self.members_now(&membership);
                     for gone in before.into_iter().filter(|id| m.get_node(id).is_none()) {
                         batch.delete_meta(&held_log_key(gone));
                     }
