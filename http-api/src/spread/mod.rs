@@ -89,7 +89,21 @@ pub(crate) struct Ctx<'a> {
     topic: &'a str,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(
+        app: &'a AppState,
+        routes: &'a Routes,
+        headers: &'a HeaderMap,
+        topic: &'a str,
+    ) -> Ctx<'a> {
+        Ctx {
+            app,
+            routes,
+            headers,
+            topic,
+        }
+    }
+
     /// Sends one share to `group` (relayed: its node answers as its own group's).
     async fn call(
         &self,
@@ -210,12 +224,7 @@ pub(crate) async fn handle(
     parts: &Parts,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let ctx = Ctx {
-        app,
-        routes,
-        headers: &parts.headers,
-        topic,
-    };
+    let ctx = Ctx::new(app, routes, &parts.headers, topic);
     let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
     let segments = path_segments(parts.uri.path()).unwrap_or_default();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -279,12 +288,7 @@ pub(crate) async fn put(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let ctx = Ctx {
-        app,
-        routes,
-        headers,
-        topic,
-    };
+    let ctx = Ctx::new(app, routes, headers, topic);
     let current = match local {
         Some(p) => Some(p),
         None => ctx.find_whole(app.broker.broker_group()).await?,
@@ -299,12 +303,7 @@ pub(crate) async fn list_topics(
     routes: &Routes,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let ctx = Ctx {
-        app,
-        routes,
-        headers,
-        topic: "",
-    };
+    let ctx = Ctx::new(app, routes, headers, "");
     admin::list(&ctx).await
 }
 
@@ -325,12 +324,7 @@ pub(crate) async fn consumer_group_admin(
     parts: &Parts,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let ctx = Ctx {
-        app,
-        routes,
-        headers: &parts.headers,
-        topic: group.unwrap_or(""),
-    };
+    let ctx = Ctx::new(app, routes, &parts.headers, group.unwrap_or(""));
     let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
     match (group, &parts.method) {
         (None, _) => group_admin::list(&ctx).await,
