@@ -247,12 +247,8 @@ impl Nemesis {
     async fn inject(&mut self, fault: Fault) -> (Value, Undo) {
         let groups = self.cluster.lock().await.groups();
         let g = self.rng.below(groups);
-        let (value, undo) = self.inject_in(fault, g).await;
-        if groups == 1 {
-            return (value, undo);
-        }
-        let mut value = value;
-        if !ACROSS_GROUPS.contains(&fault) {
+        let (mut value, undo) = self.inject_in(fault, g).await;
+        if groups > 1 && !ACROSS_GROUPS.contains(&fault) {
             value["group"] = json!(crate::control::Cluster::group_name(g));
         }
         (value, undo)
