@@ -254,6 +254,7 @@ fn broker_config(cfg: &NodeConfig, tls: Option<&Tls>) -> anyhow::Result<BrokerCo
     Ok(BrokerConfig {
         transport: None,
         log_fs: None,
+        wall_clock: None,
         node_id: cfg.node_id,
         broker_group: cfg.broker_group.clone(),
         data_dir: cfg.data_dir.clone(),

@@ -29,7 +29,8 @@ pub mod state;
 pub use broker::{
     Broker, BrokerConfig, CHECK_TIMEOUT, ClusterStatus, Delivery, MAX_BATCH_BYTES,
     MAX_REQUEST_BYTES, MemberRole, MemberStatus, MessageId, NodeStats, PAST_GRACE_MS, Placed,
-    ProduceMessage, Schedule, TxnChecker, TxnInfo, TxnRequest, queue_for_key,
+    ProduceMessage, Schedule, SystemClock, TxnChecker, TxnInfo, TxnRequest, WallClock,
+    queue_for_key,
 };
 pub use consensus::RaftTiming;
 pub use consensus::log_store::{FlushPolicy, LogStore};

@@ -31,6 +31,13 @@ pub const TOPIC: &str = "sim";
 pub const FIFO_TOPIC: &str = "simf";
 /// Both topics.
 pub const TOPICS: [&str; 2] = [TOPIC, FIFO_TOPIC];
+/// A topic whose messages expire after [`RETENTION_MS`] of group time (time warps pass
+/// it): its traffic is not in the history (the checker would call expired messages lost);
+/// the consumer group's floors there are checked against retention instead
+/// ([`crate::invariants`]).
+pub const RETENTION_TOPIC: &str = "simr";
+/// How long the retention topic keeps messages.
+pub const RETENTION_MS: u64 = 300_000;
 /// Queues of each topic.
 pub const QUEUES: u32 = 2;
 /// The consumer group.
@@ -335,6 +342,55 @@ impl Client {
             v["acked"] = json!(acked);
             v
         });
+    }
+}
+
+impl Client {
+    /// Traffic of the retention topic, outside the history: produces a message, or
+    /// receives and acks (some receives are not acked, so floors lag behind the tails).
+    pub async fn churn(&mut self, net: &SimNet, pick: usize, produce: bool) {
+        let live = net.live();
+        let Some(node) = self.writer(&live, pick) else {
+            return;
+        };
+        if produce {
+            let msg = ProduceMessage {
+                body: Bytes::from(format!("r{}-{pick}", self.p).into_bytes()),
+                binary: false,
+                key: None,
+                tag: None,
+                properties: Vec::new(),
+                queue: None,
+                idempotency_key: None,
+                schedule: None,
+            };
+            let _ = on_node(&node, move |b| async move {
+                b.produce(RETENTION_TOPIC, &[msg], None).await
+            })
+            .await;
+            return;
+        }
+        let req = ReceiveRequest {
+            group: GROUP.into(),
+            topic: RETENTION_TOPIC.into(),
+            consumer: format!("c{}", self.p),
+            max: 4,
+            wait_ms: 0,
+            invisible_ms: 400,
+            tag: None,
+            sql: None,
+            mode: ConsumerGroupMode::Clustering,
+        };
+        let ack = pick % 3 != 0;
+        let _ = on_node(&node, move |b| async move {
+            let got = b.receive(req).await?;
+            if ack && !got.is_empty() {
+                let receipts = got.into_iter().map(|d| d.receipt).collect();
+                b.ack(GROUP, RETENTION_TOPIC, receipts, None).await?;
+            }
+            Ok(())
+        })
+        .await;
     }
 }
 

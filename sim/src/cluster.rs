@@ -20,6 +20,7 @@ use raftmq_raft::consensus::log_store::ReleaseProbe;
 use raftmq_raft::{Broker, BrokerConfig, BrokerError, FlushPolicy, NodeId, RaftTiming, RejectCode};
 use tokio::runtime::Runtime;
 
+use crate::clock::{NodeClock, Warp};
 use crate::lossy::LossyFs;
 use crate::net::SimNet;
 
@@ -39,6 +40,8 @@ struct Member {
     released: Option<ReleaseProbe>,
     /// The file system under its CommitLog.
     fs: Arc<LossyFs>,
+    /// Its wall clock.
+    clock: Arc<NodeClock>,
 }
 
 /// The nodes of one simulated broker group.
@@ -46,6 +49,7 @@ pub struct Cluster {
     members: Vec<Member>,
     peers: BTreeMap<NodeId, String>,
     net: Arc<SimNet>,
+    warp: Arc<Warp>,
     _base: tempfile::TempDir,
 }
 
@@ -57,6 +61,7 @@ impl Cluster {
         sync_delay: Duration,
     ) -> anyhow::Result<Cluster> {
         let base = tempfile::tempdir()?;
+        let warp = Arc::new(Warp::default());
         // Addresses the membership names nodes by; nothing listens on them (the router
         // delivers), and the peer checks see requests come from 127.0.0.1.
         let peers: BTreeMap<NodeId, String> = (1..=n as u64)
@@ -72,12 +77,14 @@ impl Cluster {
                 broker: None,
                 released: None,
                 fs: LossyFs::new(sync_delay),
+                clock: NodeClock::new(warp.clone()),
             })
             .collect();
         let mut c = Cluster {
             members,
             peers,
             net,
+            warp,
             _base: base,
         };
         for id in c.ids() {
@@ -140,6 +147,7 @@ impl Cluster {
             timing: TIMING,
             transport: Some(transport),
             log_fs: Some(m.fs.clone()),
+            wall_clock: Some(m.clock.clone()),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -184,6 +192,16 @@ impl Cluster {
         m.runtime = Some(runtime);
         m.broker = Some(broker);
         Ok(true)
+    }
+
+    /// Sets how far node `id`'s wall clock is off, ms (negative: behind).
+    pub fn skew(&mut self, id: NodeId, ms: i64) {
+        self.member(id).clock.set_skew(ms);
+    }
+
+    /// Moves every node's wall clock `ms` forward.
+    pub fn warp(&self, ms: u64) {
+        self.warp.forward(ms);
     }
 
     /// Crashes a node: detached, its runtime dropped with every task in it.

@@ -9,7 +9,9 @@
 //! directories), or report a seed as passing when anything was found.
 
 pub mod client;
+pub mod clock;
 pub mod cluster;
+pub mod invariants;
 pub mod lossy;
 pub mod net;
 pub mod run;

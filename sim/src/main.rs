@@ -34,13 +34,18 @@ struct Shape {
     /// Also produce to and consume from a FIFO topic (keys per client, FIFO receives).
     #[arg(long)]
     fifo: bool,
-    /// Let schedules wipe a node's data directory (finds the open wiped-node problem).
+    /// Let schedules wipe a node's data directory (the node refuses to start, and is
+    /// replaced as an operator would once the faults are over).
     #[arg(long)]
     wipes: bool,
     /// Let schedules cut power (one node, or all at once): the CommitLog loses what it had
     /// not synced.
     #[arg(long)]
     power_loss: bool,
+    /// No clock steps (skews, time warps): a seed draws the schedule it drew before they
+    /// existed.
+    #[arg(long)]
+    no_clocks: bool,
 }
 
 impl From<Shape> for Options {
@@ -53,6 +58,7 @@ impl From<Shape> for Options {
             fifo: s.fifo,
             wipes: s.wipes,
             power_loss: s.power_loss,
+            clocks: !s.no_clocks,
         }
     }
 }

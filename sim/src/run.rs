@@ -32,8 +32,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::client::{self, Client, GROUP, History, Outcome, QUEUES, TOPICS};
+use crate::client::{self, Client, History, Outcome, QUEUES, TOPICS};
 use crate::cluster::Cluster;
+use crate::invariants::{StepChecks, groups_disagree, replicas_disagree};
 use crate::net::{Faults, SimNet};
 
 /// What a run looks like.
@@ -57,6 +58,10 @@ pub struct Options {
     /// Schedules may cut power (one node, or all at once) instead of only crashing (off by
     /// default while a replica divergence seen after an outage is open: docs/simulation.md).
     pub power_loss: bool,
+    /// Schedules may skew a node's wall clock and move every clock forward (time warps
+    /// that expire leases and pass retention); off, a seed draws the schedule it drew
+    /// before these steps existed.
+    pub clocks: bool,
 }
 
 impl Default for Options {
@@ -69,6 +74,7 @@ impl Default for Options {
             fifo: false,
             wipes: false,
             power_loss: false,
+            clocks: true,
         }
     }
 }
@@ -99,6 +105,10 @@ pub enum Step {
     /// This node snapshots and lets Raft forget its log up to it: a follower behind it
     /// then catches up by a snapshot sent over the simulated network.
     Compact(NodeId),
+    /// Set a node's wall clock this many ms off (0: right again).
+    Skew(NodeId, i64),
+    /// Move every node's wall clock this many ms forward.
+    Warp(u64),
 }
 
 /// The verdict on one seed.
@@ -138,7 +148,7 @@ pub fn schedule(
     while t < duration_ms {
         let up: Vec<NodeId> = ids.iter().copied().filter(|i| !down.contains(i)).collect();
         let minority = (ids.len() - 1) / 2;
-        let roll = rng.random_range(0..100);
+        let roll = rng.random_range(0..if faults.clocks { 110 } else { 100 });
         let step = match roll {
             0..18 => {
                 let mut side = ids.to_vec();
@@ -183,7 +193,16 @@ pub fn schedule(
                 max_delay_ms: [0, 2, 10, 40][rng.random_range(0..4)],
             }),
             85..90 => Step::TransferLeader(ids[rng.random_range(0..ids.len())]),
-            90.. => Step::Compact(ids[rng.random_range(0..ids.len())]),
+            90..100 => Step::Compact(ids[rng.random_range(0..ids.len())]),
+            100..105 => {
+                let minute = 60_000;
+                let skew = [-10 * minute, -minute, 0, minute, 10 * minute, 60 * minute];
+                Step::Skew(
+                    ids[rng.random_range(0..ids.len())],
+                    skew[rng.random_range(0..skew.len())],
+                )
+            }
+            105.. => Step::Warp([2, 6, 12][rng.random_range(0..3)] * 60_000),
             // A crash or restart that the state of the nodes does not allow.
             _ => Step::Heal,
         };
@@ -238,6 +257,8 @@ async fn play(
         }
         Step::Restart(id) => cluster.restart(*id, false).await?,
         Step::Faults(f) => net.set_faults(*f),
+        Step::Skew(id, ms) => cluster.skew(*id, *ms),
+        Step::Warp(ms) => cluster.warp(*ms),
         Step::Compact(id) => {
             if let Some(node) = net.live().into_iter().find(|n| n.0 == *id) {
                 let _ = client::on_node(&node, |b| async move { b.compact().await }).await;
@@ -261,13 +282,20 @@ async fn play(
 /// Waits until some node leads with its group time known, and makes the topic.
 async fn setup(net: &SimNet) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    // The history's topics keep every message through any time warp (the checker's `lost`
+    // holds); the retention topic's expire.
+    let topics: Vec<(&'static str, u64)> = TOPICS
+        .iter()
+        .map(|t| (*t, 30 * 24 * 3_600_000))
+        .chain([(client::RETENTION_TOPIC, client::RETENTION_MS)])
+        .collect();
     let mut made = 0;
-    while made < TOPICS.len() {
-        let topic = TOPICS[made];
+    while made < topics.len() {
+        let (topic, retention_ms) = topics[made];
         let spec = TopicSpec {
             queues: QUEUES,
             fifo: topic == client::FIFO_TOPIC,
-            retention_ms: 3_600_000,
+            retention_ms,
             dedup_window_ms: raftmq_raft::DEFAULT_DEDUP_WINDOW_MS,
             part: None,
         };
@@ -289,7 +317,7 @@ async fn setup(net: &SimNet) -> anyhow::Result<()> {
                 "the group formed no leader that took the topics in 30 s"
             ));
         }
-        if made < TOPICS.len() {
+        if made < topics.len() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -463,9 +491,10 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
                         let q = crng.random_range(0..QUEUES);
                         c.poll(&net, &h, pick, t, q).await
                     }
+                    80..90 => c.churn(&net, pick, crng.random_range(0..2) == 0).await,
                     r => {
                         let topic = TOPICS[if fifo { r as usize % 2 } else { 0 }];
-                        c.receive(&net, &h, pick, topic, r < 95).await
+                        c.receive(&net, &h, pick, topic, r < 97).await
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(crng.random_range(0..8))).await;
@@ -476,6 +505,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     let monitor = tokio::spawn(watch_leaders(net.clone(), watching.clone()));
     let t0 = Instant::now();
     let mut problems = Vec::new();
+    let mut checks = StepChecks::default();
     for (at, step) in &steps {
         let due = t0 + Duration::from_millis(*at);
         tokio::time::sleep_until(due.into()).await;
@@ -483,6 +513,12 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         if let Err(e) = play(step, &mut cluster, &net, &h, damage).await {
             problems.push(format!("nemesis: {step:?}: {e}"));
         }
+        if let Step::Wipe(id) = step {
+            checks.wiped(*id);
+        }
+        checks
+            .check(&net, &format!("step at {at} ms, {step:?}"))
+            .await;
     }
     tokio::time::sleep_until((t0 + Duration::from_millis(opts.duration_ms)).into()).await;
     stop.store(true, Ordering::Relaxed);
@@ -523,6 +559,8 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
             .collect();
         disagree.push(format!("nodes after the last round: {}", view.join("; ")));
     }
+    checks.check(&net, "healing").await;
+    problems.extend(std::mem::take(&mut checks.problems));
     problems.extend(disagree);
     watching.store(false, Ordering::Relaxed);
     problems.extend(monitor.await.unwrap_or_default());
@@ -546,6 +584,9 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         "deliveries": results.stats["deliveries"],
         "acks_ok": results.stats["ack"]["ok"],
         "snapshot_installs": net.installs(),
+        "digests_sampled": checks.samples,
+        "digests_compared": checks.matched,
+        "retention_expired": checks.expired,
         "unsynced_bytes_lost": history
             .iter()
             .filter(|e| e.f == "power-lost")
@@ -561,70 +602,6 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         history,
         elapsed: started.elapsed(),
     })
-}
-
-/// Equal state at equal applied indexes: after convergence every replica has the same
-/// committed offset (floor) for each queue of the consumer group, and the same dead letters.
-async fn groups_disagree(net: &SimNet) -> Vec<String> {
-    let mut views = Vec::new();
-    for node in net.live() {
-        let out = client::on_node(&node, |b| async move { b.consumer_group(GROUP).await }).await;
-        let view = match out {
-            Outcome::Ok(Some(info)) => {
-                let floors: Vec<(&str, u32, u64)> = info
-                    .queues
-                    .iter()
-                    .map(|q| (q.topic.as_str(), q.queue, q.committed))
-                    .collect();
-                format!("floors {floors:?}, dead letters {}", info.dlq_depth)
-            }
-            Outcome::Ok(None) => "no group".to_owned(),
-            Outcome::Fail(e) | Outcome::Info(e) => format!("unreadable: {e}"),
-        };
-        views.push((node.0, view));
-    }
-    let mut out = Vec::new();
-    if let Some((first, v0)) = views.first() {
-        for (id, v) in &views[1..] {
-            if v != v0 {
-                out.push(format!(
-                    "group-state-disagrees: node {first}: {v0}; node {id}: {v}"
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The invariant behind everything: after healing, every replica holds the same message
-/// at every (queue, offset).
-fn replicas_disagree(held: &BTreeMap<NodeId, Vec<Vec<(u64, String)>>>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = held.iter();
-    let Some((first_id, first)) = it.next() else {
-        return out;
-    };
-    for (id, queues) in it {
-        for (q, (a, b)) in first.iter().zip(queues).enumerate() {
-            if a != b {
-                let at = a
-                    .iter()
-                    .zip(b)
-                    .position(|(x, y)| x != y)
-                    .unwrap_or(a.len().min(b.len()));
-                out.push(format!(
-                    "replicas-disagree: {} queue {}: node {first_id} holds {} messages, node {id} {}; first difference at position {at}: {:?} vs {:?}",
-                    TOPICS[q / QUEUES as usize],
-                    q % QUEUES as usize,
-                    a.len(),
-                    b.len(),
-                    a.get(at),
-                    b.get(at)
-                ));
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

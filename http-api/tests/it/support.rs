@@ -24,6 +24,7 @@ impl Node {
         let broker = Broker::start(BrokerConfig {
             transport: None,
             log_fs: None,
+            wall_clock: None,
             node_id: 1,
             broker_group: "g1".into(),
             data_dir: dir.path().to_path_buf(),

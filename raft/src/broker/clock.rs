@@ -11,6 +11,10 @@
 //! clock between measurements changes nothing (the next measurement sees the jump and the
 //! median corrects it). Apply then never lets time go backwards (see `state::applier`).
 //!
+//! A node's own wall clock is a [`WallClock`]: the OS's ([`SystemClock`]) unless the
+//! configuration names another (a simulation skews nodes' clocks and moves time forward
+//! through it, so leases, retention and every leader-stamped time are under its control).
+//!
 //! Must never: hand out group time before a majority (itself included) has answered once,
 //! block on a slow or cut member (each ask has a short deadline), or let a minority's
 //! answers move group time.
@@ -19,7 +23,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Broker, now_ms};
+use super::Broker;
 use crate::consensus::rpc::{self, PeerRpc};
 use crate::error::BrokerError;
 
@@ -32,33 +36,57 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a write waits for group time after a node starts before answering 503.
 const WAIT_FOR_TIME: Duration = Duration::from_secs(5);
 
+/// A node's own wall clock.
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's wall clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
 /// Group time, anchored at the last measurement.
 #[derive(Debug)]
 pub(crate) struct GroupClock {
+    /// This node's own wall clock.
+    wall: std::sync::Arc<dyn WallClock>,
     /// `(monotonic instant, group time then)` of the last measurement.
     anchor: Mutex<Option<(Instant, u64)>>,
     synced: AtomicBool,
     known: tokio::sync::Notify,
 }
 
-impl Default for GroupClock {
-    fn default() -> Self {
+impl GroupClock {
+    pub(crate) fn new(wall: std::sync::Arc<dyn WallClock>) -> Self {
         GroupClock {
+            wall,
             anchor: Mutex::new(None),
             synced: AtomicBool::new(false),
             known: tokio::sync::Notify::new(),
         }
     }
-}
 
-impl GroupClock {
+    /// This node's own wall clock, ms since the epoch (what it answers `/raft/clock` with).
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.wall.now_ms()
+    }
+
     /// Group time in ms since the epoch (this node's own clock before the first
     /// measurement).
     pub(crate) fn now_ms(&self) -> u64 {
         let anchor = *self.anchor.lock().unwrap_or_else(|e| e.into_inner());
         match anchor {
             Some((at, ms)) => ms.saturating_add(at.elapsed().as_millis() as u64),
-            None => now_ms(),
+            None => self.wall_ms(),
         }
     }
 }
@@ -138,7 +166,7 @@ impl Broker {
         }
         offsets.push(0);
         let offset = lower_median(offsets);
-        let group_ms = now_ms().saturating_add_signed(offset);
+        let group_ms = self.inner.clock.wall_ms().saturating_add_signed(offset);
         let drift = self.group_now_ms().abs_diff(group_ms);
         *self
             .inner
@@ -178,7 +206,7 @@ impl Broker {
             .await
             .ok()?;
         let theirs: u64 = rpc::decode(PeerRpc::Clock.response_name(), &body).ok()?;
-        let ours = now_ms();
+        let ours = self.inner.clock.wall_ms();
         let half_trip = (sent.elapsed().as_millis() / 2) as i64;
         Some(theirs as i64 + half_trip - ours as i64)
     }

@@ -32,13 +32,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use raftmq_storage::{CommitLogOptions, IndexStore, StorageError};
 use tokio::sync::watch;
 
+pub use clock::{SystemClock, WallClock};
 pub use consumer_groups::Delivery;
 pub use membership::{ClusterStatus, MemberRole, MemberStatus, NodeStats};
 pub use message_id::MessageId;
@@ -50,7 +51,7 @@ use crate::consensus::log_store::{FlushPolicy, LogStore};
 use crate::consensus::network::Network;
 use crate::consensus::peer::PeerService;
 use crate::consensus::peer_auth::PeerAuth;
-use crate::consensus::rpc::PeerRpc;
+use crate::consensus::rpc::{self, PeerRpc};
 use crate::consensus::transport::{PeerHttp, PeerTransport};
 use crate::consensus::types::{Metrics, NodeId, TypeConfig};
 use crate::consensus::{RaftTiming, raft_config};
@@ -98,6 +99,9 @@ pub struct BrokerConfig {
     /// can lose what was never synced). It must name the same files the OS sees: snapshots
     /// and install recovery reach the log directory directly.
     pub log_fs: Option<Arc<dyn raftmq_storage::vfs::Vfs>>,
+    /// This node's own wall clock (`None`: the OS's; a simulation passes one it skews and
+    /// moves forward). Entries carry group time derived from the members' clocks.
+    pub wall_clock: Option<Arc<dyn WallClock>>,
 }
 
 /// A broker group member. Cheap to clone.
@@ -137,14 +141,6 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Milliseconds since the Unix epoch by this node's own clock (entries get group time,
-/// [`Broker::group_now_ms`]).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Broker {
     /// Opens storage, starts Raft and, on a node whose log is empty, forms the group from
     /// `peers` (see [`formation`]); starts the retention loop.
@@ -175,7 +171,11 @@ impl Broker {
                 format!("raft configuration: {e}"),
             )
         })?;
-        let clock = Arc::new(clock::GroupClock::default());
+        let clock = Arc::new(clock::GroupClock::new(
+            cfg.wall_clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(clock::SystemClock)),
+        ));
         let peer_auth = Arc::new(PeerAuth::new(cfg.cluster_secret.clone()));
         if !peer_auth.has_secret() {
             tracing::warn!(
@@ -260,6 +260,9 @@ impl Broker {
             self.group_now_ms(),
             &body,
         )?;
+        if rpc == PeerRpc::Clock {
+            return Ok(rpc::encode(&self.inner.clock.wall_ms()));
+        }
         if rpc == PeerRpc::Replicated {
             let from_raft = self.inner.peer.serve(rpc, body.clone()).await?;
             return self.held_log_answer(&body, from_raft).await;
@@ -312,6 +315,17 @@ impl Broker {
     /// Wakes on every apply (value: last applied index).
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.inner.sm.applied()
+    }
+
+    /// `(last applied index, digest of the applied state)`: replicas at equal applied
+    /// indexes must have equal digests (the simulator's check after every step). Reads the
+    /// whole state on a blocking thread: for checks, never a request path.
+    pub async fn state_digest(&self) -> Result<(u64, u64), BrokerError> {
+        let sm = self.inner.sm.clone();
+        tokio::task::spawn_blocking(move || sm.state_digest())
+            .await
+            .map_err(|e| BrokerError::Internal(format!("digest task: {e}")))?
+            .map_err(BrokerError::from_io)
     }
 
     fn metrics(&self) -> Metrics {

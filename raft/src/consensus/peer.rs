@@ -102,12 +102,10 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>> PeerService<
                     .map_err(bad_request)?;
                 Ok(rpc::encode(&len))
             }
-            PeerRpc::Clock => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                Ok(rpc::encode(&now))
-            }
+            // The node's wall clock may not be the OS's: the broker answers.
+            PeerRpc::Clock => Err(BrokerError::Internal(
+                "clock requests are answered by the broker".into(),
+            )),
             PeerRpc::Replicated => {
                 // The asking node's id, 8 bytes little-endian.
                 let node = <[u8; 8]>::try_from(body.as_ref())

@@ -191,6 +191,16 @@ impl StateMachine {
         }
     }
 
+    /// The last applied log index and a digest of the whole applied state at it, taken
+    /// under the applier's lock so the two match (replicas at equal indexes must have equal
+    /// digests). Reads the whole store: for checks, never a request path.
+    pub fn state_digest(&self) -> io::Result<(u64, u64)> {
+        let applier = lock(&self.shared.applier);
+        let index = lock(&self.shared.state).0.map_or(0, |l| l.index);
+        let digest = applier.store().digest(&[]).map_err(io_err)?;
+        Ok((index, digest))
+    }
+
     /// The last applied log id and membership.
     pub fn applied_state_now(&self) -> (Option<LogId>, StoredMembership) {
         lock(&self.shared.state).clone()
