@@ -491,7 +491,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
                         let q = crng.random_range(0..QUEUES);
                         c.poll(&net, &h, pick, t, q).await
                     }
-                    80..90 => c.churn(&net, pick, crng.random_range(0..2) == 0).await,
+                    80..90 => c.churn(&net, pick, crng.random_range(0..3) != 0).await,
                     r => {
                         let topic = TOPICS[if fifo { r as usize % 2 } else { 0 }];
                         c.receive(&net, &h, pick, topic, r < 97).await
