@@ -42,6 +42,8 @@ struct Member {
     fs: Arc<LossyFs>,
     /// Its wall clock.
     clock: Arc<NodeClock>,
+    /// The last index its CommitLog had told Raft was durable when its power was cut.
+    acked_at_cut: Option<u64>,
 }
 
 /// The nodes of one simulated broker group.
@@ -50,6 +52,8 @@ pub struct Cluster {
     peers: BTreeMap<NodeId, String>,
     net: Arc<SimNet>,
     warp: Arc<Warp>,
+    /// Acknowledged appends a power cut lost (`acked-write-lost`), found at restarts.
+    pub lost_acks: Vec<String>,
     _base: tempfile::TempDir,
 }
 
@@ -78,6 +82,7 @@ impl Cluster {
                 released: None,
                 fs: LossyFs::new(sync_delay),
                 clock: NodeClock::new(warp.clone()),
+                acked_at_cut: None,
             })
             .collect();
         let mut c = Cluster {
@@ -85,6 +90,7 @@ impl Cluster {
             peers,
             net,
             warp,
+            lost_acks: Vec::new(),
             _base: base,
         };
         for id in c.ids() {
@@ -189,6 +195,15 @@ impl Cluster {
         self.net
             .attach(&addr, id, broker.clone(), runtime.handle().clone());
         let m = self.member(id);
+        if let Some(acked) = m.acked_at_cut.take() {
+            let opened = broker.log_durability().0;
+            if opened < acked {
+                self.lost_acks.push(format!(
+                    "acked-write-lost: node {id}'s CommitLog had acknowledged index {acked} as durable when its power was cut; it came back holding up to {opened}"
+                ));
+            }
+        }
+        let m = self.member(id);
         m.runtime = Some(runtime);
         m.broker = Some(broker);
         Ok(true)
@@ -224,7 +239,12 @@ impl Cluster {
         id: NodeId,
         damage: Option<crate::lossy::Damage>,
     ) -> anyhow::Result<u64> {
-        let cut = self.member(id).fs.cut_power();
+        // What it acknowledged before the cut (read first: later acks come after it).
+        let m = self.member(id);
+        if let Some(b) = &m.broker {
+            m.acked_at_cut = Some(b.log_durability().1);
+        }
+        let cut = m.fs.cut_power();
         self.crash(id);
         let m = self.member(id);
         // Its log writer may be mid-write: the power goes when it has stopped.
@@ -250,6 +270,7 @@ impl Cluster {
             }
         }
         m.fs = LossyFs::new(m.fs.sync_delay());
+        m.acked_at_cut = None;
         Ok(())
     }
 

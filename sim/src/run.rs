@@ -561,6 +561,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     }
     checks.check(&net, "healing").await;
     problems.extend(std::mem::take(&mut checks.problems));
+    problems.extend(std::mem::take(&mut cluster.lost_acks));
     problems.extend(disagree);
     watching.store(false, Ordering::Relaxed);
     problems.extend(monitor.await.unwrap_or_default());

@@ -302,6 +302,15 @@ impl Broker {
         self.inner.log.release_probe()
     }
 
+    /// `(last index its CommitLog held when this node opened it, last index it has told
+    /// Raft is durable)`: after a crash, even a power cut, the first of the next
+    /// incarnation must be at least the second of this one (the simulator checks it).
+    pub fn log_durability(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.inner.log.stats();
+        (s.opened_last.load(Relaxed), s.acked_durable.load(Relaxed))
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.cfg.node_id

@@ -57,6 +57,13 @@ pub struct LogStats {
     pub bytes: AtomicU64,
     /// How long each of those `fdatasync` calls took.
     pub fsync_seconds: crate::metrics::Histogram,
+    /// The last index appended.
+    pub last_appended: AtomicU64,
+    /// The last index openraft was told is durable: a crash, even of the power, must never
+    /// lose it (the simulator checks this after every power cut).
+    pub acked_durable: AtomicU64,
+    /// The last index the log held (or a snapshot covered) when it was opened.
+    pub opened_last: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -128,6 +135,20 @@ impl LogStore {
             purged: Mutex::new(purged),
             stats: LogStats::default(),
         });
+        let held = core
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_index()
+            .max(purged.map(|p| p.index))
+            .unwrap_or(0);
+        for stat in [
+            &core.stats.opened_last,
+            &core.stats.last_appended,
+            &core.stats.acked_durable,
+        ] {
+            stat.store(held, Ordering::Relaxed);
+        }
         let (tx, rx) = mpsc::channel();
         let writer_core = core.clone();
         std::thread::Builder::new()

@@ -143,6 +143,9 @@ fn append(core: &Core, records: &[(u64, u64, Bytes)]) -> raftmq_storage::Result<
     core.stats
         .entries
         .fetch_add(records.len() as u64, Ordering::Relaxed);
+    if let Some((last, _, _)) = records.last() {
+        core.stats.last_appended.store(*last, Ordering::Relaxed);
+    }
     let bytes: usize = records.iter().map(|r| r.2.len()).sum();
     core.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     Ok(())
@@ -163,6 +166,9 @@ fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {
     let r = sync(core);
     if let Err(e) = &r {
         tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
+    } else {
+        let last = core.stats.last_appended.load(Ordering::Relaxed);
+        core.stats.acked_durable.store(last, Ordering::Relaxed);
     }
     for cb in waiting.drain(..) {
         cb.io_completed(r.as_ref().map(|_| ()).map_err(io_other));
@@ -191,6 +197,10 @@ fn run_other(core: &Core, job: Job) {
                 .unwrap_or_else(|e| e.into_inner())
                 .truncate(from)
                 .map_err(io_err);
+            // Raft dropped entries it never committed: they are no longer owed.
+            let kept = from.saturating_sub(1);
+            core.stats.last_appended.store(kept, Ordering::Relaxed);
+            core.stats.acked_durable.fetch_min(kept, Ordering::Relaxed);
             let _ = done.send(r);
         }
         Job::Purge { upto, done } => {
@@ -235,6 +245,18 @@ fn run_other(core: &Core, job: Job) {
             done,
         } => {
             let r = install(core, &names, purged);
+            if r.is_ok() {
+                // The installed log is synced, and owed from now on.
+                let held = core
+                    .log
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_index()
+                    .max(purged.map(|p| p.index))
+                    .unwrap_or(0);
+                core.stats.last_appended.store(held, Ordering::Relaxed);
+                core.stats.acked_durable.store(held, Ordering::Relaxed);
+            }
             let _ = done.send(r);
         }
         Job::SaveVote { vote, done } => {
