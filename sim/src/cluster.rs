@@ -24,6 +24,10 @@ use crate::clock::{NodeClock, Warp};
 use crate::lossy::LossyFs;
 use crate::net::SimNet;
 
+/// How long a membership change may take once the faults are over, and during them.
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_secs(3);
+
 /// Raft timing in the simulation: short, so a schedule sees many elections.
 pub const TIMING: RaftTiming = RaftTiming {
     heartbeat_ms: 30,
@@ -44,6 +48,9 @@ struct Member {
     clock: Arc<NodeClock>,
     /// The last index its CommitLog had told Raft was durable when its power was cut.
     acked_at_cut: Option<u64>,
+    /// It joined as a new member once: it always starts to join from then on (as its
+    /// configuration would say), never to form a group.
+    joins: bool,
 }
 
 /// The nodes of one simulated broker group.
@@ -54,6 +61,8 @@ pub struct Cluster {
     warp: Arc<Warp>,
     /// Acknowledged appends a power cut lost (`acked-write-lost`), found at restarts.
     pub lost_acks: Vec<String>,
+    /// Nodes removed and started to join whose adding back has not gone through yet.
+    pending: Vec<NodeId>,
     _base: tempfile::TempDir,
 }
 
@@ -83,6 +92,7 @@ impl Cluster {
                 fs: LossyFs::new(sync_delay),
                 clock: NodeClock::new(warp.clone()),
                 acked_at_cut: None,
+                joins: false,
             })
             .collect();
         let mut c = Cluster {
@@ -91,6 +101,7 @@ impl Cluster {
             net,
             warp,
             lost_acks: Vec::new(),
+            pending: Vec::new(),
             _base: base,
         };
         for id in c.ids() {
@@ -136,6 +147,8 @@ impl Cluster {
         let net = self.net.clone();
         let peers = self.peers.clone();
         let m = self.member(id);
+        let join = join || m.joins;
+        m.joins = join;
         let cfg = BrokerConfig {
             node_id: id,
             broker_group: "sim".into(),
@@ -301,29 +314,84 @@ impl Cluster {
             node = id,
             "sim: replacing a wiped node (remove, join, add back)"
         );
-        self.on_leader(|b| async move { b.remove_member(id).await })
+        self.on_leader(LONG, |b| async move { b.remove_member(id).await })
             .await
             .context("removing it")?;
         if !self.boot(id, true).await? {
             return Err(anyhow!("refused again after it was removed"));
         }
-        let addr = self.member(id).addr.clone();
-        self.on_leader(move |b| {
+        self.add_back(id, LONG).await.context("adding it back")
+    }
+
+    /// A membership change in the middle of the faults: node `id` is removed from the
+    /// group, its data deleted, and it joins again as a new member (the documented way to
+    /// rebuild a node). Each change gets a few seconds; `Ok(false)`: the group did not take
+    /// the removal, and nothing changed. A node removed but not yet added back is added
+    /// back by [`Cluster::add_pending`].
+    pub async fn rejoin(&mut self, id: NodeId) -> anyhow::Result<bool> {
+        if self
+            .on_leader(SHORT, |b| async move { b.remove_member(id).await })
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+        self.wipe(id).await?;
+        if !self.boot(id, true).await? {
+            return Err(anyhow!("node {id} refused to join after it was removed"));
+        }
+        if self.add_back(id, SHORT).await.is_err() {
+            self.pending.push(id);
+        }
+        Ok(true)
+    }
+
+    /// Adds back every node a [`Cluster::rejoin`] left out of the group (and any other the
+    /// leader does not count as a member: a rejoined node wiped before it was added).
+    pub async fn add_pending(&mut self) -> anyhow::Result<()> {
+        let leader = self
+            .net
+            .live()
+            .into_iter()
+            .map(|n| n.1.cluster_status())
+            .find(|s| s.leader_id == Some(s.node_id));
+        if let Some(s) = leader {
+            for id in self.ids() {
+                if !s.members.iter().any(|m| m.id == id) && !self.pending.contains(&id) {
+                    self.pending.push(id);
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.pending) {
+            self.add_back(id, LONG)
+                .await
+                .with_context(|| format!("adding node {id} back"))?;
+        }
+        Ok(())
+    }
+
+    async fn add_back(&self, id: NodeId, within: Duration) -> anyhow::Result<()> {
+        let addr = self
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.addr.clone())
+            .unwrap_or_default();
+        self.on_leader(within, move |b| {
             let addr = addr.clone();
             async move { b.add_member(id, &addr, true, Duration::from_secs(10)).await }
         })
         .await
-        .context("adding it back")
     }
 
-    /// Runs `op` on whichever live node takes it (the leader), retrying for 60 s while the
-    /// schedule's faults keep the group from answering.
-    async fn on_leader<F, Fut>(&self, op: F) -> anyhow::Result<()>
+    /// Runs `op` on whichever live node takes it (the leader), retrying for `within` while
+    /// the schedule's faults keep the group from answering.
+    async fn on_leader<F, Fut>(&self, within: Duration, op: F) -> anyhow::Result<()>
     where
         F: Fn(Broker) -> Fut,
         Fut: std::future::Future<Output = Result<(), BrokerError>> + Send + 'static,
     {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + within;
         loop {
             let mut last = String::from("no live node");
             for node in self.net.live() {
@@ -333,7 +401,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                return Err(anyhow!("no node took it within 60 s ({last})"));
+                return Err(anyhow!("no node took it within {within:?} ({last})"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -46,6 +46,10 @@ struct Shape {
     /// existed.
     #[arg(long)]
     no_clocks: bool,
+    /// Let schedules take a node out of the group and add it back with its data deleted
+    /// (membership changes while the faults go on).
+    #[arg(long)]
+    membership: bool,
 }
 
 impl From<Shape> for Options {
@@ -59,6 +63,7 @@ impl From<Shape> for Options {
             wipes: s.wipes,
             power_loss: s.power_loss,
             clocks: !s.no_clocks,
+            membership: s.membership,
         }
     }
 }

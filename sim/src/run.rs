@@ -62,6 +62,9 @@ pub struct Options {
     /// that expire leases and pass retention); off, a seed draws the schedule it drew
     /// before these steps existed.
     pub clocks: bool,
+    /// Schedules may take a node out of the group and add it back with its data deleted
+    /// (membership changes in the middle of the faults).
+    pub membership: bool,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
             wipes: false,
             power_loss: false,
             clocks: true,
+            membership: false,
         }
     }
 }
@@ -109,6 +113,8 @@ pub enum Step {
     Skew(NodeId, i64),
     /// Move every node's wall clock this many ms forward.
     Warp(u64),
+    /// Remove a node from the group, delete its data, and add it back as a new member.
+    Rejoin(NodeId),
 }
 
 /// The verdict on one seed.
@@ -148,7 +154,11 @@ pub fn schedule(
     while t < duration_ms {
         let up: Vec<NodeId> = ids.iter().copied().filter(|i| !down.contains(i)).collect();
         let minority = (ids.len() - 1) / 2;
-        let roll = rng.random_range(0..if faults.clocks { 110 } else { 100 });
+        let roll = match (faults.clocks, faults.membership) {
+            (_, true) => rng.random_range(0..115),
+            (true, false) => rng.random_range(0..110),
+            (false, false) => rng.random_range(0..100),
+        };
         let step = match roll {
             0..18 => {
                 let mut side = ids.to_vec();
@@ -202,7 +212,8 @@ pub fn schedule(
                     skew[rng.random_range(0..skew.len())],
                 )
             }
-            105.. => Step::Warp([2, 6, 12][rng.random_range(0..3)] * 60_000),
+            105..110 => Step::Warp([2, 6, 12][rng.random_range(0..3)] * 60_000),
+            110.. if !up.is_empty() => Step::Rejoin(up[rng.random_range(0..up.len())]),
             // A crash or restart that the state of the nodes does not allow.
             _ => Step::Heal,
         };
@@ -259,6 +270,10 @@ async fn play(
         Step::Faults(f) => net.set_faults(*f),
         Step::Skew(id, ms) => cluster.skew(*id, *ms),
         Step::Warp(ms) => cluster.warp(*ms),
+        Step::Rejoin(id) => {
+            let changed = cluster.rejoin(*id).await?;
+            h.nemesis("rejoin", json!({"node": id, "changed": changed}));
+        }
         Step::Compact(id) => {
             if let Some(node) = net.live().into_iter().find(|n| n.0 == *id) {
                 let _ = client::on_node(&node, |b| async move { b.compact().await }).await;
@@ -338,6 +353,7 @@ async fn converge(cluster: &mut Cluster, net: &SimNet) -> Result<u64, String> {
                 .map_err(|e| format!("{e:#}"))?;
         }
     }
+    cluster.add_pending().await.map_err(|e| format!("{e:#}"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let live = net.live();
@@ -513,7 +529,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         if let Err(e) = play(step, &mut cluster, &net, &h, damage).await {
             problems.push(format!("nemesis: {step:?}: {e}"));
         }
-        if let Step::Wipe(id) = step {
+        if let Step::Wipe(id) | Step::Rejoin(id) = step {
             checks.wiped(*id);
         }
         checks

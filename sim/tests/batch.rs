@@ -44,6 +44,7 @@ fn fifo_topics_wiped_nodes_and_power_loss_find_no_anomaly() {
         fifo: true,
         wipes: true,
         power_loss: true,
+        membership: true,
         ..Options::default()
     };
     let failed = Mutex::new(Vec::new());
