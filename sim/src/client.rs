@@ -381,7 +381,7 @@ impl Client {
             sql: None,
             mode: ConsumerGroupMode::Clustering,
         };
-        let ack = pick % 3 != 0;
+        let ack = !pick.is_multiple_of(3);
         let _ = on_node(&node, move |b| async move {
             let got = b.receive(req).await?;
             if ack && !got.is_empty() {

@@ -629,6 +629,7 @@ mod tests {
         Options {
             wipes: true,
             power_loss: true,
+            membership: true,
             ..Options::default()
         }
     }
@@ -661,6 +662,6 @@ mod tests {
                 assert!(down <= 5);
             }
         }
-        assert_eq!(kinds.len(), 11, "{kinds:?}");
+        assert_eq!(kinds.len(), 14, "{kinds:?}");
     }
 }
