@@ -255,6 +255,7 @@ fn broker_config(cfg: &NodeConfig, tls: Option<&Tls>) -> anyhow::Result<BrokerCo
         transport: None,
         log_fs: None,
         wall_clock: None,
+        install_probe: None,
         node_id: cfg.node_id,
         broker_group: cfg.broker_group.clone(),
         data_dir: cfg.data_dir.clone(),

@@ -51,3 +51,4 @@ pub use state::consumer_groups::{
 pub use state::queues::TxnState;
 pub use state::read::{QueueQuery, QueueRead, StoredMessage, TagFilter};
 pub use state::{Assignment, RejectCode, StateMachine, TopicSpec};
+pub use state::{InstallProbe, InstallStep};

@@ -12,12 +12,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use raftmq_raft::consensus::log_store::ReleaseProbe;
-use raftmq_raft::{Broker, BrokerConfig, BrokerError, FlushPolicy, NodeId, RaftTiming, RejectCode};
+use raftmq_raft::{
+    Broker, BrokerConfig, BrokerError, FlushPolicy, InstallProbe, InstallStep, NodeId, RaftTiming,
+    RejectCode,
+};
 use tokio::runtime::Runtime;
 
 use crate::clock::{NodeClock, Warp};
@@ -51,6 +54,37 @@ struct Member {
     /// It joined as a new member once: it always starts to join from then on (as its
     /// configuration would say), never to form a group.
     joins: bool,
+    /// The fault point inside its snapshot installs.
+    trap: Arc<InstallTrap>,
+}
+
+/// A crash armed for one step of a node's next snapshot install.
+#[derive(Debug, Default)]
+struct InstallTrap {
+    armed: Mutex<Option<InstallStep>>,
+    /// The step an install stopped at, until the node is crashed for it.
+    sprung: Mutex<Option<InstallStep>>,
+}
+
+impl InstallTrap {
+    /// The install probe: stops the install at the armed step, once.
+    fn spring(&self, step: InstallStep) -> bool {
+        let mut armed = lock(&self.armed);
+        if *armed != Some(step) {
+            return false;
+        }
+        *armed = None;
+        *lock(&self.sprung) = Some(step);
+        tracing::info!(
+            ?step,
+            "sim: a snapshot install stops here, as a crash would"
+        );
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The nodes of one simulated broker group.
@@ -93,6 +127,7 @@ impl Cluster {
                 clock: NodeClock::new(warp.clone()),
                 acked_at_cut: None,
                 joins: false,
+                trap: Arc::default(),
             })
             .collect();
         let mut c = Cluster {
@@ -167,6 +202,10 @@ impl Cluster {
             transport: Some(transport),
             log_fs: Some(m.fs.clone()),
             wall_clock: Some(m.clock.clone()),
+            install_probe: Some({
+                let trap = m.trap.clone();
+                InstallProbe(Arc::new(move |step| trap.spring(step)))
+            }),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -230,6 +269,32 @@ impl Cluster {
     /// Moves every node's wall clock `ms` forward.
     pub fn warp(&self, ms: u64) {
         self.warp.forward(ms);
+    }
+
+    /// Node `id`'s next snapshot install stops after `step`, as a crash there would.
+    pub fn arm_install_crash(&mut self, id: NodeId, step: InstallStep) {
+        *lock(&self.member(id).trap.armed) = Some(step);
+    }
+
+    /// No install stops any more (the faults are over).
+    pub fn disarm_installs(&mut self) {
+        for m in &self.members {
+            *lock(&m.trap.armed) = None;
+        }
+    }
+
+    /// Crashes every node whose install stopped at its armed step; returns them and the
+    /// step.
+    pub fn crash_sprung(&mut self) -> Vec<(NodeId, InstallStep)> {
+        let sprung: Vec<(NodeId, InstallStep)> = self
+            .members
+            .iter()
+            .filter_map(|m| lock(&m.trap.sprung).take().map(|s| (m.id, s)))
+            .collect();
+        for (id, _) in &sprung {
+            self.crash(*id);
+        }
+        sprung
     }
 
     /// Crashes a node: detached, its runtime dropped with every task in it.

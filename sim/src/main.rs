@@ -42,10 +42,10 @@ struct Shape {
     /// not synced.
     #[arg(long)]
     power_loss: bool,
-    /// No clock steps (skews, time warps): a seed draws the schedule it drew before they
-    /// existed.
+    /// Only the first version's steps (no clock skews, time warps, crashes inside snapshot
+    /// installs): a seed draws the schedule it drew before they existed.
     #[arg(long)]
-    no_clocks: bool,
+    classic: bool,
     /// Let schedules take a node out of the group and add it back with its data deleted
     /// (membership changes while the faults go on).
     #[arg(long)]
@@ -62,7 +62,7 @@ impl From<Shape> for Options {
             fifo: s.fifo,
             wipes: s.wipes,
             power_loss: s.power_loss,
-            clocks: !s.no_clocks,
+            classic: s.classic,
             membership: s.membership,
         }
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use raftmq_jepsen::checker;
 use raftmq_jepsen::history::{Kind, Process};
-use raftmq_raft::{NodeId, TopicSpec};
+use raftmq_raft::{InstallStep, NodeId, TopicSpec};
 
 use crate::lossy::Damage;
 use rand::rngs::StdRng;
@@ -58,10 +58,9 @@ pub struct Options {
     /// Schedules may cut power (one node, or all at once) instead of only crashing (off by
     /// default while a replica divergence seen after an outage is open: docs/simulation.md).
     pub power_loss: bool,
-    /// Schedules may skew a node's wall clock and move every clock forward (time warps
-    /// that expire leases and pass retention); off, a seed draws the schedule it drew
-    /// before these steps existed.
-    pub clocks: bool,
+    /// Only the steps of the first version: no clock skews, time warps or crashes inside
+    /// snapshot installs (a seed then draws the schedule it drew before those existed).
+    pub classic: bool,
     /// Schedules may take a node out of the group and add it back with its data deleted
     /// (membership changes in the middle of the faults).
     pub membership: bool,
@@ -77,7 +76,7 @@ impl Default for Options {
             fifo: false,
             wipes: false,
             power_loss: false,
-            clocks: true,
+            classic: false,
             membership: false,
         }
     }
@@ -115,6 +114,9 @@ pub enum Step {
     Warp(u64),
     /// Remove a node from the group, delete its data, and add it back as a new member.
     Rejoin(NodeId),
+    /// The next snapshot this node installs crashes it after this step of the install (it
+    /// restarts at once, and must finish or discard the install).
+    CrashInInstall(NodeId, InstallStep),
 }
 
 /// The verdict on one seed.
@@ -154,10 +156,10 @@ pub fn schedule(
     while t < duration_ms {
         let up: Vec<NodeId> = ids.iter().copied().filter(|i| !down.contains(i)).collect();
         let minority = (ids.len() - 1) / 2;
-        let roll = match (faults.clocks, faults.membership) {
-            (_, true) => rng.random_range(0..115),
-            (true, false) => rng.random_range(0..110),
-            (false, false) => rng.random_range(0..100),
+        let roll = match (faults.classic, faults.membership) {
+            (_, true) => rng.random_range(0..120),
+            (false, false) => rng.random_range(0..115),
+            (true, false) => rng.random_range(0..100),
         };
         let step = match roll {
             0..18 => {
@@ -204,7 +206,7 @@ pub fn schedule(
             }),
             85..90 => Step::TransferLeader(ids[rng.random_range(0..ids.len())]),
             90..100 => Step::Compact(ids[rng.random_range(0..ids.len())]),
-            100..105 => {
+            100..105 if !faults.classic => {
                 let minute = 60_000;
                 let skew = [-10 * minute, -minute, 0, minute, 10 * minute, 60 * minute];
                 Step::Skew(
@@ -212,8 +214,16 @@ pub fn schedule(
                     skew[rng.random_range(0..skew.len())],
                 )
             }
-            105..110 => Step::Warp([2, 6, 12][rng.random_range(0..3)] * 60_000),
-            110.. if !up.is_empty() => Step::Rejoin(up[rng.random_range(0..up.len())]),
+            105..110 if !faults.classic => Step::Warp([2, 6, 12][rng.random_range(0..3)] * 60_000),
+            110..115 if !faults.classic => Step::CrashInInstall(
+                ids[rng.random_range(0..ids.len())],
+                [
+                    InstallStep::Staged,
+                    InstallStep::Decided,
+                    InstallStep::LogSwapped,
+                ][rng.random_range(0..3)],
+            ),
+            115.. if !up.is_empty() => Step::Rejoin(up[rng.random_range(0..up.len())]),
             // A crash or restart that the state of the nodes does not allow.
             _ => Step::Heal,
         };
@@ -270,6 +280,7 @@ async fn play(
         Step::Faults(f) => net.set_faults(*f),
         Step::Skew(id, ms) => cluster.skew(*id, *ms),
         Step::Warp(ms) => cluster.warp(*ms),
+        Step::CrashInInstall(id, step) => cluster.arm_install_crash(*id, *step),
         Step::Rejoin(id) => {
             let changed = cluster.rejoin(*id).await?;
             h.nemesis("rejoin", json!({"node": id, "changed": changed}));
@@ -339,10 +350,27 @@ async fn setup(net: &SimNet) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Crashes and restarts every node whose install stopped at an armed step (its Raft stopped
+/// there, as if the process had died), recording it.
+async fn crash_in_install(cluster: &mut Cluster, h: &History) -> anyhow::Result<()> {
+    for (id, step) in cluster.crash_sprung() {
+        h.nemesis(
+            "crashed-in-install",
+            json!({"node": id, "after": format!("{step:?}")}),
+        );
+        cluster.restart(id, false).await?;
+    }
+    Ok(())
+}
+
 /// After the faults: every node up and caught up with the same applied index, or why not.
-async fn converge(cluster: &mut Cluster, net: &SimNet) -> Result<u64, String> {
+async fn converge(cluster: &mut Cluster, net: &SimNet, h: &History) -> Result<u64, String> {
     net.heal();
     net.set_faults(Faults::default());
+    cluster.disarm_installs();
+    crash_in_install(cluster, h)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     // Every node that starts first, then the ones refused for lost data are replaced,
     // which takes a group that can commit.
     for replace in [false, true] {
@@ -532,6 +560,11 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         if let Step::Wipe(id) | Step::Rejoin(id) = step {
             checks.wiped(*id);
         }
+        if let Err(e) = crash_in_install(&mut cluster, &h).await {
+            problems.push(format!(
+                "nemesis: restarting after a crash in an install: {e:#}"
+            ));
+        }
         checks
             .check(&net, &format!("step at {at} ms, {step:?}"))
             .await;
@@ -546,7 +579,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     // drains: a difference counts only if it outlives a few rounds of catching up.
     let mut disagree = Vec::new();
     for _ in 0..5 {
-        let converged = converge(&mut cluster, &net).await;
+        let converged = converge(&mut cluster, &net, &h).await;
         let held = drain(&net, &h, opts.clients).await;
         disagree = replicas_disagree(&held);
         disagree.extend(groups_disagree(&net).await);
@@ -604,6 +637,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         "digests_sampled": checks.samples,
         "digests_compared": checks.matched,
         "retention_expired": checks.expired,
+        "install_crashes": history.iter().filter(|e| e.f == "crashed-in-install").count(),
         "unsynced_bytes_lost": history
             .iter()
             .filter(|e| e.f == "power-lost")
@@ -662,6 +696,6 @@ mod tests {
                 assert!(down <= 5);
             }
         }
-        assert_eq!(kinds.len(), 14, "{kinds:?}");
+        assert_eq!(kinds.len(), 15, "{kinds:?}");
     }
 }

@@ -25,6 +25,7 @@ impl Node {
             transport: None,
             log_fs: None,
             wall_clock: None,
+            install_probe: None,
             node_id: 1,
             broker_group: "g1".into(),
             data_dir: dir.path().to_path_buf(),

@@ -102,6 +102,9 @@ pub struct BrokerConfig {
     /// This node's own wall clock (`None`: the OS's; a simulation passes one it skews and
     /// moves forward). Entries carry group time derived from the members' clocks.
     pub wall_clock: Option<Arc<dyn WallClock>>,
+    /// Asked at each step of a snapshot install; `true` stops it there as a crash would
+    /// (a simulation's fault point; `None` in production).
+    pub install_probe: Option<crate::state::InstallProbe>,
 }
 
 /// A broker group member. Cheap to clone.
@@ -165,6 +168,7 @@ impl Broker {
         .map_err(BrokerError::from_io)?;
         let sm = StateMachine::open(&cfg.data_dir.join("state"), log.clone())
             .map_err(BrokerError::from_io)?;
+        sm.set_install_probe(cfg.install_probe.clone());
         let config = raft_config(&cfg.broker_group, cfg.timing).map_err(|e| {
             BrokerError::rejected(
                 crate::state::RejectCode::InvalidArgument,

@@ -23,7 +23,7 @@ pub mod state_machine;
 pub use applied::{Applied, Assignment, Granted, RejectCode};
 pub use applier::Applier;
 pub use command::{Command, TopicSpec};
-pub use state_machine::StateMachine;
+pub use state_machine::{InstallProbe, InstallStep, StateMachine};
 
 /// A hash map for lookups apply makes per message (by topic and group names): foldhash is
 /// several times faster than std's SipHash on short keys and still seeded per process, and

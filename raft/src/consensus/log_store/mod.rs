@@ -123,6 +123,8 @@ impl LogStore {
             Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("purged", e))?),
             None => None,
         };
+        // What the log holds (or a snapshot covered) when it opens is durable.
+        let held = log.last_index().max(purged.map(|p| p.index)).unwrap_or(0);
         let core = Arc::new(Core {
             dir: dir.to_path_buf(),
             fs: fs.clone(),
@@ -134,14 +136,9 @@ impl LogStore {
             purged_cell,
             purged: Mutex::new(purged),
             stats: LogStats::default(),
+            syncs: matches!(policy, FlushPolicy::Sync),
+            durable: tokio::sync::watch::Sender::new(held),
         });
-        let held = core
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_index()
-            .max(purged.map(|p| p.index))
-            .unwrap_or(0);
         for stat in [
             &core.stats.opened_last,
             &core.stats.last_appended,
@@ -155,6 +152,18 @@ impl LogStore {
             .name("raftmq-log-writer".into())
             .spawn(move || writer::writer(writer_core, rx, policy))?;
         Ok(LogStore { core, jobs: tx })
+    }
+
+    /// Waits until every entry up to `index` is durable in this log, so what is applied
+    /// from it never runs ahead of what a power cut leaves (with `FlushPolicy::Async`, at
+    /// once: that policy does not promise durability).
+    pub async fn wait_durable(&self, index: u64) {
+        if !self.core.syncs {
+            return;
+        }
+        let mut durable = self.core.durable.subscribe();
+        // The sender lives as long as `self`.
+        let _ = durable.wait_for(|d| *d >= index).await;
     }
 
     /// A probe that tells when this log store is wholly released.
@@ -449,5 +458,34 @@ mod tests {
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(11));
         assert_eq!(log.try_get_log_entries(11..12).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_waits_until_the_entries_are_durable_and_the_counters_say_what_was_acknowledged()
+    {
+        let mut log = mem_log();
+        let entry = |i| Entry {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Blank,
+        };
+        // Nothing appended yet: a wait for index 2 does not end.
+        let waiting = {
+            let log = log.clone();
+            tokio::spawn(async move { log.wait_durable(2).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        log.append((1..=2).map(entry), IOFlushed::noop())
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+            .await
+            .expect("the wait ends once the entries are synced")
+            .unwrap();
+        assert_eq!(log.stats().acked_durable.load(Ordering::Relaxed), 2);
+        // Truncated entries are no longer owed; a reopened log says what it held.
+        log.truncate_after(Some(log_id(1, 1, 1))).await.unwrap();
+        assert_eq!(log.stats().acked_durable.load(Ordering::Relaxed), 1);
+        assert_eq!(log.stats().opened_last.load(Ordering::Relaxed), 0);
     }
 }

@@ -35,6 +35,16 @@ pub(super) struct Core {
     pub(super) purged_cell: DurableCell,
     pub(super) purged: Mutex<Option<LogId>>,
     pub(super) stats: LogStats,
+    /// Whether appends are synced before they are acknowledged (`FlushPolicy::Sync`).
+    pub(super) syncs: bool,
+    /// The last index held durably (what [`LogStats::acked_durable`] says), for waiters.
+    pub(super) durable: tokio::sync::watch::Sender<u64>,
+}
+
+/// Records that the log holds every entry up to `index` durably.
+pub(super) fn set_durable(core: &Core, index: u64) {
+    core.stats.acked_durable.store(index, Ordering::Relaxed);
+    core.durable.send_replace(index);
 }
 
 pub(super) enum Job {
@@ -167,8 +177,7 @@ fn flush_waiting(core: &Core, waiting: &mut Vec<IOFlushed<TypeConfig>>) {
     if let Err(e) = &r {
         tracing::error!(error = %e, "fsync of the CommitLog failed; the log is unusable");
     } else {
-        let last = core.stats.last_appended.load(Ordering::Relaxed);
-        core.stats.acked_durable.store(last, Ordering::Relaxed);
+        set_durable(core, core.stats.last_appended.load(Ordering::Relaxed));
     }
     for cb in waiting.drain(..) {
         cb.io_completed(r.as_ref().map(|_| ()).map_err(io_other));
@@ -200,7 +209,10 @@ fn run_other(core: &Core, job: Job) {
             // Raft dropped entries it never committed: they are no longer owed.
             let kept = from.saturating_sub(1);
             core.stats.last_appended.store(kept, Ordering::Relaxed);
-            core.stats.acked_durable.fetch_min(kept, Ordering::Relaxed);
+            set_durable(
+                core,
+                core.stats.acked_durable.load(Ordering::Relaxed).min(kept),
+            );
             let _ = done.send(r);
         }
         Job::Purge { upto, done } => {
@@ -255,7 +267,7 @@ fn run_other(core: &Core, job: Job) {
                     .max(purged.map(|p| p.index))
                     .unwrap_or(0);
                 core.stats.last_appended.store(held, Ordering::Relaxed);
-                core.stats.acked_durable.store(held, Ordering::Relaxed);
+                set_durable(core, held);
             }
             let _ = done.send(r);
         }

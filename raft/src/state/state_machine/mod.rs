@@ -16,9 +16,8 @@
 
 mod snapshot;
 
-#[cfg(test)]
-pub(crate) use snapshot::InstallStep;
 pub use snapshot::recover_install;
+pub use snapshot::{InstallProbe, InstallStep};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -60,6 +59,8 @@ struct Shared {
     next_due: Arc<AtomicU64>,
     /// How long each apply call took (all its entries, RocksDB write included).
     apply_seconds: crate::metrics::Histogram,
+    /// Asked at each step of an install (fault injection; `None` in production).
+    install_probe: Mutex<Option<InstallProbe>>,
 }
 
 /// The state machine (clones share state; the snapshot builder is a clone).
@@ -133,6 +134,7 @@ impl StateMachine {
             shared: Arc::new(Shared {
                 next_due,
                 apply_seconds: crate::metrics::Histogram::default(),
+                install_probe: Mutex::new(None),
                 data_dir: data_dir.to_path_buf(),
                 applier: Mutex::new(applier),
                 store: RwLock::new(store),
@@ -144,6 +146,11 @@ impl StateMachine {
                 topics_version: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Sets the probe every install asks at each of its steps (see [`InstallProbe`]).
+    pub fn set_install_probe(&self, probe: Option<InstallProbe>) {
+        *lock(&self.shared.install_probe) = probe;
     }
 
     /// The current IndexStore (swapped when a snapshot is installed).
@@ -346,9 +353,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.push(entry);
             responders.push(responder);
         }
-        if batch.is_empty() {
+        let Some(last) = batch.last() else {
             return Ok(());
-        }
+        };
+        // A leader (or a follower told of a commit before its own sync ends) may be handed
+        // entries it has not synced yet: applied state must never run ahead of its own
+        // durable log, or after a power cut openraft would find the log ending before the
+        // applied index and purge the whole log to close the gap, taking this replica's
+        // copy of every message with it (found by raftmq-sim, docs/simulation.md).
+        self.shared.log.wait_durable(last.log_id.index).await;
         let deletes = batch.iter().any(|e| {
             matches!(
                 &e.payload,

@@ -52,13 +52,25 @@ struct InstallJournal {
 
 /// Where an install stops, to test what a crash there leaves (`None`: it does not stop).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum InstallStep {
+pub enum InstallStep {
     /// State and log staged, nothing decided.
     Staged,
     /// The journal written, nothing swapped.
     Decided,
     /// The log swapped, the state generation not yet flipped.
     LogSwapped,
+}
+
+/// A fault probe asked at each [`InstallStep`] of every install: `true` stops the install
+/// there with an error, as a crash would (nothing after it is written; Raft stops, and the
+/// simulator that set the probe crashes and restarts the node). `None` in production.
+#[derive(Clone)]
+pub struct InstallProbe(pub Arc<dyn Fn(InstallStep) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for InstallProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstallProbe")
+    }
 }
 
 fn journal_cell(state_dir: &Path) -> DurableCell {
@@ -192,6 +204,7 @@ impl StateMachine {
         if stop == Some(InstallStep::Staged) {
             return Ok(());
         }
+        self.probe(InstallStep::Staged)?;
         let journal = InstallJournal {
             generation: staged.generation,
             staged_log: staged.log.clone(),
@@ -206,6 +219,7 @@ impl StateMachine {
         if stop == Some(InstallStep::Decided) {
             return Ok(());
         }
+        self.probe(InstallStep::Decided)?;
         if let Some(names) = staged.log {
             self.shared
                 .log
@@ -215,6 +229,7 @@ impl StateMachine {
         if stop == Some(InstallStep::LogSwapped) {
             return Ok(());
         }
+        self.probe(InstallStep::LogSwapped)?;
         let this = self.clone();
         let (generation, store) = (staged.generation, staged.store);
         tokio::task::spawn_blocking(move || this.flip(generation, store))
@@ -228,6 +243,16 @@ impl StateMachine {
             .applied_tx
             .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())
+    }
+
+    /// Asks the install probe, if one is set, whether to stop at `step`.
+    fn probe(&self, step: InstallStep) -> io::Result<()> {
+        match lock(&self.shared.install_probe).as_ref() {
+            Some(p) if (p.0)(step) => Err(io_other(format!(
+                "install stopped after {step:?} by the fault probe"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Stages a received snapshot durably: our own copy (to send on), the state as the
