@@ -114,8 +114,9 @@ pub enum Step {
     Warp(u64),
     /// Remove a node from the group, delete its data, and add it back as a new member.
     Rejoin(NodeId),
-    /// The next snapshot this node installs crashes it after this step of the install (it
-    /// restarts at once, and must finish or discard the install).
+    /// This node goes down while the others forget their logs, comes back, and crashes
+    /// after this step of the snapshot install that catches it up (it restarts at once,
+    /// and must finish or discard the install).
     CrashInInstall(NodeId, InstallStep),
 }
 
@@ -215,7 +216,7 @@ pub fn schedule(
                 )
             }
             105..110 if !faults.classic => Step::Warp([2, 6, 12][rng.random_range(0..3)] * 60_000),
-            110..115 if !faults.classic => Step::CrashInInstall(
+            110..115 if !faults.classic && down.is_empty() => Step::CrashInInstall(
                 ids[rng.random_range(0..ids.len())],
                 [
                     InstallStep::Staged,
@@ -280,7 +281,31 @@ async fn play(
         Step::Faults(f) => net.set_faults(*f),
         Step::Skew(id, ms) => cluster.skew(*id, *ms),
         Step::Warp(ms) => cluster.warp(*ms),
-        Step::CrashInInstall(id, step) => cluster.arm_install_crash(*id, *step),
+        Step::CrashInInstall(id, step) => {
+            // Make it install: down for a moment while the others take writes and forget
+            // their logs, then back (behind every peer's log, it gets a snapshot).
+            cluster.arm_install_crash(*id, *step);
+            cluster.crash(*id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let live = net.live();
+            for node in &live {
+                let _ = client::on_node(node, |b| async move { b.compact().await }).await;
+            }
+            // A leader keeps the log its followers still need: one that forgot it as a
+            // follower takes over.
+            let leader = live
+                .iter()
+                .find(|n| n.1.cluster_status().leader_id == Some(n.0));
+            if let (Some(l), Some(to)) = (
+                leader,
+                live.iter().find(|n| leader.is_some_and(|l| l.0 != n.0)),
+            ) {
+                let to = to.0;
+                let _ =
+                    client::on_node(l, move |b| async move { b.transfer_leader(to).await }).await;
+            }
+            cluster.restart(*id, false).await?;
+        }
         Step::Rejoin(id) => {
             let changed = cluster.rejoin(*id).await?;
             h.nemesis("rejoin", json!({"node": id, "changed": changed}));
