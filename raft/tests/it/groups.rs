@@ -448,3 +448,42 @@ fn a_dead_letter_keeps_its_log_entry_while_it_is_retained() {
     assert_eq!(n.store.cq_bounds("t", 0).unwrap(), Some((2, 2)));
     assert_eq!(n.applier.retention_point(), Some(3));
 }
+
+/// A leader's plan loads a group's progress into memory before a command is applied; a
+/// follower loads it when it applies one. A progress never stored takes its floor from the
+/// first retained offset when it is loaded, so retention between the two must not leave
+/// the leader's floor behind the followers' (raftmq-sim seed 125: replicas' states
+/// differed at equal applied indexes after a time warp expired a topic's head).
+#[test]
+fn a_progress_a_plan_loaded_follows_retention_as_a_later_load_would() {
+    use raftmq_raft::state::consumer_groups::plan::Reserved;
+    let (mut leader, mut follower) = (Node::new(), Node::new());
+    for n in [&mut leader, &mut follower] {
+        n.topic(false, 1000);
+        n.produce(10, 5); // offsets 0..5
+        n.produce(2000, 5); // offsets 5..10
+    }
+    // Only the leader plans (the group never received before: nothing of it is stored).
+    let reserved = Arc::new(std::sync::Mutex::new(Reserved::default()));
+    let plan = leader
+        .applier
+        .plan_receive(&receive_request(2), 0, 20, &reserved)
+        .unwrap();
+    assert_eq!(plan.items.len(), 2);
+    drop(plan);
+    // Retention removes offsets 0..5 on both; then both apply the same lease.
+    for n in [&mut leader, &mut follower] {
+        n.apply(Command::Retain { now_ms: 1500 });
+        assert_eq!(n.lease(CLUSTERING, "c", 1600, &[5, 6]).len(), 2);
+    }
+    assert_eq!(
+        leader.store.offset_get("g", "t", 0).unwrap(),
+        follower.store.offset_get("g", "t", 0).unwrap()
+    );
+    assert_eq!(leader.states(), follower.states());
+    assert_eq!(
+        leader.store.digest(&[]).unwrap(),
+        follower.store.digest(&[]).unwrap(),
+        "the replicas' stores differ"
+    );
+}

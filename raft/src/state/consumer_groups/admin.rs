@@ -223,6 +223,9 @@ impl ConsumerGroups {
                 self.raise_floor(gk, topic, queue, min)?;
             }
         }
+        for &(queue, min) in moved {
+            self.follow_retention(topic, queue, min);
+        }
         self.flush(batch)
     }
 

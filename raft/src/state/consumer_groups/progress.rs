@@ -199,6 +199,24 @@ impl Progress {
         }
     }
 
+    /// Retention moved the first retained offset of `topic`'s `queue` to `first`. A
+    /// progress held in memory whose floor was never stored took its floor from the first
+    /// retained offset when it was loaded (by a leader's plan, or a command that changed
+    /// nothing there): it follows now, as loading it again would, so that when it was
+    /// loaded never shows in what is later written (replicas load at different times).
+    /// Nothing is written: stored floors are raised by their groups
+    /// ([`Progress::set_floor`]), which runs first.
+    pub fn follow_retention(&mut self, topic: &str, queue: u32, first: u64) {
+        for topics in self.queues.values_mut() {
+            if let Some(q) = topics.get_mut(topic).and_then(|qs| qs.get_mut(&queue))
+                && q.floor < first
+            {
+                q.floor = first;
+                q.states.retain(|o, _| *o >= first);
+            }
+        }
+    }
+
     /// Forgets every queue of `topic` (it was deleted), including progress loaded by a plan
     /// for a group that never leased there: a topic created again under the name must not
     /// inherit a floor.

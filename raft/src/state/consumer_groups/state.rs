@@ -123,6 +123,11 @@ impl ConsumerGroups {
         self.progress.set_floor(&self.store, gk, topic, queue, to)
     }
 
+    /// Unstored progress in memory follows retention ([`super::progress::Progress::follow_retention`]).
+    pub(super) fn follow_retention(&mut self, topic: &str, queue: u32, first: u64) {
+        self.progress.follow_retention(topic, queue, first);
+    }
+
     /// Moves the floor over offsets that are done, and stores it.
     pub(super) fn advance_floor(&mut self, gk: &str, topic: &str, queue: u32) -> R<()> {
         self.progress.advance(&self.store, gk, topic, queue)
