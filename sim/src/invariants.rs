@@ -25,7 +25,7 @@ use crate::client::{self, GROUP, Outcome, QUEUES, RETENTION_TOPIC, TOPICS};
 use crate::net::SimNet;
 
 /// How many digests of each node one step samples.
-const DIGEST_ROUNDS: usize = 3;
+const DIGEST_ROUNDS: usize = 2;
 /// At most this many problems are kept (the first tells the story).
 const MAX_PROBLEMS: usize = 6;
 
