@@ -411,8 +411,9 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Adds back every node a [`Cluster::rejoin`] left out of the group (and any other the
-    /// leader does not count as a member: a rejoined node wiped before it was added).
+    /// Adds back every node a [`Cluster::rejoin`] left out of the group, and any other the
+    /// leader does not count as a member (rebuilt first: removed by a change that committed
+    /// after `rejoin` gave up on it, it still holds its old data).
     pub async fn add_pending(&mut self) -> anyhow::Result<()> {
         let leader = self
             .net
@@ -423,6 +424,13 @@ impl Cluster {
         if let Some(s) = leader {
             for id in self.ids() {
                 if !s.members.iter().any(|m| m.id == id) && !self.pending.contains(&id) {
+                    // Removed by a change whose outcome came too late for `rejoin` (it
+                    // timed out, then committed): the node ran on outside the group with its
+                    // old data. Rebuilt the documented way before it is added back.
+                    self.wipe(id).await?;
+                    if !self.boot(id, true).await? {
+                        return Err(anyhow!("node {id} refused to join after it was removed"));
+                    }
                     self.pending.push(id);
                 }
             }

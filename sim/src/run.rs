@@ -293,14 +293,11 @@ async fn play(
             }
             // A leader keeps the log its followers still need: one that forgot it as a
             // follower takes over.
-            let leader = live
+            if let Some(l) = live
                 .iter()
-                .find(|n| n.1.cluster_status().leader_id == Some(n.0));
-            if let (Some(l), Some(to)) = (
-                leader,
-                live.iter().find(|n| leader.is_some_and(|l| l.0 != n.0)),
-            ) {
-                let to = to.0;
+                .find(|n| n.1.cluster_status().leader_id == Some(n.0))
+                && let Some(to) = live.iter().map(|n| n.0).find(|&n| n != l.0)
+            {
                 let _ =
                     client::on_node(l, move |b| async move { b.transfer_leader(to).await }).await;
             }

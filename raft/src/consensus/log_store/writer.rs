@@ -39,6 +39,14 @@ pub(super) struct Core {
     pub(super) syncs: bool,
     /// The last index held durably (what [`LogStats::acked_durable`] says), for waiters.
     pub(super) durable: tokio::sync::watch::Sender<u64>,
+    /// The last index handed to the writer (appended or truncated to), before it is
+    /// written: what [`super::LogStore::wait_durable`] can wait for.
+    pub(super) submitted: AtomicU64,
+}
+
+/// The last index a log holds, or a snapshot covered (`purged`).
+pub(super) fn held(log: &CommitLog, purged: Option<LogId>) -> u64 {
+    log.last_index().max(purged.map(|p| p.index)).unwrap_or(0)
 }
 
 /// Records that the log holds every entry up to `index` durably.
@@ -259,14 +267,9 @@ fn run_other(core: &Core, job: Job) {
             let r = install(core, &names, purged);
             if r.is_ok() {
                 // The installed log is synced, and owed from now on.
-                let held = core
-                    .log
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .last_index()
-                    .max(purged.map(|p| p.index))
-                    .unwrap_or(0);
+                let held = held(&core.log.read().unwrap_or_else(|e| e.into_inner()), purged);
                 core.stats.last_appended.store(held, Ordering::Relaxed);
+                core.submitted.store(held, Ordering::Release);
                 set_durable(core, held);
             }
             let _ = done.send(r);
