@@ -50,7 +50,8 @@ struct InstallJournal {
     last: Option<LogId>,
 }
 
-/// Where an install stops, to test what a crash there leaves (`None`: it does not stop).
+/// The steps of an install a fault probe ([`InstallProbe`]) can stop it after, to test what
+/// a crash there leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstallStep {
     /// State and log staged, nothing decided.
@@ -186,24 +187,11 @@ impl StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        self.install_until(meta, snapshot, None).await
-    }
-
-    /// [`Self::install`], stopping after `stop` as a crash there would.
-    pub(crate) async fn install_until(
-        &self,
-        meta: &SnapshotMeta,
-        snapshot: SnapshotData,
-        stop: Option<InstallStep>,
-    ) -> Result<(), io::Error> {
         let this = self.clone();
         let (m, from) = (meta.clone(), snapshot.dir.clone());
         let staged = tokio::task::spawn_blocking(move || this.stage(&m, &from))
             .await
             .map_err(io_err)??;
-        if stop == Some(InstallStep::Staged) {
-            return Ok(());
-        }
         self.probe(InstallStep::Staged)?;
         let journal = InstallJournal {
             generation: staged.generation,
@@ -216,18 +204,12 @@ impl StateMachine {
             .await
             .map_err(io_err)?
             .map_err(io_err)?;
-        if stop == Some(InstallStep::Decided) {
-            return Ok(());
-        }
         self.probe(InstallStep::Decided)?;
         if let Some(names) = staged.log {
             self.shared
                 .log
                 .finish_install(names, meta.last_log_id)
                 .await?;
-        }
-        if stop == Some(InstallStep::LogSwapped) {
-            return Ok(());
         }
         self.probe(InstallStep::LogSwapped)?;
         let this = self.clone();
