@@ -95,6 +95,8 @@ pub struct Cluster {
     warp: Arc<Warp>,
     /// Acknowledged appends a power cut lost (`acked-write-lost`), found at restarts.
     pub lost_acks: Vec<String>,
+    /// The nodes' Raft timing.
+    timing: RaftTiming,
     /// Nodes removed and started to join whose adding back has not gone through yet.
     pending: Vec<NodeId>,
     /// A membership change was asked for (a removal may still be in a leader's log).
@@ -103,11 +105,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes that form a group; each CommitLog sync takes `sync_delay` more.
+    /// Starts `n` nodes that form a group, on `timing`; each CommitLog sync takes
+    /// `sync_delay` more.
     pub async fn start(
         n: usize,
         net: Arc<SimNet>,
         sync_delay: Duration,
+        timing: RaftTiming,
     ) -> anyhow::Result<Cluster> {
         let base = tempfile::tempdir()?;
         let warp = Arc::new(Warp::default());
@@ -138,6 +142,7 @@ impl Cluster {
             net,
             warp,
             lost_acks: Vec::new(),
+            timing,
             pending: Vec::new(),
             changed_members: false,
             _base: base,
@@ -184,6 +189,7 @@ impl Cluster {
         let transport = self.net.transport(id);
         let net = self.net.clone();
         let peers = self.peers.clone();
+        let timing = self.timing;
         let m = self.member(id);
         let join = join || m.joins;
         m.joins = join;
@@ -201,7 +207,7 @@ impl Cluster {
             peer_tls: None,
             min_free_bytes: Some(0),
             cluster_secret: None,
-            timing: TIMING,
+            timing,
             transport: Some(transport),
             log_fs: Some(m.fs.clone()),
             wall_clock: Some(m.clock.clone()),

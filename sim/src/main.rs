@@ -50,6 +50,10 @@ struct Shape {
     /// (membership changes while the faults go on).
     #[arg(long)]
     membership: bool,
+    /// Draw each seed's Raft timing (heartbeat 20 to 60 ms, election timeout 3 to 10
+    /// heartbeats) instead of the fixed 30/150 ms.
+    #[arg(long)]
+    timing: bool,
 }
 
 impl From<Shape> for Options {
@@ -64,6 +68,7 @@ impl From<Shape> for Options {
             power_loss: s.power_loss,
             classic: s.classic,
             membership: s.membership,
+            timing: s.timing,
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use raftmq_jepsen::checker;
 use raftmq_jepsen::history::{Kind, Process};
-use raftmq_raft::{InstallStep, NodeId, TopicSpec};
+use raftmq_raft::{InstallStep, NodeId, RaftTiming, TopicSpec};
 
 use crate::lossy::Damage;
 use rand::rngs::StdRng;
@@ -64,6 +64,8 @@ pub struct Options {
     /// Schedules may take a node out of the group and add it back with its data deleted
     /// (membership changes in the middle of the faults).
     pub membership: bool,
+    /// Each seed draws its Raft timing ([`timing_of`]) instead of [`crate::cluster::TIMING`].
+    pub timing: bool,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             power_loss: false,
             classic: false,
             membership: false,
+            timing: false,
         }
     }
 }
@@ -232,6 +235,21 @@ pub fn schedule(
         t += rng.random_range(80..400);
     }
     steps
+}
+
+/// The Raft timing of a seed: with `--timing`, drawn from the seed (apart from the
+/// schedule's draws, so a seed plays the same steps either way): a heartbeat of 20 to 60 ms
+/// and an election timeout of 3 to 10 heartbeats; otherwise [`crate::cluster::TIMING`].
+pub fn timing_of(seed: u64, draw: bool) -> RaftTiming {
+    if !draw {
+        return crate::cluster::TIMING;
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7141_7141_7141_7141);
+    let heartbeat_ms = [20, 30, 40, 60][rng.random_range(0..4)];
+    RaftTiming {
+        heartbeat_ms,
+        election_timeout_ms: heartbeat_ms * [3, 5, 10][rng.random_range(0..3)],
+    }
 }
 
 /// How power losses of this seed damage unsynced bytes: with `--power-loss`, one seed in
@@ -532,6 +550,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         opts.nodes,
         net.clone(),
         Duration::from_micros(opts.sync_delay_us),
+        timing_of(seed, opts.timing),
     )
     .await?;
     setup(&net).await?;
@@ -659,6 +678,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         "digests_sampled": checks.samples,
         "digests_compared": checks.matched,
         "retention_expired": checks.expired,
+        "election_timeout_ms": timing_of(seed, opts.timing).election_timeout_ms,
         "install_crashes": history.iter().filter(|e| e.f == "crashed-in-install").count(),
         "unsynced_bytes_lost": history
             .iter()
@@ -688,6 +708,20 @@ mod tests {
             membership: true,
             ..Options::default()
         }
+    }
+
+    #[test]
+    fn drawn_raft_timings_vary_by_seed_and_keep_elections_above_heartbeats() {
+        assert_eq!(timing_of(5, false), crate::cluster::TIMING);
+        let drawn: std::collections::BTreeSet<_> = (0..100)
+            .map(|seed| {
+                let t = timing_of(seed, true);
+                assert_eq!(t, timing_of(seed, true));
+                assert!(t.election_timeout_ms >= 3 * t.heartbeat_ms, "{t:?}");
+                (t.heartbeat_ms, t.election_timeout_ms)
+            })
+            .collect();
+        assert!(drawn.len() >= 8, "{drawn:?}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod transport;
 pub mod types;
 
 /// Timing of a broker group.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RaftTiming {
     /// Leader heartbeat interval, ms.
     pub heartbeat_ms: u64,
