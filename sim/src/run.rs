@@ -546,11 +546,12 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let net = SimNet::new(seed ^ 0x5eed_5eed_5eed_5eed);
+    let timing = timing_of(seed, opts.timing);
     let mut cluster = Cluster::start(
         opts.nodes,
         net.clone(),
         Duration::from_micros(opts.sync_delay_us),
-        timing_of(seed, opts.timing),
+        timing,
     )
     .await?;
     setup(&net).await?;
@@ -678,7 +679,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         "digests_sampled": checks.samples,
         "digests_compared": checks.matched,
         "retention_expired": checks.expired,
-        "election_timeout_ms": timing_of(seed, opts.timing).election_timeout_ms,
+        "election_timeout_ms": timing.election_timeout_ms,
         "install_crashes": history.iter().filter(|e| e.f == "crashed-in-install").count(),
         "unsynced_bytes_lost": history
             .iter()
