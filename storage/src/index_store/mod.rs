@@ -316,7 +316,22 @@ impl IndexStore {
         start: Option<&[u8]>,
         reverse: bool,
     ) -> impl Iterator<Item = Result<RawKv>> + '_ {
+        self.scan_prefix_in(cf, prefix, start, reverse, None)
+    }
+
+    /// [`Self::scan_prefix`] in `snapshot`'s state if given, else the latest.
+    fn scan_prefix_in<'a>(
+        &'a self,
+        cf: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        reverse: bool,
+        snapshot: Option<&rocksdb::Snapshot<'a>>,
+    ) -> impl Iterator<Item = Result<RawKv>> + 'a {
         let mut ro = ReadOptions::default();
+        if let Some(snapshot) = snapshot {
+            ro.set_snapshot(snapshot);
+        }
         ro.set_iterate_lower_bound(prefix.to_vec());
         ro.set_iterate_upper_bound(prefix_end(prefix));
         let upper = prefix_end(prefix);
@@ -406,20 +421,31 @@ impl IndexStore {
             return Ok(None);
         };
         let prefix = queue_prefix(id, queue);
-        let first = self.cq_first(topic, queue)?.map(|(o, _)| o);
-        let max = match (self.queue_next(topic, queue)?, first) {
+        // Its reads see one state: readers run while apply writes, and a batch landing
+        // between them would make an empty queue that just got offset 0 look retained
+        // past it, `(1, 1)`.
+        let snap = self.db.snapshot();
+        let end = |reverse| -> Result<Option<u64>> {
+            match self
+                .scan_prefix_in(CF_CONSUME_QUEUE, &prefix, None, reverse, Some(&snap))
+                .next()
+            {
+                Some(kv) => Ok(Some(be_u64(&kv?.0, prefix.len())?)),
+                None => Ok(None),
+            }
+        };
+        let first = end(false)?;
+        let next = snap
+            .get_pinned_cf(self.cf(CF_QUEUE_STATE), prefix.as_slice())?
+            .map(|v| le_u64(&v, 0))
+            .transpose()?;
+        let max = match (next, first) {
             (Some(n), _) => Some(n),
             // Never held a message (or deleted with its topic): no reverse scan, which
             // RocksDB makes slow over an empty or range-deleted stretch.
             (None, None) => None,
             // Entries without a recorded next offset: the last entry says.
-            (None, Some(_)) => match self
-                .scan_prefix(CF_CONSUME_QUEUE, &prefix, None, true)
-                .next()
-            {
-                Some(kv) => Some(be_u64(&kv?.0, prefix.len())? + 1),
-                None => None,
-            },
+            (None, Some(_)) => end(true)?.map(|last| last + 1),
         };
         Ok(max.map(|max| (first.unwrap_or(max), max)))
     }

@@ -291,3 +291,63 @@ fn equal_contents_have_equal_digests_and_skipped_meta_keys_do_not_count() {
     assert_eq!(sa.digest(&["local"]).unwrap(), before);
     assert_ne!(sa.digest(&[]).unwrap(), before);
 }
+
+/// Readers read while apply writes (a broker's reads take no lock), so a queue's bounds
+/// must come from one state of the store. Read apart, a produce that lands between the
+/// first-entry scan and the next-offset read made an empty queue look like one whose
+/// offset 0 was retained, `(1, 1)`, while it held offset 0 (raftmq-sim seed 112: a
+/// group's floor 0 looked behind retention).
+#[test]
+fn a_queue_s_bounds_are_read_from_one_state_while_apply_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(tmp.path()));
+    let topics: Vec<String> = (0..100).map(|t| format!("t{t}")).collect();
+    for t in &topics {
+        create(&store, t);
+    }
+    let queues: Vec<(String, u32)> = topics
+        .iter()
+        .flat_map(|t| (0..META.queues).map(move |q| (t.clone(), q)))
+        .collect();
+    // The reader says which queue it is polling; the writer fills that one, so each
+    // queue's first message lands while the reader is reading its bounds.
+    let polling = Arc::new(AtomicUsize::new(usize::MAX));
+    let writer = {
+        let (store, queues, polling) = (store.clone(), queues.clone(), polling.clone());
+        std::thread::spawn(move || {
+            for (i, (topic, queue)) in queues.iter().enumerate() {
+                while polling.load(Ordering::Acquire) != i {
+                    std::thread::yield_now();
+                }
+                let mut b = store.batch();
+                b.put_cq(topic, *queue, 0, &entry(i as u64, 0)).unwrap();
+                b.put_queue_next(topic, *queue, 1).unwrap();
+                store.write(b, Durability::Wal).unwrap();
+            }
+        })
+    };
+    let mut torn = Vec::new();
+    for (i, (topic, queue)) in queues.iter().enumerate() {
+        polling.store(i, Ordering::Release);
+        loop {
+            match store.cq_bounds(topic, *queue).unwrap() {
+                None => continue,
+                Some((0, 1)) => break,
+                Some(other) => {
+                    torn.push((topic.clone(), *queue, other));
+                    break;
+                }
+            }
+        }
+    }
+    writer.join().unwrap();
+    assert!(
+        torn.is_empty(),
+        "{} of {} queues showed bounds that never were, e.g. {:?}",
+        torn.len(),
+        queues.len(),
+        torn.first()
+    );
+}
