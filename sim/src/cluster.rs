@@ -462,13 +462,13 @@ impl Cluster {
         while Instant::now() < deadline {
             let settled = self
                 .net
-                .live()
-                .into_iter()
+                .leader()
                 .map(|n| n.1.cluster_status())
-                .find(|s| s.leader_id == Some(s.node_id))
                 .filter(|s| {
-                    s.member(s.node_id)
-                        .is_some_and(|m| m.matched_index == Some(s.commit_index))
+                    // Read again: still the leader.
+                    s.leader_id == Some(s.node_id)
+                        && s.member(s.node_id)
+                            .is_some_and(|m| m.matched_index == Some(s.commit_index))
                 })
                 .map(|s| s.members.iter().map(|m| m.id).collect::<Vec<_>>());
             if settled.is_some() && settled == last {

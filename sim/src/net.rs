@@ -137,6 +137,14 @@ impl SimNet {
         v
     }
 
+    /// A live node that says it leads (the lowest id if two do, as a partitioned old
+    /// leader may).
+    pub fn leader(&self) -> Option<(NodeId, Broker, Handle)> {
+        self.live()
+            .into_iter()
+            .find(|n| n.1.cluster_status().leader_id == Some(n.0))
+    }
+
     /// Cuts every link between `side` and the other nodes of `all`, both ways.
     pub fn partition(&self, side: &[NodeId], all: &[NodeId]) {
         let mut s = self.lock();

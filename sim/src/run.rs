@@ -311,13 +311,11 @@ async fn play(
             }
             // A leader keeps the log its followers still need: one that forgot it as a
             // follower takes over.
-            if let Some(l) = live
-                .iter()
-                .find(|n| n.1.cluster_status().leader_id == Some(n.0))
+            if let Some(l) = net.leader()
                 && let Some(to) = live.iter().map(|n| n.0).find(|&n| n != l.0)
             {
                 let _ =
-                    client::on_node(l, move |b| async move { b.transfer_leader(to).await }).await;
+                    client::on_node(&l, move |b| async move { b.transfer_leader(to).await }).await;
             }
             cluster.restart(*id, false).await?;
         }
@@ -331,11 +329,7 @@ async fn play(
             }
         }
         Step::TransferLeader(to) => {
-            let leader = net
-                .live()
-                .into_iter()
-                .find(|n| n.1.cluster_status().leader_id == Some(n.0));
-            if let Some(node) = leader {
+            if let Some(node) = net.leader() {
                 let to = *to;
                 let _ = client::on_node(&node, move |b| async move { b.transfer_leader(to).await })
                     .await;

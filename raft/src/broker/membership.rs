@@ -10,7 +10,7 @@ use openraft::ChangeMembers;
 use openraft::impls::BasicNode;
 
 use super::{Broker, write_error};
-use crate::consensus::types::NodeId;
+use crate::consensus::types::{Metrics, NodeId};
 use crate::error::BrokerError;
 use crate::state::RejectCode;
 
@@ -100,13 +100,15 @@ pub struct NodeStats {
 impl Broker {
     /// A snapshot of the broker group's state for `GET /v1/cluster`.
     pub fn cluster_status(&self) -> ClusterStatus {
-        let m = self.metrics();
+        self.with_metrics(|m| self.status_of(m))
+    }
+
+    fn status_of(&self, m: &Metrics) -> ClusterStatus {
         // A stopped Raft core, or a node outside the group, knows no leader, whatever it
         // last saw.
-        let member = m.membership_config.membership().get_node(&m.id).is_some();
         let leader = m
             .current_leader
-            .filter(|_| m.running_state.is_ok() && member);
+            .filter(|_| m.running_state.is_ok() && super::member(m));
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let replication = m.replication.clone().unwrap_or_default();
@@ -268,10 +270,11 @@ impl Broker {
     /// Whether the node's Raft core runs, it knows a leader, and it has applied what it
     /// last saw committed.
     pub fn is_ready(&self) -> bool {
-        let m = self.metrics();
-        m.running_state.is_ok()
-            && self.is_member()
-            && m.current_leader.is_some()
-            && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
+        self.with_metrics(|m| {
+            m.running_state.is_ok()
+                && super::member(m)
+                && m.current_leader.is_some()
+                && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
+        })
     }
 }

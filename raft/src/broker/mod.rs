@@ -341,40 +341,46 @@ impl Broker {
             .map_err(BrokerError::from_io)
     }
 
+    /// A copy of openraft's latest metrics, for a caller that holds them across an await.
     fn metrics(&self) -> Metrics {
-        self.inner.raft.metrics().borrow_watched().clone()
+        self.with_metrics(Metrics::clone)
+    }
+
+    /// `f` of openraft's latest metrics, read in place: the checks of every request use
+    /// it, and a copy allocates. `f` runs under the metrics channel's read lock, so it is
+    /// short and never awaits.
+    pub(crate) fn with_metrics<T>(&self, f: impl FnOnce(&Metrics) -> T) -> T {
+        f(&self.inner.raft.metrics().borrow_watched())
     }
 
     /// Whether this node is in its group's membership (a voter or a learner).
     pub fn is_member(&self) -> bool {
-        let m = self.metrics();
-        m.membership_config
-            .membership()
-            .get_node(&self.node_id())
-            .is_some()
+        self.with_metrics(member)
     }
 
     /// Whether the Raft core is running (it stops for good on a fatal storage error).
     pub fn is_running(&self) -> bool {
-        self.metrics().running_state.is_ok()
+        self.with_metrics(|m| m.running_state.is_ok())
     }
 
     /// The leader as `(id, address)`, if known (none while this node's Raft core is
     /// stopped: it can no longer tell, and must not claim to lead).
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.metrics();
-        if m.running_state.is_err() || !self.is_member() {
-            return None;
-        }
-        let id = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
-        Some((id, addr))
+        self.with_metrics(|m| {
+            if m.running_state.is_err() || !member(m) {
+                return None;
+            }
+            let id = m.current_leader?;
+            let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+            Some((id, addr))
+        })
     }
 
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
-        let m = self.metrics();
-        m.running_state.is_ok() && m.current_leader == Some(self.node_id()) && self.is_member()
+        self.with_metrics(|m| {
+            m.running_state.is_ok() && m.current_leader == Some(m.id) && member(m)
+        })
     }
 
     /// Proposes a command and waits for it to be applied here.
@@ -389,10 +395,10 @@ impl Broker {
     /// A Raft core that has stopped takes nothing: the caller learns that nothing was
     /// proposed (503), not that the outcome is unknown.
     pub(crate) fn refuse_if_stopped(&self) -> Result<(), BrokerError> {
-        match self.metrics().running_state {
+        self.with_metrics(|m| match &m.running_state {
             Ok(()) => Ok(()),
             Err(f) => Err(BrokerError::Unavailable(format!("raft stopped: {f}"))),
-        }
+        })
     }
 
     /// Proposes a command and turns a refusal at apply into an error.
@@ -429,6 +435,11 @@ impl Broker {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// Whether the node whose metrics these are is in its group's membership.
+fn member(m: &Metrics) -> bool {
+    m.membership_config.membership().get_node(&m.id).is_some()
 }
 
 /// What a failed proposal means for the caller.
