@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use raftmq_sim::{Options, Verdict, run_many, run_seed};
+use raftmq_sim::{Options, Verdict, retry_seed, run_many, run_seed};
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +104,13 @@ enum Cmd {
         /// Print every operation of the history too.
         #[arg(long)]
         trace: bool,
+        /// Run it up to this many times, stopping at the first failure (the steps are the
+        /// seed's; the threads' interleavings are not, see docs/simulation.md).
+        #[arg(long, default_value_t = 1)]
+        tries: u64,
+        /// With --tries: runs at once (their load shifts the timing).
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
         #[command(flatten)]
         shape: Shape,
     },
@@ -193,8 +200,30 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Cmd::Replay { seed, trace, shape } => {
-            let v = run_seed(seed, shape.into())?;
+        Cmd::Replay {
+            seed,
+            trace,
+            tries,
+            jobs,
+            shape,
+        } => {
+            let v = if tries > 1 {
+                let (ran, failed) = retry_seed(seed, shape.into(), tries, jobs);
+                match failed {
+                    Some(v) => {
+                        println!(
+                            "seed {seed}: failed, within its first {ran} runs (of up to {tries})"
+                        );
+                        v?
+                    }
+                    None => {
+                        println!("seed {seed}: ok in {ran} runs of {ran}");
+                        return Ok(());
+                    }
+                }
+            } else {
+                run_seed(seed, shape.into())?
+            };
             for (at, step) in &v.steps {
                 println!("{at:>6} ms  {step:?}");
             }
