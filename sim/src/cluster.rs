@@ -331,9 +331,14 @@ impl Cluster {
         if let Some(b) = &m.broker {
             m.acked_at_cut = Some(b.log_durability().1);
         }
-        let cut = m.fs.cut_power();
+        // The node stops before the disk keeps only what it synced: a sync it made while
+        // still running was acted on (its leader counted it toward a commit and told the
+        // followers), and a real cut leaves nothing running after it. Taken the other way
+        // round, a leader's sync between the two was lost though a follower had applied
+        // the entry it made committed (`--power-loss` seed 143: replicas' states differed).
         self.crash(id);
         let m = self.member(id);
+        let cut = m.fs.cut_power();
         // Its log writer may be mid-write: the power goes when it has stopped.
         released(id, m.released.clone()).await?;
         Ok(m.fs.lose_power(&cut, damage)?)
