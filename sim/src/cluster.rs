@@ -56,6 +56,11 @@ struct Member {
     joins: bool,
     /// The fault point inside its snapshot installs.
     trap: Arc<InstallTrap>,
+    /// Its last power cut tore or flipped unsynced bytes instead of zeroing them: a bad
+    /// record with a valid one after it can follow, which the node refuses to start on as
+    /// corruption (the false alarm docs/ARCHITECTURE.md accepts, "Torn tail or
+    /// corruption"), and an operator replaces it.
+    damaged: bool,
 }
 
 /// A crash armed for one step of a node's next snapshot install.
@@ -134,6 +139,7 @@ impl Cluster {
                 acked_at_cut: None,
                 joins: false,
                 trap: Arc::default(),
+                damaged: false,
             })
             .collect();
         let mut c = Cluster {
@@ -193,6 +199,7 @@ impl Cluster {
         let m = self.member(id);
         let join = join || m.joins;
         m.joins = join;
+        let damaged = m.damaged;
         let cfg = BrokerConfig {
             node_id: id,
             broker_group: "sim".into(),
@@ -236,6 +243,10 @@ impl Cluster {
                     code: RejectCode::Conflict,
                     ..
                 }) => break Err(None),
+                Err(BrokerError::Corrupted(e)) if damaged => {
+                    tracing::info!(node = id, error = %e, "sim: refused after a damaging power cut");
+                    break Err(None);
+                }
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -267,6 +278,7 @@ impl Cluster {
         let m = self.member(id);
         m.runtime = Some(runtime);
         m.broker = Some(broker);
+        m.damaged = false;
         Ok(true)
     }
 
@@ -341,7 +353,9 @@ impl Cluster {
         let cut = m.fs.cut_power();
         // Its log writer may be mid-write: the power goes when it has stopped.
         released(id, m.released.clone()).await?;
-        Ok(m.fs.lose_power(&cut, damage)?)
+        let lost = m.fs.lose_power(&cut, damage)?;
+        m.damaged = damage.is_some() && lost > 0;
+        Ok(lost)
     }
 
     /// Crashes a node and deletes its data directory (what an operator does with a node
@@ -363,12 +377,14 @@ impl Cluster {
         }
         m.fs = LossyFs::new(m.fs.sync_delay());
         m.acked_at_cut = None;
+        m.damaged = false;
         Ok(())
     }
 
     /// Restarts a crashed node on its data directory. A node that refuses to start
-    /// because its data was wiped stays down, unless `replace`: then it is replaced as an
-    /// operator would (after the faults, when the group can commit the membership changes).
+    /// because its data was wiped (or looks corrupted after a damaging power cut) stays
+    /// down, unless `replace`: then it is replaced as an operator would (after the faults,
+    /// when the group can commit the membership changes).
     pub async fn restart(&mut self, id: NodeId, replace: bool) -> anyhow::Result<()> {
         if self.member(id).broker.is_some() {
             return Ok(());
@@ -380,14 +396,14 @@ impl Cluster {
         if !started && replace {
             self.replace(id)
                 .await
-                .with_context(|| format!("replacing wiped node {id}"))?;
+                .with_context(|| format!("replacing refused node {id}"))?;
         }
         Ok(())
     }
 
-    /// What an operator does for a node refused because its data is gone
-    /// (docs/operations.md): removes it through the leader, starts it to join, adds it
-    /// back as a voter (a learner until it has caught up).
+    /// What an operator does for a node refused because its data is gone or damaged
+    /// (docs/operations.md): removes it through the leader, empties its data directory,
+    /// starts it to join, adds it back as a voter (a learner until it has caught up).
     async fn replace(&mut self, id: NodeId) -> anyhow::Result<()> {
         tracing::info!(
             node = id,
@@ -396,6 +412,7 @@ impl Cluster {
         self.on_leader(LONG, |b| async move { b.remove_member(id).await })
             .await
             .context("removing it")?;
+        self.wipe(id).await?;
         if !self.boot(id, true).await? {
             return Err(anyhow!("refused again after it was removed"));
         }
@@ -508,15 +525,22 @@ impl Cluster {
     {
         let deadline = Instant::now() + within;
         loop {
-            let mut last = String::from("no live node");
+            // Every node's answer: the leader's refusal says why, the others' only that
+            // they do not lead.
+            let mut answers = Vec::new();
             for node in self.net.live() {
                 match crate::client::on_node(&node, &op).await {
                     crate::client::Outcome::Ok(()) => return Ok(()),
-                    other => last = format!("node {}: {other:?}", node.0),
+                    other => answers.push(format!("node {}: {other:?}", node.0)),
                 }
             }
             if Instant::now() > deadline {
-                return Err(anyhow!("no node took it within {within:?} ({last})"));
+                let answers = if answers.is_empty() {
+                    "no live node".to_owned()
+                } else {
+                    answers.join("; ")
+                };
+                return Err(anyhow!("no node took it within {within:?} ({answers})"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -168,3 +168,56 @@ async fn an_unreachable_node_never_becomes_a_voter_and_a_removed_leader_steps_as
     })
     .await;
 }
+
+/// With one node down, removing a live voter instead would leave voters that cannot commit
+/// the change, and every later membership change would wait behind it (raftmq-sim found
+/// the down node could then never be replaced): refused with 409. Removing the node that
+/// is down still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_the_remaining_voters_cannot_commit_is_refused() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    let mut followers = c.live().into_iter().filter(|&id| id != leader);
+    let (down, up) = (followers.next().unwrap(), followers.next().unwrap());
+    c.kill(down);
+    // The leader counts a voter as answering for two election timeouts (300 ms each by
+    // default) after its last acknowledgement: this waits out the rule's own bound, past
+    // which a dead process cannot count, not a guess at how fast anything runs.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let (s, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            leader,
+            &format!("/v1/cluster/members/{up}"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("CONFLICT")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not commit")),
+        "the refusal says why: {v}"
+    );
+    let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
+    assert_eq!(roles(&status).len(), 3, "nothing changed: {status}");
+    let (s, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            leader,
+            &format!("/v1/cluster/members/{down}"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "the node that is down can go: {v}");
+    assert!(
+        c.produce(leader, "t", "after").await.is_some(),
+        "the group of two takes writes"
+    );
+}

@@ -9,7 +9,9 @@
 //! survives leader changes. If it has, its data was lost (a wiped or replaced disk), and as
 //! the same member it would vote at once with nothing: with another node lagging, a leader
 //! missing acknowledged entries could win. It stops instead and says how to replace it
-//! (remove, start with `--join`, add back). Best effort still: the peers it can reach must
+//! (remove, start with `--join`, add back); started with `--join`, it asks again for a few
+//! seconds first, as a peer that has not applied the removal yet still holds the group's
+//! record of it. Best effort still: the peers it can reach must
 //! have applied the record (or lead), and a node wiped before the leader recorded it (its
 //! first tenth of a second holding the log) is not caught.
 //!
@@ -36,24 +38,31 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// membership changes).
 const RECORD_EVERY: Duration = Duration::from_millis(100);
 
+/// How long a node started to join asks again while a peer still records it as holding
+/// the log: the removal the operator has just made may not have reached that peer yet.
+const JOIN_PATIENCE: Duration = Duration::from_secs(5);
+
 impl Broker {
     /// Fails when this node's log is empty but a peer leading the group has replicated its
     /// log to it before (see the module docs); peers that do not answer count as not
-    /// knowing.
+    /// knowing. A node started to join asks again for up to [`JOIN_PATIENCE`] first.
     pub(super) async fn refuse_if_data_lost(&self) -> Result<(), BrokerError> {
         if self.inner.raft.is_initialized().await.unwrap_or(true) {
             return Ok(());
         }
-        let me = self.node_id();
-        let asks = self
-            .inner
-            .cfg
-            .peers
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, addr)| async move { (*id, self.ask_replicated(addr).await) });
-        for (peer, matched) in futures::future::join_all(asks).await {
-            if let Some(index) = matched {
+        let cfg = &self.inner.cfg;
+        let patience = if cfg.form_group {
+            Duration::ZERO
+        } else {
+            JOIN_PATIENCE
+        };
+        let until = tokio::time::Instant::now() + patience;
+        loop {
+            let Some((peer, index)) = self.peer_that_saw_me_hold_the_log().await else {
+                return Ok(());
+            };
+            if tokio::time::Instant::now() >= until {
+                let me = self.node_id();
                 return Err(BrokerError::rejected(
                     RejectCode::Conflict,
                     format!(
@@ -67,8 +76,30 @@ impl Broker {
                     ),
                 ));
             }
+            tracing::info!(
+                peer,
+                index,
+                "a peer records this node as holding the log (a removal it has not applied \
+                 yet?); asking again"
+            );
+            tokio::time::sleep(Duration::from_millis(cfg.timing.heartbeat_ms * 4)).await;
         }
-        Ok(())
+    }
+
+    /// A peer that knows this node has held the log, and how far.
+    async fn peer_that_saw_me_hold_the_log(&self) -> Option<(NodeId, u64)> {
+        let me = self.node_id();
+        let asks = self
+            .inner
+            .cfg
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, addr)| async move { (*id, self.ask_replicated(addr).await) });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .find_map(|(peer, matched)| Some((peer, matched?)))
     }
 
     /// How far `addr` knows this node to have held the log (replicated to it, if it leads;

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use openraft::ChangeMembers;
 use openraft::impls::BasicNode;
+use openraft::{ChangeMembers, Instant as _};
 
 use super::{Broker, write_error};
 use crate::consensus::types::{Metrics, NodeId};
@@ -235,6 +235,8 @@ impl Broker {
             ));
         }
         let change = if membership.voter_ids().any(|v| v == id) {
+            let rest: Vec<NodeId> = membership.voter_ids().filter(|v| *v != id).collect();
+            self.refuse_unless_a_live_majority(&m, id, &rest)?;
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -245,6 +247,47 @@ impl Broker {
             .await
             .map_err(write_error)?;
         Ok(())
+    }
+
+    /// On the leader: refuses to remove voter `id` unless a majority of the voters left,
+    /// `rest`, answers it now (etcd's strict reconfiguration check). A removal they cannot
+    /// commit stays pending in the log, and every later membership change waits behind it:
+    /// with a node down, removing a live one instead of it wedged the group's membership
+    /// (raftmq-sim, `--wipes --membership`: the down node could then never be replaced).
+    fn refuse_unless_a_live_majority(
+        &self,
+        m: &Metrics,
+        id: NodeId,
+        rest: &[NodeId],
+    ) -> Result<(), BrokerError> {
+        // Not the leader: openraft forwards or refuses the change itself.
+        let Some(heartbeat) = &m.heartbeat else {
+            return Ok(());
+        };
+        let recent = Duration::from_millis(self.inner.cfg.timing.election_timeout_ms * 2);
+        let live: Vec<NodeId> = rest
+            .iter()
+            .copied()
+            .filter(|v| {
+                *v == m.id
+                    || heartbeat
+                        .get(v)
+                        .and_then(|t| t.as_ref())
+                        .is_some_and(|t| t.elapsed() < recent)
+            })
+            .collect();
+        if live.len() * 2 > rest.len() {
+            return Ok(());
+        }
+        Err(BrokerError::rejected(
+            RejectCode::Conflict,
+            format!(
+                "removing node {id} would leave voters {rest:?}, of which only {live:?} answer \
+                 the leader: the change could not commit, and every later membership change \
+                 would wait behind it. Bring the others back (or remove a node that is down) \
+                 first"
+            ),
+        ))
     }
 
     /// Asks the leader to hand leadership to `to`.
