@@ -7,7 +7,7 @@
 //! Must never: write outside its own directory (ids and file names are checked), accept a
 //! chunk that does not continue its file, or remove a directory an install is reading.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -64,8 +64,9 @@ fn safe_id(id: &str) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotInbox {
     incoming: PathBuf,
-    /// Ids of completed transfers an install holds.
-    in_use: Arc<Mutex<HashSet<String>>>,
+    /// Ids of completed transfers, with how many handles hold each: a transfer completed
+    /// twice (a duplicated or retried finishing request) is held by both until both go.
+    in_use: Arc<Mutex<HashMap<String, usize>>>,
     /// Held while a chunk is checked against its file and appended: a retried request can
     /// arrive while the first delivery of the same chunk is still being written.
     writing: Arc<Mutex<()>>,
@@ -80,8 +81,15 @@ struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.inbox.incoming.join(&self.id));
-        self.inbox.in_use().remove(&self.id);
+        let mut in_use = self.inbox.in_use();
+        let Some(held) = in_use.get_mut(&self.id) else {
+            return;
+        };
+        *held -= 1;
+        if *held == 0 {
+            in_use.remove(&self.id);
+            let _ = std::fs::remove_dir_all(self.inbox.incoming.join(&self.id));
+        }
     }
 }
 
@@ -101,7 +109,7 @@ impl SnapshotInbox {
         }
     }
 
-    fn in_use(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn in_use(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.in_use.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -134,7 +142,7 @@ impl SnapshotInbox {
             let in_use = self.in_use();
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name != m.id && !in_use.contains(&name) {
+                if name != m.id && !in_use.contains_key(&name) {
                     std::fs::remove_dir_all(entry.path()).map_err(io)?;
                 }
             }
@@ -202,7 +210,7 @@ impl SnapshotInbox {
     }
 
     fn claim(&self, id: &str) -> Claim {
-        self.in_use().insert(id.to_owned());
+        *self.in_use().entry(id.to_owned()).or_default() += 1;
         Claim {
             inbox: self.clone(),
             id: id.to_owned(),
@@ -264,6 +272,44 @@ mod tests {
             );
             inbox.complete(&m.id, Default::default()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_transfer_completed_twice_keeps_its_directory_until_both_handles_go() {
+        // A duplicated or retried finishing request completes a transfer twice. The copy
+        // Raft drops must not take the directory from the one it installs (raftmq-sim:
+        // an install failed with "No such file or directory", and the node's Raft core
+        // stopped for good).
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = SnapshotInbox::new(&tmp.path().join("in"));
+        let m = SnapshotManifest {
+            id: "7-1-1".into(),
+            files: vec![("state/CURRENT".into(), 3)],
+        };
+        inbox.begin(&m).unwrap();
+        let header = ChunkHeader {
+            id: m.id.clone(),
+            file: 0,
+            offset: 0,
+        };
+        inbox.chunk(&header, b"abc").unwrap();
+        let installing = inbox.complete(&m.id, Default::default()).unwrap();
+        let dropped = inbox.complete(&m.id, Default::default()).unwrap();
+        drop(dropped);
+        let file = installing.snapshot.dir.join("state/CURRENT");
+        assert_eq!(std::fs::read(&file).unwrap(), b"abc");
+        // Nor may a new transfer clear it away.
+        let other = SnapshotManifest {
+            id: "8-1-1".into(),
+            files: vec![("a".into(), 1)],
+        };
+        inbox.begin(&other).unwrap();
+        assert!(file.exists());
+        drop(installing);
+        assert!(
+            !tmp.path().join("in/7-1-1").exists(),
+            "the last handle removes it"
+        );
     }
 
     #[test]
