@@ -299,19 +299,23 @@ impl Cluster {
         self.spawn(id, &[]);
     }
 
+    /// `DELETE /v1/cluster/members/{id}` through node `via`: its status and body.
+    pub(crate) async fn remove_member(&self, via: u64, id: u64) -> (u16, Value) {
+        self.send(
+            reqwest::Method::DELETE,
+            via,
+            &format!("/v1/cluster/members/{id}"),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Replaces a node's data as docs/operations.md says: removed from the group through
     /// `via`, killed, its data dir deleted, started with `--join`, added back as a voter
     /// (a learner until it has caught up).
     pub(crate) async fn replace_data(&mut self, via: u64, id: u64) {
-        let (s, v) = self
-            .send(
-                reqwest::Method::DELETE,
-                via,
-                &format!("/v1/cluster/members/{id}"),
-                &serde_json::json!({}),
-            )
-            .await
-            .unwrap();
+        let (s, v) = self.remove_member(via, id).await;
         assert_eq!(s, 200, "{v}");
         self.kill(id);
         std::fs::remove_dir_all(&self.node(id).data_dir).ok();

@@ -66,15 +66,7 @@ async fn add_a_voter_then_remove_a_member() {
         .unwrap();
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("CONFLICT")));
 
-    let (s, v) = c
-        .send(
-            reqwest::Method::DELETE,
-            new,
-            &format!("/v1/cluster/members/{follower}"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let (s, v) = c.remove_member(new, follower).await;
     assert_eq!(s, 200, "{v}");
     let status = c
         .wait_for("the removal to show", || async {
@@ -88,15 +80,7 @@ async fn add_a_voter_then_remove_a_member() {
         c.produce(new, "t", "after-removal").await.is_some(),
         "the reshaped group takes writes"
     );
-    let (s, _) = c
-        .send(
-            reqwest::Method::DELETE,
-            leader,
-            "/v1/cluster/members/99",
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let (s, _) = c.remove_member(leader, 99).await;
     assert_eq!(s, 404);
 }
 
@@ -127,27 +111,11 @@ async fn an_unreachable_node_never_becomes_a_voter_and_a_removed_leader_steps_as
         c.produce(leader, "t", "with-a-learner").await.is_some(),
         "the group keeps its quorum"
     );
-    let (s, v) = c
-        .send(
-            reqwest::Method::DELETE,
-            leader,
-            "/v1/cluster/members/5",
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let (s, v) = c.remove_member(leader, 5).await;
     assert_eq!(s, 200, "the way out: {v}");
 
     // The leader removes itself: it applies the change and stops acting as a member.
-    let (s, v) = c
-        .send(
-            reqwest::Method::DELETE,
-            leader,
-            &format!("/v1/cluster/members/{leader}"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let (s, v) = c.remove_member(leader, leader).await;
     assert_eq!(s, 200, "{v}");
     c.wait_for("the removed node to report not ready", || async {
         let (s, _) = c.get(leader, "/readyz").await.ok()?;
@@ -184,15 +152,7 @@ async fn a_removal_the_remaining_voters_cannot_commit_is_refused() {
     // default) after its last acknowledgement: this waits out the rule's own bound, past
     // which a dead process cannot count, not a guess at how fast anything runs.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    let (s, v) = c
-        .send(
-            reqwest::Method::DELETE,
-            leader,
-            &format!("/v1/cluster/members/{up}"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let (s, v) = c.remove_member(leader, up).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (409, Some("CONFLICT")),
@@ -206,15 +166,7 @@ async fn a_removal_the_remaining_voters_cannot_commit_is_refused() {
     );
     let (_, status) = c.get(leader, "/v1/cluster").await.unwrap();
     assert_eq!(roles(&status).len(), 3, "nothing changed: {status}");
-    let (s, v) = c
-        .send(
-            reqwest::Method::DELETE,
-            leader,
-            &format!("/v1/cluster/members/{down}"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let (s, v) = c.remove_member(leader, down).await;
     assert_eq!(s, 200, "the node that is down can go: {v}");
     assert!(
         c.produce(leader, "t", "after").await.is_some(),
