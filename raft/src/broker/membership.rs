@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::impls::BasicNode;
+use openraft::type_config::alias::InstantOf;
 use openraft::{ChangeMembers, Instant as _};
 
 use super::{Broker, write_error};
-use crate::consensus::types::{Metrics, NodeId};
+use crate::consensus::types::{Metrics, NodeId, TypeConfig};
 use crate::error::BrokerError;
 use crate::state::RejectCode;
 
@@ -235,8 +236,10 @@ impl Broker {
             ));
         }
         let change = if membership.voter_ids().any(|v| v == id) {
-            let rest: Vec<NodeId> = membership.voter_ids().filter(|v| *v != id).collect();
-            self.refuse_unless_a_live_majority(&m, id, &rest)?;
+            let voters: Vec<NodeId> = membership.voter_ids().collect();
+            let rest: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+            self.refuse_unless_a_live_majority(id, &voters, &rest)
+                .await?;
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -249,43 +252,59 @@ impl Broker {
         Ok(())
     }
 
-    /// On the leader: refuses to remove voter `id` unless a majority of the voters left,
-    /// `rest`, answers it now (etcd's strict reconfiguration check). A removal they cannot
-    /// commit stays pending in the log, and every later membership change waits behind it:
-    /// with a node down, removing a live one instead of it wedged the group's membership
-    /// (raftmq-sim, `--wipes --membership`: the down node could then never be replaced).
-    fn refuse_unless_a_live_majority(
+    /// On the leader: refuses to remove voter `id` unless a majority of the voters now,
+    /// `voters`, and a majority of the voters left, `rest`, answer it after the request
+    /// came (etcd's strict reconfiguration check; both configurations must commit the
+    /// change). A removal they cannot commit stays pending in the log, and every later
+    /// membership change waits behind it: with a node down, removing a live one instead of
+    /// it wedged the group's membership (raftmq-sim, `--wipes --membership`: the down node
+    /// could then never be replaced). Answers from before the request do not count: a node
+    /// that died a moment ago answered then (sim seed 141: a node wiped 88 ms before the
+    /// removal still counted, and the group never elected a leader again).
+    async fn refuse_unless_a_live_majority(
         &self,
-        m: &Metrics,
         id: NodeId,
+        voters: &[NodeId],
         rest: &[NodeId],
     ) -> Result<(), BrokerError> {
         // Not the leader: openraft forwards or refuses the change itself.
-        let Some(heartbeat) = &m.heartbeat else {
-            return Ok(());
-        };
-        let recent = Duration::from_millis(self.inner.cfg.timing.election_timeout_ms * 2);
-        let live: Vec<NodeId> = rest
-            .iter()
-            .copied()
-            .filter(|v| {
-                *v == m.id
-                    || heartbeat
-                        .get(v)
-                        .and_then(|t| t.as_ref())
-                        .is_some_and(|t| t.elapsed() < recent)
-            })
-            .collect();
-        if live.len() * 2 > rest.len() {
+        if !self.is_leader() {
             return Ok(());
         }
+        let since = InstantOf::<TypeConfig>::now();
+        let answered = move |m: &Metrics, set: &[NodeId]| -> Vec<NodeId> {
+            let heartbeat = m.heartbeat.as_ref();
+            set.iter()
+                .copied()
+                .filter(|v| {
+                    *v == m.id
+                        || heartbeat
+                            .and_then(|h| h.get(v))
+                            .and_then(|t| t.as_ref())
+                            .is_some_and(|t| **t >= since)
+                })
+                .collect()
+        };
+        let majority = |m: &Metrics, set: &[NodeId]| answered(m, set).len() * 2 > set.len();
+        // Live members answer within a heartbeat or two.
+        let wait = Duration::from_millis(self.inner.cfg.timing.election_timeout_ms * 2);
+        let live = self
+            .inner
+            .raft
+            .wait(Some(wait))
+            .metrics(
+                |m| majority(m, voters) && majority(m, rest),
+                "a majority of both configurations to answer",
+            )
+            .await;
+        if live.is_ok() {
+            return Ok(());
+        }
+        let (now, after) = self.with_metrics(|m| (answered(m, voters), answered(m, rest)));
         Err(BrokerError::rejected(
             RejectCode::Conflict,
             format!(
-                "removing node {id} would leave voters {rest:?}, of which only {live:?} answer \
-                 the leader: the change could not commit, and every later membership change \
-                 would wait behind it. Bring the others back (or remove a node that is down) \
-                 first"
+                "removing node {id} needs a majority of voters {voters:?} and of the voters                  left {rest:?} to answer the leader, and only {now:?} and {after:?} did                  within {wait:?}: the change could not commit, and every later membership                  change would wait behind it. Bring the others back (or remove a node that                  is down) first"
             ),
         ))
     }
