@@ -11,7 +11,9 @@
 //! missing acknowledged entries could win. It stops instead and says how to replace it
 //! (remove, start with `--join`, add back); started with `--join`, it asks again for a few
 //! seconds first, as a peer that has not applied the removal yet still holds the group's
-//! record of it. Best effort still: the peers it can reach must
+//! record of it. Peers answer with the applied index their record is current as of, and
+//! the latest answer decides (a removed node far behind may still hold a stale record).
+//! Best effort still: the peers it can reach must
 //! have applied the record (or lead), and a node wiped before the leader recorded it (its
 //! first tenth of a second holding the log) is not caught.
 //!
@@ -24,11 +26,12 @@ use std::time::Duration;
 use openraft::impls::BasicNode;
 
 use super::Broker;
-use crate::consensus::rpc::{self, PeerRpc};
+use crate::consensus::rpc::{self, HeldLogAnswer, PeerRpc};
 use crate::consensus::types::NodeId;
 use crate::error::BrokerError;
 use crate::state::RejectCode;
 use crate::state::command::{Command, held_log_key};
+use crate::state::state_machine::meta_as_of;
 
 /// How long a starting node waits for each peer's answer about it.
 const ASK_TIMEOUT: Duration = Duration::from_millis(1_000);
@@ -95,16 +98,17 @@ impl Broker {
             .peers
             .iter()
             .filter(|(id, _)| **id != me)
-            .map(|(id, addr)| async move { (*id, self.ask_replicated(addr).await) });
-        futures::future::join_all(asks)
+            .map(|(id, addr)| async move { Some((*id, self.ask_replicated(addr).await?)) });
+        let answers: Vec<(NodeId, HeldLogAnswer)> = futures::future::join_all(asks)
             .await
             .into_iter()
-            .find_map(|(peer, matched)| Some((peer, matched?)))
+            .flatten()
+            .collect();
+        held_by_the_group(&answers)
     }
 
-    /// How far `addr` knows this node to have held the log (replicated to it, if it leads;
-    /// else the group's record).
-    async fn ask_replicated(&self, addr: &str) -> Option<u64> {
+    /// What `addr` knows of this node holding the log (`None`: no answer).
+    async fn ask_replicated(&self, addr: &str) -> Option<HeldLogAnswer> {
         let body = bytes::Bytes::copy_from_slice(&self.node_id().to_le_bytes());
         let credentials = self.inner.peer_auth.sign(
             PeerRpc::Replicated,
@@ -118,9 +122,7 @@ impl Broker {
             .send(addr, PeerRpc::Replicated, credentials, body, ASK_TIMEOUT)
             .await
             .ok()?;
-        rpc::decode::<Option<u64>>(PeerRpc::Replicated.response_name(), &answer)
-            .ok()
-            .flatten()
+        rpc::decode::<HeldLogAnswer>(PeerRpc::Replicated.response_name(), &answer).ok()
     }
 
     /// On a node whose log is empty: the lowest id in `peers` initializes the group at
@@ -156,30 +158,40 @@ impl Broker {
 
 impl Broker {
     /// The answer to a peer asking how far it has held the log: what the leader's
-    /// replication saw (`from_raft`, already answered), else the group's record of it.
+    /// replication saw (`from_raft`), else the group's record of it as this node has
+    /// applied it.
     pub(super) async fn held_log_answer(
         &self,
         body: &bytes::Bytes,
         from_raft: bytes::Bytes,
     ) -> Result<bytes::Bytes, BrokerError> {
         let seen = rpc::decode::<Option<u64>>(PeerRpc::Replicated.response_name(), &from_raft)
-            .ok()
-            .flatten();
-        let Ok(node) = <[u8; 8]>::try_from(body.as_ref()).map(u64::from_le_bytes) else {
-            return Ok(from_raft);
-        };
-        if seen.is_some() {
-            return Ok(from_raft);
-        }
-        Ok(rpc::encode(&self.held_log_record(node).await?))
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let node = <[u8; 8]>::try_from(body.as_ref())
+            .map(u64::from_le_bytes)
+            .map_err(|_| BrokerError::Internal("replicated: not an 8-byte node id".into()))?;
+        let (held, applied) = self.held_log_as_of(node).await?;
+        Ok(rpc::encode(&HeldLogAnswer {
+            held: seen.or(held),
+            replicating: seen.is_some(),
+            applied,
+        }))
     }
 
     /// The group's record that `node` has held the log, as this node has applied it.
     pub async fn held_log_record(&self, node: NodeId) -> Result<Option<u64>, BrokerError> {
+        Ok(self.held_log_as_of(node).await?.0)
+    }
+
+    /// The group's record that `node` has held the log, and the applied index it is
+    /// current as of.
+    async fn held_log_as_of(&self, node: NodeId) -> Result<(Option<u64>, u64), BrokerError> {
         self.read(move |s, _| {
-            Ok(s.meta_get(&held_log_key(node))?
+            let (value, applied) = meta_as_of(s, &held_log_key(node))?;
+            let held = value
                 .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                .map(u64::from_le_bytes))
+                .map(u64::from_le_bytes);
+            Ok((held, applied))
         })
         .await
     }
@@ -235,5 +247,58 @@ impl Broker {
                 }
             }
         });
+    }
+}
+
+/// Whether the group knows a starting node has held the log, from its peers' answers: yes
+/// if a leader replicates to it now; otherwise as the answer from the latest state says.
+/// Records are applied in log order and a removal forgets one, so the peer that applied
+/// the most holds the group's latest word: a removed node far behind may still hold the
+/// record of a member that was removed and is joining again (sim seed 540), and a peer
+/// that has not applied a record yet is behind the one that has.
+fn held_by_the_group(answers: &[(NodeId, HeldLogAnswer)]) -> Option<(NodeId, u64)> {
+    if let Some((peer, a)) = answers.iter().find(|(_, a)| a.replicating) {
+        return a.held.map(|h| (*peer, h));
+    }
+    let (peer, latest) = answers.iter().max_by_key(|(_, a)| a.applied)?;
+    latest.held.map(|h| (*peer, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(held: Option<u64>, replicating: bool, applied: u64) -> HeldLogAnswer {
+        HeldLogAnswer {
+            held,
+            replicating,
+            applied,
+        }
+    }
+
+    #[test]
+    fn the_latest_state_decides_whether_a_starting_node_held_the_log() {
+        // No answers, or nobody knows of it: it may start.
+        assert_eq!(held_by_the_group(&[]), None);
+        assert_eq!(held_by_the_group(&[(2, answer(None, false, 40))]), None);
+        // Seed 540: a removed node far behind still records it; the group has forgotten
+        // the record since (its removal), and the latest state says so.
+        let rejoining = [
+            (3, answer(Some(12), false, 30)),
+            (2, answer(None, false, 300)),
+        ];
+        assert_eq!(held_by_the_group(&rejoining), None);
+        // A wiped member: the peer that applied the record is ahead of one that has not.
+        let wiped = [
+            (2, answer(None, false, 90)),
+            (3, answer(Some(80), false, 95)),
+        ];
+        assert_eq!(held_by_the_group(&wiped), Some((3, 80)));
+        // A leader replicating to it now knows, whatever the records say.
+        let led = [
+            (2, answer(None, false, 500)),
+            (3, answer(Some(7), true, 10)),
+        ];
+        assert_eq!(held_by_the_group(&led), Some((3, 7)));
     }
 }

@@ -168,6 +168,20 @@ pub(crate) fn decode_append(body: &Bytes) -> Result<AppendEntriesRequest<TypeCon
 }
 
 /// Encodes any serde value with postcard.
+/// A peer's answer to a starting node asking whether it has held the log
+/// ([`PeerRpc::Replicated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLogAnswer {
+    /// How far the asking node has held the log, if this peer knows it has.
+    pub held: Option<u64>,
+    /// This peer leads and replicates to the asking node now: it saw it hold the log, and
+    /// it is a member now (no record of the past).
+    pub replicating: bool,
+    /// The index this peer's state was at when it answered from the group's record: of
+    /// two records, the later one is the group's (a removal forgets the record).
+    pub applied: u64,
+}
+
 pub(crate) fn encode<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(postcard::to_allocvec(v).expect("RPC messages serialize"))
 }

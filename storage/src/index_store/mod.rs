@@ -590,6 +590,19 @@ impl IndexStore {
             .get_pinned_cf(self.cf(CF_META), key.as_bytes())?
             .map(|v| v.to_vec()))
     }
+
+    /// Several metadata values, read from one state of the store (apply writes while
+    /// readers run: values read apart could mix two states).
+    pub fn meta_get_all<const N: usize>(&self, keys: [&str; N]) -> Result<[Option<Vec<u8>>; N]> {
+        let snap = self.db.snapshot();
+        let mut values = [const { None }; N];
+        for (value, key) in values.iter_mut().zip(keys) {
+            *value = snap
+                .get_pinned_cf(self.cf(CF_META), key.as_bytes())?
+                .map(|v| v.to_vec());
+        }
+        Ok(values)
+    }
 }
 
 /// The writes of one applied batch, committed atomically by [`IndexStore::write`].

@@ -79,6 +79,28 @@ fn index_dir(data_dir: &Path, generation: u64) -> PathBuf {
     data_dir.join(format!("index-{generation}"))
 }
 
+/// A metadata value and the index of the last entry applied to the state it was read from
+/// (one state: apply writes while readers run): what an answer built on it is current as
+/// of.
+pub(crate) fn meta_as_of(
+    store: &IndexStore,
+    key: &str,
+) -> raftmq_storage::Result<(Option<Vec<u8>>, u64)> {
+    let [value, last] = store.meta_get_all([key, META_LAST_APPLIED])?;
+    let applied = match last {
+        Some(b) => {
+            postcard::from_bytes::<LogId>(&b)
+                .map_err(|e| raftmq_storage::StorageError::Malformed {
+                    what: "last_applied",
+                    reason: e.to_string(),
+                })?
+                .index
+        }
+        None => 0,
+    };
+    Ok((value, applied))
+}
+
 fn load_state(store: &IndexStore) -> io::Result<(Option<LogId>, StoredMembership)> {
     let last = match store.meta_get(META_LAST_APPLIED).map_err(io_err)? {
         Some(b) => Some(postcard::from_bytes(&b).map_err(|e| corrupt("last_applied", e))?),
