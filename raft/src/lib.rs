@@ -35,6 +35,7 @@ pub use broker::{
 pub use consensus::RaftTiming;
 pub use consensus::log_store::{FlushPolicy, LogStore};
 pub use consensus::rpc::PeerRpc;
+pub use consensus::runtime::TimerClock;
 pub use consensus::types::{NodeId, TypeConfig};
 pub use error::BrokerError;
 pub use metrics::Histogram;

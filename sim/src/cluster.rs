@@ -19,7 +19,7 @@ use anyhow::{Context, anyhow};
 use raftmq_raft::consensus::log_store::ReleaseProbe;
 use raftmq_raft::{
     Broker, BrokerConfig, BrokerError, FlushPolicy, InstallProbe, InstallStep, NodeId, RaftTiming,
-    RejectCode,
+    RejectCode, TimerClock,
 };
 use tokio::runtime::Runtime;
 
@@ -49,6 +49,9 @@ struct Member {
     fs: Arc<LossyFs>,
     /// Its wall clock.
     clock: Arc<NodeClock>,
+    /// The monotonic clock its Raft timers read (it outlives restarts, as the machine's
+    /// does).
+    timers: TimerClock,
     /// The last index its CommitLog had told Raft was durable when its power was cut.
     acked_at_cut: Option<u64>,
     /// It joined as a new member once: it always starts to join from then on (as its
@@ -136,6 +139,7 @@ impl Cluster {
                 released: None,
                 fs: LossyFs::new(sync_delay),
                 clock: NodeClock::new(warp.clone()),
+                timers: TimerClock::new(),
                 acked_at_cut: None,
                 joins: false,
                 trap: Arc::default(),
@@ -223,10 +227,12 @@ impl Cluster {
                 InstallProbe(Arc::new(move |step| trap.spring(step)))
             }),
         };
+        let timers = m.timers.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(8)
             .thread_name(format!("sim-n{id}"))
+            .on_thread_start(move || timers.enter())
             .enable_all()
             .build()?;
         // The previous incarnation's files may still be held for a moment by its last
@@ -290,6 +296,23 @@ impl Cluster {
     /// Moves every node's wall clock `ms` forward.
     pub fn warp(&self, ms: u64) {
         self.warp.forward(ms);
+    }
+
+    /// Moves node `id`'s Raft clock `by` forward at once.
+    pub fn stall(&mut self, id: NodeId, by: Duration) {
+        self.member(id).timers.advance(by);
+    }
+
+    /// Node `id`'s Raft clock runs at `rate` times real time from now on.
+    pub fn drift(&mut self, id: NodeId, rate: f64) {
+        self.member(id).timers.set_rate(rate);
+    }
+
+    /// Every node's Raft clock runs at real time again (the faults are over).
+    pub fn steady_timers(&self) {
+        for m in &self.members {
+            m.timers.set_rate(1.0);
+        }
     }
 
     /// Node `id`'s next snapshot install stops after `step`, as a crash there would.

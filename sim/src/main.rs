@@ -54,6 +54,10 @@ struct Shape {
     /// heartbeats) instead of the fixed 30/150 ms.
     #[arg(long)]
     timing: bool,
+    /// No timer steps (stalls and drifts of nodes' Raft clocks): a seed plays the schedule
+    /// it played before they existed.
+    #[arg(long)]
+    no_timers: bool,
 }
 
 impl From<Shape> for Options {
@@ -69,6 +73,7 @@ impl From<Shape> for Options {
             classic: s.classic,
             membership: s.membership,
             timing: s.timing,
+            timers: !s.no_timers && !s.classic,
         }
     }
 }

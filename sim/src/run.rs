@@ -66,6 +66,8 @@ pub struct Options {
     pub membership: bool,
     /// Each seed draws its Raft timing ([`timing_of`]) instead of [`crate::cluster::TIMING`].
     pub timing: bool,
+    /// Timer steps ([`timer_steps`]) join the schedule: nodes' Raft clocks stall and drift.
+    pub timers: bool,
 }
 
 impl Default for Options {
@@ -81,6 +83,7 @@ impl Default for Options {
             classic: false,
             membership: false,
             timing: false,
+            timers: true,
         }
     }
 }
@@ -121,6 +124,14 @@ pub enum Step {
     /// after this step of the snapshot install that catches it up (it restarts at once,
     /// and must finish or discard the install).
     CrashInInstall(NodeId, InstallStep),
+    /// This node's Raft clock jumps this many ms forward, as after a pause of the process
+    /// (a stop-the-world, a VM migration): every timer due by then fires at once, so a
+    /// follower's election timeout runs out with its leader alive.
+    Stall(NodeId, u64),
+    /// This node's Raft clock runs at this many percent of real time from now on (100:
+    /// right again): its heartbeats and election timeouts come faster or slower than its
+    /// peers expect.
+    Drift(NodeId, u32),
 }
 
 /// The verdict on one seed.
@@ -237,6 +248,36 @@ pub fn schedule(
     steps
 }
 
+/// The timer steps of a seed, from a stream of draws of their own (so the seed's other
+/// steps stay as they were): every 100-500 ms one node's Raft clock stalls (half an
+/// election timeout, two, or ten: only the first may leave the timer running) or drifts (a
+/// quarter, half, twice or four times real time, or right again).
+pub fn timer_steps(
+    seed: u64,
+    ids: &[NodeId],
+    duration_ms: u64,
+    timing: RaftTiming,
+) -> Vec<(u64, Step)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x71e3_71e3_71e3_71e3);
+    let election = timing.election_timeout_ms;
+    let mut steps = Vec::new();
+    let mut t = rng.random_range(50..300);
+    while t < duration_ms {
+        let id = ids[rng.random_range(0..ids.len())];
+        let step = if rng.random_range(0..5) < 3 {
+            Step::Stall(
+                id,
+                [election / 2, election * 2, election * 10][rng.random_range(0..3)],
+            )
+        } else {
+            Step::Drift(id, [25, 50, 200, 400, 100][rng.random_range(0..5)])
+        };
+        steps.push((t, step));
+        t += rng.random_range(100..500);
+    }
+    steps
+}
+
 /// The Raft timing of a seed: with `--timing`, drawn from the seed (apart from the
 /// schedule's draws, so a seed plays the same steps either way): a heartbeat of 20 to 60 ms
 /// and an election timeout of 3 to 10 heartbeats; otherwise [`crate::cluster::TIMING`].
@@ -299,6 +340,8 @@ async fn play(
         Step::Faults(f) => net.set_faults(*f),
         Step::Skew(id, ms) => cluster.skew(*id, *ms),
         Step::Warp(ms) => cluster.warp(*ms),
+        Step::Stall(id, ms) => cluster.stall(*id, Duration::from_millis(*ms)),
+        Step::Drift(id, percent) => cluster.drift(*id, f64::from(*percent) / 100.0),
         Step::CrashInInstall(id, step) => {
             // Make it install: down for a moment while the others take writes and forget
             // their logs, then back (behind every peer's log, it gets a snapshot).
@@ -401,6 +444,7 @@ async fn crash_in_install(cluster: &mut Cluster, h: &History) -> anyhow::Result<
 async fn converge(cluster: &mut Cluster, net: &SimNet, h: &History) -> Result<u64, String> {
     net.heal();
     net.set_faults(Faults::default());
+    cluster.steady_timers();
     cluster.disarm_installs();
     crash_in_install(cluster, h)
         .await
@@ -550,7 +594,11 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     .await?;
     setup(&net).await?;
     let h = Arc::new(History::default());
-    let steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms, opts);
+    let mut steps = schedule(&mut rng, &cluster.ids(), opts.duration_ms, opts);
+    if opts.timers {
+        steps.extend(timer_steps(seed, &cluster.ids(), opts.duration_ms, timing));
+        steps.sort_by_key(|s| s.0);
+    }
     let damage = damage_of(seed, opts.power_loss);
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -650,6 +698,8 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
     problems.extend(disagree);
     watching.store(false, Ordering::Relaxed);
     problems.extend(monitor.await.unwrap_or_default());
+    // Elections held (each one a term): what the timer steps add shows here.
+    let term = net.live().iter().map(|n| n.1.cluster_status().term).max();
     cluster.stop();
     let history = h.events();
     let results = checker::check(&history);
@@ -674,6 +724,7 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
         "digests_compared": checks.matched,
         "retention_expired": checks.expired,
         "election_timeout_ms": timing.election_timeout_ms,
+        "term": term,
         "install_crashes": history.iter().filter(|e| e.f == "crashed-in-install").count(),
         "unsynced_bytes_lost": history
             .iter()
@@ -748,5 +799,46 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), 15, "{kinds:?}");
+    }
+
+    #[test]
+    fn timer_steps_stall_past_an_election_timeout_or_drift_and_leave_the_other_draws_alone() {
+        let timing = crate::cluster::TIMING;
+        let (mut stalls, mut drifts, mut past) = (0, 0, 0);
+        for seed in 0..100 {
+            let steps = timer_steps(seed, &[1, 2, 3], 1500, timing);
+            assert_eq!(
+                format!("{steps:?}"),
+                format!("{:?}", timer_steps(seed, &[1, 2, 3], 1500, timing))
+            );
+            for (at, step) in steps {
+                assert!(at < 1500);
+                match step {
+                    Step::Stall(_, ms) => {
+                        stalls += 1;
+                        // Past the longest election timeout (twice the shortest).
+                        past += usize::from(ms >= 2 * timing.election_timeout_ms);
+                    }
+                    Step::Drift(_, percent) => {
+                        drifts += 1;
+                        assert!((25..=400).contains(&percent));
+                    }
+                    other => panic!("not a timer step: {other:?}"),
+                }
+            }
+        }
+        assert!(
+            stalls > 100 && drifts > 100 && past > stalls / 2,
+            "{stalls} {drifts} {past}"
+        );
+        // The fault steps of a seed do not depend on whether timer steps join them.
+        let mut rng = StdRng::seed_from_u64(7);
+        let before = format!("{:?}", schedule(&mut rng, &[1, 2, 3], 1500, every_fault()));
+        let _ = timer_steps(7, &[1, 2, 3], 1500, timing);
+        let mut rng = StdRng::seed_from_u64(7);
+        assert_eq!(
+            before,
+            format!("{:?}", schedule(&mut rng, &[1, 2, 3], 1500, every_fault()))
+        );
     }
 }

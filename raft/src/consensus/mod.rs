@@ -9,6 +9,8 @@
 //!   [`peer_auth`]: who may speak it (cluster secret, or member hosts).
 //! - [`snapshot_inbox`]: where a snapshot being received lands, resumably.
 //! - [`transport`]: the HTTP client (plain or TLS) every request to a peer goes through.
+//! - [`runtime`]: the async runtime openraft runs on (tokio, with a clock for its timers
+//!   that a simulation can move).
 //!
 //! Must never: decide what a command means (that is [`crate::state`]), or purge the log on
 //! its own (openraft's snapshot-driven purge is disabled in [`raft_config`]).
@@ -19,6 +21,7 @@ pub mod network;
 pub mod peer;
 pub mod peer_auth;
 pub mod rpc;
+pub mod runtime;
 pub(crate) mod snapshot_inbox;
 pub mod transport;
 pub mod types;

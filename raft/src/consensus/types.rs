@@ -13,6 +13,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = u64,
         Node = BasicNode,
+        AsyncRuntime = super::runtime::TimerRuntime,
 );
 
 /// A node id within a broker group.
