@@ -37,8 +37,8 @@ fn two_hundred_seeded_fault_schedules_find_no_anomaly() {
 
 /// With every opt-in fault: power loss (torn and flipped bytes on some seeds), FIFO, wipes
 /// and membership changes. Out of the suite for its time (each kind alone passed 100 of
-/// 100 seeds); run with `--ignored`. With `--timing` too, on 2026-12-02 seeds 1 to 300
-/// passed and 301 to 600 all but 540 (an open finding, docs/simulation.md).
+/// 100 seeds); run with `--ignored`. With `--timing` too (and the timer steps), on
+/// 2026-12-02 seeds 1 to 600 passed, 600 of 600 (docs/simulation.md).
 #[test]
 #[ignore = "about 3.5 minutes more: run with --ignored"]
 fn fifo_topics_wiped_nodes_and_power_loss_find_no_anomaly() {
