@@ -326,6 +326,7 @@ impl AsyncRuntime for TimerRuntime {
         self.0.block_on(future)
     }
 
+    // tokio's blocking pool, not the trait's default of a new OS thread per call.
     fn spawn_blocking<F, T>(f: F) -> impl Future<Output = Result<T, std::io::Error>> + Send
     where
         F: FnOnce() -> T + Send + 'static,
