@@ -134,6 +134,17 @@ impl Routes {
     /// not, as far as the routes know); `Err` when the parts the routes know leave a gap
     /// (a group's registration not seen yet, or the group gone).
     pub(crate) fn layout(&self, topic: &str) -> Result<Option<Layout>, String> {
+        self.parts(topic, false)
+    }
+
+    /// The parts of `topic` the routes know, when they cover its queue space from 0 with
+    /// no gap, though they may stop short of the space a part names: a spread that failed
+    /// part way (a group down) and that a `PUT` of the topic finishes.
+    pub(crate) fn started_layout(&self, topic: &str) -> Option<Layout> {
+        self.parts(topic, true).ok().flatten()
+    }
+
+    fn parts(&self, topic: &str, short: bool) -> Result<Option<Layout>, String> {
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
         let places: Vec<(&String, &TopicPlace)> = routes
             .iter()
@@ -171,6 +182,7 @@ impl Routes {
         }
         if let Some(space) = space
             && next < space
+            && !short
         {
             return Err(format!(
                 "topic {topic} has {space} queues but the routes show broker groups for only {next} (a group is down or not registered yet); retry"
@@ -436,7 +448,17 @@ async fn route(
                         let (parts, body) = read_request(app, req).await?;
                         return spread::handle(app, routes, layout, &t, &parts, body).await;
                     }
-                    Err(why) => return Err(ApiError::unavailable(why)),
+                    Err(why) => {
+                        // A spread that stopped part way: the same PUT finishes it.
+                        if req.method() == Method::PUT
+                            && req.uri().path().matches('/').count() == 3
+                            && let Some(layout) = routes.started_layout(&t)
+                        {
+                            let (parts, body) = read_request(app, req).await?;
+                            return spread::handle(app, routes, layout, &t, &parts, body).await;
+                        }
+                        return Err(ApiError::unavailable(why));
+                    }
                     Ok(None) if local.is_some_and(|s| s.part.is_some()) => {
                         return Err(ApiError::unavailable(format!(
                             "topic {t} is spread over broker groups and the NameServers have not reported all its parts yet; retry"
@@ -476,4 +498,50 @@ async fn route(
         timeout: app.cfg.write_timeout + Duration::from_secs(60),
     };
     relay(app, parts.method, &parts.uri, &parts.headers, body, &to).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Routes where `g1` reports its part of topic `t` (`0..2` of `space`) and `g2`, up,
+    /// reports none.
+    fn routes(space: u32) -> Routes {
+        let r = Routes::default();
+        r.replace(&serde_json::json!({"groups": [
+            {"group": "g1", "leader": "127.0.0.1:1", "members": [], "topics": [
+                {"topic": "t", "queues": 2, "first_queue": 0, "queue_space": space}
+            ]},
+            {"group": "g2", "leader": "127.0.0.1:2", "members": [], "topics": []},
+        ]}));
+        r
+    }
+
+    #[test]
+    fn a_spread_stopped_part_way_is_refused_but_can_be_finished() {
+        // Its first part names the whole space: serving it would hash keys over half of
+        // it, so requests are refused; a PUT of the topic still sees the part to go on from.
+        let r = routes(4);
+        assert!(r.layout("t").is_err());
+        let started = r.started_layout("t").expect("the part made");
+        assert_eq!(
+            started.parts,
+            [Part {
+                group: "g1".into(),
+                first: 0,
+                count: 2
+            }]
+        );
+        // A whole topic is one part, served as it is.
+        assert_eq!(routes(2).layout("t").unwrap().unwrap().parts, started.parts);
+        assert!(r.started_layout("other").is_none());
+        // Parts with a gap between them are no start to go on from.
+        let gap = Routes::default();
+        gap.replace(&serde_json::json!({"groups": [
+            {"group": "g1", "topics": [{"topic": "t", "queues": 2, "first_queue": 0, "queue_space": 6}]},
+            {"group": "g3", "topics": [{"topic": "t", "queues": 2, "first_queue": 4, "queue_space": 6}]},
+        ]}));
+        assert!(gap.layout("t").is_err());
+        assert!(gap.started_layout("t").is_none());
+    }
 }
