@@ -459,13 +459,32 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
-        let broker = Broker::start(broker_config(cfg, tls.as_deref())?)
+        // Opened and served before it is let in: a node whose log is empty waits for its
+        // peers' answers, and they for its own.
+        let broker = Broker::open(broker_config(cfg, tls.as_deref())?)
             .await
             .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
         let mut api = api_config(cfg, tls.as_deref());
         api.routes = raftmq_http_api::spawn_routes(cfg.nameservers.clone(), cfg.peer_source_ip)
             .context("the NameServer client")?;
         let app = raftmq_http_api::router(broker.clone(), api);
+        servers.push(tokio::spawn(serve_http(
+            listener,
+            app,
+            tls.clone(),
+            stop_rx.clone(),
+        )));
+        if let Some(tls) = tls {
+            reloadable.push((cfg.node_id, tls));
+        }
+        brokers.push(broker);
+    }
+    // One after another: each waits only for answers, which every node gives once served.
+    for (broker, cfg) in brokers.iter().zip(&nodes) {
+        broker
+            .admit()
+            .await
+            .map_err(|e| anyhow::anyhow!("node {}: {e}", cfg.node_id))?;
         raftmq_http_api::spawn_registration(
             broker.clone(),
             cfg.nameservers.clone(),
@@ -473,18 +492,8 @@ async fn serve(nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
             cfg.peer_source_ip,
         )
         .context("the NameServer client")?;
-        servers.push(tokio::spawn(serve_http(
-            listener,
-            app,
-            tls.clone(),
-            stop_rx.clone(),
-        )));
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, scheme, data_dir = %cfg.data_dir.display(), "node started");
-        if let Some(tls) = tls {
-            reloadable.push((cfg.node_id, tls));
-        }
-        brokers.push(broker);
     }
     reload_tls_on_sighup(reloadable)?;
     shutdown_signal().await;

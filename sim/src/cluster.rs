@@ -31,6 +31,11 @@ use crate::net::SimNet;
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_secs(3);
 
+/// How long a start waits for the node to be let in during the faults; past it, the node
+/// answers its peers and takes no part until its admission ends (settled by
+/// [`Cluster::settle_admissions`]).
+const ADMISSION_WAIT: Duration = Duration::from_secs(2);
+
 /// Raft timing in the simulation: short, so a schedule sees many elections.
 pub const TIMING: RaftTiming = RaftTiming {
     heartbeat_ms: 30,
@@ -43,6 +48,8 @@ struct Member {
     dir: PathBuf,
     runtime: Option<Runtime>,
     broker: Option<Broker>,
+    /// Its [`Broker::admit`], while it runs: opened nodes answer their peers before.
+    admission: Option<tokio::task::JoinHandle<Result<(), BrokerError>>>,
     /// The last incarnation's CommitLog, until its writer thread has ended.
     released: Option<ReleaseProbe>,
     /// The file system under its CommitLog.
@@ -136,6 +143,7 @@ impl Cluster {
                 dir: base.path().join(format!("n{id}")),
                 runtime: None,
                 broker: None,
+                admission: None,
                 released: None,
                 fs: LossyFs::new(sync_delay),
                 clock: NodeClock::new(warp.clone()),
@@ -157,8 +165,12 @@ impl Cluster {
             changed_members: false,
             _base: base,
         };
+        // Every node opened first: each waits for the others' answers to be let in.
         for id in c.ids() {
-            if !c.boot(id, false).await? {
+            c.open(id, false).await?;
+        }
+        for id in c.ids() {
+            if !c.admitted(id, LONG).await? {
                 return Err(anyhow!("node {id} refused to start in a new group"));
             }
         }
@@ -194,8 +206,47 @@ impl Cluster {
 
     /// Starts node `id` on its data directory: `join`, as a node waiting to be added (not
     /// forming the group). `Ok(false)`: it refused to start because its log is empty while
-    /// the leader has replicated to it before (its data was wiped).
+    /// the leader has replicated to it before (its data was wiped). A node still waiting
+    /// for its peers' answers after [`ADMISSION_WAIT`] counts as started.
     async fn boot(&mut self, id: NodeId, join: bool) -> anyhow::Result<bool> {
+        Ok(self.open(id, join).await? && self.admitted(id, ADMISSION_WAIT).await?)
+    }
+
+    /// Whether node `id`'s admission let it in, waiting up to `wait` (still waiting: `true`,
+    /// and it stays pending). Refused, it is stopped as a crashed node is.
+    async fn admitted(&mut self, id: NodeId, wait: Duration) -> anyhow::Result<bool> {
+        let m = self.member(id);
+        let Some(admission) = m.admission.as_mut() else {
+            return Ok(m.broker.is_some());
+        };
+        let Ok(joined) = tokio::time::timeout(wait, admission).await else {
+            return Ok(true);
+        };
+        m.admission = None;
+        match joined? {
+            Ok(()) => Ok(true),
+            Err(BrokerError::Rejected {
+                code: RejectCode::Conflict,
+                ..
+            }) => {
+                self.crash(id);
+                Ok(false)
+            }
+            Err(e) => Err(anyhow!("node {id} was not let in: {e}")),
+        }
+    }
+
+    /// Waits up to `wait` for every admission still running; a node refused is stopped.
+    pub async fn settle_admissions(&mut self, wait: Duration) -> anyhow::Result<()> {
+        for id in self.ids() {
+            self.admitted(id, wait).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens node `id` on its data directory and starts its admission (see [`boot`]);
+    /// `Ok(false)`: it refused to open (its log looks corrupted after a damaging cut).
+    async fn open(&mut self, id: NodeId, join: bool) -> anyhow::Result<bool> {
         let transport = self.net.transport(id);
         let net = self.net.clone();
         let peers = self.peers.clone();
@@ -243,12 +294,8 @@ impl Cluster {
         net.booting(id, true);
         let started = loop {
             let c = cfg.clone();
-            match runtime.spawn(Broker::start(c)).await? {
+            match runtime.spawn(Broker::open(c)).await? {
                 Ok(b) => break Ok(b),
-                Err(BrokerError::Rejected {
-                    code: RejectCode::Conflict,
-                    ..
-                }) => break Err(None),
                 Err(BrokerError::Corrupted(e)) if damaged => {
                     tracing::info!(node = id, error = %e, "sim: refused after a damaging power cut");
                     break Err(None);
@@ -282,6 +329,10 @@ impl Cluster {
             }
         }
         let m = self.member(id);
+        m.admission = Some(runtime.spawn({
+            let broker = broker.clone();
+            async move { broker.admit().await }
+        }));
         m.runtime = Some(runtime);
         m.broker = Some(broker);
         m.damaged = false;
@@ -346,6 +397,7 @@ impl Cluster {
         let net = self.net.clone();
         let m = self.member(id);
         net.detach(&m.addr);
+        m.admission = None;
         if let Some(b) = m.broker.take() {
             m.released = Some(b.log_release_probe());
         }

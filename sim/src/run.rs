@@ -449,9 +449,16 @@ async fn converge(cluster: &mut Cluster, net: &SimNet, h: &History) -> Result<u6
     crash_in_install(cluster, h)
         .await
         .map_err(|e| format!("{e:#}"))?;
-    // Every node that starts first, then the ones refused for lost data are replaced,
-    // which takes a group that can commit.
+    // Every node that starts first; nodes still waiting for their peers' answers hear
+    // them once all are up; then the ones refused for lost data are replaced, which takes
+    // a group that can commit.
     for replace in [false, true] {
+        if replace {
+            cluster
+                .settle_admissions(Duration::from_secs(20))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        }
         for id in cluster.ids() {
             cluster
                 .restart(id, replace)

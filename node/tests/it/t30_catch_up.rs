@@ -90,3 +90,51 @@ async fn a_wiped_replica_catches_up_and_serves_everything() {
     })
     .await;
 }
+
+/// Restarted empty under its old id while every peer is down, a node hears nothing: it
+/// must wait, not form a group of its own and vote (raftmq-sim seed 1064: a wiped node
+/// whose peers' answers were lost formed a new group, and a leader missing committed
+/// entries won with its vote). Once the peers are back, they tell it its data is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_that_hears_from_no_peer_waits_then_is_refused() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader().await;
+    c.create_topic(leader, "t", 1).await;
+    // The lowest id: started with an empty log and no answers, it formed a group at once.
+    let wiped = 1;
+    c.wait_for("the group to record every member", || async {
+        let (_, s) = c.get(leader, "/v1/cluster").await.ok()?;
+        let members = s["members"].as_array()?;
+        members
+            .iter()
+            .all(|m| m["held_log_index"].as_u64().is_some())
+            .then_some(())
+    })
+    .await;
+    for id in [1, 2, 3] {
+        c.kill(id);
+    }
+    std::fs::remove_dir_all(&c.node(wiped).data_dir).unwrap();
+    c.restart(wiped);
+    // It serves HTTP, as it waits: no group, no leader, no vote.
+    let (s, v) = c
+        .wait_for("the wiped node to answer", || async {
+            c.get(wiped, "/v1/cluster").await.ok()
+        })
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["term"], 0, "it took no part in any election: {v}");
+    assert!(v["leader_id"].is_null(), "{v}");
+    for id in [2, 3] {
+        c.restart(id);
+    }
+    let status = c.wait_exit(wiped).await;
+    let log = c.log_of(wiped);
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("data is gone") && log.contains("--join"),
+        "the refusal says why and what to do: {log}"
+    );
+    // Its first life formed the group; its second formed none.
+    assert_eq!(log.matches("initialized the group").count(), 1, "{log}");
+}

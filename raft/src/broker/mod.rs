@@ -30,7 +30,7 @@ mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,6 +136,9 @@ struct Inner {
     peer_auth: Arc<PeerAuth>,
     /// The check-back client and the checks running.
     txns: txn::Txns,
+    /// [`Broker::admit`] let this node in: until then it answers peers asking what it
+    /// holds, and nothing of Raft's (a node whose data is gone must not vote).
+    admitted: AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -146,8 +149,19 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Opens storage, starts Raft and, on a node whose log is empty, forms the group from
-    /// `peers` (see [`formation`]); starts the retention loop.
+    /// `peers` (see [`formation`]); starts the retention loop. [`Broker::open`] then
+    /// [`Broker::admit`], for a caller with nothing to serve in between.
     pub async fn start(cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        let broker = Broker::open(cfg).await?;
+        broker.admit().await?;
+        Ok(broker)
+    }
+
+    /// Opens storage and Raft. The node answers peers asking what it holds
+    /// ([`PeerRpc::Replicated`]) and refuses the rest of the peer protocol until
+    /// [`Broker::admit`]: serve it in between, as a node whose log is empty waits for its
+    /// peers' answers, and theirs for its own.
+    pub async fn open(cfg: BrokerConfig) -> Result<Broker, BrokerError> {
         // A snapshot install the node stopped in is finished (or discarded) before either
         // the log or the state opens, so they always match.
         crate::state::state_machine::recover_install(
@@ -224,22 +238,34 @@ impl Broker {
                 disk: disk::DiskGuard::default(),
                 peer_auth,
                 txns: txn::Txns::default(),
+                admitted: AtomicBool::new(false),
             }),
         };
-        if let Err(refused) = broker.refuse_if_data_lost().await {
-            broker.shutdown().await;
-            return Err(refused);
-        }
-        broker.watch_disk();
-        if broker.inner.cfg.form_group {
-            broker.spawn_group_formation();
-        }
-        broker.spawn_clock_sync();
-        broker.spawn_held_log_records();
-        broker.spawn_retention();
-        broker.spawn_delivery();
-        broker.spawn_txn_checks();
         Ok(broker)
+    }
+
+    /// Lets the node in: a node whose log is empty first learns from its peers whether
+    /// its data is gone (refused: stopped, with how to replace it) or whether it forms a
+    /// new group (see [`formation`]); then Raft and the background loops run.
+    pub async fn admit(&self) -> Result<(), BrokerError> {
+        let form = match self.admission().await {
+            Ok(form) => form,
+            Err(refused) => {
+                self.shutdown().await;
+                return Err(refused);
+            }
+        };
+        self.inner.admitted.store(true, Ordering::Release);
+        self.watch_disk();
+        if form {
+            self.spawn_group_formation();
+        }
+        self.spawn_clock_sync();
+        self.spawn_held_log_records();
+        self.spawn_retention();
+        self.spawn_delivery();
+        self.spawn_txn_checks();
+        Ok(())
     }
 
     /// Serves one peer RPC of this node (`/raft/...`): checks who sent it (its credentials
@@ -270,6 +296,12 @@ impl Broker {
         if rpc == PeerRpc::Replicated {
             let from_raft = self.inner.peer.serve(rpc, body.clone()).await?;
             return self.held_log_answer(&body, from_raft).await;
+        }
+        if !self.inner.admitted.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable(format!(
+                "node {} is starting: it waits for its peers' answers before it takes part",
+                self.node_id()
+            )));
         }
         self.inner.peer.serve(rpc, body).await
     }

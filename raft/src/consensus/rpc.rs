@@ -21,7 +21,7 @@ use openraft::raft::AppendEntriesRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::entry_codec;
-use crate::consensus::types::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
+use crate::consensus::types::{Entry, LogId, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::error::CodecError;
 
 /// The peer RPCs, and the one place their HTTP paths are declared: the client
@@ -167,10 +167,9 @@ pub(crate) fn decode_append(body: &Bytes) -> Result<AppendEntriesRequest<TypeCon
     })
 }
 
-/// Encodes any serde value with postcard.
 /// A peer's answer to a starting node asking whether it has held the log
 /// ([`PeerRpc::Replicated`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldLogAnswer {
     /// How far the asking node has held the log, if this peer knows it has.
     pub held: Option<u64>,
@@ -180,8 +179,15 @@ pub struct HeldLogAnswer {
     /// The index this peer's state was at when it answered from the group's record: of
     /// two records, the later one is the group's (a removal forgets the record).
     pub applied: u64,
+    /// This peer holds a log: a group exists, whatever else it knows.
+    pub initialized: bool,
+    /// This peer has no log and was started to join a group (one exists somewhere).
+    pub joining: bool,
+    /// The voters of the latest membership in this peer's log, with their addresses.
+    pub voters: Vec<(NodeId, String)>,
 }
 
+/// Encodes any serde value with postcard.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(postcard::to_allocvec(v).expect("RPC messages serialize"))
 }
