@@ -116,6 +116,9 @@ pub struct Cluster {
     pending: Vec<NodeId>,
     /// A membership change was asked for (a removal may still be in a leader's log).
     changed_members: bool,
+    /// How long a start waits for the node to be let in: [`ADMISSION_WAIT`] during the
+    /// faults, [`LONG`] once they are over (every start then ends decided).
+    admission_wait: Duration,
     _base: tempfile::TempDir,
 }
 
@@ -163,6 +166,7 @@ impl Cluster {
             timing,
             pending: Vec::new(),
             changed_members: false,
+            admission_wait: ADMISSION_WAIT,
             _base: base,
         };
         // Every node opened first: each waits for the others' answers to be let in.
@@ -209,7 +213,8 @@ impl Cluster {
     /// the leader has replicated to it before (its data was wiped). A node still waiting
     /// for its peers' answers after [`ADMISSION_WAIT`] counts as started.
     async fn boot(&mut self, id: NodeId, join: bool) -> anyhow::Result<bool> {
-        Ok(self.open(id, join).await? && self.admitted(id, ADMISSION_WAIT).await?)
+        let wait = self.admission_wait;
+        Ok(self.open(id, join).await? && self.admitted(id, wait).await?)
     }
 
     /// Whether node `id`'s admission let it in, waiting up to `wait` (still waiting: `true`,
@@ -359,11 +364,13 @@ impl Cluster {
         self.member(id).timers.set_rate(rate);
     }
 
-    /// Every node's Raft clock runs at real time again (the faults are over).
-    pub fn steady_timers(&self) {
+    /// Every node's Raft clock runs at real time again, and every start waits until its
+    /// node is let in or refused (the faults are over).
+    pub fn faults_over(&mut self) {
         for m in &self.members {
             m.timers.set_rate(1.0);
         }
+        self.admission_wait = LONG;
     }
 
     /// Node `id`'s next snapshot install stops after `step`, as a crash there would.

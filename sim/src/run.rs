@@ -444,7 +444,7 @@ async fn crash_in_install(cluster: &mut Cluster, h: &History) -> anyhow::Result<
 async fn converge(cluster: &mut Cluster, net: &SimNet, h: &History) -> Result<u64, String> {
     net.heal();
     net.set_faults(Faults::default());
-    cluster.steady_timers();
+    cluster.faults_over();
     cluster.disarm_installs();
     crash_in_install(cluster, h)
         .await
