@@ -49,13 +49,7 @@ async fn a_wiped_replica_catches_up_and_serves_everything() {
     std::fs::remove_dir_all(&c.node(wiped).data_dir).unwrap();
     c.make_leader(other).await;
     c.restart(wiped);
-    let status = c.wait_exit(wiped).await;
-    let log = c.log_of(wiped);
-    assert!(!status.success(), "{log}");
-    assert!(
-        log.contains("data is gone") && log.contains("--join"),
-        "the refusal says why and what to do: {log}"
-    );
+    refused_as_data_lost(&mut c, wiped).await;
     let leader = other;
     c.replace_data(leader, wiped).await;
 
@@ -128,13 +122,19 @@ async fn a_wiped_node_that_hears_from_no_peer_waits_then_is_refused() {
     for id in [2, 3] {
         c.restart(id);
     }
-    let status = c.wait_exit(wiped).await;
-    let log = c.log_of(wiped);
+    let log = refused_as_data_lost(&mut c, wiped).await;
+    // Its first life formed the group; its second formed none.
+    assert_eq!(log.matches("initialized the group").count(), 1, "{log}");
+}
+
+/// Waits until node `id` exits refused because its data is gone; its log.
+async fn refused_as_data_lost(c: &mut Cluster, id: u64) -> String {
+    let status = c.wait_exit(id).await;
+    let log = c.log_of(id);
     assert!(!status.success(), "{log}");
     assert!(
         log.contains("data is gone") && log.contains("--join"),
         "the refusal says why and what to do: {log}"
     );
-    // Its first life formed the group; its second formed none.
-    assert_eq!(log.matches("initialized the group").count(), 1, "{log}");
+    log
 }
