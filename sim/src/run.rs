@@ -691,8 +691,9 @@ pub async fn run(seed: u64, opts: Options) -> anyhow::Result<Verdict> {
             .iter()
             .map(|(id, b, _)| {
                 let s = b.cluster_status();
+                let voters = b.voter_sets();
                 format!(
-                    "n{id} term {} leader {:?} commit {} applied {}",
+                    "n{id} term {} leader {:?} commit {} applied {} voters {voters:?}",
                     s.term, s.leader_id, s.commit_index, s.applied_index
                 )
             })
