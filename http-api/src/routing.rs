@@ -450,8 +450,7 @@ async fn route(
                     }
                     Err(why) => {
                         // A spread that stopped part way: the same PUT finishes it.
-                        if req.method() == Method::PUT
-                            && req.uri().path().matches('/').count() == 3
+                        if puts_topic(&req)
                             && let Some(layout) = routes.started_layout(&t)
                         {
                             let (parts, body) = read_request(app, req).await?;
@@ -466,7 +465,7 @@ async fn route(
                     }
                     Ok(None) => {}
                 }
-                if req.method() == Method::PUT && req.uri().path().matches('/').count() == 3 {
+                if puts_topic(&req) {
                     let (parts, body) = read_request(app, req).await?;
                     if names_groups(&body) {
                         let local = local.map(|spec| Part {
@@ -498,6 +497,11 @@ async fn route(
         timeout: app.cfg.write_timeout + Duration::from_secs(60),
     };
     relay(app, parts.method, &parts.uri, &parts.headers, body, &to).await
+}
+
+/// `PUT /v1/topics/{t}`: a topic made or changed (not a request under it).
+fn puts_topic(req: &Request) -> bool {
+    req.method() == Method::PUT && req.uri().path().matches('/').count() == 3
 }
 
 #[cfg(test)]
