@@ -15,6 +15,7 @@ pub mod invariants;
 pub mod lossy;
 pub mod net;
 pub mod run;
+pub mod schedule;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -99,6 +99,19 @@ pub struct NodeStats {
 }
 
 impl Broker {
+    /// The voter sets of the latest membership in this node's log: two while a change is
+    /// in its joint phase (both must agree to elect or commit).
+    pub fn voter_sets(&self) -> Vec<Vec<NodeId>> {
+        self.with_metrics(|m| {
+            m.membership_config
+                .membership()
+                .get_joint_config()
+                .iter()
+                .map(|set| set.iter().copied().collect())
+                .collect()
+        })
+    }
+
     /// A snapshot of the broker group's state for `GET /v1/cluster`.
     pub fn cluster_status(&self) -> ClusterStatus {
         self.with_metrics(|m| self.status_of(m))

@@ -373,19 +373,6 @@ impl Broker {
             .map_err(BrokerError::from_io)
     }
 
-    /// The voter sets of the latest membership in this node's log: two while a change is
-    /// in its joint phase (both must agree to elect or commit).
-    pub fn voter_sets(&self) -> Vec<Vec<NodeId>> {
-        self.with_metrics(|m| {
-            m.membership_config
-                .membership()
-                .get_joint_config()
-                .iter()
-                .map(|set| set.iter().copied().collect())
-                .collect()
-        })
-    }
-
     /// A copy of openraft's latest metrics, for a caller that holds them across an await.
     fn metrics(&self) -> Metrics {
         self.with_metrics(Metrics::clone)
